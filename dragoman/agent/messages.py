@@ -1,0 +1,101 @@
+"""The data-channel protocol between the page and its agent (JSON, version 1).
+
+Agent → page: ``caption``, ``state``, ``languages``, ``error``.
+Page → agent: ``set_languages``, ``hangup``. Documented in the README ("Data channel").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+VERSION = 1
+
+Side = Literal["source", "translation"]
+State = Literal["listening", "translating", "speaking", "ended"]
+
+END_REASONS: dict[str, str] = {
+    "hangup": "You hung up.",
+    "remote_hangup": "The call was ended by the service.",
+    "max_duration": "The call reached its maximum duration.",
+    "no_media": "No audio was received from your microphone for a while.",
+    "connect_timeout": "The media connection could not be established.",
+    "memory_limit": "The interpreter ran out of memory for this call.",
+    "disconnected": "The connection to your browser was lost.",
+    "draining": "The server is shutting down.",
+    "agent_lost": "The interpreter process was lost.",
+    "error": "The interpreter hit an internal error.",
+}
+
+
+def caption(
+    utterance_id: str,
+    side: Side,
+    lang: str,
+    text: str,
+    final: bool,
+    t_start_ms: int,
+    t_end_ms: int,
+) -> dict[str, Any]:
+    return {
+        "v": VERSION,
+        "type": "caption",
+        "id": utterance_id,
+        "side": side,
+        "lang": lang,
+        "final": final,
+        "text": text,
+        "t_start_ms": t_start_ms,
+        "t_end_ms": t_end_ms,
+    }
+
+
+def state(value: State, reason: str | None = None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"v": VERSION, "type": "state", "state": value}
+    if reason is not None:
+        msg["reason"] = reason
+        msg["message"] = END_REASONS.get(reason, reason)
+    return msg
+
+
+def languages(source: str, target: str) -> dict[str, Any]:
+    return {"v": VERSION, "type": "languages", "source": source, "target": target}
+
+
+def error(code: str, message: str, fatal: bool = False) -> dict[str, Any]:
+    return {"v": VERSION, "type": "error", "code": code, "message": message, "fatal": fatal}
+
+
+@dataclass(frozen=True)
+class SetLanguages:
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    pass
+
+
+Control = SetLanguages | Hangup
+
+
+class BadMessage(ValueError):
+    pass
+
+
+def parse_control(message: Any) -> Control:
+    """Parse a page → agent message; BadMessage says what was wrong with it."""
+    if not isinstance(message, dict):
+        raise BadMessage("control messages are JSON objects")
+    if message.get("v") != VERSION:
+        raise BadMessage(f"unsupported protocol version {message.get('v')!r}; expected {VERSION}")
+    kind = message.get("type")
+    if kind == "hangup":
+        return Hangup()
+    if kind == "set_languages":
+        source, target = message.get("source"), message.get("target")
+        if not isinstance(source, str) or not isinstance(target, str):
+            raise BadMessage("set_languages needs string 'source' and 'target'")
+        return SetLanguages(source, target)
+    raise BadMessage(f"unknown message type {kind!r}")

@@ -1,0 +1,115 @@
+"""Entry point of an agent process: one process, one call, then exit.
+
+The worker forks these ahead of demand from a forkserver that has already imported this
+module (and so Pipecat, aiortc, NumPy, ONNX Runtime). While idle, the process also loads the
+VAD and builds its WebRTC peer (DTLS certificate included), so answering an offer is only
+SDP work: nothing slow sits between the POST and its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from multiprocessing.connection import Connection
+
+from loguru import logger as loguru_logger
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+
+from dragoman.agent.session import CallSession
+from dragoman.config import Settings
+from dragoman.inference.client import InferenceClient
+from dragoman.languages import LanguageError, validate_pair
+from dragoman.worker.channel import ChannelClosed, PipeChannel
+
+log = logging.getLogger("dragoman.agent")
+
+
+def quiet_pipecat(level: str) -> None:
+    """Pipecat logs through loguru at DEBUG; keep per-call processes to warnings and up."""
+    loguru_logger.remove()
+    loguru_logger.add(sys.stderr, level="DEBUG" if level.upper() == "DEBUG" else "WARNING")
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 2)
+
+
+async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: str) -> None:
+    t_prep = time.perf_counter()
+    vad = SileroVADAnalyzer(params=VADParams(stop_secs=settings.vad_stop_s))
+    connection = SmallWebRTCConnection(ice_servers=[])
+    client = InferenceClient(socket_path)
+    chan.send({"kind": "ready", "pid": os.getpid(), "prep_ms": _ms(t_prep)})
+
+    msg = await chan.recv()
+    if msg.get("kind") != "offer":
+        return  # "stop": the worker is shrinking its idle pool or shutting down
+    t0 = time.perf_counter()
+    try:
+        pair = validate_pair(msg["source"], msg["target"])
+        await connection.initialize(sdp=msg["sdp"], type=msg["type"])
+        answer = connection.get_answer()
+    except LanguageError as e:
+        chan.send({"kind": "error", "code": e.code, "message": e.message})
+        return
+    except Exception as e:  # aiortc rejects what the API's quick SDP check let through
+        chan.send({"kind": "error", "code": "bad_sdp", "message": f"Malformed SDP offer: {e}"})
+        return
+    session = CallSession(
+        connection=connection, vad=vad, pair=pair, settings=settings, client=client
+    )
+    chan.send(
+        {
+            "kind": "answer",
+            "sdp": answer["sdp"],
+            "type": answer["type"],
+            "timings_ms": {"agent_answer": _ms(t0)},
+        }
+    )
+
+    async def follow_worker() -> None:
+        # The worker asks us to end (DELETE, drain, memory) or vanishes (EOF): end the call.
+        try:
+            while True:
+                m = await chan.recv()
+                if m.get("kind") == "end":
+                    await session.end(m.get("reason", "remote_hangup"))
+                    return
+        except ChannelClosed:
+            await session.end("agent_lost")
+
+    follower = asyncio.create_task(follow_worker())
+    try:
+        reason = await session.run()
+    finally:
+        follower.cancel()
+    chan.send({"kind": "ended", "reason": reason})
+
+
+def agent_main(conn: Connection, settings_json: str, socket_path: str) -> None:
+    """Process target. Runs exactly one call (or none, if told to stop while idle)."""
+    settings = Settings.model_validate_json(settings_json)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s agent[%(process)d] %(message)s"
+    )
+    # Ctrl-C in a terminal reaches every process in the group; the worker drains calls
+    # and decides when each agent ends, so agents ignore SIGINT.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_pipecat(settings.log_level)
+
+    async def main() -> None:
+        chan = PipeChannel(conn)
+        try:
+            await _serve_one_call(chan, settings, socket_path)
+        except ChannelClosed:
+            pass
+        finally:
+            chan.close()
+
+    asyncio.run(main())

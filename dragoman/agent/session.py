@@ -1,0 +1,176 @@
+"""One call inside an agent process: the Pipecat pipeline over the caller's WebRTC peer,
+control messages from the page, and the per-call limits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import psutil
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.audio.vad_processor import VADProcessor
+from pipecat.transports.base_transport import TransportParams
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+from pipecat.workers.runner import WorkerRunner
+
+from dragoman.agent import messages
+from dragoman.agent.limits import CallLimits, CallVitals, limit_exceeded
+from dragoman.config import Settings
+from dragoman.inference.client import InferenceClient
+from dragoman.languages import LanguageError, LanguagePair, validate_pair
+from dragoman.pipeline.chime import chime
+from dragoman.pipeline.interpreter import Interpreter
+from dragoman.pipeline.speaker import Speaker
+from dragoman.pipeline.translator import WhisperTranslator
+
+log = logging.getLogger(__name__)
+
+FLUSH_S = 0.3  # let the final "ended" message leave before the peer closes
+
+
+class CallSession:
+    def __init__(
+        self,
+        *,
+        connection: SmallWebRTCConnection,
+        vad: SileroVADAnalyzer,
+        pair: LanguagePair,
+        settings: Settings,
+        client: InferenceClient,
+    ) -> None:
+        self.connection = connection
+        self.settings = settings
+        self.started_at = time.monotonic()
+        self.connected_at: float | None = None
+        self.end_reason: str | None = None
+        self._ended = asyncio.Event()
+        self._limits = CallLimits(
+            max_call_s=settings.max_call_s,
+            no_media_timeout_s=settings.no_media_timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            memory_limit_mb=settings.call_memory_limit_mb,
+        )
+        out_rate = settings.audio_out_sample_rate
+        self.transport = SmallWebRTCTransport(
+            connection,
+            TransportParams(
+                audio_in_enabled=True,
+                audio_in_sample_rate=16000,
+                audio_out_enabled=True,
+                audio_out_sample_rate=out_rate,
+                audio_out_10ms_chunks=2,
+            ),
+        )
+        self.interpreter = Interpreter(
+            translator=WhisperTranslator(client),
+            pair=pair,
+            notify=self.notify,
+            max_utterance_s=settings.max_utterance_s,
+            min_utterance_s=settings.min_utterance_s,
+            partial_interval_s=settings.partial_interval_s,
+        )
+        self.speaker = Speaker(client=client, notify=self.notify)
+        pipeline = Pipeline(
+            [
+                self.transport.input(),
+                VADProcessor(vad_analyzer=vad),
+                self.interpreter,
+                self.speaker,
+                self.transport.output(),
+            ]
+        )
+        self.worker = PipelineWorker(
+            pipeline,
+            params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=out_rate),
+            enable_rtvi=False,
+            enable_turn_tracking=False,
+            idle_timeout_secs=None,
+            check_dangling_tasks=False,
+        )
+        self._chime = chime(out_rate)
+        self._register_handlers()
+
+    def notify(self, msg: dict[str, Any]) -> None:
+        self.connection.send_app_message(msg)
+
+    def _register_handlers(self) -> None:
+        @self.transport.event_handler("on_client_connected")
+        async def on_connected(_transport: Any, _client: Any) -> None:
+            self.connected_at = time.monotonic()
+            await self.speaker.play(self._chime, self.settings.audio_out_sample_rate)
+            pair = self.interpreter.pair
+            self.notify(messages.languages(pair.source, pair.target))
+            self.notify(messages.state("listening"))
+
+        @self.transport.event_handler("on_client_disconnected")
+        async def on_disconnected(_transport: Any, _client: Any) -> None:
+            await self.end("disconnected")
+
+        @self.transport.event_handler("on_app_message")
+        async def on_message(_transport: Any, message: Any, _sender: Any) -> None:
+            await self.on_control(message)
+
+    async def on_control(self, raw: Any) -> None:
+        try:
+            msg = messages.parse_control(raw)
+        except messages.BadMessage as e:
+            self.notify(messages.error("bad_message", str(e)))
+            return
+        if isinstance(msg, messages.Hangup):
+            await self.end("hangup")
+            return
+        try:
+            pair = validate_pair(msg.source, msg.target)
+        except LanguageError as e:
+            # The call goes on with the pair it had; the page is told why.
+            self.notify(messages.error(e.code, e.message))
+            current = self.interpreter.pair
+            self.notify(messages.languages(current.source, current.target))
+            return
+        self.interpreter.pair = pair
+        self.notify(messages.languages(pair.source, pair.target))
+
+    async def end(self, reason: str) -> None:
+        if self.end_reason is not None:
+            return
+        self.end_reason = reason
+        log.info("call ending: %s", reason)
+        self.notify(messages.state("ended", reason))
+        await asyncio.sleep(FLUSH_S)
+        await self.worker.cancel(reason=reason)
+        self._ended.set()
+
+    async def _watchdog(self) -> None:
+        proc = psutil.Process()
+        while self.end_reason is None:
+            await asyncio.sleep(1.0)
+            vitals = CallVitals(
+                now=time.monotonic(),
+                started_at=self.started_at,
+                connected_at=self.connected_at,
+                last_media_at=self.interpreter.last_media_at,
+                rss_mb=proc.memory_info().rss / 2**20,
+            )
+            reason = limit_exceeded(self._limits, vitals)
+            if reason:
+                await self.end(reason)
+
+    async def run(self) -> str:
+        """Run the call to its end; returns the end reason."""
+        runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
+        await runner.add_workers(self.worker)
+        watchdog = asyncio.create_task(self._watchdog())
+        try:
+            await runner.run()
+        finally:
+            watchdog.cancel()
+            try:
+                await asyncio.wait_for(self.connection.disconnect(), 2.0)
+            except Exception as e:  # the peer may be long gone
+                log.debug("disconnect: %s", e)
+        return self.end_reason or "disconnected"

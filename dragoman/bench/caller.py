@@ -1,0 +1,198 @@
+"""A scripted caller over aiortc: what the page does, minus the browser.
+
+It plays PCM (e.g. a WAV fixture, then silence) as its microphone, opens the ``dragoman``
+data channel, posts the offer, and records what comes back: answer time, ICE connect time,
+first agent audio, every data-channel message. Tests and benchmarks both use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from av import AudioFrame
+
+RATE = 48000
+FRAME_SAMPLES = 960  # 20 ms
+AUDIBLE_RMS = 500.0  # int16 RMS above which agent audio counts as heard
+
+
+def load_wav_mono(path: Path | str, rate: int = RATE) -> np.ndarray:
+    """A WAV file as int16 mono at ``rate``."""
+    import soxr
+
+    with wave.open(str(path)) as w:
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        channels, src_rate = w.getnchannels(), w.getframerate()
+    if channels > 1:
+        data = data.reshape(-1, channels).mean(axis=1).astype(np.int16)
+    if src_rate != rate:
+        data = soxr.resample(data, src_rate, rate).astype(np.int16)
+    return data
+
+
+class PcmTrack(MediaStreamTrack):
+    """A microphone that plays queued PCM in real time and silence in between."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._pts = 0
+        self._start: float | None = None
+
+    def play(self, pcm: np.ndarray) -> None:
+        self._pending = np.concatenate([self._pending, pcm.astype(np.int16)])
+
+    @property
+    def playing(self) -> bool:
+        return len(self._pending) > 0
+
+    async def recv(self) -> AudioFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + self._pts / RATE
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        chunk, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
+        if len(chunk) < FRAME_SAMPLES:
+            chunk = np.pad(chunk, (0, FRAME_SAMPLES - len(chunk)))
+        frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, RATE)
+        self._pts += FRAME_SAMPLES
+        return frame
+
+
+@dataclass
+class CallResult:
+    status: int | None = None
+    call_id: str | None = None
+    error: dict[str, Any] | None = None
+    retry_after: str | None = None
+    answer_ms: float | None = None
+    connected_ms: float | None = None
+    first_audio_ms: float | None = None
+    server_timings: dict[str, float] = field(default_factory=dict)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    audio_rms: list[float] = field(default_factory=list)
+
+
+class Caller:
+    def __init__(self, base_url: str, source: str = "ja", target: str = "en") -> None:
+        self.base_url = base_url.rstrip("/")
+        self.source, self.target = source, target
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.mic = PcmTrack()
+        self.result = CallResult()
+        self._t0 = 0.0
+        self._channel = self.pc.createDataChannel("dragoman", ordered=True)
+        self._channel_open = asyncio.Event()
+        self._message_event = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._channel.on("open", self._channel_open.set)
+        self._channel.on("message", self._on_message)
+        self.pc.on("track", self._on_track)
+        self.pc.on("connectionstatechange", self._on_state)
+
+    def _ms(self) -> float:
+        return round((time.perf_counter() - self._t0) * 1000, 1)
+
+    def _on_message(self, raw: str | bytes) -> None:
+        try:
+            self.result.messages.append(json.loads(raw))
+        except (json.JSONDecodeError, TypeError):
+            return
+        self._message_event.set()
+
+    def _on_state(self) -> None:
+        if self.pc.connectionState == "connected" and self.result.connected_ms is None:
+            self.result.connected_ms = self._ms()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self._tasks.append(asyncio.ensure_future(self._listen(track)))
+
+    async def _listen(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception:
+                return
+            pcm = frame.to_ndarray().astype(np.float32)
+            rms = float(np.sqrt(np.mean(pcm * pcm))) if pcm.size else 0.0
+            self.result.audio_rms.append(rms)
+            if rms > AUDIBLE_RMS and self.result.first_audio_ms is None:
+                self.result.first_audio_ms = self._ms()
+
+    async def call(self, client: httpx.AsyncClient | None = None) -> CallResult:
+        """Press Call: offer → POST → answer. Returns once the HTTP exchange is done."""
+        self._t0 = time.perf_counter()
+        self.pc.addTransceiver(self.mic, direction="sendrecv")
+        await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers host candidates
+        body = {
+            "sdp": self.pc.localDescription.sdp,
+            "type": "offer",
+            "source": self.source,
+            "target": self.target,
+        }
+        own = client is None
+        client = client or httpx.AsyncClient(timeout=30)
+        try:
+            resp = await client.post(f"{self.base_url}/v1/calls", json=body)
+        finally:
+            if own:
+                await client.aclose()
+        self.result.status = resp.status_code
+        self.result.answer_ms = self._ms()
+        data = resp.json()
+        if resp.status_code != 201:
+            self.result.error = data.get("error")
+            self.result.retry_after = resp.headers.get("retry-after")
+            return self.result
+        self.result.call_id = data["call_id"]
+        self.result.server_timings = data.get("timings_ms", {})
+        await self.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], data["type"]))
+        return self.result
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self._channel.send(json.dumps(msg))
+
+    async def wait_open(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self._channel_open.wait(), timeout)
+
+    async def wait_for(self, predicate: Any, timeout: float) -> dict[str, Any]:
+        """Wait for a data-channel message matching ``predicate`` (checked on all so far)."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for msg in self.result.messages[seen:]:
+                if predicate(msg):
+                    return msg
+            seen = len(self.result.messages)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"no matching message in {timeout} s; got {self.result.messages}"
+                )
+            self._message_event.clear()
+            try:
+                await asyncio.wait_for(self._message_event.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.pc.close()

@@ -1,0 +1,100 @@
+"""The one settings object. Every knob has a default that works on a laptop.
+
+Each field can be set from the environment with the ``DRAGOMAN_`` prefix, e.g.
+``DRAGOMAN_PORT=9000`` or ``DRAGOMAN_MAX_CALLS=16``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dragoman"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DRAGOMAN_", extra="ignore")
+
+    # --- HTTP control plane -------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = Field(
+        64 * 1024, description="Largest accepted request body; an SDP offer is a few KB."
+    )
+
+    # --- node capacity and the pre-forked agent pool -----------------------------------
+    max_calls: int = Field(8, ge=1, description="Concurrent calls this node accepts.")
+    idle_target: int | None = Field(
+        None,
+        ge=0,
+        description="Idle agent processes kept waiting. Default: every free call slot, "
+        "bounded by idle_memory_budget_mb.",
+    )
+    idle_memory_budget_mb: int = Field(
+        1024, description="Memory the idle agent processes may use together."
+    )
+    idle_process_estimate_mb: int = Field(
+        60, description="Assumed unique memory of one idle agent, to size the idle pool."
+    )
+    agent_answer_timeout_s: float = Field(
+        5.0, description="An agent that has not answered an offer by then is killed."
+    )
+    agent_wait_s: float = Field(
+        2.0, description="When no idle agent is waiting but one is being forked, wait this long."
+    )
+    retry_after_s: int = Field(2, description="Retry-After sent with 503 when no agent is free.")
+
+    # --- per-call limits ---------------------------------------------------------------
+    max_call_s: float = Field(30 * 60, description="Hard cap on one call's duration.")
+    no_media_timeout_s: float = Field(
+        20.0, description="End the call when no audio arrived from the caller for this long."
+    )
+    connect_timeout_s: float = Field(
+        15.0, description="End the call when WebRTC has not connected by then (abandoned)."
+    )
+    call_memory_limit_mb: int = Field(
+        400, description="End a call whose process resident memory grows past this."
+    )
+    drain_timeout_s: float = Field(
+        60.0, description="On shutdown, how long running calls may continue before exit."
+    )
+
+    # --- pipeline ----------------------------------------------------------------------
+    default_source: str = "ja"
+    default_target: str = "en"
+    vad_stop_s: float = Field(0.5, description="Silence that ends an utterance.")
+    max_utterance_s: float = Field(15.0, description="Cut an utterance that runs this long.")
+    min_utterance_s: float = Field(0.3, description="Shorter voiced segments are ignored.")
+    partial_interval_s: float = Field(
+        1.0, description="How often a partial source caption is transcribed; 0 turns it off."
+    )
+    audio_out_sample_rate: int = 24000
+
+    # --- node-local inference service (one per node, shared by all agent processes) -----
+    inference_socket: Path | None = Field(
+        None, description="Unix socket of the node's inference service; default: a temp path."
+    )
+    whisper_model_path: Path | None = Field(
+        None, description="A faster-whisper (CTranslate2) model folder; default: Whisper base."
+    )
+    whisper_compute_type: str = "int8"
+    whisper_threads: int = Field(0, description="CPU threads per Whisper worker; 0 = auto.")
+    whisper_workers: int = Field(2, description="Concurrent Whisper decodes.")
+    piper_voice_path: Path | None = Field(
+        None, description="A Piper .onnx English voice; default: the bundled en_US joe voice."
+    )
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,108 @@
+"""Supported languages, their names, and which pairs the local pipeline can serve.
+
+Sources are languages Whisper recognises well enough at the "base" size. The local pipeline
+translates with Whisper's own ``translate`` task, which only produces English, and speaks
+with Piper's English voice; every other target needs a machine-translation provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LANGUAGE_NAMES: dict[str, str] = {
+    "ar": "Arabic",
+    "de": "German",
+    "en": "English",
+    "es": "Spanish",
+    "fr": "French",
+    "hi": "Hindi",
+    "id": "Indonesian",
+    "it": "Italian",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "nl": "Dutch",
+    "pl": "Polish",
+    "pt": "Portuguese",
+    "ru": "Russian",
+    "th": "Thai",
+    "tr": "Turkish",
+    "uk": "Ukrainian",
+    "vi": "Vietnamese",
+    "zh": "Chinese",
+}
+
+# Targets the local offline pipeline can speak: Whisper translate → English, Piper English.
+LOCAL_TARGETS: frozenset[str] = frozenset({"en"})
+
+DEFAULT_VOICES: dict[str, str] = {"en": "en_US-joe-medium"}
+
+
+class LanguageError(ValueError):
+    """A language code or pair the service cannot serve; ``code`` is the API error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class LanguagePair:
+    source: str
+    target: str
+
+
+def name_of(code: str) -> str:
+    return LANGUAGE_NAMES.get(code, code)
+
+
+def target_unavailable_reason(target: str) -> str | None:
+    """Why the local pipeline cannot translate into ``target``, or None when it can."""
+    if target in LOCAL_TARGETS:
+        return None
+    return (
+        f"Translation into {name_of(target)} needs a machine-translation provider; the "
+        "offline pipeline translates into English only (see README: Providers)."
+    )
+
+
+def validate_pair(source: object, target: object) -> LanguagePair:
+    """Check a requested pair; raise LanguageError with a message a person can act on."""
+    for role, code in (("source", source), ("target", target)):
+        if not isinstance(code, str) or code not in LANGUAGE_NAMES:
+            known = ", ".join(sorted(LANGUAGE_NAMES))
+            raise LanguageError(
+                "unknown_language", f"Unknown {role} language {code!r}; supported: {known}."
+            )
+    assert isinstance(source, str) and isinstance(target, str)
+    if source == target:
+        raise LanguageError(
+            "same_language", f"Source and target are both {name_of(source)}; pick two languages."
+        )
+    reason = target_unavailable_reason(target)
+    if reason:
+        raise LanguageError("unsupported_pair", reason)
+    return LanguagePair(source, target)
+
+
+def catalogue(default_source: str, default_target: str) -> dict[str, object]:
+    """The body of ``GET /v1/languages``."""
+    sources = [
+        {"code": c, "name": n} for c, n in sorted(LANGUAGE_NAMES.items(), key=lambda x: x[1])
+    ]
+    targets = []
+    for code, name in sorted(LANGUAGE_NAMES.items(), key=lambda x: x[1]):
+        reason = target_unavailable_reason(code)
+        entry: dict[str, object] = {"code": code, "name": name, "available": reason is None}
+        if reason:
+            entry["reason"] = reason
+        else:
+            entry["voice"] = DEFAULT_VOICES.get(code)
+        targets.append(entry)
+    return {
+        "sources": sources,
+        "targets": targets,
+        "default_source": default_source,
+        "default_target": default_target,
+        "provider": "local",
+    }

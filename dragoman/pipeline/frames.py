@@ -1,0 +1,16 @@
+"""Frames of our own that travel through the Pipecat pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipecat.frames.frames import DataFrame
+
+
+@dataclass
+class SpeakTranslationFrame(DataFrame):
+    """A finished translation for the speaker stage to voice."""
+
+    text: str = ""
+    utterance_id: str = ""
+    lang: str = "en"

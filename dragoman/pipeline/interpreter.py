@@ -1,0 +1,190 @@
+"""Cuts the caller's audio into utterances with the VAD and turns each into captions and a
+translation to speak.
+
+Audio frames are consumed here (nothing downstream needs them). Utterances are finalised in
+order by one background task, so a slow transcription never blocks the audio path and the
+translations are spoken in the order they were said. The language pair is read when an
+utterance ends, so a switch applies from the next sentence on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    StartFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from dragoman.agent import messages
+from dragoman.languages import LanguagePair
+from dragoman.pipeline.frames import SpeakTranslationFrame
+from dragoman.pipeline.translator import SpeechTranslator
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+BYTES_PER_S = RATE * 2
+PREROLL_S = 0.5  # VAD confirms speech ~0.2 s after it starts; keep what came before
+TRAILING_SILENCE_S = 0.3  # Whisper garbles a last word that ends abruptly
+
+
+@dataclass
+class _Utterance:
+    uid: str
+    pcm: bytearray
+    t_start_ms: int
+    t_end_ms: int = 0
+    partial_busy: bool = False
+    sent_partial: bool = False
+
+
+class Interpreter(FrameProcessor):
+    def __init__(
+        self,
+        *,
+        translator: SpeechTranslator,
+        pair: LanguagePair,
+        notify: Callable[[dict[str, Any]], None],
+        max_utterance_s: float,
+        min_utterance_s: float,
+        partial_interval_s: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.pair = pair
+        self._translator = translator
+        self._notify = notify
+        self._max_bytes = int(max_utterance_s * BYTES_PER_S)
+        self._min_bytes = int(min_utterance_s * BYTES_PER_S)
+        self._partial_interval_s = partial_interval_s
+        self._preroll = bytearray()
+        self._current: _Utterance | None = None
+        self._seq = 0
+        self._t0 = time.monotonic()
+        self.last_media_at: float | None = None
+        self._finals: asyncio.Queue[tuple[_Utterance, LanguagePair]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
+
+    def _now_ms(self) -> int:
+        return int((time.monotonic() - self._t0) * 1000)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame):
+            self._on_audio(frame.audio)
+            return
+        if isinstance(frame, VADUserStartedSpeakingFrame):
+            self._start_utterance()
+            return
+        if isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._end_utterance()
+            return
+        if isinstance(frame, StartFrame):
+            self._t0 = time.monotonic()
+            self._tasks.append(self.create_task(self._finalise_loop(), "finalise"))
+            if self._partial_interval_s > 0:
+                self._tasks.append(self.create_task(self._partial_loop(), "partials"))
+        elif isinstance(frame, (EndFrame, CancelFrame)):
+            for task in self._tasks:
+                await self.cancel_task(task)
+            self._tasks.clear()
+        await self.push_frame(frame, direction)
+
+    # --- segmentation --------------------------------------------------------------------
+    def _on_audio(self, pcm: bytes) -> None:
+        self.last_media_at = time.monotonic()
+        if self._current is None:
+            self._preroll += pcm
+            excess = len(self._preroll) - int(PREROLL_S * BYTES_PER_S)
+            if excess > 0:
+                del self._preroll[:excess]
+            return
+        self._current.pcm += pcm
+        if len(self._current.pcm) >= self._max_bytes:
+            # A long monologue is cut so the caller hears it in pieces, not after a minute.
+            self._end_utterance()
+            self._start_utterance()
+
+    def _start_utterance(self) -> None:
+        if self._current is not None:
+            return
+        self._seq += 1
+        start_ms = max(0, self._now_ms() - int(len(self._preroll) / BYTES_PER_S * 1000))
+        self._current = _Utterance(f"u{self._seq}", bytearray(self._preroll), start_ms)
+        self._preroll.clear()
+
+    def _end_utterance(self) -> None:
+        utt, self._current = self._current, None
+        if utt is None:
+            return
+        utt.t_end_ms = self._now_ms()
+        if len(utt.pcm) < self._min_bytes:
+            if utt.sent_partial:  # withdraw the partial caption of a too-short blip
+                self._caption(utt, "source", self.pair.source, "", final=True)
+            return
+        self._notify(messages.state("translating"))
+        self._finals.put_nowait((utt, self.pair))
+
+    def _caption(self, utt: _Utterance, side: messages.Side, lang: str, text: str, final: bool):
+        end = utt.t_end_ms or self._now_ms()
+        self._notify(messages.caption(utt.uid, side, lang, text, final, utt.t_start_ms, end))
+
+    # --- background work -----------------------------------------------------------------
+    async def _partial_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._partial_interval_s)
+            utt = self._current
+            if utt is None or utt.partial_busy or len(utt.pcm) < BYTES_PER_S * 0.8:
+                continue
+            utt.partial_busy = True
+            try:
+                text = await self._translator.transcribe(bytes(utt.pcm), self.pair.source)
+            except Exception as e:  # partials are a nicety; the final caption still comes
+                log.warning("partial transcription failed: %s", e)
+                text = ""
+            finally:
+                utt.partial_busy = False
+            if text and self._current is utt:
+                utt.sent_partial = True
+                self._caption(utt, "source", self.pair.source, text, final=False)
+
+    async def _finalise_loop(self) -> None:
+        while True:
+            utt, pair = await self._finals.get()
+            try:
+                await self._finalise(utt, pair)
+            except Exception as e:
+                log.exception("utterance %s failed", utt.uid)
+                self._notify(messages.error("translation_failed", f"Could not translate: {e}"))
+                self._notify(messages.state("listening"))
+
+    async def _finalise(self, utt: _Utterance, pair: LanguagePair) -> None:
+        pcm = bytes(utt.pcm) + bytes(int(TRAILING_SILENCE_S * BYTES_PER_S))
+        source_task = asyncio.ensure_future(self._translator.transcribe(pcm, pair.source))
+        translation = (await self._translator.translate(pcm, pair)).strip()
+        source = (await source_task).strip()
+        if not source and not translation:
+            if utt.sent_partial:
+                self._caption(utt, "source", pair.source, "", final=True)
+            self._notify(messages.state("listening"))
+            return
+        self._caption(utt, "source", pair.source, source, final=True)
+        if translation:
+            self._caption(utt, "translation", pair.target, translation, final=True)
+            await self.push_frame(
+                SpeakTranslationFrame(text=translation, utterance_id=utt.uid, lang=pair.target)
+            )
+        else:
+            self._notify(messages.state("listening"))

@@ -1,0 +1,80 @@
+"""Voices translations through the node's TTS and reports speaking/listening state.
+
+Synthesis runs in its own task so frames keep flowing while a sentence is being made;
+translations are spoken one after another, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pipecat.frames.frames import (
+    BotStoppedSpeakingFrame,
+    CancelFrame,
+    EndFrame,
+    Frame,
+    OutputAudioRawFrame,
+    StartFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from dragoman.agent import messages
+from dragoman.inference.client import InferenceClient
+from dragoman.pipeline.frames import SpeakTranslationFrame
+
+log = logging.getLogger(__name__)
+
+
+class Speaker(FrameProcessor):
+    def __init__(
+        self,
+        *,
+        client: InferenceClient,
+        notify: Callable[[dict[str, Any]], None],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._client = client
+        self._notify = notify
+        self._queue: asyncio.Queue[SpeakTranslationFrame] = asyncio.Queue()
+        self._busy = False
+        self._task: asyncio.Task | None = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, SpeakTranslationFrame):
+            self._queue.put_nowait(frame)
+            return
+        if isinstance(frame, StartFrame):
+            self._task = self.create_task(self._speak_loop(), "speak")
+        elif isinstance(frame, (EndFrame, CancelFrame)) and self._task:
+            await self.cancel_task(self._task)
+            self._task = None
+        elif isinstance(frame, BotStoppedSpeakingFrame) and self._queue.empty() and not self._busy:
+            self._notify(messages.state("listening"))
+        await self.push_frame(frame, direction)
+
+    async def play(self, pcm16: bytes, sample_rate: int) -> None:
+        await self.push_frame(
+            OutputAudioRawFrame(audio=pcm16, sample_rate=sample_rate, num_channels=1)
+        )
+
+    async def _speak_loop(self) -> None:
+        while True:
+            item = await self._queue.get()
+            self._busy = True
+            try:
+                first = True
+                async for pcm, rate in self._client.tts(item.text):
+                    if first:
+                        self._notify(messages.state("speaking"))
+                        first = False
+                    await self.play(pcm, rate)
+            except Exception as e:
+                log.warning("speech synthesis failed for %s: %s", item.utterance_id, e)
+                self._notify(messages.error("tts_failed", f"Could not speak the translation: {e}"))
+            finally:
+                self._busy = False

@@ -1,0 +1,32 @@
+"""Speech translators: utterance audio in, source text and translated text out.
+
+The local one asks the node's inference service: Whisper ``transcribe`` for the source
+caption and Whisper ``translate`` (any language → English) for the translation.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from dragoman.inference.client import InferenceClient
+from dragoman.languages import LanguagePair, target_unavailable_reason
+
+
+class SpeechTranslator(Protocol):
+    async def transcribe(self, pcm16_16k: bytes, language: str) -> str: ...
+
+    async def translate(self, pcm16_16k: bytes, pair: LanguagePair) -> str: ...
+
+
+class WhisperTranslator:
+    def __init__(self, client: InferenceClient) -> None:
+        self._client = client
+
+    async def transcribe(self, pcm16_16k: bytes, language: str) -> str:
+        return (await self._client.stt(pcm16_16k, language, "transcribe")).text
+
+    async def translate(self, pcm16_16k: bytes, pair: LanguagePair) -> str:
+        reason = target_unavailable_reason(pair.target)
+        if reason:  # validated earlier; never fall back to echoing the source text
+            raise ValueError(reason)
+        return (await self._client.stt(pcm16_16k, pair.source, "translate")).text

@@ -1,0 +1,389 @@
+// Page wiring: language pickers, Call / Hang up, levels, captions, status,
+// and the window.dragoman object the automated tests read.
+
+import { Call } from '/call.js';
+import { LevelMeter, rmsToLevel } from '/meter.js';
+
+const FIRST_AUDIO_RMS = 0.01; // remote level that counts as "the interpreter is audible"
+// setInterval rather than requestAnimationFrame: rAF is throttled or paused in
+// background and headless tabs, which would skew the first-audio timing.
+const METER_INTERVAL_MS = 20;
+const ERROR_AUTOHIDE_MS = 8000;
+const LANGUAGES_RETRY_MS = 3000;
+
+const ACTIVE_STATES = new Set(['connecting', 'connected', 'listening', 'translating', 'speaking']);
+const SERVER_STATES = new Set(['listening', 'translating', 'speaking']);
+const END_REASONS = {
+  hangup: 'the call was hung up',
+  max_duration: 'the maximum call duration was reached',
+  no_media: 'no audio was received',
+  memory_limit: 'the server ran short of memory',
+  agent_lost: 'the interpreter stopped unexpectedly',
+  error: 'a server error occurred',
+};
+// Endings that are failures, worth the error banner rather than just a note.
+const ABNORMAL_END_REASONS = new Set(['memory_limit', 'agent_lost', 'error']);
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  source: $('source'),
+  target: $('target'),
+  targetNote: $('target-note'),
+  call: $('call'),
+  hangup: $('hangup'),
+  connState: $('conn-state'),
+  notice: $('notice'),
+  error: $('error'),
+  answerMs: $('answer-ms'),
+  firstAudioMs: $('first-audio-ms'),
+  micLevel: $('mic-level'),
+  remoteLevel: $('remote-level'),
+  captions: $('captions'),
+  remoteAudio: $('remote-audio'),
+};
+
+// Read by tests; kept current by the functions below.
+const dragoman = {
+  state: 'idle',
+  callId: null,
+  firstAudioMs: null,
+  answerMs: null,
+  maxRemoteRms: 0,
+  captions: [],
+};
+window.dragoman = dragoman;
+
+let languagesLoaded = false;
+/** The call in progress, or null. See startCall() for its fields. */
+let session = null;
+
+// ---------------------------------------------------------------- status
+
+function setState(state) {
+  dragoman.state = state;
+  ui.connState.textContent = state;
+  ui.connState.dataset.state = state;
+  updateButtons();
+}
+
+function updateButtons() {
+  const active = ACTIVE_STATES.has(dragoman.state);
+  ui.call.disabled = active || !languagesLoaded;
+  ui.hangup.disabled = !active;
+}
+
+function setNotice(text) {
+  ui.notice.textContent = text;
+}
+
+let errorTimer = null;
+let errorKind = null;
+
+/** Shows the error banner; non-fatal messages hide themselves after a while. */
+function showError(message, { autoHide = false, kind = 'general' } = {}) {
+  clearTimeout(errorTimer);
+  errorKind = kind;
+  ui.error.textContent = message;
+  ui.error.hidden = false;
+  if (autoHide) errorTimer = setTimeout(hideError, ERROR_AUTOHIDE_MS);
+}
+
+function hideError() {
+  clearTimeout(errorTimer);
+  errorKind = null;
+  ui.error.textContent = '';
+  ui.error.hidden = true;
+}
+
+function resetMetrics() {
+  Object.assign(dragoman, { callId: null, firstAudioMs: null, answerMs: null, maxRemoteRms: 0, serverTimings: null });
+  ui.answerMs.textContent = '—';
+  ui.firstAudioMs.textContent = '—';
+}
+
+// ---------------------------------------------------------------- languages
+
+async function loadLanguages() {
+  try {
+    const res = await fetch('/v1/languages');
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    const data = await res.json();
+    fillSelect(ui.source, data.sources ?? [], data.default_source);
+    fillSelect(ui.target, data.targets ?? [], data.default_target);
+    languagesLoaded = true;
+    if (errorKind === 'languages') hideError();
+    updateTargetNote();
+    updateButtons();
+  } catch (err) {
+    showError(`Could not load the language list (${err.message}); retrying…`, { kind: 'languages' });
+    setTimeout(loadLanguages, LANGUAGES_RETRY_MS);
+  }
+}
+
+function fillSelect(select, languages, defaultCode) {
+  select.replaceChildren(
+    ...languages.map(({ code, name, available = true, reason = '' }) => {
+      const option = new Option(available ? name : `${name} (needs MT provider)`, code);
+      option.dataset.available = String(available);
+      option.dataset.reason = reason;
+      return option;
+    }),
+  );
+  selectValue(select, defaultCode);
+}
+
+function selectValue(select, code) {
+  if ([...select.options].some((o) => o.value === code)) select.value = code;
+}
+
+/** Unavailable targets stay selectable (the server explains why on Call); the note says so up front. */
+function updateTargetNote() {
+  const option = ui.target.selectedOptions[0];
+  const unavailable = option?.dataset.available === 'false';
+  ui.targetNote.textContent = unavailable ? option.dataset.reason || `${option.text} is not available.` : '';
+  ui.targetNote.hidden = !unavailable;
+}
+
+function onPickerChange() {
+  updateTargetNote();
+  // Mid-call switch over the data channel; no reconnect.
+  session?.call?.setLanguages(ui.source.value, ui.target.value);
+}
+
+// ---------------------------------------------------------------- captions
+
+const captionStore = new Map(); // `${id}\n${side}` → {id, side, lang, final, text}
+const captionRows = new Map(); // utterance id → <li>
+
+function clearCaptions() {
+  captionStore.clear();
+  captionRows.clear();
+  ui.captions.replaceChildren();
+  dragoman.captions = [];
+}
+
+function upsertCaption({ id, side, lang, final, text }) {
+  if (side !== 'source' && side !== 'translation') return;
+  const key = `${id}\n${side}`;
+  // Ordered channel, but be safe: a partial must never overwrite its final.
+  if (captionStore.get(key)?.final && !final) return;
+  const entry = { id, side, lang, final, text };
+  captionStore.set(key, entry);
+  dragoman.captions = [...captionStore.values()];
+  renderCaption(entry);
+}
+
+function renderCaption(entry) {
+  const list = ui.captions;
+  // Follow new captions only if the reader has not scrolled up to reread.
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+
+  let row = captionRows.get(entry.id);
+  if (!row) {
+    row = document.createElement('li');
+    row.className = 'utterance';
+    row.dataset.id = entry.id;
+    list.append(row);
+    captionRows.set(entry.id, row);
+  }
+
+  let el = [...row.children].find((c) => c.dataset.side === entry.side);
+  if (!el) {
+    el = document.createElement('div');
+    el.className = 'caption';
+    el.append(Object.assign(document.createElement('span'), { className: 'who' }));
+    el.append(Object.assign(document.createElement('span'), { className: 'text' }));
+    // Source line above translation, whichever arrives first.
+    if (entry.side === 'source') row.prepend(el);
+    else row.append(el);
+  }
+  Object.assign(el.dataset, { id: entry.id, side: entry.side, lang: entry.lang, final: String(entry.final) });
+  el.querySelector('.who').textContent = `${entry.side === 'source' ? 'You' : 'Interpreter'} (${entry.lang})`;
+  el.querySelector('.text').textContent = entry.text;
+
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+// ---------------------------------------------------------------- call lifecycle
+
+async function startCall() {
+  if (session || !languagesLoaded) return;
+  const t0 = performance.now();
+  // Created inside the click handler (a user gesture), or browsers keep it
+  // suspended. Not awaited: resume() may settle late and nothing here needs it.
+  const audioContext = new AudioContext();
+  audioContext.resume().catch(() => {});
+
+  const s = (session = { t0, audioContext, call: null, stream: null, micMeter: null, remoteMeter: null, timer: null, ended: false });
+  resetMetrics();
+  clearCaptions();
+  hideError();
+  setNotice('');
+  setState('connecting');
+
+  if (!navigator.mediaDevices?.getUserMedia || !window.RTCPeerConnection) {
+    showError('This browser cannot make the call: microphone access needs a secure context (https or localhost) and WebRTC support.');
+    endSession(s, 'failed');
+    return;
+  }
+
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      video: false,
+    });
+  } catch (err) {
+    if (session === s) {
+      showError(microphoneErrorMessage(err));
+      endSession(s, 'failed');
+    }
+    return;
+  }
+  if (session !== s) {
+    // Hung up while the permission prompt was open.
+    stream.getTracks().forEach((t) => t.stop());
+    return;
+  }
+  s.stream = stream;
+  s.micMeter = new LevelMeter(audioContext, stream);
+  s.timer = setInterval(() => sampleLevels(s), METER_INTERVAL_MS);
+
+  const call = (s.call = new Call({ source: ui.source.value, target: ui.target.value }));
+  wireCall(s, call);
+  try {
+    await call.start(stream);
+  } catch (err) {
+    if (session !== s || call.closed) return; // hung up meanwhile; already handled
+    console.error('dragoman: call setup failed', err);
+    showError(err.message || String(err));
+    endSession(s, 'failed');
+  }
+}
+
+function wireCall(s, call) {
+  // Events of a call that is no longer current are stale: ignore them.
+  const on = (type, handler) => call.addEventListener(type, (e) => session === s && handler(e.detail));
+
+  on('retry', ({ seconds }) => setNotice(`All interpreters busy, retrying in ${Math.ceil(seconds)} s…`));
+  on('answer', ({ callId, timings, at }) => {
+    dragoman.callId = callId;
+    dragoman.serverTimings = timings;
+    dragoman.answerMs = Math.round(at - s.t0);
+    ui.answerMs.textContent = String(dragoman.answerMs);
+    setNotice('');
+  });
+  on('track', ({ stream }) => playRemote(s, stream));
+  on('open', () => {
+    if (dragoman.state === 'connecting') setState('connected');
+  });
+  on('connection', ({ state }) => {
+    if (state === 'connected' && dragoman.state === 'connecting') setState('connected');
+    if (state === 'failed') {
+      showError('Connection failed: the audio link to the server could not be established or was lost.');
+      endSession(s, 'failed');
+    }
+  });
+  on('state', ({ state, reason, message }) => {
+    if (state === 'ended') onServerEnded(s, reason, message);
+    else if (SERVER_STATES.has(state)) setState(state);
+  });
+  on('caption', upsertCaption);
+  on('languages', ({ source, target }) => {
+    selectValue(ui.source, source);
+    selectValue(ui.target, target);
+    updateTargetNote();
+  });
+  on('error', ({ message, fatal }) => showError(message, { autoHide: !fatal }));
+  on('channelclose', () => {
+    setNotice('Call ended: the connection to the server was closed.');
+    endSession(s, 'ended');
+  });
+}
+
+function onServerEnded(s, reason, message) {
+  let text = message || END_REASONS[reason] || 'the call ended';
+  if (!/^call ended/i.test(text)) text = `Call ended: ${text}`;
+  setNotice(text);
+  if (ABNORMAL_END_REASONS.has(reason)) showError(text);
+  endSession(s, 'ended');
+}
+
+async function hangUp() {
+  const s = session;
+  if (!s) return;
+  ui.hangup.disabled = true;
+  await s.call?.hangup();
+  // The server's own "ended" message may have arrived (and said more) meanwhile.
+  if (!s.ended) setNotice(s.call?.callId ? 'Call ended.' : 'Call cancelled.');
+  endSession(s, 'ended');
+}
+
+/** Releases everything a session holds; safe to call more than once. */
+function endSession(s, finalState) {
+  if (s.ended) return;
+  s.ended = true;
+  clearInterval(s.timer);
+  s.call?.close();
+  s.micMeter?.disconnect();
+  s.remoteMeter?.disconnect();
+  s.stream?.getTracks().forEach((t) => t.stop());
+  s.audioContext.close().catch(() => {});
+  ui.remoteAudio.srcObject = null;
+  ui.micLevel.value = 0;
+  ui.remoteLevel.value = 0;
+  if (session === s) session = null;
+  setState(finalState);
+}
+
+function playRemote(s, stream) {
+  // The <audio> element plays it; the analyser only measures. (Chrome also
+  // feeds a remote WebRTC stream to Web Audio only while a media element plays it.)
+  ui.remoteAudio.srcObject = stream;
+  ui.remoteAudio.play().catch((err) => console.warn('dragoman: remote audio playback blocked', err));
+  if (!s.remoteMeter) s.remoteMeter = new LevelMeter(s.audioContext, stream);
+}
+
+function sampleLevels(s) {
+  if (s.micMeter) ui.micLevel.value = rmsToLevel(s.micMeter.rms());
+  if (!s.remoteMeter) return;
+  const rms = s.remoteMeter.rms();
+  ui.remoteLevel.value = rmsToLevel(rms);
+  if (rms > dragoman.maxRemoteRms) dragoman.maxRemoteRms = rms;
+  if (dragoman.firstAudioMs === null && rms > FIRST_AUDIO_RMS) {
+    dragoman.firstAudioMs = Math.round(performance.now() - s.t0);
+    ui.firstAudioMs.textContent = String(dragoman.firstAudioMs);
+  }
+}
+
+function microphoneErrorMessage(err) {
+  switch (err?.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return 'Microphone access was denied. Allow this page to use the microphone and try again.';
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return 'No microphone was found.';
+    case 'NotReadableError':
+      return 'The microphone could not be opened (is another application using it?).';
+    default:
+      return `Could not open the microphone: ${err?.message || err}`;
+  }
+}
+
+// ---------------------------------------------------------------- startup
+
+ui.call.addEventListener('click', startCall);
+ui.hangup.addEventListener('click', hangUp);
+ui.source.addEventListener('change', onPickerChange);
+ui.target.addEventListener('change', onPickerChange);
+ui.error.addEventListener('click', hideError);
+// Free the interpreter right away if the tab closes mid-call.
+window.addEventListener('pagehide', () => {
+  if (!session) return;
+  session.call?.hangupNow();
+  endSession(session, 'ended');
+});
+
+setState('idle');
+loadLanguages();

@@ -1,0 +1,300 @@
+// One interpretation call: the WebRTC peer, HTTP signalling (with retry while
+// all interpreters are busy) and the JSON data-channel protocol.
+//
+// A Call is an EventTarget; every event is a CustomEvent whose `detail` is:
+//   retry        {attempt, seconds, message}  server busy (503), waiting before the next try
+//   answer       {callId, timings, at}        HTTP answer received; `at` is performance.now()
+//   track        {stream}                     remote (interpreted) audio arrived
+//   open         —                            data channel open
+//   connection   {state}                      RTCPeerConnection.connectionState changed
+//   state        {state, reason, message}     server "state" message
+//   caption      {id, side, lang, final, text, t_start_ms, t_end_ms}
+//   languages    {source, target}             server acknowledged a language switch
+//   error        {code, message, fatal}       server "error" message
+//   channelclose —                            data channel closed by the far end
+
+const PROTOCOL_VERSION = 1;
+const MAX_BUSY_RETRIES = 3;
+const MAX_RETRY_WAIT_S = 5;
+const ICE_GATHER_CAP_MS = 1000;
+// Time for the "hangup" message to leave the SCTP queue before the
+// transport is torn down by pc.close().
+const HANGUP_FLUSH_MS = 200;
+
+/** A signalling failure, carrying the server's error code and message when it sent one. */
+export class CallError extends Error {
+  constructor(message, { code = 'error', status = 0 } = {}) {
+    super(message);
+    this.name = 'CallError';
+    this.code = code;
+    this.status = status;
+  }
+}
+
+export class Call extends EventTarget {
+  #abort = new AbortController(); // cancels retry waits on hang-up
+  #requested = null; // the languages last sent to the server
+
+  /** @param {{source: string, target: string}} languages */
+  constructor({ source, target }) {
+    super();
+    this.source = source;
+    this.target = target;
+    this.callId = null;
+    this.pc = null;
+    this.dc = null;
+    this.closed = false;
+  }
+
+  get channelOpen() {
+    return this.dc?.readyState === 'open';
+  }
+
+  /**
+   * Negotiates the call: offer → wait for ICE gathering → POST → answer.
+   * Rejects with a CallError (HTTP/server problem) or an AbortError (hung up meanwhile).
+   * @param {MediaStream} localStream  the microphone
+   */
+  async start(localStream) {
+    const [track] = localStream.getAudioTracks();
+    if (!track) throw new CallError('The microphone stream has no audio track.', { code: 'no_audio_track' });
+
+    const pc = (this.pc = new RTCPeerConnection({ iceServers: [] }));
+    // The server reads the caller's audio from transceiver 0, so the audio
+    // transceiver is added before the data channel: Chrome orders the offer's
+    // m-sections by creation, and would otherwise put m=application first.
+    pc.addTransceiver(track, { direction: 'sendrecv', streams: [localStream] });
+    this.dc = pc.createDataChannel('dragoman', { ordered: true });
+    this.#wireDataChannel(this.dc);
+
+    pc.addEventListener('track', (e) => {
+      if (e.track.kind !== 'audio') return;
+      this.#emit('track', { stream: e.streams[0] ?? new MediaStream([e.track]) });
+    });
+    pc.addEventListener('connectionstatechange', () => {
+      if (!this.closed) this.#emit('connection', { state: pc.connectionState });
+    });
+
+    await pc.setLocalDescription(await pc.createOffer());
+    // No trickle ICE: the server gets one complete offer, candidates included.
+    await waitForIceGathering(pc, ICE_GATHER_CAP_MS);
+    this.#throwIfClosed();
+
+    const answer = await this.#postOffer();
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+  }
+
+  /** Switches languages mid-call (no reconnect). Sent once the channel opens if it is not open yet. */
+  setLanguages(source, target) {
+    this.source = source;
+    this.target = target;
+    if (this.channelOpen) this.#sendLanguages();
+  }
+
+  /** Polite hang-up: tell the server over the data channel, or DELETE the call, then close. */
+  async hangup() {
+    if (this.closed) return;
+    this.closed = true;
+    this.#abort.abort();
+    if (this.#send({ type: 'hangup' })) await sleep(HANGUP_FLUSH_MS);
+    else if (this.callId) await this.#deleteCall();
+    this.#teardown();
+  }
+
+  /** Best-effort synchronous hang-up for page unload: no waiting is possible there. */
+  hangupNow() {
+    if (this.closed) return;
+    this.closed = true;
+    this.#abort.abort();
+    this.#send({ type: 'hangup' });
+    // The message may not make it out before the page dies; the keepalive DELETE will.
+    if (this.callId) void this.#deleteCall();
+    this.#teardown();
+  }
+
+  /** Closes without telling the server (it ended the call, or the connection failed). */
+  close() {
+    if (this.closed) return; // a hang-up in progress tears down by itself
+    this.closed = true;
+    this.#abort.abort();
+    this.#teardown();
+  }
+
+  async #postOffer() {
+    for (let attempt = 0; ; attempt++) {
+      // Rebuilt on each try: the user may have changed the pickers while waiting.
+      this.#requested = { source: this.source, target: this.target };
+      const res = await fetchOrThrow('/v1/calls', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ sdp: this.pc.localDescription.sdp, type: 'offer', ...this.#requested }),
+      });
+      const data = await readJson(res);
+
+      if (res.ok) {
+        if (!data?.call_id || !data?.sdp) {
+          throw new CallError('The server sent an answer without a call id or SDP.', { code: 'bad_answer', status: res.status });
+        }
+        this.callId = data.call_id;
+        if (this.closed) {
+          // Hung up while the POST was in flight: release the agent we just got.
+          await this.#deleteCall();
+          this.#throwIfClosed();
+        }
+        this.#emit('answer', { callId: data.call_id, timings: data.timings_ms ?? {}, at: performance.now() });
+        return data;
+      }
+
+      this.#throwIfClosed();
+      const err = new CallError(data?.error?.message || `The server answered HTTP ${res.status} ${res.statusText}`.trim(), {
+        code: data?.error?.code || `http_${res.status}`,
+        status: res.status,
+      });
+      if (res.status !== 503 || attempt >= MAX_BUSY_RETRIES) throw err;
+
+      const seconds = retryDelaySeconds(res.headers.get('Retry-After'), attempt);
+      this.#emit('retry', { attempt: attempt + 1, seconds, message: err.message });
+      await sleep(seconds * 1000, this.#abort.signal);
+    }
+  }
+
+  #deleteCall() {
+    // keepalive lets the request outlive the page when called on unload.
+    return fetch(`/v1/calls/${encodeURIComponent(this.callId)}`, { method: 'DELETE', keepalive: true }).catch(() => {});
+  }
+
+  #wireDataChannel(dc) {
+    dc.addEventListener('open', () => {
+      // The pickers may have changed between the POST and now.
+      const req = this.#requested;
+      if (req && (req.source !== this.source || req.target !== this.target)) this.#sendLanguages();
+      this.#emit('open');
+    });
+    dc.addEventListener('close', () => {
+      if (!this.closed) this.#emit('channelclose');
+    });
+    dc.addEventListener('message', (e) => this.#onMessage(e.data));
+  }
+
+  #onMessage(raw) {
+    if (typeof raw !== 'string') return; // the protocol is JSON text only
+    let msg;
+    try {
+      msg = JSON.parse(raw);
+    } catch {
+      console.warn('dragoman: ignoring malformed data-channel message', raw);
+      return;
+    }
+    if (msg?.v !== PROTOCOL_VERSION) {
+      console.warn('dragoman: ignoring message with unsupported protocol version', msg);
+      return;
+    }
+    switch (msg.type) {
+      case 'state':
+        this.#emit('state', { state: msg.state, reason: msg.reason ?? null, message: msg.message ?? null });
+        break;
+      case 'caption': {
+        const { id, side, lang, text, t_start_ms, t_end_ms } = msg;
+        this.#emit('caption', { id: String(id), side, lang, final: msg.final === true, text: text ?? '', t_start_ms, t_end_ms });
+        break;
+      }
+      case 'languages':
+        this.source = msg.source;
+        this.target = msg.target;
+        this.#requested = { source: msg.source, target: msg.target };
+        this.#emit('languages', { source: msg.source, target: msg.target });
+        break;
+      case 'error':
+        this.#emit('error', { code: msg.code ?? 'error', message: msg.message || 'Unknown server error', fatal: msg.fatal === true });
+        break;
+      default:
+        console.debug('dragoman: ignoring unknown message type', msg.type);
+    }
+  }
+
+  #sendLanguages() {
+    this.#requested = { source: this.source, target: this.target };
+    this.#send({ type: 'set_languages', ...this.#requested });
+  }
+
+  /** Sends a protocol message; false when the channel is not open. */
+  #send(message) {
+    if (!this.channelOpen) return false;
+    this.dc.send(JSON.stringify({ v: PROTOCOL_VERSION, ...message }));
+    return true;
+  }
+
+  #teardown() {
+    this.dc?.close();
+    this.pc?.close();
+  }
+
+  #throwIfClosed() {
+    if (this.closed) throw new DOMException('The call was hung up.', 'AbortError');
+  }
+
+  #emit(type, detail = null) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+/** Resolves once ICE gathering completes, or after capMs regardless (loopback is near-instant). */
+function waitForIceGathering(pc, capMs) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', check);
+      resolve();
+    };
+    const check = () => {
+      if (pc.iceGatheringState === 'complete') done();
+    };
+    const timer = setTimeout(done, capMs);
+    pc.addEventListener('icegatheringstatechange', check);
+  });
+}
+
+/** Seconds to wait before retrying a 503: Retry-After (seconds or HTTP date) if given, else 1, 2, 4 …; capped. */
+function retryDelaySeconds(header, attempt) {
+  let seconds = NaN;
+  if (header) {
+    seconds = Number(header);
+    if (Number.isNaN(seconds)) seconds = (Date.parse(header) - Date.now()) / 1000;
+  }
+  if (!Number.isFinite(seconds) || seconds < 0) seconds = 2 ** attempt;
+  return Math.min(MAX_RETRY_WAIT_S, Math.max(0.25, seconds));
+}
+
+async function fetchOrThrow(url, init) {
+  try {
+    return await fetch(url, init);
+  } catch (err) {
+    throw new CallError(`Could not reach the server: ${err.message}`, { code: 'network' });
+  }
+}
+
+/** The response body as JSON, or null when it is empty or not JSON. */
+async function readJson(res) {
+  try {
+    const text = await res.text();
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return null;
+  }
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        reject(signal.reason);
+      },
+      { once: true },
+    );
+  });
+}

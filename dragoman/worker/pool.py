@@ -1,0 +1,341 @@
+"""The pre-forked agent pool of one node.
+
+Idle agent processes are forked ahead of demand from a forkserver that already imported
+everything a call needs, so a call only ever takes a process that is up and waiting; a
+replacement is forked the moment one is taken. Each process runs one call and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import psutil
+
+from dragoman.config import Settings
+from dragoman.worker.channel import ChannelClosed, PipeChannel
+
+log = logging.getLogger("dragoman.worker")
+
+AGENT_MODULE = "dragoman.agent.process"
+EXIT_GRACE_S = 5.0  # after "end", how long an agent may take to leave before it is killed
+
+
+class NoAgentAvailable(Exception):
+    """No free call slot (or the node is draining): answer 503 with Retry-After."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class CallRejected(Exception):
+    """The agent refused the offer (malformed SDP, bad language pair): answer 400."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class AgentFailed(Exception):
+    """The agent died or stalled before answering."""
+
+
+def idle_target(settings: Settings) -> int:
+    """How many idle processes to keep: every call slot, within the idle memory budget."""
+    if settings.idle_target is not None:
+        return settings.idle_target
+    by_memory = settings.idle_memory_budget_mb // max(1, settings.idle_process_estimate_mb)
+    return max(1, min(settings.max_calls, by_memory))
+
+
+@dataclass(eq=False)  # identity semantics: agents live in sets
+class Agent:
+    process: BaseProcess
+    chan: PipeChannel
+    state: str = "starting"  # starting | idle | reserved | active | ending
+    call_id: str | None = None
+    answer: asyncio.Future | None = None
+    end_reason: str | None = None
+    forked_at: float = field(default_factory=time.monotonic)
+    ready_ms: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid or -1
+
+
+class AgentPool:
+    def __init__(self, settings: Settings, inference_socket: str) -> None:
+        self.settings = settings
+        self.inference_socket = inference_socket
+        self.idle_target = idle_target(settings)
+        self.draining = False
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload([AGENT_MODULE])
+        self._settings_json = settings.model_dump_json()
+        self._agents: set[Agent] = set()
+        self._idle: deque[Agent] = deque()
+        self._calls: dict[str, Agent] = {}
+        self._idle_changed = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self.calls_total = 0
+        self._startup_failures = 0  # consecutive agents that died before becoming ready
+        self.outcomes: dict[str, int] = {}
+
+    # --- views ---------------------------------------------------------------------------
+    @property
+    def busy(self) -> int:
+        return sum(1 for a in self._agents if a.state in ("reserved", "active", "ending"))
+
+    @property
+    def starting(self) -> int:
+        return sum(1 for a in self._agents if a.state == "starting")
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "capacity": self.settings.max_calls,
+            "active_calls": self.busy,
+            "idle_agents": len(self._idle),
+            "starting_agents": self.starting,
+            "idle_target": self.idle_target,
+            "draining": self.draining,
+            "calls_total": self.calls_total,
+            "outcomes": dict(self.outcomes),
+        }
+
+    def agent_pids(self) -> list[int]:
+        return [a.pid for a in self._agents]
+
+    def call_pid(self, call_id: str) -> int | None:
+        agent = self._calls.get(call_id)
+        return agent.pid if agent else None
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def start(self, wait_ready_s: float = 60.0) -> None:
+        """Fork the idle pool and wait until it is ready (imports are paid once, here)."""
+        self._top_up()
+        self._spawn_task(self._memory_watch())
+        deadline = time.monotonic() + wait_ready_s
+        while len(self._idle) < self.idle_target and time.monotonic() < deadline:
+            self._idle_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle_changed.wait(), 1.0)
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _top_up(self) -> None:
+        if self.draining:
+            return
+        free_slots = self.settings.max_calls - self.busy
+        want = min(self.idle_target, free_slots) - len(self._idle) - self.starting
+        for _ in range(max(0, want)):
+            self._fork()
+
+    def _fork(self) -> None:
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=_agent_entry,
+            args=(child, self._settings_json, self.inference_socket),
+            daemon=False,
+            name="dragoman-agent",
+        )
+        agent = Agent(process=proc, chan=PipeChannel(parent))
+        self._agents.add(agent)  # counted as "starting" at once, so nothing forks twice
+        self._spawn_task(self._start_agent(agent, child))
+
+    async def _start_agent(self, agent: Agent, child: Any) -> None:
+        # Process.start() talks to the forkserver synchronously (and, the first time, waits
+        # for it to preload); off the event loop it never delays a call being answered.
+        try:
+            await asyncio.to_thread(agent.process.start)
+        except Exception:
+            log.exception("could not fork an agent")
+            self._agents.discard(agent)
+            agent.chan.close()
+            return
+        finally:
+            child.close()
+        await self._supervise(agent)
+
+    async def _supervise(self, agent: Agent) -> None:
+        """Route the agent's messages until its pipe closes, then clean up after it."""
+        try:
+            while True:
+                msg = await agent.chan.recv()
+                kind = msg.get("kind")
+                if kind == "ready" and agent.state == "starting":
+                    agent.ready_ms = (time.monotonic() - agent.forked_at) * 1000
+                    agent.state = "idle"
+                    self._startup_failures = 0
+                    self._idle.append(agent)
+                    self._idle_changed.set()
+                elif kind in ("answer", "error") and agent.answer and not agent.answer.done():
+                    agent.answer.set_result(msg)
+                elif kind == "ended":
+                    agent.end_reason = msg.get("reason")
+        except ChannelClosed:
+            pass
+        finally:
+            await self._reap(agent)
+
+    async def _reap(self, agent: Agent) -> None:
+        died_starting = agent.state == "starting" and not self.draining
+        if agent.answer and not agent.answer.done():
+            agent.answer.set_exception(AgentFailed("agent process exited before answering"))
+        if agent.state in ("active", "ending"):
+            reason = agent.end_reason or "agent_lost"
+            self.outcomes[reason] = self.outcomes.get(reason, 0) + 1
+        if agent in self._idle:
+            self._idle.remove(agent)
+        if agent.call_id and self._calls.get(agent.call_id) is agent:
+            del self._calls[agent.call_id]
+        agent.state = "gone"
+        self._agents.discard(agent)
+        agent.chan.close()
+        await asyncio.to_thread(agent.process.join, EXIT_GRACE_S)
+        if agent.process.is_alive():
+            agent.process.kill()
+            await asyncio.to_thread(agent.process.join, 1.0)
+        if died_starting:
+            # An agent that cannot even start (broken install, no memory) would otherwise be
+            # re-forked in a tight loop; back off exponentially instead.
+            self._startup_failures += 1
+            log.error(
+                "agent %s exited during start (exit code %s)", agent.pid, agent.process.exitcode
+            )
+            await asyncio.sleep(min(30.0, 0.5 * 2**self._startup_failures))
+        self._top_up()
+
+    # --- calls ---------------------------------------------------------------------------
+    async def _take_idle(self) -> Agent:
+        deadline = time.monotonic() + self.settings.agent_wait_s
+        while True:
+            if self.draining:
+                raise NoAgentAvailable("This node is draining.", self.settings.retry_after_s)
+            if self.busy >= self.settings.max_calls:
+                raise NoAgentAvailable("All interpreters are busy.", self.settings.retry_after_s)
+            if self._idle:
+                return self._idle.popleft()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.starting == 0:
+                raise NoAgentAvailable(
+                    "No interpreter process is ready yet.", self.settings.retry_after_s
+                )
+            # A replacement is being forked; it is ready in tens of milliseconds.
+            self._idle_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle_changed.wait(), remaining)
+
+    async def start_call(
+        self, call_id: str, sdp: str, sdp_type: str, source: str, target: str
+    ) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        agent = await self._take_idle()
+        agent.state = "reserved"
+        agent.call_id = call_id
+        self._calls[call_id] = agent
+        self._top_up()  # fork the replacement now, while this call is being answered
+        t_taken = time.perf_counter()
+        agent.answer = asyncio.get_running_loop().create_future()
+        agent.chan.send(
+            {"kind": "offer", "sdp": sdp, "type": sdp_type, "source": source, "target": target}
+        )
+        try:
+            reply = await asyncio.wait_for(agent.answer, self.settings.agent_answer_timeout_s)
+        except (TimeoutError, AgentFailed) as e:
+            agent.process.kill()
+            self.outcomes["agent_failed"] = self.outcomes.get("agent_failed", 0) + 1
+            raise AgentFailed(f"agent {agent.pid} did not answer: {e or 'timeout'}") from e
+        if reply["kind"] == "error":
+            self.outcomes["rejected"] = self.outcomes.get("rejected", 0) + 1
+            raise CallRejected(reply["code"], reply["message"])
+        agent.state = "active"
+        self.calls_total += 1
+        timings = dict(reply.get("timings_ms", {}))
+        timings["wait_agent"] = round((t_taken - t0) * 1000, 2)
+        timings["dispatch"] = round((time.perf_counter() - t0) * 1000, 2)
+        return {"sdp": reply["sdp"], "type": reply["type"], "timings_ms": timings, "pid": agent.pid}
+
+    def has_call(self, call_id: str) -> bool:
+        return call_id in self._calls
+
+    async def end_call(self, call_id: str, reason: str = "remote_hangup") -> bool:
+        agent = self._calls.get(call_id)
+        if agent is None:
+            return False
+        self._request_end(agent, reason)
+        return True
+
+    def _request_end(self, agent: Agent, reason: str) -> None:
+        if agent.state == "ending":
+            return
+        agent.state = "ending"
+        agent.chan.send({"kind": "end", "reason": reason})
+
+        async def backstop() -> None:
+            await asyncio.sleep(EXIT_GRACE_S)
+            if agent.process.is_alive():
+                log.warning("agent %s ignored end request; killing it", agent.pid)
+                agent.process.kill()
+
+        self._spawn_task(backstop())
+
+    async def _memory_watch(self) -> None:
+        # The agent ends itself at call_memory_limit_mb; this catches one too stuck to.
+        hard_limit = self.settings.call_memory_limit_mb * 1.25 * 2**20
+        while True:
+            await asyncio.sleep(2.0)
+            for agent in list(self._agents):
+                if agent.pid <= 0:
+                    continue
+                try:
+                    rss = psutil.Process(agent.pid).memory_info().rss
+                except psutil.Error:
+                    continue
+                if rss > hard_limit:
+                    log.warning(
+                        "agent %s over memory hard limit (%d MB); killing", agent.pid, rss >> 20
+                    )
+                    agent.end_reason = "memory_limit"
+                    agent.process.kill()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop taking calls, let running calls finish (up to timeout_s), then stop all."""
+        self.draining = True
+        while self._idle:
+            self._idle.popleft().chan.send({"kind": "stop"})
+        for agent in list(self._agents):
+            if agent.state == "starting":
+                agent.chan.send({"kind": "stop"})
+        deadline = time.monotonic() + timeout_s
+        while self.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        for agent in list(self._agents):
+            if agent.state in ("reserved", "active"):
+                self._request_end(agent, "draining")
+        deadline = time.monotonic() + EXIT_GRACE_S + 1
+        while self._agents and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for agent in list(self._agents):
+            agent.process.kill()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def _agent_entry(conn: Any, settings_json: str, socket_path: str) -> None:
+    # Imported here so the pool module stays light; in the forkserver it is preloaded.
+    from dragoman.agent.process import agent_main
+
+    agent_main(conn, settings_json, socket_path)
