@@ -42,7 +42,12 @@ def _serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        # uvicorn re-raises the Ctrl-C it turned into a graceful shutdown; the drain above
+        # already ran, so this is a clean exit.
+        pass
     return 0
 
 

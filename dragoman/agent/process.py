@@ -33,7 +33,12 @@ log = logging.getLogger("dragoman.agent")
 def quiet_pipecat(level: str) -> None:
     """Pipecat logs through loguru at DEBUG; keep per-call processes to warnings and up."""
     loguru_logger.remove()
-    loguru_logger.add(sys.stderr, level="DEBUG" if level.upper() == "DEBUG" else "WARNING")
+    loguru_logger.add(
+        sys.stderr,
+        level="DEBUG" if level.upper() == "DEBUG" else "WARNING",
+        # An audio-only call has no video transceivers; Pipecat warns about it every call.
+        filter=lambda r: "video transceiver is available" not in r["message"],
+    )
 
 
 def _ms(t0: float) -> float:
@@ -59,7 +64,14 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
         chan.send({"kind": "error", "code": e.code, "message": e.message})
         return
     except Exception as e:  # aiortc rejects what the API's quick SDP check let through
-        chan.send({"kind": "error", "code": "bad_sdp", "message": f"Malformed SDP offer: {e}"})
+        why = f"{type(e).__name__}: {e}"
+        chan.send(
+            {
+                "kind": "error",
+                "code": "bad_sdp",
+                "message": f"Malformed SDP offer: the WebRTC stack rejected it ({why})",
+            }
+        )
         return
     session = CallSession(
         connection=connection, vad=vad, pair=pair, settings=settings, client=client

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 
 RATE = 48000
@@ -59,6 +60,8 @@ class PcmTrack(MediaStreamTrack):
         return len(self._pending) > 0
 
     async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError  # stop() means the microphone is gone: send nothing
         if self._start is None:
             self._start = time.monotonic()
         due = self._start + self._pts / RATE

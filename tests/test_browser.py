@@ -1,0 +1,87 @@
+"""End to end in real headless Chromium: fake microphone → page → agent → captions + speech.
+
+Chromium plays a Japanese sentence (spoken by Kokoro at test time) as its microphone; the
+page must show the Japanese source caption with the sentence's key word, a non-empty
+English translation, and measure non-silent translated audio with its AnalyserNode.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import JA_KEYWORD, Server, wait_until
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def page(ja_speech: Path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is not installed; run scripts/test.sh (it installs it)")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={ja_speech}",
+                "--autoplay-policy=no-user-gesture-required",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            pg = browser.new_page()
+            pg.on("console", lambda m: print(f"[page] {m.type}: {m.text}"))
+            yield pg
+        finally:
+            browser.close()
+
+
+def test_japanese_call_in_chromium(server: Server, page) -> None:
+    page.goto(server.url)
+    page.wait_for_function("document.querySelectorAll('#source option').length > 5")
+    page.select_option("#source", "ja")
+    page.select_option("#target", "en")
+    page.click("#call")
+
+    # Source caption (final) with the key word, then a non-empty English translation.
+    page.wait_for_function(
+        """kw => window.dragoman.captions.some(
+            c => c.side === 'source' && c.final && c.lang === 'ja' && c.text.includes(kw))""",
+        arg=JA_KEYWORD,
+        timeout=60_000,
+    )
+    page.wait_for_function(
+        """() => window.dragoman.captions.some(
+            c => c.side === 'translation' && c.final && c.lang === 'en' && c.text.trim().length > 0)""",
+        timeout=60_000,
+    )
+    # The translation is spoken: the page's AnalyserNode hears it.
+    page.wait_for_function("() => window.dragoman.maxRemoteRms > 0.05", timeout=30_000)
+    first_audio = page.evaluate("window.dragoman.firstAudioMs")
+    assert first_audio is not None and first_audio > 0
+    shown = page.inner_text("#first-audio-ms")
+    assert shown.strip() == str(round(first_audio)) or shown.strip().isdigit()
+    rendered = page.locator('.caption[data-side="source"][data-final="true"]').all_inner_texts()
+    assert any(JA_KEYWORD in t for t in rendered), rendered
+
+    # Change the language mid-call from the page: the agent acknowledges on the same call.
+    call_id = page.evaluate("window.dragoman.callId")
+    page.select_option("#source", "ko")
+    page.wait_for_function("() => window.dragoman.languages?.source === 'ko'", timeout=5_000)
+    assert page.evaluate("window.dragoman.callId") == call_id
+
+    # Hang up: the page returns to idle and the agent process ends.
+    page.click("#hangup")
+    page.wait_for_function(
+        "() => ['ended', 'idle'].includes(window.dragoman.state)", timeout=10_000
+    )
+    wait_until(lambda: server.health()["active_calls"] == 0, 15, what="call ended on the server")

@@ -1,0 +1,131 @@
+"""Whole calls from a scripted aiortc caller: captions, translated speech, language switch
+mid-call, hang-up, and the agent process ending with its call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+from conftest import JA_KEYWORD, Server, wait_until
+
+from dragoman.bench.caller import AUDIBLE_RMS, Caller, load_wav_mono
+
+
+def is_caption(side: str, final: bool = True, uid: str | None = None):
+    def match(m: dict) -> bool:
+        return (
+            m.get("type") == "caption"
+            and m["side"] == side
+            and m["final"] is final
+            and m["text"] != ""
+            and (uid is None or m["id"] == uid)
+        )
+
+    return match
+
+
+async def test_switch_languages_mid_call_then_hang_up(server: Server, ja_speech: Path) -> None:
+    speech = load_wav_mono(ja_speech)
+    caller = Caller(server.url, source="zh", target="en")
+    try:
+        result = await caller.call()
+        assert result.status == 201, result.error
+        await caller.wait_open()
+        await caller.wait_for(lambda m: m.get("state") == "listening", 10)
+        # First utterance under the wrong source language: Whisper is told it is Chinese.
+        caller.mic.play(speech)
+        first = await caller.wait_for(is_caption("source"), 30)
+        assert first["lang"] == "zh"
+
+        # Switch on the same call, no reconnect: the next sentence follows the new pair.
+        caller.send({"v": 1, "type": "set_languages", "source": "ja", "target": "en"})
+        ack = await caller.wait_for(
+            lambda m: m.get("type") == "languages" and m["source"] == "ja", 5
+        )
+        assert ack["target"] == "en"
+        await caller.wait_for(is_caption("translation", uid=first["id"]), 30)
+        caller.mic.play(speech)
+        second = await caller.wait_for(
+            lambda m: is_caption("source")(m) and m["id"] != first["id"], 30
+        )
+        assert second["lang"] == "ja"
+        assert JA_KEYWORD in second["text"], second
+        translation = await caller.wait_for(is_caption("translation", uid=second["id"]), 30)
+        assert translation["lang"] == "en" and translation["text"].isascii()
+        assert "park" in translation["text"].lower(), translation
+
+        # An unsupported switch is refused with a reason; the call keeps its pair.
+        caller.send({"v": 1, "type": "set_languages", "source": "ja", "target": "ko"})
+        err = await caller.wait_for(lambda m: m.get("type") == "error", 5)
+        assert err["code"] == "unsupported_pair" and not err["fatal"]
+
+        await caller.wait_for(lambda m: m.get("state") == "speaking", 20)
+        # Translated speech reached us: well above the chime-free silence floor.
+        assert max(caller.result.audio_rms) > AUDIBLE_RMS
+        assert caller.result.first_audio_ms is not None
+
+        agents_before = {p.pid for p in server.agent_processes()}
+        caller.send({"v": 1, "type": "hangup"})
+        ended = await caller.wait_for(lambda m: m.get("state") == "ended", 5)
+        assert ended["reason"] == "hangup"
+        # The process that served the call exits; a fresh one takes its slot.
+        wait_until(
+            lambda: (
+                server.health()["active_calls"] == 0
+                and len({p.pid for p in server.agent_processes()} - agents_before) >= 1
+                and len(server.agent_processes()) == server.health()["idle_target"]
+            ),
+            15,
+            what="call process gone and replaced",
+        )
+    finally:
+        await caller.close()
+
+
+async def test_delete_ends_a_live_call_and_its_process(server: Server) -> None:
+    caller = Caller(server.url, source="ja", target="en")
+    try:
+        result = await caller.call()
+        assert result.status == 201
+        await caller.wait_open()
+        await caller.wait_for(lambda m: m.get("state") == "listening", 10)
+        pids = {p.pid for p in server.agent_processes()}
+        r = httpx.delete(f"{server.url}/v1/calls/{result.call_id}", timeout=5)
+        assert r.status_code == 204
+        ended = await caller.wait_for(lambda m: m.get("state") == "ended", 5)
+        assert ended["reason"] == "remote_hangup"
+        wait_until(
+            lambda: bool(pids - {p.pid for p in server.agent_processes()}),
+            10,
+            what="the call's process to exit",
+        )
+        assert httpx.delete(f"{server.url}/v1/calls/{result.call_id}").status_code == 404
+    finally:
+        await caller.close()
+
+
+async def test_silent_caller_is_ended_by_the_no_media_limit(server: Server) -> None:
+    """A caller whose microphone sends nothing is ended with a reason, not kept forever."""
+    caller = Caller(server.url, source="ja", target="en")
+    try:
+        result = await caller.call()
+        assert result.status == 201
+        await caller.wait_open()
+        # Stop sending media entirely (the track ends), keep the peer connection up.
+        caller.mic.stop()
+        ended = await caller.wait_for(lambda m: m.get("state") == "ended", 20)
+        assert ended["reason"] == "no_media"
+        assert "audio" in ended["message"]
+    finally:
+        await caller.close()
+
+
+def test_idle_agent_memory_is_modest(server: Server) -> None:
+    """Idle agents share the preloaded imports copy-on-write; each one's own pages are few."""
+    uss = [p.memory_full_info().uss / 2**20 for p in server.agent_processes()]
+    assert uss and all(np.isfinite(uss))
+    # Loose bound: catches a model loaded per process (hundreds of MB), not a tuning target.
+    assert max(uss) < 150, uss
+    assert psutil.Process(server.proc.pid).memory_info().rss > 0
