@@ -51,6 +51,15 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_connect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dragoman.bench.connect import main as bench_main
+
+    rep = bench_main(args.url, args.calls, args.concurrency, Path(args.out))
+    return 0 if rep["refused"] == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dragoman", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="HTTP port (default 8000, DRAGOMAN_PORT)")
     serve.add_argument("--max-calls", type=int, help="concurrent calls (DRAGOMAN_MAX_CALLS)")
     serve.set_defaults(func=_serve)
+
+    bench = sub.add_parser("bench", help="measure a running or embedded deployment")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    connect = bench_sub.add_parser("connect", help="press Call → answer → first agent audio")
+    connect.add_argument("--url", help="a running deployment (default: start an embedded serve)")
+    connect.add_argument("--calls", type=int, default=20)
+    connect.add_argument("--concurrency", type=int, default=1)
+    connect.add_argument("--out", default="results/connect", help="folder for connect.json")
+    connect.set_defaults(func=_bench_connect)
     return parser
 
 

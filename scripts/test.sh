@@ -7,7 +7,6 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
-command -v espeak-ng >/dev/null || need+=(espeak-ng)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq

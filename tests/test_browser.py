@@ -61,7 +61,8 @@ def test_japanese_call_in_chromium(server: Server, page) -> None:
     )
     page.wait_for_function(
         """() => window.dragoman.captions.some(
-            c => c.side === 'translation' && c.final && c.lang === 'en' && c.text.trim().length > 0)""",
+            c => c.side === 'translation' && c.final && c.lang === 'en'
+                 && c.text.trim().length > 0)""",
         timeout=60_000,
     )
     # The translation is spoken: the page's AnalyserNode hears it.

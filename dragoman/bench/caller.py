@@ -169,6 +169,10 @@ class Caller:
         await self.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], data["type"]))
         return self.result
 
+    @property
+    def channel_open(self) -> bool:
+        return self._channel.readyState == "open"
+
     def send(self, msg: dict[str, Any]) -> None:
         self._channel.send(json.dumps(msg))
 

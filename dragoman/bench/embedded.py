@@ -1,0 +1,53 @@
+"""Start a throwaway ``dragoman serve`` for a benchmark, as a separate process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def embedded_server(log_path: Path, **env: str) -> Iterator[str]:
+    port = _free_port()
+    full_env = {**os.environ, "DRAGOMAN_PORT": str(port), "DRAGOMAN_LOG_LEVEL": "WARNING", **env}
+    exe = Path(sys.executable).with_name("dragoman")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([str(exe), "serve"], env=full_env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"embedded server exited; see {log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"embedded server not ready; see {log_path}")
+            try:
+                h = httpx.get(f"{url}/healthz", timeout=2).json()
+                if h["idle_agents"] >= h["idle_target"]:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
