@@ -1,4 +1,10 @@
-"""The one entry point: ``dragoman serve`` (api + worker + in-memory registry, one command)."""
+"""The one entry point.
+
+``serve``   api + worker + in-memory registry in one command (no external service)
+``api``     a stateless control-plane replica (Redis registry)
+``worker``  one per node: the pre-forked agent pool and its internal endpoint
+``bench``   measurements
+"""
 
 from __future__ import annotations
 
@@ -7,53 +13,159 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 from dragoman.config import Settings
 
 
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    given = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "max_calls": getattr(args, "max_calls", None),
+        "registry": getattr(args, "registry", None),
+        "node_id": getattr(args, "node_id", None),
+        "worker_host": getattr(args, "worker_host", None),
+        "worker_port": getattr(args, "worker_port", None),
+        **extra,
+    }
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    return settings
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _open_registry(settings: Settings) -> Any:
+    if settings.registry == "memory":
+        from dragoman.fleet.memory_registry import MemoryRegistry
+
+        return MemoryRegistry(node_ttl_s=settings.node_ttl_s)
+    if settings.registry.startswith(("redis://", "rediss://", "unix://")):
+        from dragoman.fleet.redis_registry import RedisRegistry
+
+        return RedisRegistry(settings.registry, node_ttl_s=settings.node_ttl_s)
+    raise SystemExit(f"unknown registry {settings.registry!r}: use 'memory' or a redis:// URL")
+
+
+def _require_token(settings: Settings) -> str:
+    if not settings.internal_token:
+        raise SystemExit("DRAGOMAN_INTERNAL_TOKEN must be set (the api ↔ worker shared secret)")
+    return settings.internal_token
+
+
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
     from fastapi import FastAPI
 
     from dragoman.api.app import create_app
+    from dragoman.fleet.dispatcher import Dispatcher
+    from dragoman.fleet.worker_client import LocalWorkerClient
+    from dragoman.http_server import run_app
     from dragoman.worker.node import Node
+    from dragoman.worker.service import WorkerService
 
-    overrides = {
-        k: v
-        for k, v in {"host": args.host, "port": args.port, "max_calls": args.max_calls}.items()
-        if v is not None
-    }
-    settings = Settings(**overrides)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
-    node = Node(settings)
+    settings = _settings(args, registry="memory")
+    registry = _open_registry(settings)
+    service = WorkerService(settings, registry, Node(settings))
+    local = LocalWorkerClient(service)
+    dispatcher = Dispatcher(
+        registry, lambda _address: local, settings.reservation_ttl_s, settings.retry_after_s
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await node.start(on_progress=lambda m: print(m, flush=True))
-        print(f"dragoman is ready: open http://{settings.host}:{settings.port}", flush=True)
+        await service.start(on_progress=_say)
+        _say(f"dragoman is ready: open http://{settings.host}:{settings.port}")
         try:
             yield
         finally:
-            print("draining calls (Ctrl-C again to force)…", flush=True)
-            await node.stop()
-            print("stopped cleanly", flush=True)
+            _say("draining calls (Ctrl-C again to end them now)…")
+            await service.stop()
+            _say("stopped cleanly")
 
-    app = create_app(settings, node, lifespan=lifespan)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
+    app = create_app(settings, dispatcher, lifespan=lifespan, local_pool=service.pool)
+
+    def force() -> None:
+        service.pool.force_stop = True
+
+    run_app(app, settings.host, settings.port, on_force=force)
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    import httpx
+    from fastapi import FastAPI
+
+    from dragoman.api import metrics
+    from dragoman.api.app import create_app
+    from dragoman.fleet.dispatcher import Dispatcher
+    from dragoman.fleet.worker_client import HttpWorkerClient
+    from dragoman.http_server import run_app
+
+    settings = _settings(args)
+    token = _require_token(settings)
+    registry = _open_registry(settings)
+    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000))
+    dispatcher = Dispatcher(
+        registry,
+        lambda address: HttpWorkerClient(address, http, token, settings.handoff_timeout_s),
+        settings.reservation_ttl_s,
+        settings.retry_after_s,
     )
-    try:
-        uvicorn.Server(config).run()
-    except KeyboardInterrupt:
-        # uvicorn re-raises the Ctrl-C it turned into a graceful shutdown; the drain above
-        # already ran, so this is a clean exit.
-        pass
+    dispatcher.on_conflict = metrics.RESERVATION_CONFLICTS.inc
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        _say(
+            f"dragoman api on http://{settings.host}:{settings.port} (registry {settings.registry})"
+        )
+        try:
+            yield
+        finally:
+            await http.aclose()
+            await registry.close()
+
+    run_app(create_app(settings, dispatcher, lifespan=lifespan), settings.host, settings.port)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from fastapi import FastAPI
+
+    from dragoman.http_server import run_app
+    from dragoman.worker.app import create_worker_app
+    from dragoman.worker.node import Node
+    from dragoman.worker.service import WorkerService
+
+    settings = _settings(args)
+    token = _require_token(settings)
+    registry = _open_registry(settings)
+    service = WorkerService(settings, registry, Node(settings))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await service.start(on_progress=_say)
+        try:
+            yield
+        finally:
+            _say(f"node {settings.node_id} draining…")
+            await service.stop()
+            await registry.close()
+            _say(f"node {settings.node_id} drained; exiting")
+
+    app = create_worker_app(service, token, lifespan=lifespan)
+
+    def force() -> None:
+        service.pool.force_stop = True
+
+    run_app(app, settings.worker_host, settings.worker_port, on_force=force)
     return 0
 
 
 def _bench_connect(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from dragoman.bench.connect import main as bench_main
 
     rep = bench_main(args.url, args.calls, args.concurrency, Path(args.out))
@@ -61,13 +173,30 @@ def _bench_connect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dragoman", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="dragoman", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run api + worker on this machine (no external service)")
+
+    serve = sub.add_parser("serve", help="api + worker on this machine (no external service)")
     serve.add_argument("--host", help="listen address (default 127.0.0.1, DRAGOMAN_HOST)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000, DRAGOMAN_PORT)")
     serve.add_argument("--max-calls", type=int, help="concurrent calls (DRAGOMAN_MAX_CALLS)")
     serve.set_defaults(func=_serve)
+
+    api = sub.add_parser("api", help="a stateless control-plane replica (needs --registry)")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.add_argument("--registry", help="redis://host:port/db (DRAGOMAN_REGISTRY)")
+    api.set_defaults(func=_api)
+
+    worker = sub.add_parser("worker", help="one per node: agent pool + internal endpoint")
+    worker.add_argument("--registry", help="redis://host:port/db (DRAGOMAN_REGISTRY)")
+    worker.add_argument("--node-id", help="unique node name (default: hostname)")
+    worker.add_argument("--worker-host", help="internal listen address (default 127.0.0.1)")
+    worker.add_argument("--worker-port", type=int, help="internal port (default 8100)")
+    worker.add_argument("--max-calls", type=int)
+    worker.set_defaults(func=_worker)
 
     bench = sub.add_parser("bench", help="measure a running or embedded deployment")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

@@ -7,6 +7,7 @@ Each field can be set from the environment with the ``DRAGOMAN_`` prefix, e.g.
 from __future__ import annotations
 
 import os
+import socket
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,6 +29,33 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         64 * 1024, description="Largest accepted request body; an SDP offer is a few KB."
     )
+
+    # --- fleet: registry, api ↔ worker hand-off ----------------------------------------
+    registry: str = Field(
+        "memory", description="'memory' (one machine, `serve`) or a redis:// URL (fleet)."
+    )
+    internal_token: str | None = Field(
+        None, description="Shared secret the api presents to workers; required for a fleet."
+    )
+    node_id: str = Field(default_factory=socket.gethostname)
+    worker_host: str = "127.0.0.1"
+    worker_port: int = 8100
+    worker_url: str | None = Field(
+        None, description="How api replicas reach this worker; default http://worker_host:port."
+    )
+    media_address: str | None = Field(
+        None, description="Address callers reach this node's media on (informational)."
+    )
+    node_ttl_s: float = Field(3.0, description="A node silent this long is never chosen.")
+    heartbeat_s: float = Field(1.0, description="How often a worker reports to the registry.")
+    reservation_ttl_s: float = Field(
+        10.0, description="A reserved slot not confirmed by its worker by then is freed."
+    )
+    warm_buffer_slots: int = Field(
+        8, description="Free call slots the autoscaler keeps booted beyond running calls."
+    )
+    max_nodes: int = Field(200, description="Upper bound the autoscaler may ask for.")
+    handoff_timeout_s: float = Field(8.0, description="api → worker call hand-off deadline.")
 
     # --- node capacity and the pre-forked agent pool -----------------------------------
     max_calls: int = Field(8, ge=1, description="Concurrent calls this node accepts.")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -13,31 +14,22 @@ from dragoman import __version__
 from dragoman.api.calls import router
 from dragoman.api.errors import install_error_handlers
 from dragoman.config import Settings
-from dragoman.worker.node import Node
+from dragoman.fleet.dispatcher import Dispatcher
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
 def create_app(
     settings: Settings,
-    node: Node,
+    dispatcher: Dispatcher,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    local_pool: Any = None,
 ) -> FastAPI:
-    """The app for ``dragoman serve``: calls go to this node's agent pool."""
-
-    @asynccontextmanager
-    async def default_lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await node.start()
-        try:
-            yield
-        finally:
-            print("draining calls…", flush=True)
-            await node.stop()
-
-    app = FastAPI(title="dragoman", version=__version__, lifespan=lifespan or default_lifespan)
+    """The control plane. ``local_pool`` is set when a worker shares the process (serve)."""
+    app = FastAPI(title="dragoman", version=__version__, lifespan=lifespan)
     app.state.settings = settings
-    app.state.pool = node.pool
-    app.state.node = node
+    app.state.dispatcher = dispatcher
+    app.state.local_pool = local_pool
     install_error_handlers(app)
     app.include_router(router)
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")

@@ -8,12 +8,19 @@ import uuid
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
+from dragoman.api import metrics
 from dragoman.api.errors import ApiError
 from dragoman.api.sdp import SdpError, check_offer
+from dragoman.fleet.autoscale import AutoscaleConfig, desired_nodes
+from dragoman.fleet.dispatcher import Dispatcher
+from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
+from dragoman.fleet.ranking import free_slots
+from dragoman.fleet.registry import RegistryUnavailable
 from dragoman.languages import LanguageError, catalogue, validate_pair
-from dragoman.worker.pool import AgentFailed, AgentPool, CallRejected, NoAgentAvailable
 
 router = APIRouter()
 
@@ -41,8 +48,13 @@ async def read_json_limited(request: Request, limit: int) -> Any:
         raise ApiError(400, "bad_json", f"Body is not valid JSON: {e}") from e
 
 
-def _pool(request: Request) -> AgentPool:
-    return request.app.state.pool
+def _dispatcher(request: Request) -> Dispatcher:
+    return request.app.state.dispatcher
+
+
+def _fail(outcome: str, error: ApiError) -> ApiError:
+    metrics.CALLS.labels(outcome).inc()
+    return error
 
 
 @router.post("/v1/calls", status_code=201)
@@ -68,28 +80,44 @@ async def create_call(request: Request) -> dict[str, Any]:
     call_id = uuid.uuid4().hex
     t_checked = time.perf_counter()
     try:
-        result = await _pool(request).start_call(
+        result = await _dispatcher(request).start_call(
             call_id, offer.sdp, offer.type, offer.source, offer.target
         )
     except NoAgentAvailable as e:
-        raise ApiError(
-            503, "no_agent", str(e), headers={"Retry-After": str(e.retry_after_s)}
-        ) from e
+        headers = {"Retry-After": str(e.retry_after_s)}
+        raise _fail("no_agent", ApiError(503, "no_agent", str(e), headers)) from e
     except CallRejected as e:
-        raise ApiError(400, e.code, e.message) from e
+        raise _fail("rejected", ApiError(400, e.code, e.message)) from e
     except AgentFailed as e:
-        raise ApiError(
-            503, "agent_failed", f"The interpreter failed to start: {e}", {"Retry-After": "1"}
-        ) from e
+        msg = f"The interpreter failed to start: {e}"
+        raise _fail("agent_failed", ApiError(503, "agent_failed", msg, {"Retry-After": "1"})) from e
+    except RegistryUnavailable as e:
+        msg = f"The call registry is unavailable: {e}"
+        err = ApiError(503, "registry_unavailable", msg, {"Retry-After": "1"})
+        raise _fail("registry_unavailable", err) from e
     timings = result["timings_ms"]
     timings["validate"] = round((t_checked - t0) * 1000, 2)
     timings["total"] = round((time.perf_counter() - t0) * 1000, 2)
-    return {"call_id": call_id, "sdp": result["sdp"], "type": "answer", "timings_ms": timings}
+    metrics.CALLS.labels("answered").inc()
+    metrics.ANSWER_SECONDS.observe(timings["total"] / 1000)
+    return {
+        "call_id": call_id,
+        "sdp": result["sdp"],
+        "type": "answer",
+        "node_id": result.get("node_id"),
+        "timings_ms": timings,
+    }
 
 
 @router.delete("/v1/calls/{call_id}", status_code=204)
 async def end_call(call_id: str, request: Request) -> Response:
-    if not await _pool(request).end_call(call_id, "remote_hangup"):
+    try:
+        found = await _dispatcher(request).end_call(call_id, "remote_hangup")
+    except RegistryUnavailable as e:
+        raise ApiError(503, "registry_unavailable", str(e), {"Retry-After": "1"}) from e
+    except AgentFailed as e:
+        raise ApiError(503, "agent_failed", str(e), {"Retry-After": "1"}) from e
+    if not found:
         raise ApiError(404, "unknown_call", f"No active call {call_id!r}.")
     return Response(status_code=204)
 
@@ -100,7 +128,53 @@ async def languages(request: Request) -> dict[str, Any]:
     return catalogue(s.default_source, s.default_target)
 
 
+async def fleet_summary(request: Request) -> dict[str, Any]:
+    """Fleet view from the registry, also refreshing the fleet gauges."""
+    settings = request.app.state.settings
+    nodes = await _dispatcher(request).registry.nodes()
+    live = [n for n in nodes if n.alive]
+    active = sum(n.load for n in live)
+    desired = desired_nodes(
+        active,
+        AutoscaleConfig(
+            slots_per_node=settings.max_calls,
+            buffer_floor_slots=settings.warm_buffer_slots,
+            max_nodes=settings.max_nodes,
+        ),
+    )
+    metrics.FLEET_FREE_SLOTS.set(free_slots(nodes))
+    for state in ("READY", "DRAINING"):
+        metrics.FLEET_NODES.labels(state).set(sum(1 for n in live if n.state == state))
+    metrics.DESIRED_WORKERS.set(desired)
+    return {
+        "nodes": len(live),
+        "dead_nodes": len(nodes) - len(live),
+        "fleet_active_calls": active,
+        "free_slots": free_slots(nodes),
+        "desired_workers": desired,
+    }
+
+
+@router.get("/v1/fleet/autoscale")
+async def autoscale(request: Request) -> dict[str, Any]:
+    try:
+        return await fleet_summary(request)
+    except RegistryUnavailable as e:
+        raise ApiError(503, "registry_unavailable", str(e), {"Retry-After": "1"}) from e
+
+
 @router.get("/healthz")
-async def healthz(request: Request) -> dict[str, Any]:
-    stats = _pool(request).stats()
-    return {"status": "draining" if stats["draining"] else "ok", **stats}
+async def healthz(request: Request) -> JSONResponse:
+    local = request.app.state.local_pool
+    body: dict[str, Any] = dict(local.stats()) if local is not None else {}
+    try:
+        body.update(await fleet_summary(request))
+    except RegistryUnavailable as e:
+        return JSONResponse({**body, "status": "registry_unavailable", "error": str(e)}, 503)
+    body["status"] = "draining" if body.get("draining") else "ok"
+    return JSONResponse(body)
+
+
+@router.get("/metrics")
+async def prometheus_metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -46,8 +46,9 @@ class PcmTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(self, send: bool = True) -> None:
         super().__init__()
+        self._send = send  # False: a muted mic that sends no packets at all (cheap load)
         self._pending = np.zeros(0, dtype=np.int16)
         self._pts = 0
         self._start: float | None = None
@@ -62,6 +63,8 @@ class PcmTrack(MediaStreamTrack):
     async def recv(self) -> AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError  # stop() means the microphone is gone: send nothing
+        while not self._send and self.readyState == "live":
+            await asyncio.sleep(0.5)
         if self._start is None:
             self._start = time.monotonic()
         due = self._start + self._pts / RATE
@@ -88,17 +91,20 @@ class CallResult:
     answer_ms: float | None = None
     connected_ms: float | None = None
     first_audio_ms: float | None = None
+    node_id: str | None = None
     server_timings: dict[str, float] = field(default_factory=dict)
     messages: list[dict[str, Any]] = field(default_factory=list)
     audio_rms: list[float] = field(default_factory=list)
 
 
 class Caller:
-    def __init__(self, base_url: str, source: str = "ja", target: str = "en") -> None:
+    def __init__(
+        self, base_url: str, source: str = "ja", target: str = "en", send_audio: bool = True
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.source, self.target = source, target
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.mic = PcmTrack()
+        self.mic = PcmTrack(send=send_audio)
         self.result = CallResult()
         self._t0 = 0.0
         self._channel = self.pc.createDataChannel("dragoman", ordered=True)
@@ -165,6 +171,7 @@ class Caller:
             self.result.retry_after = resp.headers.get("retry-after")
             return self.result
         self.result.call_id = data["call_id"]
+        self.result.node_id = data.get("node_id")
         self.result.server_timings = data.get("timings_ms", {})
         await self.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], data["type"]))
         return self.result

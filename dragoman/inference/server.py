@@ -113,8 +113,17 @@ async def _serve(settings: Settings, socket_path: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("inference service listening on %s", socket_path)
+
+    async def follow_parent(ppid: int) -> None:
+        # If the worker is killed (kill -9, OOM) nobody would stop us: leave with it.
+        while os.getppid() == ppid:
+            await asyncio.sleep(1.0)
+        stop.set()
+
+    watcher = asyncio.create_task(follow_parent(os.getppid()))
     async with server:
         await stop.wait()
+    watcher.cancel()
 
 
 def run_inference_service(settings_json: str, socket_path: str) -> None:

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -21,33 +22,13 @@ from typing import Any
 import psutil
 
 from dragoman.config import Settings
+from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
 from dragoman.worker.channel import ChannelClosed, PipeChannel
 
 log = logging.getLogger("dragoman.worker")
 
 AGENT_MODULE = "dragoman.agent.process"
 EXIT_GRACE_S = 5.0  # after "end", how long an agent may take to leave before it is killed
-
-
-class NoAgentAvailable(Exception):
-    """No free call slot (or the node is draining): answer 503 with Retry-After."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class CallRejected(Exception):
-    """The agent refused the offer (malformed SDP, bad language pair): answer 400."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class AgentFailed(Exception):
-    """The agent died or stalled before answering."""
 
 
 def idle_target(settings: Settings) -> int:
@@ -80,6 +61,7 @@ class AgentPool:
         self.inference_socket = inference_socket
         self.idle_target = idle_target(settings)
         self.draining = False
+        self.force_stop = False  # set by a second Ctrl-C: end running calls now
         # Pipecat logs its banner at import through loguru; the forkserver imports it once.
         os.environ.setdefault("LOGURU_LEVEL", "WARNING")
         self._ctx = multiprocessing.get_context("forkserver")
@@ -92,6 +74,8 @@ class AgentPool:
         self._tasks: set[asyncio.Task] = set()
         self.calls_total = 0
         self._startup_failures = 0  # consecutive agents that died before becoming ready
+        # Called with (call_id, reason) once a call's process is gone, whatever ended it.
+        self.on_call_ended: Callable[[str, str], Awaitable[None]] | None = None
         self.outcomes: dict[str, int] = {}
 
     # --- views ---------------------------------------------------------------------------
@@ -200,6 +184,8 @@ class AgentPool:
         if agent.state in ("active", "ending"):
             reason = agent.end_reason or "agent_lost"
             self.outcomes[reason] = self.outcomes.get(reason, 0) + 1
+        if agent.call_id and agent.state in ("reserved", "active", "ending") and self.on_call_ended:
+            self._spawn_task(self.on_call_ended(agent.call_id, agent.end_reason or "agent_lost"))
         if agent in self._idle:
             self._idle.remove(agent)
         if agent.call_id and self._calls.get(agent.call_id) is agent:
@@ -323,7 +309,7 @@ class AgentPool:
             if agent.state == "starting":
                 agent.chan.send({"kind": "stop"})
         deadline = time.monotonic() + timeout_s
-        while self.busy and time.monotonic() < deadline:
+        while self.busy and time.monotonic() < deadline and not self.force_stop:
             await asyncio.sleep(0.2)
         for agent in list(self._agents):
             if agent.state in ("reserved", "active"):

@@ -1,0 +1,19 @@
+"""Prometheus metrics of the control plane."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CALLS = Counter("dragoman_api_calls_total", "Call requests, by outcome", ["outcome"])
+ANSWER_SECONDS = Histogram(
+    "dragoman_api_answer_seconds",
+    "POST /v1/calls received → answer returned",
+    buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+)
+RESERVATION_CONFLICTS = Counter(
+    "dragoman_api_reservation_conflicts_total",
+    "Reservations that could not take the node the snapshot ranked first",
+)
+FLEET_FREE_SLOTS = Gauge("dragoman_fleet_free_slots", "Free call slots on READY, live nodes")
+FLEET_NODES = Gauge("dragoman_fleet_nodes", "Known nodes, by state", ["state"])
+DESIRED_WORKERS = Gauge("dragoman_autoscale_desired_workers", "Autoscale policy output")

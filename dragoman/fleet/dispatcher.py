@@ -1,0 +1,96 @@
+"""Places a call on a node: rank nodes (pure policy), reserve a slot atomically in the
+registry, hand the offer to that node's worker. The worker confirms the slot when its agent
+has answered and releases it when the call ends; an unconfirmed reservation expires, so a
+slot never leaks when an api replica, a worker or a browser dies mid-handshake."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dragoman.fleet.errors import AgentFailed, NoAgentAvailable
+from dragoman.fleet.ranking import free_slots, rank_nodes
+from dragoman.fleet.registry import Registry, RegistryUnavailable, Reservation
+from dragoman.fleet.worker_client import WorkerClient
+
+log = logging.getLogger("dragoman.api")
+
+MAX_NODE_ATTEMPTS = 3  # a node that fails the hand-off is skipped for the next try
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        registry: Registry,
+        client_for: Callable[[str], WorkerClient],
+        reservation_ttl_s: float,
+        retry_after_s: int,
+    ) -> None:
+        self.registry = registry
+        self._client_for = client_for  # worker address → client
+        self._ttl = reservation_ttl_s
+        self._retry_after = retry_after_s
+        self.conflicts = 0  # reservations that did not land where the snapshot said
+        self.on_conflict: Callable[[], None] = lambda: None
+
+    async def _reserve(self, call_id: str, exclude: set[str]) -> Reservation:
+        nodes = [n for n in await self.registry.nodes() if n.node_id not in exclude]
+        ranked = rank_nodes(nodes)
+        res = await self.registry.reserve(call_id, ranked, self._ttl)
+        missed = res is None or (ranked and res.node_id != ranked[0])
+        if missed and free_slots(nodes) > 0:
+            # Another request took the slot our snapshot saw; the atomic reserve moved on.
+            self.conflicts += 1
+            self.on_conflict()
+        if res is None:
+            raise NoAgentAvailable("All interpreters are busy.", self._retry_after)
+        return res
+
+    async def start_call(
+        self, call_id: str, sdp: str, sdp_type: str, source: str, target: str
+    ) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        tried: set[str] = set()
+        last_error: Exception | None = None
+        for _ in range(MAX_NODE_ATTEMPTS):
+            res = await self._reserve(call_id, tried)
+            t_reserved = time.perf_counter()
+            try:
+                result = await self._client_for(res.address).start_call(
+                    call_id, sdp, sdp_type, source, target
+                )
+            except (AgentFailed, NoAgentAvailable) as e:
+                # The worker frees its own reservations; a dead one's expire. Release anyway
+                # so the slot is back at once, then try another node.
+                log.warning("hand-off of %s to %s failed: %s", call_id, res.node_id, e)
+                await self._release_quietly(call_id)
+                tried.add(res.node_id)
+                last_error = e
+                continue
+            except Exception:
+                await self._release_quietly(call_id)
+                raise
+            timings = dict(result.get("timings_ms", {}))
+            timings["reserve"] = round((t_reserved - t0) * 1000, 2)
+            result["timings_ms"] = timings
+            result["node_id"] = res.node_id
+            return result
+        assert last_error is not None
+        raise last_error
+
+    async def end_call(self, call_id: str, reason: str = "remote_hangup") -> bool:
+        node_id = await self.registry.lookup(call_id)
+        if node_id is None:
+            return False
+        node = await self.registry.node(node_id)
+        if node is None:
+            return False
+        return await self._client_for(node.address).end_call(call_id, reason)
+
+    async def _release_quietly(self, call_id: str) -> None:
+        try:
+            await self.registry.release(call_id)
+        except RegistryUnavailable:
+            pass  # the reservation expires by itself

@@ -1,0 +1,81 @@
+"""The worker's internal HTTP endpoint: call hand-off from api replicas (shared secret),
+health for readiness probes, Prometheus metrics."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from dragoman.api.calls import read_json_limited
+from dragoman.api.errors import ApiError, install_error_handlers
+from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
+from dragoman.fleet.worker_client import TOKEN_HEADER
+from dragoman.worker.service import WorkerService
+
+
+class HandOff(BaseModel):
+    call_id: str
+    sdp: str
+    type: str
+    source: str
+    target: str
+
+
+def create_worker_app(
+    service: WorkerService,
+    token: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
+    app = FastAPI(title="dragoman worker", lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+
+    def authorize(request: Request) -> None:
+        given = request.headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise ApiError(401, "unauthorized", "Missing or wrong internal token.")
+
+    @app.post("/internal/calls", status_code=201)
+    async def start_call(request: Request) -> dict[str, Any]:
+        authorize(request)
+        raw = await read_json_limited(request, service.settings.max_body_bytes)
+        try:
+            h = HandOff.model_validate(raw)
+        except ValueError as e:
+            raise ApiError(400, "bad_request", str(e)) from e
+        try:
+            return await service.start_call(h.call_id, h.sdp, h.type, h.source, h.target)
+        except NoAgentAvailable as e:
+            raise ApiError(503, "no_agent", str(e), {"Retry-After": str(e.retry_after_s)}) from e
+        except CallRejected as e:
+            raise ApiError(400, e.code, e.message) from e
+        except AgentFailed as e:
+            raise ApiError(503, "agent_failed", str(e), {"Retry-After": "1"}) from e
+
+    @app.delete("/internal/calls/{call_id}", status_code=204)
+    async def end_call(call_id: str, request: Request, reason: str = "remote_hangup") -> Response:
+        authorize(request)
+        if not await service.end_call(call_id, reason):
+            raise ApiError(404, "unknown_call", f"No call {call_id!r} on this node.")
+        return Response(status_code=204)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        stats = service.pool.stats()
+        ready = service.ready and not service.draining
+        state = "READY" if ready else ("DRAINING" if service.draining else "STARTING")
+        body = {"state": state, "node_id": service.settings.node_id, **stats}
+        return JSONResponse(body, 200 if ready else 503)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        service.report()  # refresh the gauges
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,117 @@
+"""A node's worker as the fleet sees it: registers the node, heartbeats, confirms and
+releases call slots in the registry, and drains on shutdown without cutting a call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from dragoman.config import Settings
+from dragoman.fleet.registry import DRAINING, READY, NodeReport, Registry, RegistryUnavailable
+from dragoman.worker import metrics
+from dragoman.worker.node import Node
+
+log = logging.getLogger("dragoman.worker")
+
+
+class WorkerService:
+    def __init__(self, settings: Settings, registry: Registry, node: Node) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.node = node
+        self.pool = node.pool
+        self.pool.on_call_ended = self._on_call_ended
+        self.address = (
+            settings.worker_url or f"http://{settings.worker_host}:{settings.worker_port}"
+        )
+        self._heartbeat: asyncio.Task | None = None
+        self.ready = False
+
+    @property
+    def draining(self) -> bool:
+        return self.pool.draining
+
+    def report(self) -> NodeReport:
+        stats = self.pool.stats()
+        metrics.CALLS_ACTIVE.set(stats["active_calls"])
+        metrics.IDLE_AGENTS.set(stats["idle_agents"])
+        metrics.CAPACITY.set(stats["capacity"])
+        metrics.DRAINING.set(1 if self.draining else 0)
+        return NodeReport(
+            node_id=self.settings.node_id,
+            address=self.address,
+            media_address=self.settings.media_address or self.settings.worker_host,
+            capacity=self.settings.max_calls,
+            idle=stats["idle_agents"],
+            state=DRAINING if self.draining else READY,
+        )
+
+    async def start(self, on_progress: Any = print) -> None:
+        await self.node.start(on_progress=on_progress)
+        while True:
+            try:
+                await self.registry.register(self.report())
+                break
+            except RegistryUnavailable as e:
+                on_progress(f"registry unavailable ({e}); retrying…")
+                await asyncio.sleep(1.0)
+        self.ready = True
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop())
+        on_progress(f"node {self.settings.node_id} registered at {self.address}")
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                await self.registry.heartbeat(self.report())
+            except RegistryUnavailable as e:
+                log.warning("heartbeat failed: %s", e)
+
+    async def start_call(
+        self, call_id: str, sdp: str, sdp_type: str, source: str, target: str
+    ) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            result = await self.pool.start_call(call_id, sdp, sdp_type, source, target)
+        except Exception:
+            await self._release(call_id)
+            raise
+        metrics.ANSWER_SECONDS.observe(time.perf_counter() - t0)
+        try:
+            if not await self.registry.confirm(call_id):
+                log.warning("call %s answered after its reservation expired", call_id)
+        except RegistryUnavailable as e:
+            log.warning("could not confirm call %s: %s", call_id, e)
+        return result
+
+    async def end_call(self, call_id: str, reason: str = "remote_hangup") -> bool:
+        return await self.pool.end_call(call_id, reason)
+
+    async def _on_call_ended(self, call_id: str, reason: str) -> None:
+        metrics.CALLS_ENDED.labels(reason).inc()
+        await self._release(call_id)
+
+    async def _release(self, call_id: str) -> None:
+        # A slot must come back even if Redis blinks at this moment: retry briefly.
+        for attempt in range(5):
+            try:
+                await self.registry.release(call_id)
+                return
+            except RegistryUnavailable:
+                await asyncio.sleep(0.2 * (attempt + 1))
+        log.error("could not release call %s; its reservation will expire", call_id)
+
+    async def stop(self, drain_timeout_s: float | None = None) -> None:
+        """Drain: DRAINING in the registry at once, let calls finish, then leave."""
+        timeout = self.settings.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        self.pool.draining = True
+        with contextlib.suppress(RegistryUnavailable):
+            await self.registry.heartbeat(self.report())
+        await self.node.stop(timeout)
+        if self._heartbeat:
+            self._heartbeat.cancel()
+        with contextlib.suppress(RegistryUnavailable):
+            await self.registry.remove_node(self.settings.node_id)

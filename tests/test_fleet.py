@@ -1,0 +1,285 @@
+"""The fleet on several hosts (network namespaces): an api + Redis host and three worker
+hosts, real calls from aiortc callers in the root namespace. Drain, crash and Redis restart.
+
+Needs root (it creates namespaces and a bridge); CI runs as root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from fleet_hosts import Host, HostNet, dragoman_exe, wait_http
+
+from dragoman.bench.caller import Caller
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+
+TOKEN = "fleet-test-secret"
+SLOTS = 12  # per worker: 30 calls over 3 workers leave room to place new ones while draining
+
+
+@dataclass
+class Fleet:
+    net: HostNet
+    api_host: Host
+    logs: Path
+    env: dict[str, str]
+    redis: subprocess.Popen | None = None
+    api: subprocess.Popen | None = None
+    workers: dict[str, tuple[Host, subprocess.Popen]] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host.ip}:8000"
+
+    @property
+    def registry(self) -> str:
+        return f"redis://{self.api_host.ip}:6379/0"
+
+    def start_redis(self) -> None:
+        self.redis = self.api_host.popen(
+            [
+                "redis-server",
+                "--bind",
+                self.api_host.ip,
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            self.env,
+            self.logs / "redis.log",
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.api_host.ns,
+                    "redis-cli",
+                    "-h",
+                    self.api_host.ip,
+                    "ping",
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if r.stdout.strip() == "PONG":
+                return
+            time.sleep(0.1)
+        raise AssertionError("redis did not start")
+
+    def start_worker(self, name: str, host: Host) -> None:
+        env = {
+            **self.env,
+            "DRAGOMAN_REGISTRY": self.registry,
+            "DRAGOMAN_NODE_ID": name,
+            "DRAGOMAN_WORKER_HOST": host.ip,
+            "DRAGOMAN_MAX_CALLS": str(SLOTS),
+        }
+        proc = host.popen([dragoman_exe(), "worker"], env, self.logs / f"{name}.log")
+        self.workers[name] = (host, proc)
+
+    def health(self) -> httpx.Response:
+        return httpx.get(f"{self.api_url}/healthz", timeout=5)
+
+    def worker_health(self, name: str) -> httpx.Response:
+        host, _ = self.workers[name]
+        return httpx.get(f"http://{host.ip}:8100/healthz", timeout=5)
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    logs = tmp_path_factory.mktemp("fleet")
+    net = HostNet()
+    net.up()
+    env = {
+        **os.environ,
+        "DRAGOMAN_INTERNAL_TOKEN": TOKEN,
+        "DRAGOMAN_LOG_LEVEL": "WARNING",
+        "DRAGOMAN_NODE_TTL_S": "2",
+        "DRAGOMAN_WHISPER_WORKERS": "1",
+        "DRAGOMAN_NO_MEDIA_TIMEOUT_S": "300",
+        "DRAGOMAN_DRAIN_TIMEOUT_S": "120",
+    }
+    fleet: Fleet | None = None
+    try:
+        api_host = net.add_host("api")
+        fleet = Fleet(net, api_host, logs, env)
+        fleet.start_redis()
+        fleet.api = api_host.popen(
+            [
+                dragoman_exe(),
+                "api",
+                "--host",
+                api_host.ip,
+                "--port",
+                "8000",
+                "--registry",
+                fleet.registry,
+            ],
+            env,
+            logs / "api.log",
+        )
+        for i in (1, 2, 3):
+            fleet.start_worker(f"w{i}", net.add_host(f"w{i}"))
+        wait_http(
+            f"{fleet.api_url}/healthz",
+            300,
+            ok=lambda r: (
+                r.status_code == 200
+                and r.json()["nodes"] == 3
+                and r.json()["free_slots"] == 3 * SLOTS
+            ),
+        )
+        yield fleet
+    finally:
+        for _host, proc in (fleet.workers.values() if fleet else []):
+            if proc.poll() is None:
+                proc.kill()
+        net.down()
+
+
+async def place_calls(fleet: Fleet, n: int) -> list[Caller]:
+    callers = [Caller(fleet.api_url, send_audio=False) for _ in range(n)]
+    async with httpx.AsyncClient(timeout=30) as client:
+        results = await asyncio.gather(*(c.call(client) for c in callers))
+    assert [r.status for r in results] == [201] * n, [r.error for r in results]
+    await asyncio.gather(*(c.wait_open(20) for c in callers))
+    await asyncio.gather(
+        *(c.wait_for(lambda m: m.get("state") == "listening", 20) for c in callers)
+    )
+    return callers
+
+
+def ended(caller: Caller) -> list[dict]:
+    return [m for m in caller.result.messages if m.get("state") == "ended"]
+
+
+async def hang_up(callers: list[Caller], reason: str = "hangup") -> None:
+    for c in callers:
+        c.send({"v": 1, "type": "hangup"})
+    await asyncio.gather(*(c.wait_for(lambda m: m.get("state") == "ended", 15) for c in callers))
+    for c in callers:
+        assert ended(c)[0]["reason"] == reason, ended(c)
+        await c.close()
+
+
+async def test_calls_land_on_namespace_hosts_and_any_api_ends_them(fleet: Fleet) -> None:
+    callers = await place_calls(fleet, 6)
+    nodes = Counter(c.result.node_id for c in callers)
+    assert set(nodes) <= {"w1", "w2", "w3"} and len(nodes) >= 2, nodes
+    # The api holds no call state: DELETE finds the node through the registry.
+    victim = callers.pop()
+    r = httpx.delete(f"{fleet.api_url}/v1/calls/{victim.result.call_id}", timeout=5)
+    assert r.status_code == 204
+    msg = await victim.wait_for(lambda m: m.get("state") == "ended", 10)
+    assert msg["reason"] == "remote_hangup"
+    await victim.close()
+    await hang_up(callers)
+    # Unauthenticated hand-off straight to a worker is refused.
+    host, _ = fleet.workers["w1"]
+    r = httpx.post(f"http://{host.ip}:8100/internal/calls", json={}, timeout=5)
+    assert r.status_code == 401
+    metrics = httpx.get(f"{fleet.api_url}/metrics", timeout=5).text
+    assert 'dragoman_api_calls_total{outcome="answered"}' in metrics
+    assert "dragoman_worker_calls_active" in httpx.get(f"http://{host.ip}:8100/metrics").text
+
+
+async def test_redis_restart_gives_quick_503_then_recovers(fleet: Fleet) -> None:
+    assert fleet.redis is not None
+    fleet.redis.terminate()
+    fleet.redis.wait(10)
+    t0 = time.monotonic()
+    caller = Caller(fleet.api_url, send_audio=False)
+    result = await caller.call()
+    await caller.close()
+    took = time.monotonic() - t0
+    assert result.status == 503 and result.error["code"] == "registry_unavailable", result
+    assert result.retry_after is not None
+    assert took < 5, f"503 took {took:.1f} s while Redis was down"
+    assert fleet.health().status_code == 503
+
+    fleet.start_redis()  # empty: the workers' heartbeats bring the nodes back
+    wait_http(
+        f"{fleet.api_url}/healthz", 30, ok=lambda r: r.status_code == 200 and r.json()["nodes"] == 3
+    )
+    callers = await place_calls(fleet, 2)
+    await hang_up(callers)
+
+
+async def test_drain_finishes_every_call_and_exits_zero(fleet: Fleet) -> None:
+    callers = await place_calls(fleet, 30)
+    by_node = Counter(c.result.node_id for c in callers)
+    assert sum(by_node.values()) == 30 and len(by_node) == 3, by_node
+    target = by_node.most_common(1)[0][0]
+    _, proc = fleet.workers[target]
+
+    proc.send_signal(signal.SIGTERM)
+    # DRAINING at once: its readiness probe fails, and the registry stops offering it.
+    wait_http(
+        f"http://{fleet.workers[target][0].ip}:8100/healthz",
+        5,
+        ok=lambda r: r.status_code == 503 and r.json()["state"] == "DRAINING",
+    )
+    proc.send_signal(signal.SIGTERM)  # a second SIGTERM is not a crash
+    newcomers = await place_calls(fleet, 4)
+    assert all(c.result.node_id != target for c in newcomers), [c.result.node_id for c in newcomers]
+    await asyncio.sleep(2)
+    assert all(not ended(c) for c in callers), "a call was cut during the drain"
+    assert proc.poll() is None, "the worker left before its calls ended"
+
+    draining = [c for c in callers if c.result.node_id == target]
+    await hang_up(draining)  # the calls finish normally, by the caller hanging up
+    assert proc.wait(30) == 0, fleet.log(target)
+    others = [c for c in callers if c.result.node_id != target] + newcomers
+    assert all(not ended(c) for c in others)
+    await hang_up(others)
+    h = fleet.health().json()
+    assert h["nodes"] == 2 and h["fleet_active_calls"] == 0, h
+    del fleet.workers[target]
+
+
+async def test_killed_worker_is_reported_and_avoided(fleet: Fleet) -> None:
+    names = sorted(fleet.workers)
+    assert len(names) >= 2
+    callers = await place_calls(fleet, 4)
+    victim = Counter(c.result.node_id for c in callers).most_common(1)[0][0]
+    _, proc = fleet.workers[victim]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(5)
+
+    lost = [c for c in callers if c.result.node_id == victim]
+    survivors = [c for c in callers if c.result.node_id != victim]
+    for c in lost:
+        msg = await c.wait_for(lambda m: m.get("state") == "ended", 15)
+        assert msg["reason"] == "agent_lost", msg
+    # After node_ttl the dead node is never chosen.
+    wait_http(
+        f"{fleet.api_url}/healthz",
+        10,
+        ok=lambda r: r.status_code == 200 and r.json()["nodes"] == len(names) - 1,
+    )
+    newcomers = await place_calls(fleet, 3)
+    assert all(c.result.node_id != victim for c in newcomers)
+    assert all(not ended(c) for c in survivors), "a call on a healthy node was affected"
+    for c in lost:
+        await c.close()
+    await hang_up(survivors + newcomers)
