@@ -82,8 +82,7 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             yield
         finally:
-            _say("draining calls (Ctrl-C again to end them now)…")
-            await service.stop()
+            await service.stop()  # already drained when a signal started the shutdown
             _say("stopped cleanly")
 
     app = create_app(settings, dispatcher, lifespan=lifespan, local_pool=service.pool)
@@ -91,7 +90,11 @@ def _serve(args: argparse.Namespace) -> int:
     def force() -> None:
         service.pool.force_stop = True
 
-    run_app(app, settings.host, settings.port, on_force=force)
+    async def drain() -> None:
+        _say("draining calls (Ctrl-C again to end them now)…")
+        await service.stop()
+
+    run_app(app, settings.host, settings.port, drain=drain, on_force=force)
     return 0
 
 
@@ -151,7 +154,6 @@ def _worker(args: argparse.Namespace) -> int:
         try:
             yield
         finally:
-            _say(f"node {settings.node_id} draining…")
             await service.stop()
             await registry.close()
             _say(f"node {settings.node_id} drained; exiting")
@@ -161,7 +163,11 @@ def _worker(args: argparse.Namespace) -> int:
     def force() -> None:
         service.pool.force_stop = True
 
-    run_app(app, settings.worker_host, settings.worker_port, on_force=force)
+    async def drain() -> None:
+        _say(f"node {settings.node_id} draining…")
+        await service.stop()
+
+    run_app(app, settings.worker_host, settings.worker_port, drain=drain, on_force=force)
     return 0
 
 

@@ -1,26 +1,44 @@
 """Run a FastAPI app under uvicorn with the shutdown semantics our processes need.
 
-SIGTERM or Ctrl-C starts a graceful shutdown (the app's lifespan drains calls) and the
-process then exits 0 — uvicorn would re-raise the signal and die by it instead. A second
-SIGTERM is not a crash (the drain just continues); a second Ctrl-C calls ``on_force``.
+On SIGTERM or Ctrl-C the app's ``drain`` runs first, while HTTP keeps serving (readiness
+reports DRAINING, new calls get 503, a hang-up through any api replica still reaches the
+node); only when it finishes does uvicorn shut down, and the process exits 0 (uvicorn alone
+would stop listening at once and then die by re-raising the signal). A second SIGTERM is
+not a crash: the drain just continues. A second Ctrl-C calls ``on_force``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import signal
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
 import uvicorn
 
+log = logging.getLogger("dragoman")
+
 
 class _DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, on_force: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        drain: Callable[[], Awaitable[None]] | None,
+        on_force: Callable[[], None],
+    ) -> None:
         super().__init__(config)
+        self._drain = drain
         self._on_force = on_force
         self._signals = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
     @contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -34,11 +52,33 @@ class _DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._signals += 1
-        self.should_exit = True
-        if self._signals > 1 and sig == signal.SIGINT:
-            self._on_force()
+        if self._signals > 1:
+            if sig == signal.SIGINT:
+                self._on_force()
+            return
+        if self._drain is None or self._loop is None:
+            self.should_exit = True
+            return
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        async def drain_then_exit() -> None:
+            try:
+                await self._drain()  # type: ignore[misc]
+            except Exception:
+                log.exception("drain failed")
+            finally:
+                self.should_exit = True
+
+        self._drain_task = asyncio.ensure_future(drain_then_exit())
 
 
-def run_app(app: Any, host: str, port: int, on_force: Callable[[], None] = lambda: None) -> None:
+def run_app(
+    app: Any,
+    host: str,
+    port: int,
+    drain: Callable[[], Awaitable[None]] | None = None,
+    on_force: Callable[[], None] = lambda: None,
+) -> None:
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    _DrainingServer(config, on_force).run()
+    _DrainingServer(config, drain, on_force).run()

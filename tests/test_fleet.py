@@ -58,6 +58,9 @@ class Fleet:
                 "",
                 "--appendonly",
                 "no",
+                # Only the test's own namespaces can reach this address.
+                "--protected-mode",
+                "no",
             ],
             self.env,
             self.logs / "redis.log",

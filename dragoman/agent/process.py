@@ -37,8 +37,18 @@ def quiet_pipecat(level: str) -> None:
         sys.stderr,
         level="DEBUG" if level.upper() == "DEBUG" else "WARNING",
         # An audio-only call has no video transceivers; Pipecat warns about it every call.
-        filter=lambda r: "video transceiver is available" not in r["message"],
+        filter=_worth_logging,
     )
+
+
+_NOISE = (
+    "video transceiver is available",  # an audio-only call has none; warned every call
+    "No audio frame received",  # a muted mic; our no-media limit acts on it
+)
+
+
+def _worth_logging(record: dict) -> bool:
+    return not any(n in record["message"] for n in _NOISE)
 
 
 def _ms(t0: float) -> float:

@@ -30,7 +30,7 @@ from dragoman.pipeline.translator import WhisperTranslator
 
 log = logging.getLogger(__name__)
 
-FLUSH_S = 0.3  # let the final "ended" message leave before the peer closes
+FLUSH_MAX_S = 2.0  # how long the final "ended" message may take to be acknowledged
 
 
 class CallSession:
@@ -141,9 +141,29 @@ class CallSession:
         self.end_reason = reason
         log.info("call ending: %s", reason)
         self.notify(messages.state("ended", reason))
-        await asyncio.sleep(FLUSH_S)
+        await self._flush_data_channel()
         await self.worker.cancel(reason=reason)
         self._ended.set()
+
+    async def _flush_data_channel(self) -> None:
+        """Wait until the page has acknowledged what we sent (the "ended" reason), briefly.
+
+        Closing the peer drops SCTP data still queued or unacknowledged; on a busy node that
+        loses the message telling the caller why the call ended. aiortc exposes no "flushed"
+        signal, so this reads its send queues.
+        """
+        channel = getattr(self.connection, "_data_channel", None)
+        if channel is None:
+            return
+        sctp = channel.transport
+        deadline = time.monotonic() + FLUSH_MAX_S
+        while time.monotonic() < deadline and channel.readyState == "open":
+            pending = channel.bufferedAmount
+            pending += len(getattr(sctp, "_outbound_queue", ()))
+            pending += len(getattr(sctp, "_sent_queue", ()))
+            if pending == 0:
+                return
+            await asyncio.sleep(0.02)
 
     async def _watchdog(self) -> None:
         proc = psutil.Process()

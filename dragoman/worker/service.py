@@ -28,6 +28,7 @@ class WorkerService:
             settings.worker_url or f"http://{settings.worker_host}:{settings.worker_port}"
         )
         self._heartbeat: asyncio.Task | None = None
+        self._stopping: asyncio.Task | None = None
         self.ready = False
 
     @property
@@ -105,7 +106,15 @@ class WorkerService:
         log.error("could not release call %s; its reservation will expire", call_id)
 
     async def stop(self, drain_timeout_s: float | None = None) -> None:
-        """Drain: DRAINING in the registry at once, let calls finish, then leave."""
+        """Drain: DRAINING in the registry at once, let calls finish, then leave.
+
+        Idempotent: a second call waits for the drain already under way.
+        """
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._drain(drain_timeout_s))
+        await asyncio.shield(self._stopping)
+
+    async def _drain(self, drain_timeout_s: float | None) -> None:
         timeout = self.settings.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
         self.pool.draining = True
         with contextlib.suppress(RegistryUnavailable):
