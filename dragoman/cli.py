@@ -172,10 +172,19 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _bench_connect(args: argparse.Namespace) -> int:
+    from dragoman.bench.connect import ConnectParams
     from dragoman.bench.connect import main as bench_main
 
-    rep = bench_main(args.url, args.calls, args.concurrency, Path(args.out))
-    return 0 if rep["refused"] == 0 else 1
+    params = ConnectParams(
+        calls=args.calls,
+        pattern=args.pattern,
+        duration_s=args.duration,
+        clients=args.clients,
+        hold_s=args.hold,
+        url=args.url,
+    )
+    rep = bench_main(params, Path(args.out))
+    return 0 if rep["refused"] == 0 and rep["no_audio"] == 0 else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,8 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     connect = bench_sub.add_parser("connect", help="press Call → answer → first agent audio")
     connect.add_argument("--url", help="a running deployment (default: start an embedded serve)")
     connect.add_argument("--calls", type=int, default=20)
-    connect.add_argument("--concurrency", type=int, default=1)
-    connect.add_argument("--out", default="results/connect", help="folder for connect.json")
+    connect.add_argument("--pattern", choices=("burst", "ramp", "poisson"), default="burst")
+    connect.add_argument("--duration", type=float, default=10.0, help="ramp/poisson spread, s")
+    connect.add_argument("--clients", type=int, default=4, help="client processes")
+    connect.add_argument("--hold", type=float, default=2.0, help="seconds to stay on the call")
+    connect.add_argument("--out", default="results/connect", help="folder for JSON and plots")
     connect.set_defaults(func=_bench_connect)
     return parser
 
