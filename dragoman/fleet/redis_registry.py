@@ -1,0 +1,327 @@
+"""Redis registry for a fleet: several api replicas and workers share one Redis.
+
+Keys (``P`` = prefix):
+  ``P:nodes``            SET of node ids
+  ``P:node:{id}``        HASH of the node's report fields + ``hb_ms`` (Redis server clock)
+  ``P:node:{id}:calls``  ZSET call id -> expiry in ms; a confirmed call scores +inf
+  ``P:call:{call_id}``   STRING node id; expires with the reservation, persisted on confirm
+
+Every write is a Lua script reading ``TIME`` on the server, so heartbeat freshness and
+reservation expiry are judged on one clock however skewed the hosts are, and a reserve's check
+and update are one atomic step. Scripts derive keys from the prefix (the candidate list is
+dynamic), so this targets a single Redis primary, not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from dragoman.fleet.registry import (
+    READY,
+    NodeInfo,
+    NodeReport,
+    RegistryUnavailable,
+    Reservation,
+    check_ttl,
+)
+
+T = TypeVar("T")
+
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# Drops the node's calls and the call -> node keys that still point at it.
+_FORGET_CALLS = """
+local function forget_calls(prefix, id)
+  local ck = prefix .. ':node:' .. id .. ':calls'
+  for _, c in ipairs(redis.call('ZRANGE', ck, 0, -1)) do
+    local k = prefix .. ':call:' .. c
+    if redis.call('GET', k) == id then redis.call('DEL', k) end
+  end
+  redis.call('DEL', ck)
+end
+"""
+
+# ARGV: prefix, node id, forget (0|1), field, value, ...
+_UPSERT = (
+    _NOW_MS
+    + _FORGET_CALLS
+    + """
+local prefix, id = ARGV[1], ARGV[2]
+if ARGV[3] == '1' then forget_calls(prefix, id) end
+redis.call('HSET', prefix .. ':node:' .. id, 'hb_ms', string.format('%.0f', now),
+           unpack(ARGV, 4))
+redis.call('SADD', prefix .. ':nodes', id)
+"""
+)
+
+# ARGV: prefix, node id
+_REMOVE = (
+    _FORGET_CALLS
+    + """
+local prefix, id = ARGV[1], ARGV[2]
+forget_calls(prefix, id)
+redis.call('DEL', prefix .. ':node:' .. id)
+redis.call('SREM', prefix .. ':nodes', id)
+"""
+)
+
+# ARGV: prefix, call id, ttl ms, node ttl ms, ranked node id, ...
+# Returns {node id, address} or nil.
+_RESERVE = (
+    _NOW_MS
+    + """
+local prefix, call_id = ARGV[1], ARGV[2]
+local ttl_ms, node_ttl_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+local call_key = prefix .. ':call:' .. call_id
+local held = redis.call('GET', call_key)
+if held then
+  redis.call('ZREM', prefix .. ':node:' .. held .. ':calls', call_id)
+  redis.call('DEL', call_key)
+end
+for i = 5, #ARGV do
+  local id = ARGV[i]
+  local nk = prefix .. ':node:' .. id
+  local f = redis.call('HMGET', nk, 'state', 'capacity', 'hb_ms', 'address')
+  if f[1] == 'READY' and f[3] and now - tonumber(f[3]) <= node_ttl_ms then
+    local ck = nk .. ':calls'
+    redis.call('ZREMRANGEBYSCORE', ck, '-inf', now)
+    if redis.call('ZCARD', ck) < tonumber(f[2]) then
+      redis.call('ZADD', ck, string.format('%.0f', now + ttl_ms), call_id)
+      redis.call('SET', call_key, id, 'PX', ttl_ms)
+      return {id, f[4]}
+    end
+  end
+end
+return false
+"""
+)
+
+# ARGV: prefix, call id. Returns 1 if confirmed.
+_CONFIRM = (
+    _NOW_MS
+    + """
+local prefix, call_id = ARGV[1], ARGV[2]
+local call_key = prefix .. ':call:' .. call_id
+local id = redis.call('GET', call_key)
+if not id then return 0 end
+local ck = prefix .. ':node:' .. id .. ':calls'
+local score = redis.call('ZSCORE', ck, call_id)
+if not score or (score ~= 'inf' and tonumber(score) <= now) then
+  redis.call('ZREM', ck, call_id)
+  redis.call('DEL', call_key)
+  return 0
+end
+redis.call('ZADD', ck, '+inf', call_id)
+redis.call('PERSIST', call_key)
+return 1
+"""
+)
+
+# ARGV: prefix, call id
+_RELEASE = """
+local prefix, call_id = ARGV[1], ARGV[2]
+local call_key = prefix .. ':call:' .. call_id
+local id = redis.call('GET', call_key)
+if id then
+  redis.call('ZREM', prefix .. ':node:' .. id .. ':calls', call_id)
+  redis.call('DEL', call_key)
+end
+"""
+
+# ARGV: prefix[, node id]: one node, or every node when no id is given.
+# Returns {now ms, {id, load, {field, value, ...}}, ...}.
+_NODES = (
+    _NOW_MS
+    + """
+local prefix = ARGV[1]
+local ids = redis.call('SMEMBERS', prefix .. ':nodes')
+if ARGV[2] then ids = {ARGV[2]} end
+local out = {now}
+for _, id in ipairs(ids) do
+  local nk = prefix .. ':node:' .. id
+  local h = redis.call('HGETALL', nk)
+  if #h > 0 then
+    redis.call('ZREMRANGEBYSCORE', nk .. ':calls', '-inf', now)
+    out[#out + 1] = {id, redis.call('ZCARD', nk .. ':calls'), h}
+  end
+end
+return out
+"""
+)
+
+
+class RedisRegistry:
+    """Registry in Redis.
+
+    Each round trip to Redis (connect, send, reply) is bounded by ``op_timeout_s``; waiting for
+    a pooled connection during a burst is bounded separately by ``queue_timeout_s``, so a burst
+    on a healthy Redis queues instead of failing. Past either bound, or when Redis refuses
+    connections, operations raise ``RegistryUnavailable``; the pool reconnects by itself once
+    Redis is back.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        node_ttl_s: float = 3.0,
+        prefix: str = "dragoman",
+        op_timeout_s: float = 0.5,
+        max_connections: int = 64,
+        queue_timeout_s: float = 2.0,
+    ):
+        self.node_ttl_s = node_ttl_s
+        self._prefix = prefix
+        # A bounded pool: Redis runs scripts one at a time, so more connections add no
+        # throughput, and a burst queues here instead of opening a socket per request.
+        # One immediate retry on a connection error covers a pooled socket that went stale
+        # while Redis restarted; a retry is safe because every script is idempotent (a
+        # re-run reserve moves the call's one slot rather than taking a second).
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=queue_timeout_s,
+            socket_timeout=op_timeout_s,
+            socket_connect_timeout=op_timeout_s,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            decode_responses=True,
+        )
+        self._redis = Redis.from_pool(pool)
+        self._upsert = self._redis.register_script(_UPSERT)
+        self._remove = self._redis.register_script(_REMOVE)
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._confirm = self._redis.register_script(_CONFIRM)
+        self._release = self._redis.register_script(_RELEASE)
+        self._nodes = self._redis.register_script(_NODES)
+
+    async def register(self, report: NodeReport) -> None:
+        await self._io(self._upsert(args=self._upsert_args(report, forget=True)))
+
+    async def heartbeat(self, report: NodeReport) -> None:
+        await self._io(self._upsert(args=self._upsert_args(report, forget=False)))
+
+    async def remove_node(self, node_id: str) -> None:
+        await self._io(self._remove(args=[self._prefix, node_id]))
+
+    async def nodes(self) -> list[NodeInfo]:
+        reply = await self._io(self._nodes(args=[self._prefix]))
+        return sorted(self._infos(reply), key=lambda n: n.node_id)
+
+    async def node(self, node_id: str) -> NodeInfo | None:
+        infos = self._infos(await self._io(self._nodes(args=[self._prefix, node_id])))
+        return infos[0] if infos else None
+
+    async def reserve(self, call_id: str, ranked: list[str], ttl_s: float) -> Reservation | None:
+        check_ttl(ttl_s)
+        ttl_ms = max(1, round(ttl_s * 1000))
+        node_ttl_ms = round(self.node_ttl_s * 1000)
+        args = [self._prefix, call_id, ttl_ms, node_ttl_ms, *ranked]
+        reply = await self._io(self._reserve(args=args))
+        return None if reply is None else Reservation(call_id, reply[0], reply[1])
+
+    async def confirm(self, call_id: str) -> bool:
+        return await self._io(self._confirm(args=[self._prefix, call_id])) == 1
+
+    async def release(self, call_id: str) -> None:
+        await self._io(self._release(args=[self._prefix, call_id]))
+
+    async def lookup(self, call_id: str) -> str | None:
+        return await self._io(self._redis.get(f"{self._prefix}:call:{call_id}"))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def _io(self, op: Awaitable[T]) -> T:
+        # The bounds themselves are the pool's and sockets' timeouts (see __init__); an outer
+        # deadline here would also count the queue, failing healthy bursts.
+        try:
+            return await op
+        except (RedisConnectionError, RedisTimeoutError) as e:
+            raise RegistryUnavailable(f"redis: {e!r}") from e
+
+    def _upsert_args(self, r: NodeReport, forget: bool) -> list[Any]:
+        fields = {
+            "address": r.address,
+            "media_address": r.media_address,
+            "capacity": r.capacity,
+            "idle": r.idle,
+            "state": r.state,
+        }
+        return [self._prefix, r.node_id, int(forget), *(x for kv in fields.items() for x in kv)]
+
+    def _infos(self, reply: list[Any]) -> list[NodeInfo]:
+        now_ms, entries = reply[0], reply[1:]
+        infos = []
+        for node_id, load, flat in entries:
+            h = dict(zip(flat[::2], flat[1::2], strict=True))
+            age = max(0.0, (now_ms - int(h["hb_ms"])) / 1000)
+            infos.append(
+                NodeInfo(
+                    node_id=node_id,
+                    address=h["address"],
+                    media_address=h["media_address"],
+                    capacity=int(h["capacity"]),
+                    idle=int(h["idle"]),
+                    state=h["state"],
+                    load=int(load),
+                    heartbeat_age_s=age,
+                    alive=age <= self.node_ttl_s,
+                )
+            )
+        return infos
+
+
+async def _bench(url: str, n: int, concurrency: int) -> float:
+    """Reserve+release pairs per second against live nodes with room for every task."""
+    registry = RedisRegistry(url, prefix=f"dragoman-bench-{uuid.uuid4().hex[:8]}")
+    ids = [f"bench-{i}" for i in range(4)]
+    try:
+        for node_id in ids:
+            report = NodeReport(node_id, f"http://{node_id}", "127.0.0.1", concurrency, 0, READY)
+            await registry.register(report)
+        remaining = n
+
+        async def client() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                call_id = uuid.uuid4().hex
+                ranked = ids[remaining % len(ids) :] + ids[: remaining % len(ids)]
+                if await registry.reserve(call_id, ranked, ttl_s=10) is None:
+                    raise RuntimeError("bench reservation refused")
+                await registry.release(call_id)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        return n / (time.perf_counter() - start)
+    finally:
+        for node_id in ids:
+            await registry.remove_node(node_id)
+        await registry.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Redis registry reservation throughput.")
+    parser.add_argument("--bench", metavar="REDIS_URL", required=True)
+    parser.add_argument("-n", type=int, default=5000, help="reserve+release pairs")
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+    rate = asyncio.run(_bench(args.bench, args.n, args.concurrency))
+    print(f"{rate:,.0f} reservations/s (reserve+release pairs, {args.concurrency} concurrent)")
+
+
+if __name__ == "__main__":
+    main()

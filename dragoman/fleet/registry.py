@@ -1,0 +1,96 @@
+"""The fleet registry's interface: which nodes exist, how loaded they are, which node hosts a call.
+
+Two implementations share it: ``MemoryRegistry`` (one process, ``dragoman serve``) and
+``RedisRegistry`` (several api replicas and workers). Callers rank nodes with
+``dragoman.fleet.ranking`` and then ``reserve``; the reserve re-checks everything atomically,
+so a stale ranking can cost a retry but never oversubscribe a node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+READY = "READY"
+DRAINING = "DRAINING"
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """What a worker heartbeats."""
+
+    node_id: str
+    address: str  # internal URL of the worker, e.g. "http://10.0.0.2:8100"
+    media_address: str  # IP the worker's WebRTC candidates use
+    capacity: int  # call slots
+    idle: int  # idle agent processes right now
+    state: str  # READY | DRAINING
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the registry knows about a node."""
+
+    node_id: str
+    address: str
+    media_address: str
+    capacity: int
+    idle: int
+    state: str
+    load: int  # live reservations + confirmed calls on the node
+    heartbeat_age_s: float  # seconds since its last heartbeat, on the registry's own clock
+    alive: bool  # heartbeat_age_s <= node_ttl_s
+
+
+@dataclass(frozen=True)
+class Reservation:
+    call_id: str
+    node_id: str
+    address: str
+
+
+class RegistryUnavailable(Exception):
+    """The registry's backend cannot be reached in time; the API answers 503 rather than hang."""
+
+
+class Registry(Protocol):
+    node_ttl_s: float
+
+    async def register(self, report: NodeReport) -> None:
+        """A worker (re)started: upsert the node and forget every call recorded for its id,
+        because a restarted worker hosts none."""
+
+    async def heartbeat(self, report: NodeReport) -> None:
+        """Upsert the node's fields and heartbeat time; its calls are kept."""
+
+    async def remove_node(self, node_id: str) -> None:
+        """Forget the node and its calls."""
+
+    async def nodes(self) -> list[NodeInfo]:
+        """Every known node, alive or not, sorted by id; expired reservations are not counted."""
+
+    async def node(self, node_id: str) -> NodeInfo | None: ...
+
+    async def reserve(self, call_id: str, ranked: list[str], ttl_s: float) -> Reservation | None:
+        """Atomically take a slot on the first node of ``ranked`` that is known, READY, alive and
+        below capacity. The reservation lapses after ``ttl_s`` unless confirmed, so a caller that
+        dies mid-handshake cannot leak a slot. None if no listed node has a slot right now.
+        A call id holds at most one slot: reserving it again first frees what it held (so a
+        retry, or a retry on another node after a failed hand-off, never takes two)."""
+
+    async def confirm(self, call_id: str) -> bool:
+        """Turn the reservation into a call that does not expire; False if it lapsed or is
+        unknown."""
+
+    async def release(self, call_id: str) -> None:
+        """The call ended or its hand-off failed: free the slot. Idempotent."""
+
+    async def lookup(self, call_id: str) -> str | None:
+        """The node hosting this call (reserved or confirmed), so any api replica can end it."""
+
+    async def close(self) -> None: ...
+
+
+def check_ttl(ttl_s: float) -> None:
+    if not ttl_s > 0:
+        raise ValueError(f"reservation ttl must be positive, got {ttl_s!r}")

@@ -1,0 +1,497 @@
+"""The fleet registry: one behaviour suite run on both the in-memory and the Redis registry
+(a real ``redis-server``), the burst property, Redis outages, and the ranking policy."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from redis_server import RedisServer
+
+from dragoman.fleet.memory_registry import MemoryRegistry
+from dragoman.fleet.ranking import free_slots, rank_nodes
+from dragoman.fleet.redis_registry import RedisRegistry
+from dragoman.fleet.registry import (
+    DRAINING,
+    READY,
+    NodeInfo,
+    NodeReport,
+    Registry,
+    RegistryUnavailable,
+    Reservation,
+)
+
+BACKENDS = ["memory", "redis"]
+MakeRegistry = Callable[..., Registry]
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+def new_registry(
+    backend: str, server: RedisServer | None, node_ttl_s: float = 3.0, prefix: str | None = None
+) -> Registry:
+    if backend == "memory":
+        return MemoryRegistry(node_ttl_s=node_ttl_s)
+    assert server is not None
+    # A unique prefix gives each test a fresh registry in the shared server.
+    prefix = prefix or f"test-{uuid.uuid4().hex}"
+    return RedisRegistry(server.url, node_ttl_s=node_ttl_s, prefix=prefix)
+
+
+@pytest.fixture(params=BACKENDS)
+async def make_registry(request: pytest.FixtureRequest) -> AsyncIterator[MakeRegistry]:
+    server = request.getfixturevalue("redis_server") if request.param == "redis" else None
+    made: list[Registry] = []
+
+    def make(node_ttl_s: float = 3.0) -> Registry:
+        made.append(new_registry(request.param, server, node_ttl_s))
+        return made[-1]
+
+    yield make
+    for registry in made:
+        await registry.close()
+
+
+@pytest.fixture
+def registry(make_registry: MakeRegistry) -> Registry:
+    return make_registry()
+
+
+def report(node_id: str, capacity: int = 2, state: str = READY, idle: int = 0) -> NodeReport:
+    return NodeReport(node_id, f"http://{node_id}:8100", "10.0.0.9", capacity, idle, state)
+
+
+async def load(registry: Registry, node_id: str) -> int:
+    info = await registry.node(node_id)
+    assert info is not None
+    return info.load
+
+
+# --- behaviour, on both registries -------------------------------------------------------------
+
+
+async def test_register_heartbeat_nodes_round_trip(registry: Registry) -> None:
+    await registry.register(report("b", capacity=4, idle=3))
+    await registry.register(report("a", capacity=2))
+    nodes = await registry.nodes()
+    assert [n.node_id for n in nodes] == ["a", "b"]
+    b = nodes[1]
+    assert (b.address, b.media_address, b.capacity, b.idle, b.state, b.load) == (
+        "http://b:8100",
+        "10.0.0.9",
+        4,
+        3,
+        READY,
+        0,
+    )
+    assert b.alive and 0 <= b.heartbeat_age_s < 1
+
+    await registry.heartbeat(report("b", capacity=5, idle=1, state=DRAINING))
+    b = await registry.node("b")
+    assert b is not None and (b.capacity, b.idle, b.state) == (5, 1, DRAINING)
+    assert await registry.node("missing") is None
+
+    await registry.heartbeat(report("c"))  # a heartbeat from an unknown node registers it
+    await registry.remove_node("a")
+    await registry.remove_node("a")
+    assert [n.node_id for n in await registry.nodes()] == ["b", "c"]
+
+
+async def test_reserve_takes_the_first_ranked_node_with_a_slot(registry: Registry) -> None:
+    for node_id, capacity in [("a", 1), ("b", 2), ("c", 1)]:
+        await registry.register(report(node_id, capacity))
+    ranked = ["ghost", "a", "b", "c"]  # unknown ids are skipped
+    got = [await registry.reserve(f"call-{i}", ranked, ttl_s=30) for i in range(5)]
+    assert [r.node_id if r else None for r in got] == ["a", "b", "b", "c", None]
+    assert got[0] is not None and got[0].address == "http://a:8100"
+    assert got[0].call_id == "call-0"
+    assert await registry.reserve("call-x", [], ttl_s=30) is None
+
+
+async def test_reserving_the_same_call_again_moves_its_one_slot(registry: Registry) -> None:
+    await registry.register(report("a", 2))
+    await registry.register(report("b", 2))
+    first = await registry.reserve("call", ["a"], ttl_s=30)
+    assert first is not None and first.node_id == "a"
+    assert await registry.reserve("call", ["a"], ttl_s=30) == first
+    assert await load(registry, "a") == 1
+    # A retry on another node (the hand-off to "a" failed and its release was lost).
+    moved = await registry.reserve("call", ["b"], ttl_s=30)
+    assert moved is not None and moved.node_id == "b"
+    assert (await load(registry, "a"), await load(registry, "b")) == (0, 1)
+    assert await registry.lookup("call") == "b"
+
+
+async def test_reserve_never_uses_a_draining_node(registry: Registry) -> None:
+    await registry.register(report("d", 5, state=DRAINING))
+    await registry.register(report("r", 1))
+    res = await registry.reserve("call-1", ["d", "r"], ttl_s=30)
+    assert res is not None and res.node_id == "r"
+    assert await registry.reserve("call-2", ["d", "r"], ttl_s=30) is None
+    # Draining keeps the calls already there.
+    await registry.heartbeat(report("r", 1, state=DRAINING))
+    assert await load(registry, "r") == 1
+    assert await registry.lookup("call-1") == "r"
+
+
+async def test_reserve_never_uses_a_node_with_a_stale_heartbeat(
+    make_registry: MakeRegistry,
+) -> None:
+    registry = make_registry(node_ttl_s=0.5)
+    await registry.register(report("a"))
+    await registry.register(report("b"))
+    await asyncio.sleep(0.3)
+    await registry.heartbeat(report("b"))
+    await asyncio.sleep(0.3)  # a: 0.6 s since its heartbeat; b: 0.3 s
+    alive = {n.node_id: n.alive for n in await registry.nodes()}
+    assert alive == {"a": False, "b": True}
+    a = await registry.node("a")
+    assert a is not None and a.heartbeat_age_s > 0.5
+    res = await registry.reserve("call-1", ["a", "b"], ttl_s=30)
+    assert res is not None and res.node_id == "b"
+    await registry.heartbeat(report("a"))  # a node that heartbeats again is usable again
+    res = await registry.reserve("call-2", ["a", "b"], ttl_s=30)
+    assert res is not None and res.node_id == "a"
+
+
+async def test_an_unconfirmed_reservation_expires_and_frees_its_slot(registry: Registry) -> None:
+    await registry.register(report("a", 1))
+    assert await registry.reserve("call-1", ["a"], ttl_s=0.4) is not None
+    assert await registry.reserve("call-2", ["a"], ttl_s=0.4) is None
+    assert await registry.lookup("call-1") == "a"
+    await asyncio.sleep(0.5)
+    assert await registry.lookup("call-1") is None
+    assert await load(registry, "a") == 0
+    assert await registry.confirm("call-1") is False
+    assert await registry.reserve("call-2", ["a"], ttl_s=0.4) is not None
+
+
+async def test_a_confirmed_call_outlives_the_reservation_ttl(registry: Registry) -> None:
+    await registry.register(report("a", 1))
+    assert await registry.reserve("call-1", ["a"], ttl_s=0.4) is not None
+    assert await registry.confirm("call-1") is True
+    await asyncio.sleep(0.5)
+    assert await registry.lookup("call-1") == "a"
+    assert await load(registry, "a") == 1
+    assert await registry.reserve("call-2", ["a"], ttl_s=30) is None
+    assert await registry.confirm("call-1") is True  # confirming twice is harmless
+    assert await registry.confirm("unknown") is False
+
+
+async def test_release_frees_the_slot_and_is_idempotent(registry: Registry) -> None:
+    await registry.register(report("a", 1))
+    assert await registry.reserve("call-1", ["a"], ttl_s=30) is not None
+    assert await registry.confirm("call-1")
+    await registry.release("call-1")
+    await registry.release("call-1")
+    await registry.release("never-reserved")
+    assert await load(registry, "a") == 0
+    assert await registry.lookup("call-1") is None
+    assert await registry.confirm("call-1") is False
+    res = await registry.reserve("call-2", ["a"], ttl_s=30)
+    assert res is not None and res.node_id == "a"
+    await registry.release("call-2")  # a reservation can be released before it is confirmed
+    assert await load(registry, "a") == 0
+
+
+async def test_lookup_finds_reserved_and_confirmed_calls(registry: Registry) -> None:
+    await registry.register(report("a", 1))
+    await registry.register(report("b", 1))
+    await registry.reserve("reserved", ["a", "b"], ttl_s=30)
+    await registry.reserve("confirmed", ["a", "b"], ttl_s=30)
+    assert await registry.confirm("confirmed")
+    assert await registry.lookup("reserved") == "a"
+    assert await registry.lookup("confirmed") == "b"
+    assert await registry.lookup("unknown") is None
+
+
+async def test_registering_a_node_again_forgets_its_calls(registry: Registry) -> None:
+    await registry.register(report("a", 2))
+    await registry.register(report("b", 1))
+    await registry.reserve("a-reserved", ["a"], ttl_s=30)
+    await registry.reserve("a-confirmed", ["a"], ttl_s=30)
+    await registry.confirm("a-confirmed")
+    await registry.reserve("b-call", ["b"], ttl_s=30)
+
+    await registry.register(report("a", 2))  # the worker restarted
+    assert await load(registry, "a") == 0
+    assert await registry.lookup("a-reserved") is None
+    assert await registry.lookup("a-confirmed") is None
+    assert await registry.lookup("b-call") == "b"
+    assert await registry.reserve("new", ["a"], ttl_s=30) is not None
+
+
+async def test_removing_a_node_forgets_its_calls(registry: Registry) -> None:
+    await registry.register(report("a", 2))
+    await registry.reserve("call", ["a"], ttl_s=30)
+    await registry.remove_node("a")
+    assert await registry.lookup("call") is None
+    assert await registry.reserve("call-2", ["a"], ttl_s=30) is None
+
+
+async def test_capacity_is_never_exceeded(registry: Registry) -> None:
+    await registry.register(report("a", 3))
+    granted = [await registry.reserve(f"call-{i}", ["a"], ttl_s=30) for i in range(5)]
+    assert sum(r is not None for r in granted) == 3
+    # A worker that lowers its capacity below its load keeps its calls but takes no more
+    # until enough of them end.
+    await registry.heartbeat(report("a", 1))
+    assert await load(registry, "a") == 3
+    await registry.release("call-0")
+    assert await registry.reserve("more", ["a"], ttl_s=30) is None
+    await registry.release("call-1")
+    await registry.release("call-2")
+    assert await registry.reserve("more", ["a"], ttl_s=30) is not None
+
+
+async def test_reservation_ttl_must_be_positive(registry: Registry) -> None:
+    await registry.register(report("a"))
+    with pytest.raises(ValueError):
+        await registry.reserve("call", ["a"], ttl_s=0)
+
+
+# --- memory registry on an injected clock -----------------------------------------------------
+
+
+async def test_memory_registry_judges_time_by_its_clock() -> None:
+    now = [100.0]
+    registry = MemoryRegistry(node_ttl_s=3.0, clock=lambda: now[0])
+    await registry.register(report("a", 1))
+    await registry.reserve("call", ["a"], ttl_s=10)
+    now[0] += 3.0
+    info = await registry.node("a")
+    assert info is not None and info.alive and info.heartbeat_age_s == 3.0 and info.load == 1
+    now[0] += 0.5
+    assert await registry.reserve("other", ["a"], ttl_s=10) is None  # dead, not merely full
+    now[0] += 6.5  # the reservation made at 100 lapses at 110
+    assert await registry.lookup("call") is None
+    await registry.heartbeat(report("a", 1))
+    assert await registry.reserve("other", ["a"], ttl_s=10) is not None
+
+
+# --- the burst property -------------------------------------------------------------------------
+
+TOTAL_SLOTS = 300
+REQUESTS = 1000
+BURST_NODE_TTL_S = 1.0  # generous: a loaded CI box must not let the live nodes die mid-test
+DEAD = [report("dead-0", 50), report("dead-1", 7)]
+
+
+@st.composite
+def fleets(draw: st.DrawFn) -> tuple[list[int], list[int]]:
+    """Capacities of 1-10 READY nodes summing to TOTAL_SLOTS, and of 0-2 DRAINING ones."""
+    n = draw(st.integers(1, 10))
+    cuts = sorted(draw(st.lists(st.integers(0, TOTAL_SLOTS), min_size=n - 1, max_size=n - 1)))
+    ready = [hi - lo for lo, hi in zip([0, *cuts], [*cuts, TOTAL_SLOTS], strict=True)]
+    draining = draw(st.lists(st.integers(1, 50), max_size=2))
+    return ready, draining
+
+
+async def _burst(
+    make: Callable[[], Registry], fleet: tuple[list[int], list[int]], seed: int
+) -> None:
+    rng = random.Random(seed)  # per-request choices; a seed keeps hypothesis's examples small
+    registry = make()
+    # Workers heartbeat on their own connection, as separate processes would.
+    beater = make()
+    tag = uuid.uuid4().hex[:6]  # node ids unique to this example
+    ready = [report(f"ready-{tag}-{i}", c) for i, c in enumerate(fleet[0])]
+    draining = [report(f"drain-{tag}-{i}", c, DRAINING) for i, c in enumerate(fleet[1])]
+    capacity = {r.node_id: r.capacity for r in ready}
+    unusable = [r.node_id for r in draining + DEAD]
+    stop = asyncio.Event()
+
+    async def beat() -> None:
+        while not stop.is_set():
+            for r in ready + draining:
+                await beater.heartbeat(r)
+            try:
+                await asyncio.wait_for(stop.wait(), 0.05)
+            except TimeoutError:
+                pass
+
+    async def request(i: int, stale: list[NodeInfo]) -> Reservation | None:
+        # Random interleaving: yield a few times, rank from a snapshot that may be stale (taken
+        # before the burst, when every node was empty) and sometimes put unusable nodes first.
+        for _ in range(rng.randrange(4)):
+            await asyncio.sleep(0)
+        snapshot = await registry.nodes() if rng.random() < 0.2 else stale
+        ranked = rank_nodes(snapshot)
+        if rng.random() < 0.3:
+            ranked = unusable + ranked
+        for _ in range(rng.randrange(3)):
+            await asyncio.sleep(0)
+        return await registry.reserve(f"call-{tag}-{i}", ranked, ttl_s=30)
+
+    beat_task: asyncio.Task[None] | None = None
+    try:
+        for r in ready + draining:
+            await registry.register(r)
+        beat_task = asyncio.create_task(beat())
+        stale = await registry.nodes()
+        assert free_slots(stale) == TOTAL_SLOTS
+        results = await asyncio.gather(*(request(i, stale) for i in range(REQUESTS)))
+
+        granted = [r for r in results if r is not None]
+        assert len(granted) == TOTAL_SLOTS
+        assert len({r.call_id for r in granted}) == TOTAL_SLOTS
+        per_node = Counter(r.node_id for r in granted)
+        assert set(per_node) <= set(capacity)
+        nodes = {n.node_id: n for n in await registry.nodes()}
+        for node_id, cap in capacity.items():
+            assert per_node[node_id] == nodes[node_id].load <= cap
+        assert all(nodes[node_id].load == 0 for node_id in unusable)
+
+        await asyncio.gather(*(registry.release(r.call_id) for r in granted))
+        nodes_after = await registry.nodes()
+        assert sum(n.load for n in nodes_after) == 0
+        assert free_slots(nodes_after) == TOTAL_SLOTS
+    finally:
+        stop.set()  # before removing the nodes, or a last heartbeat would bring one back
+        if beat_task is not None:
+            await beat_task
+        for r in ready + draining:
+            await registry.remove_node(r.node_id)
+        await registry.close()
+        await beater.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_burst_never_oversubscribes_and_never_refuses_while_slots_exist(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    server = request.getfixturevalue("redis_server") if backend == "redis" else None
+    # Dead nodes are shared by every example (only the READY/DRAINING ones are per example),
+    # so the wait for their heartbeats to go stale is paid once.
+    prefix = f"burst-{uuid.uuid4().hex}"
+    memory = MemoryRegistry(node_ttl_s=BURST_NODE_TTL_S)
+
+    def make() -> Registry:
+        if backend == "memory":
+            return memory
+        return new_registry(backend, server, BURST_NODE_TTL_S, prefix)
+
+    async def kill_nodes() -> None:
+        registry = make()
+        for r in DEAD:
+            await registry.register(r)
+        await asyncio.sleep(BURST_NODE_TTL_S + 0.05)
+        assert not any(n.alive for n in await registry.nodes())
+        await registry.close()
+
+    asyncio.run(kill_nodes())
+
+    # No shrink phase: each example takes about a second, so shrinking a failure would outlast
+    # the test timeout; the failing fleet and seed are reported as drawn.
+    @settings(
+        max_examples=10 if backend == "memory" else 6,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(fleet=fleets(), seed=st.integers(0, 2**32))
+    def burst(fleet: tuple[list[int], list[int]], seed: int) -> None:
+        asyncio.run(_burst(make, fleet, seed))
+
+    burst()
+
+
+# --- Redis outages --------------------------------------------------------------------------------
+
+
+async def _fails_fast(op: Callable[[], Awaitable[object]], within_s: float = 1.0) -> None:
+    start = time.monotonic()
+    with pytest.raises(RegistryUnavailable):
+        await op()
+    assert time.monotonic() - start < within_s
+
+
+async def test_redis_down_is_unavailable_fast_and_the_registry_recovers_on_restart() -> None:
+    with RedisServer() as server:
+        registry = RedisRegistry(server.url, prefix="outage", op_timeout_s=0.5)
+        try:
+            await registry.register(report("a", 2))
+            assert await registry.reserve("before", ["a"], ttl_s=30) is not None
+
+            server.stop()
+            await _fails_fast(lambda: registry.reserve("during", ["a"], ttl_s=30))
+            await _fails_fast(registry.nodes)
+            await _fails_fast(lambda: registry.heartbeat(report("a", 2)))
+            await _fails_fast(lambda: registry.lookup("before"))
+
+            server.start()  # same port, empty data, empty script cache
+            await registry.register(report("a", 2))
+            res = await registry.reserve("after", ["a"], ttl_s=30)
+            assert res is not None and res.node_id == "a"
+            assert await registry.confirm("after")
+            assert await load(registry, "a") == 1
+        finally:
+            await registry.close()
+
+
+async def test_a_hung_redis_times_out_and_the_registry_recovers() -> None:
+    with RedisServer() as server:
+        registry = RedisRegistry(server.url, prefix="hang", op_timeout_s=0.3)
+        try:
+            await registry.register(report("a", 2))
+            server.pause()  # connections are still accepted, nothing answers
+            await _fails_fast(registry.nodes, within_s=0.8)
+            await _fails_fast(lambda: registry.heartbeat(report("a", 2)), within_s=0.8)
+            server.resume()
+            await registry.heartbeat(report("a", 2))
+            res = await registry.reserve("call", ["a"], ttl_s=30)
+            assert res is not None and res.node_id == "a"
+        finally:
+            await registry.close()
+
+
+# --- ranking policy (pure) ----------------------------------------------------------------------
+
+
+def info(
+    node_id: str, load: int, capacity: int = 4, state: str = READY, alive: bool = True
+) -> NodeInfo:
+    age = 0.1 if alive else 10.0
+    return NodeInfo(node_id, "", "", capacity, 0, state, load, age, alive)
+
+
+def test_rank_nodes_least_loaded_first_ties_by_id_full_last() -> None:
+    nodes = [
+        info("d", 4),  # full
+        info("c", 1),  # 1/4
+        info("b", 2, capacity=8),  # 1/4, ties with c: b first by id
+        info("a", 3),  # 3/4
+        info("e", 0),
+        info("f", 9, capacity=8),  # over capacity (shrunk): full
+        info("g", 0, capacity=0),  # no slots at all: full
+    ]
+    assert rank_nodes(nodes) == ["e", "b", "c", "a", "d", "f", "g"]
+
+
+def test_rank_nodes_drops_draining_and_dead_nodes() -> None:
+    nodes = [info("a", 0, state=DRAINING), info("b", 0, alive=False), info("c", 3)]
+    assert rank_nodes(nodes) == ["c"]
+    assert rank_nodes([]) == []
+
+
+def test_free_slots_counts_only_ready_alive_nodes() -> None:
+    nodes = [
+        info("a", 1),  # 3
+        info("b", 9, capacity=8),  # over capacity: 0, not -1
+        info("c", 0, state=DRAINING),
+        info("d", 0, alive=False),
+        info("e", 0, capacity=2),  # 2
+    ]
+    assert free_slots(nodes) == 5
