@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fleet_hosts import HostNet, dragoman_exe, wait_http  # noqa: E402
+from fleet_hosts import HostNet, dragoman_exe, redis_argv, wait_http  # noqa: E402
 
 
 def main() -> int:
@@ -38,6 +38,7 @@ def main() -> int:
         "DRAGOMAN_LOG_LEVEL": "WARNING",
         "DRAGOMAN_WHISPER_WORKERS": "1",
     }
+
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
 
@@ -51,17 +52,7 @@ def main() -> int:
         registry = f"redis://{api.ip}:6379/0"
         procs.append(
             api.popen(
-                [
-                    "redis-server",
-                    "--bind",
-                    api.ip,
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--protected-mode",
-                    "no",
-                ],
+                redis_argv(api.ip),
                 env,
                 logs / "redis.log",
             )

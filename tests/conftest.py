@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,14 +17,10 @@ import numpy as np
 import psutil
 import pytest
 
+from dragoman.bench.embedded import free_port
+
 JA_SENTENCE = "今日は天気がいいので、公園を散歩しましょう。"
 JA_KEYWORD = "公園"  # "park": the word the source caption must contain
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

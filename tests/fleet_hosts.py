@@ -89,6 +89,24 @@ class HostNet:
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
 
 
+def redis_argv(ip: str, port: int = 6379) -> list[str]:
+    """A throwaway Redis on a namespace host: no persistence; protected mode off because
+    only the test's own namespaces can reach that address."""
+    return [
+        "redis-server",
+        "--bind",
+        ip,
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+    ]
+
+
 def dragoman_exe() -> str:
     return str(Path(sys.executable).with_name("dragoman"))
 

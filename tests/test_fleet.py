@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fleet_hosts import Host, HostNet, dragoman_exe, wait_http
+from fleet_hosts import Host, HostNet, dragoman_exe, redis_argv, wait_http
 
 from dragoman.bench.caller import Caller
 
@@ -48,20 +48,7 @@ class Fleet:
 
     def start_redis(self) -> None:
         self.redis = self.api_host.popen(
-            [
-                "redis-server",
-                "--bind",
-                self.api_host.ip,
-                "--port",
-                "6379",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                # Only the test's own namespaces can reach this address.
-                "--protected-mode",
-                "no",
-            ],
+            redis_argv(self.api_host.ip),
             self.env,
             self.logs / "redis.log",
         )
@@ -154,7 +141,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         )
         yield fleet
     finally:
-        for _host, proc in (fleet.workers.values() if fleet else []):
+        for _host, proc in fleet.workers.values() if fleet else []:
             if proc.poll() is None:
                 proc.kill()
         net.down()

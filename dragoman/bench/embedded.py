@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -23,7 +23,7 @@ def _free_port() -> int:
 
 @contextmanager
 def embedded_server(log_path: Path, **env: str) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     full_env = {**os.environ, "DRAGOMAN_PORT": str(port), "DRAGOMAN_LOG_LEVEL": "WARNING", **env}
     exe = Path(sys.executable).with_name("dragoman")
     log_path.parent.mkdir(parents=True, exist_ok=True)

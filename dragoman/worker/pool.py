@@ -99,14 +99,6 @@ class AgentPool:
             "outcomes": dict(self.outcomes),
         }
 
-    def agent_pids(self) -> list[int]:
-        return [a.pid for a in self._agents]
-
-    def call_pid(self, call_id: str) -> int | None:
-        agent = self._calls.get(call_id)
-        return agent.pid if agent else None
-
-    # --- lifecycle -----------------------------------------------------------------------
     async def start(self, wait_ready_s: float = 60.0) -> None:
         """Fork the idle pool and wait until it is ready (imports are paid once, here)."""
         self._top_up()
@@ -256,9 +248,6 @@ class AgentPool:
         timings["wait_agent"] = round((t_taken - t0) * 1000, 2)
         timings["dispatch"] = round((time.perf_counter() - t0) * 1000, 2)
         return {"sdp": reply["sdp"], "type": reply["type"], "timings_ms": timings, "pid": agent.pid}
-
-    def has_call(self, call_id: str) -> bool:
-        return call_id in self._calls
 
     async def end_call(self, call_id: str, reason: str = "remote_hangup") -> bool:
         agent = self._calls.get(call_id)
