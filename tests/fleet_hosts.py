@@ -7,6 +7,7 @@ these namespaces' own addresses.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
@@ -109,6 +110,23 @@ def redis_argv(ip: str, port: int = 6379) -> list[str]:
 
 def dragoman_exe() -> str:
     return str(Path(sys.executable).with_name("dragoman"))
+
+
+async def await_http(url: str, timeout: float, ok=lambda r: r.status_code == 200) -> httpx.Response:
+    """wait_http for async tests: never blocks the loop that runs the callers' media."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                r = await client.get(url)
+                if ok(r):
+                    return r
+                last = r.text[:200]
+            except httpx.HTTPError as e:
+                last = e
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"{url} not ready after {timeout} s: {last}")
 
 
 def wait_http(url: str, timeout: float, ok=lambda r: r.status_code == 200) -> httpx.Response:

@@ -69,6 +69,7 @@ def test_japanese_call_in_chromium(server: Server, page) -> None:
     page.wait_for_function("() => window.dragoman.maxRemoteRms > 0.05", timeout=30_000)
     first_audio = page.evaluate("window.dragoman.firstAudioMs")
     assert first_audio is not None and first_audio > 0
+    print(f"Chromium: press → first agent audio {first_audio:.0f} ms")
     shown = page.inner_text("#first-audio-ms")
     assert shown.strip() == str(round(first_audio)) or shown.strip().isdigit()
     rendered = page.locator('.caption[data-side="source"][data-final="true"]').all_inner_texts()

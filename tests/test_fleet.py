@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fleet_hosts import Host, HostNet, dragoman_exe, redis_argv, wait_http
+from fleet_hosts import Host, HostNet, await_http, dragoman_exe, redis_argv, wait_http
 
 from dragoman.bench.caller import Caller
 
@@ -84,6 +84,10 @@ class Fleet:
         proc = host.popen([dragoman_exe(), "worker"], env, self.logs / f"{name}.log")
         self.workers[name] = (host, proc)
 
+    def processes(self) -> list[subprocess.Popen]:
+        procs = [self.redis, self.api] + [proc for _, proc in self.workers.values()]
+        return [p for p in procs if p is not None]
+
     def health(self) -> httpx.Response:
         return httpx.get(f"{self.api_url}/healthz", timeout=5)
 
@@ -103,8 +107,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     env = {
         **os.environ,
         "DRAGOMAN_INTERNAL_TOKEN": TOKEN,
-        "DRAGOMAN_LOG_LEVEL": "WARNING",
-        "DRAGOMAN_NODE_TTL_S": "2",
+        "DRAGOMAN_LOG_LEVEL": "INFO",  # agents log why each call ended
+        "DRAGOMAN_NODE_TTL_S": "3",
         "DRAGOMAN_WHISPER_WORKERS": "1",
         "DRAGOMAN_NO_MEDIA_TIMEOUT_S": "300",
         "DRAGOMAN_DRAIN_TIMEOUT_S": "120",
@@ -130,15 +134,24 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         )
         for i in (1, 2, 3):
             fleet.start_worker(f"w{i}", net.add_host(f"w{i}"))
-        wait_http(
-            f"{fleet.api_url}/healthz",
-            300,
-            ok=lambda r: (
-                r.status_code == 200
-                and r.json()["nodes"] == 3
-                and r.json()["free_slots"] == 3 * SLOTS
-            ),
-        )
+        deadline = time.monotonic() + 300
+        while True:
+            exited = [p.args for p in fleet.processes() if p.poll() is not None]
+            assert not exited, f"fleet process exited during start: {exited}\n{fleet.log('api')}"
+            try:
+                wait_http(
+                    f"{fleet.api_url}/healthz",
+                    2,
+                    ok=lambda r: (
+                        r.status_code == 200
+                        and r.json()["nodes"] == 3
+                        and r.json()["free_slots"] == 3 * SLOTS
+                    ),
+                )
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
         yield fleet
     finally:
         for _host, proc in fleet.workers.values() if fleet else []:
@@ -148,10 +161,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 
 async def place_calls(fleet: Fleet, n: int) -> list[Caller]:
-    callers = [Caller(fleet.api_url, send_audio=False) for _ in range(n)]
+    callers = [Caller(fleet.api_url, send_audio=False, keep_listening=False) for _ in range(n)]
     async with httpx.AsyncClient(timeout=30) as client:
         results = await asyncio.gather(*(c.call(client) for c in callers))
-    assert [r.status for r in results] == [201] * n, [r.error for r in results]
+    if [r.status for r in results] != [201] * n:
+        nodes = httpx.get(f"{fleet.api_url}/healthz", timeout=5).json()
+        workers = {k: fleet.worker_health(k).json() for k in fleet.workers}
+        raise AssertionError(f"{[r.error for r in results]}\nfleet: {nodes}\nworkers: {workers}")
     await asyncio.gather(*(c.wait_open(20) for c in callers))
     await asyncio.gather(
         *(c.wait_for(lambda m: m.get("state") == "listening", 20) for c in callers)
@@ -166,7 +182,14 @@ def ended(caller: Caller) -> list[dict]:
 async def hang_up(callers: list[Caller], reason: str = "hangup") -> None:
     for c in callers:
         c.send({"v": 1, "type": "hangup"})
-    await asyncio.gather(*(c.wait_for(lambda m: m.get("state") == "ended", 15) for c in callers))
+    waits = [c.wait_for(lambda m: m.get("state") == "ended", 15) for c in callers]
+    outcomes = await asyncio.gather(*waits, return_exceptions=True)
+    stuck = [
+        (c.result.node_id, c.result.call_id, c.pc.connectionState, c.channel_open)
+        for c, o in zip(callers, outcomes, strict=True)
+        if isinstance(o, BaseException)
+    ]
+    assert not stuck, f"no 'ended' after hang-up (node, call, pc state, channel open): {stuck}"
     for c in callers:
         assert ended(c)[0]["reason"] == reason, ended(c)
         await c.close()
@@ -208,7 +231,7 @@ async def test_redis_restart_gives_quick_503_then_recovers(fleet: Fleet) -> None
     assert fleet.health().status_code == 503
 
     fleet.start_redis()  # empty: the workers' heartbeats bring the nodes back
-    wait_http(
+    await await_http(
         f"{fleet.api_url}/healthz", 30, ok=lambda r: r.status_code == 200 and r.json()["nodes"] == 3
     )
     callers = await place_calls(fleet, 2)
@@ -224,7 +247,7 @@ async def test_drain_finishes_every_call_and_exits_zero(fleet: Fleet) -> None:
 
     proc.send_signal(signal.SIGTERM)
     # DRAINING at once: its readiness probe fails, and the registry stops offering it.
-    wait_http(
+    await await_http(
         f"http://{fleet.workers[target][0].ip}:8100/healthz",
         5,
         ok=lambda r: r.status_code == 503 and r.json()["state"] == "DRAINING",
@@ -242,8 +265,12 @@ async def test_drain_finishes_every_call_and_exits_zero(fleet: Fleet) -> None:
     others = [c for c in callers if c.result.node_id != target] + newcomers
     assert all(not ended(c) for c in others)
     await hang_up(others)
-    h = fleet.health().json()
-    assert h["nodes"] == 2 and h["fleet_active_calls"] == 0, h
+    # Workers release slots as each agent process exits, a moment after "ended".
+    await await_http(
+        f"{fleet.api_url}/healthz",
+        10,
+        ok=lambda r: r.json()["nodes"] == 2 and r.json()["fleet_active_calls"] == 0,
+    )
     del fleet.workers[target]
 
 
@@ -262,7 +289,7 @@ async def test_killed_worker_is_reported_and_avoided(fleet: Fleet) -> None:
         msg = await c.wait_for(lambda m: m.get("state") == "ended", 15)
         assert msg["reason"] == "agent_lost", msg
     # After node_ttl the dead node is never chosen.
-    wait_http(
+    await await_http(
         f"{fleet.api_url}/healthz",
         10,
         ok=lambda r: r.status_code == 200 and r.json()["nodes"] == len(names) - 1,

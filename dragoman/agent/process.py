@@ -124,6 +124,8 @@ def agent_main(conn: Connection, settings_json: str, socket_path: str) -> None:
     # and decides when each agent ends, so agents ignore SIGINT.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     quiet_pipecat(settings.log_level)
+    # aioice narrates every candidate pair at INFO; only its problems are worth a line.
+    logging.getLogger("aioice").setLevel(max(logging.WARNING, logging.root.level))
 
     async def main() -> None:
         chan = PipeChannel(conn)

@@ -30,7 +30,7 @@ from dragoman.pipeline.translator import WhisperTranslator
 
 log = logging.getLogger(__name__)
 
-FLUSH_MAX_S = 2.0  # how long the final "ended" message may take to be acknowledged
+FLUSH_MAX_S = 5.0  # the final "ended" message may need one SCTP retransmission (RTO ≥ 1 s)
 
 
 class CallSession:

@@ -99,12 +99,21 @@ class CallResult:
 
 class Caller:
     def __init__(
-        self, base_url: str, source: str = "ja", target: str = "en", send_audio: bool = True
+        self,
+        base_url: str,
+        source: str = "ja",
+        target: str = "en",
+        send_audio: bool = True,
+        keep_listening: bool = True,
     ) -> None:
+        # send_audio=False: a muted mic that sends no packets. keep_listening=False: stop
+        # decoding the agent's audio once it has been heard. Both keep a load client cheap
+        # (one process decoding dozens of calls starves its own ICE consent checks).
         self.base_url = base_url.rstrip("/")
         self.source, self.target = source, target
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = PcmTrack(send=send_audio)
+        self.keep_listening = keep_listening
         self.result = CallResult()
         self._t0 = 0.0
         self._channel = self.pc.createDataChannel("dragoman", ordered=True)
@@ -144,6 +153,16 @@ class Caller:
             self.result.audio_rms.append(rms)
             if rms > AUDIBLE_RMS and self.result.first_audio_ms is None:
                 self.result.first_audio_ms = self._ms()
+                if not self.keep_listening:
+                    self._stop_decoding(track)
+                    return
+
+    def _stop_decoding(self, track: MediaStreamTrack) -> None:
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.receiver.track is track:
+                # aiortc drops RTP before decoding when its receiver is disabled (the switch
+                # Pipecat uses for the same purpose); there is no public API for it.
+                transceiver.receiver._enabled = False
 
     async def call(self, client: httpx.AsyncClient | None = None) -> CallResult:
         """Press Call: offer → POST → answer. Returns once the HTTP exchange is done."""

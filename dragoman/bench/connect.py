@@ -40,7 +40,7 @@ class ConnectParams:
 
 
 async def one_call(url: str, client: httpx.AsyncClient, hold_s: float) -> CallResult:
-    caller = Caller(url, send_audio=False)
+    caller = Caller(url, send_audio=False, keep_listening=False)
     try:
         result = await caller.call(client)
         if result.status != 201:

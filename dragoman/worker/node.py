@@ -46,7 +46,7 @@ class Node:
         on_progress(f"inference service ready ({time.monotonic() - t0:.1f} s)")
         await pool_start
         on_progress(
-            f"{len(self.pool._idle)} agent processes pre-forked and waiting "
+            f"{self.pool.stats()['idle_agents']} agent processes pre-forked and waiting "
             f"({time.monotonic() - t0:.1f} s)"
         )
 
