@@ -4,6 +4,7 @@
 ``api``     a stateless control-plane replica (Redis registry)
 ``worker``  one per node: the pre-forked agent pool and its internal endpoint
 ``bench``   measurements
+``simulate`` the fleet under a call trace: connect times, refusals, KRW per user-minute
 """
 
 from __future__ import annotations
@@ -187,6 +188,36 @@ def _bench_connect(args: argparse.Namespace) -> int:
     return 0 if rep["refused"] == 0 and rep["no_audio"] == 0 else 1
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from dragoman.sim.engine import SimParams
+    from dragoman.sim.run import main as sim_main
+    from dragoman.sim.run import sweep
+
+    given = {
+        "trace": args.trace,
+        "profile": args.profile,
+        "slots_per_node": args.slots,
+        "idle_target": args.idle_target,
+        "floor_slots": args.floor,
+        "headroom": args.headroom,
+        "node_ready_s": args.node_ready,
+        "interval_s": args.interval,
+        "scaler": args.scaler,
+        "overflow": args.overflow,
+        "krw_per_usd": args.krw_per_usd,
+        "scale": args.scale,
+        "seed": args.seed,
+        "calibrate": args.calibrate,
+    }
+    params = SimParams(**{k: v for k, v in given.items() if v is not None})
+    if args.sweep:
+        floors = [int(x) for x in args.floors.split(",")]
+        sweep(params, floors, Path(args.out or "results/sim/tradeoff"))
+        return 0
+    sim_main(params, Path(args.out or f"results/sim/{Path(params.trace).stem}"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dragoman", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -224,6 +255,26 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("--hold", type=float, default=2.0, help="seconds to stay on the call")
     connect.add_argument("--out", default="results/connect", help="folder for JSON and plots")
     connect.set_defaults(func=_bench_connect)
+
+    sim = sub.add_parser("simulate", help="the fleet under a call trace: latency and cost")
+    sim.add_argument("--trace", default="surge", help="surge | day | flash | a .csv file")
+    sim.add_argument("--profile", help="machine profile (c7g-warm-pool; see dragoman/sim)")
+    sim.add_argument("--floor", type=int, help="the policy's warm-buffer floor, call slots")
+    sim.add_argument("--headroom", type=float, help="× expected arrivals during the lead time")
+    sim.add_argument("--slots", type=int, help="call slots per node (default: profile)")
+    sim.add_argument("--idle-target", type=int, help="pre-forked processes per node (all)")
+    sim.add_argument("--node-ready", type=float, help="boot time the policy assumes, s")
+    sim.add_argument("--interval", type=float, help="scaler period, s (HPA sync, 15)")
+    sim.add_argument("--scaler", choices=("hpa", "direct"), help="via the k8s HPA (hpa)")
+    sim.add_argument("--overflow", choices=("wait", "retry"), help="no idle agent: wait|503")
+    sim.add_argument("--krw-per-usd", type=float, help="exchange rate (1,400)")
+    sim.add_argument("--scale", type=float, help="multiply a built-in trace's concurrency")
+    sim.add_argument("--seed", type=int)
+    sim.add_argument("--calibrate", help="a `dragoman bench` JSON (e.g. connect.json)")
+    sim.add_argument("--out", help="folder for report.json and plots (results/sim/TRACE)")
+    sim.add_argument("--sweep", action="store_true", help="cost vs p99 over --floors")
+    sim.add_argument("--floors", default="1000,2000,3000,3500,3750,4000,5000,6000")
+    sim.set_defaults(func=_simulate)
     return parser
 
 

@@ -47,7 +47,9 @@ class Settings(BaseSettings):
         None, description="Address callers reach this node's media on (informational)."
     )
     node_ttl_s: float = Field(3.0, description="A node silent this long is never chosen.")
-    heartbeat_s: float = Field(1.0, description="How often a worker reports to the registry.")
+    heartbeat_s: float = Field(
+        0.5, description="How often a worker reports; several beats fit in node_ttl_s."
+    )
     reservation_ttl_s: float = Field(
         10.0, description="A reserved slot not confirmed by its worker by then is freed."
     )
@@ -56,6 +58,25 @@ class Settings(BaseSettings):
     )
     max_nodes: int = Field(200, description="Upper bound the autoscaler may ask for.")
     handoff_timeout_s: float = Field(8.0, description="api → worker call hand-off deadline.")
+
+    # --- autoscale policy (dragoman/fleet/autoscale.py, GET /v1/fleet/autoscale) --------
+    # The floor is warm_buffer_slots and the ceiling max_nodes, above.
+    autoscale_node_ready_s: float = Field(
+        40.0, description="A worker node asked for now takes calls this long after (boot+start)."
+    )
+    autoscale_reaction_s: float = Field(
+        15.0, description="Until the platform acts on the policy (Kubernetes HPA sync period)."
+    )
+    autoscale_headroom: float = Field(
+        1.0, description="Multiplies the calls expected to arrive before a new node is ready."
+    )
+    autoscale_min_nodes: int = Field(1, ge=0, description="Lower bound of desired_workers.")
+    autoscale_api_replicas: int = Field(
+        1,
+        ge=1,
+        description="api replicas behind the load balancer: each counts only the requests it "
+        "served, so its arrival rate is multiplied by this.",
+    )
 
     # --- node capacity and the pre-forked agent pool -----------------------------------
     max_calls: int = Field(8, ge=1, description="Concurrent calls this node accepts.")

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ValidationError
 from dragoman.api import metrics
 from dragoman.api.errors import ApiError
 from dragoman.api.sdp import SdpError, check_offer
-from dragoman.fleet.autoscale import AutoscaleConfig, desired_nodes
+from dragoman.fleet.autoscale import ArrivalMeter, AutoscaleConfig
+from dragoman.fleet.autoscale import autoscale as size_fleet
 from dragoman.fleet.dispatcher import Dispatcher
 from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
 from dragoman.fleet.ranking import free_slots
@@ -129,29 +130,49 @@ async def languages(request: Request) -> dict[str, Any]:
 
 
 async def fleet_summary(request: Request) -> dict[str, Any]:
-    """Fleet view from the registry, also refreshing the fleet gauges."""
+    """Fleet view from the registry and the autoscale policy, also refreshing the gauges."""
     settings = request.app.state.settings
     nodes = await _dispatcher(request).registry.nodes()
     live = [n for n in nodes if n.alive]
     active = sum(n.load for n in live)
-    desired = desired_nodes(
+    # Call requests this replica has handled (every outcome), read as a cumulative counter.
+    meter = getattr(request.app.state, "arrival_meter", None)
+    if meter is None:
+        meter = request.app.state.arrival_meter = ArrivalMeter()
+    samples = [s for m in metrics.CALLS.collect() for s in m.samples]
+    meter.observe_total(sum(s.value for s in samples if s.name.endswith("_total")))
+    rate_history = [c * settings.autoscale_api_replicas for c in meter.history()]
+    decision = size_fleet(
+        live,
+        rate_history,
         active,
         AutoscaleConfig(
             slots_per_node=settings.max_calls,
             buffer_floor_slots=settings.warm_buffer_slots,
+            node_ready_s=settings.autoscale_node_ready_s,
+            reaction_s=settings.autoscale_reaction_s,
+            min_nodes=settings.autoscale_min_nodes,
             max_nodes=settings.max_nodes,
+            headroom=settings.autoscale_headroom,
         ),
     )
     metrics.FLEET_FREE_SLOTS.set(free_slots(nodes))
     for state in ("READY", "DRAINING"):
         metrics.FLEET_NODES.labels(state).set(sum(1 for n in live if n.state == state))
-    metrics.DESIRED_WORKERS.set(desired)
+    metrics.DESIRED_WORKERS.set(decision.desired_nodes)
     return {
         "nodes": len(live),
         "dead_nodes": len(nodes) - len(live),
         "fleet_active_calls": active,
         "free_slots": free_slots(nodes),
-        "desired_workers": desired,
+        "desired_workers": decision.desired_nodes,
+        "autoscale": {
+            "need_slots": decision.need_slots,
+            "arrival_rate_per_s": decision.rate_per_s,
+            "expected_arrivals": decision.expected_arrivals,
+            # Kubernetes picks which pod to stop; this is the policy's preference (empty ones).
+            "drain_candidates": list(decision.drain),
+        },
     }
 
 

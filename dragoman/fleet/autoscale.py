@@ -1,23 +1,199 @@
-"""How many worker nodes the fleet wants (pure policy over plain numbers).
+"""How many worker nodes the fleet wants, and which to drain (pure policy over plain data).
 
-This first policy keeps the running calls plus a fixed warm buffer covered; sizing the
-buffer from the recent arrival rate and a node's boot time is the surge issue's work.
+The api's ``/v1/fleet/autoscale`` endpoint (read by KEDA) and ``dragoman simulate`` call the
+same ``autoscale`` function, so the simulated fleet is sized exactly as the real one.
+
+Sizing: capacity must hold the running calls plus a warm buffer of free slots. The buffer
+covers the calls that will arrive before a node asked for now can take any (``lead_s``:
+reaction time + node ready time), extrapolated with their recent trend so a rising trace is
+met before its capacity runs out; and it is never smaller than a floor, which is what absorbs
+a jump no history foresees (from idle to thousands). The floor and the rate-based part are
+not added: each covers the same next ``lead_s`` seconds. Departures during the lead time are
+deliberately not subtracted: that surplus is a margin that grows with the traffic.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+READY = "READY"  # same strings as dragoman.fleet.registry (kept import-free: pure module)
+DRAINING = "DRAINING"
+
+
+class NodeView(Protocol):
+    """What the policy reads of a node; ``registry.NodeInfo`` has it."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def load(self) -> int: ...
+    @property
+    def alive(self) -> bool: ...
 
 
 @dataclass(frozen=True)
 class AutoscaleConfig:
     slots_per_node: int
-    buffer_floor_slots: int
+    buffer_floor_slots: int  # the smallest warm buffer, whatever the history says
+    node_ready_s: float = 40.0  # a node asked for now takes calls after this long
+    reaction_s: float = 15.0  # until the request is acted on (HPA sync period)
     min_nodes: int = 1
     max_nodes: int = 200
+    headroom: float = 1.0  # multiplies the expected arrivals during the lead time
+    short_window_s: int = 10  # "the rate now": mean over this many seconds
+    trend_window_s: int = 60  # least-squares slope of the rate over this many seconds
+    hold_s: int = 120  # the highest 10-s rate seen this recently is not forgotten
+
+    @property
+    def lead_s(self) -> float:
+        return self.reaction_s + self.node_ready_s
 
 
-def desired_nodes(active_calls: int, cfg: AutoscaleConfig) -> int:
-    need = math.ceil((active_calls + cfg.buffer_floor_slots) / max(1, cfg.slots_per_node))
-    return max(cfg.min_nodes, min(cfg.max_nodes, need))
+@dataclass(frozen=True)
+class Decision:
+    desired_nodes: int  # READY + booting nodes wanted (what KEDA turns into replicas)
+    need_slots: int  # active calls + max(floor, expected arrivals during the lead time)
+    expected_arrivals: float  # calls expected before a node asked for now is ready
+    rate_per_s: float  # the arrival rate the buffer was sized on
+    cancel_booting: int  # booting nodes no longer wanted (they are dropped first)
+    drain: tuple[str, ...]  # READY nodes to drain now: empty ones only
+
+
+def expected_arrivals(arrivals_per_s: Sequence[float], cfg: AutoscaleConfig) -> tuple[float, float]:
+    """(calls expected during the lead time, the rate it used), from per-second counts.
+
+    The rate now plus its trend, integrated over the lead time: ∫(r + s·t)dt = L·(r + s·L/2),
+    where the mean of the last ``short_window_s`` seconds is the rate half that window ago.
+    A recent peak is held for ``hold_s`` so one quiet second does not shrink the buffer.
+    """
+    h = list(arrivals_per_s)
+    if not h:
+        return 0.0, 0.0
+    lead = cfg.lead_s
+    short = h[-cfg.short_window_s :]
+    slope = max(0.0, _slope(h[-cfg.trend_window_s :]))
+    now_rate = sum(short) / len(short) + slope * len(short) / 2
+    projected = now_rate + slope * lead / 2
+    held = h[-cfg.hold_s :][::-1]  # newest first: 10-s buckets end at the newest second
+    peak = max(sum(held[i : i + 10]) / len(held[i : i + 10]) for i in range(0, len(held), 10))
+    rate = max(projected, peak)
+    return cfg.headroom * rate * lead, rate
+
+
+def _slope(ys: Sequence[float]) -> float:
+    n = len(ys)
+    if n < 3:
+        return 0.0
+    mx = (n - 1) / 2
+    my = sum(ys) / n
+    num = sum((i - mx) * (y - my) for i, y in enumerate(ys))
+    den = sum((i - mx) ** 2 for i in range(n))
+    return num / den
+
+
+def serving(nodes: Sequence[NodeView]) -> list[NodeView]:
+    """Nodes that take new calls."""
+    return [n for n in nodes if n.state == READY and n.alive]
+
+
+def choose_drain(nodes: Sequence[NodeView], count: int) -> tuple[str, ...]:
+    """Up to ``count`` READY nodes to drain: only empty ones, so no call is ever moved or cut.
+
+    Highest id first among the empty: ranking breaks ties towards the lowest id, so those are
+    the nodes least likely to receive the next call.
+    """
+    if count <= 0:
+        return ()
+    empty = [n for n in serving(nodes) if n.load == 0]
+    empty.sort(key=lambda n: n.node_id, reverse=True)
+    return tuple(n.node_id for n in empty[:count])
+
+
+def autoscale(
+    nodes: Sequence[NodeView],
+    arrivals_per_s: Sequence[float],
+    active_calls: int,
+    cfg: AutoscaleConfig,
+    booting: int = 0,
+) -> Decision:
+    """The fleet size to ask for now.
+
+    ``nodes``: the registry snapshot; ``arrivals_per_s``: call requests per second, oldest
+    first, the newest complete second last; ``active_calls``: calls holding a slot;
+    ``booting``: nodes asked for that have not registered yet (0 when the platform tracks
+    them itself, as Kubernetes does).
+    """
+    expected, rate = expected_arrivals(arrivals_per_s, cfg)
+    need = active_calls + max(cfg.buffer_floor_slots, math.ceil(expected))
+    desired = math.ceil(need / max(1, cfg.slots_per_node))
+    desired = max(cfg.min_nodes, min(cfg.max_nodes, desired))
+    surplus = len(serving(nodes)) + booting - desired
+    cancel = min(booting, max(0, surplus))
+    drain = choose_drain(nodes, surplus - cancel)
+    return Decision(desired, need, round(expected, 2), round(rate, 3), cancel, drain)
+
+
+class ArrivalMeter:
+    """Per-second call-request counts over a sliding window, built from a cumulative counter
+    read at any moment (the api reads its ``dragoman_api_calls_total`` whenever the autoscale
+    endpoint or /healthz is polled). Requests between two reads are spread evenly over the
+    seconds in between, so polling every few seconds gives a close enough history.
+
+    Per replica: each api process counts only the requests it served. With R replicas behind
+    a load balancer, multiply by R (``Settings.autoscale_api_replicas``); a fleet-wide count
+    would need a shared counter in the registry.
+    """
+
+    def __init__(self, horizon_s: int = 300, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._counts: deque[float] = deque(maxlen=horizon_s)
+        self._second: int | None = None  # the second the last element of _counts stands for
+        self._last_total: float | None = None
+        self._last_t = 0.0
+
+    def observe_total(self, total: float) -> None:
+        now = self._clock()
+        last, t0 = self._last_total, self._last_t
+        self._last_total, self._last_t = total, now
+        if last is None or total < last:  # first read, or the process restarted
+            self._advance(int(now))
+            return
+        delta, span = total - last, now - t0
+        if span <= 0:
+            self._add(int(now), delta)
+            return
+        # Spread ``delta`` over [t0, now], second by second.
+        for sec in range(int(t0), int(now) + 1):
+            overlap = min(now, sec + 1) - max(t0, sec)
+            if overlap > 0:
+                self._add(sec, delta * overlap / span)
+
+    def _add(self, sec: int, amount: float) -> None:
+        self._advance(sec)
+        back = self._second - sec  # 0: the newest second
+        if back < len(self._counts):
+            self._counts[-1 - back] += amount
+
+    def _advance(self, sec: int) -> None:
+        size = self._counts.maxlen or 0
+        if self._second is None:
+            self._second = sec - 1
+        elif sec - self._second > size:  # silent longer than the window: all zeros
+            self._second = sec - size
+        while self._second < sec:
+            self._counts.append(0.0)
+            self._second += 1
+
+    def history(self) -> list[float]:
+        """Complete seconds only, oldest first (the current second is still filling)."""
+        self._advance(int(self._clock()))
+        return list(self._counts)[:-1]

@@ -1,0 +1,110 @@
+"""A simulated worker node and the ``WorkerClient`` the real ``Dispatcher`` talks to.
+
+The node models what decides a caller's wait on a worker: its pre-forked agent pool. Like
+``dragoman.worker.pool``, it keeps ``min(idle_target, free slots)`` processes forked; a call
+takes the oldest; a process that ends its call exits and a replacement is forked, ready
+``refill_s`` later. With no idle process, the worker waits up to ``agent_wait_s`` for one being
+forked, else answers 503 (and the dispatcher tries the next node).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dragoman.fleet.errors import NoAgentAvailable
+from dragoman.fleet.registry import DRAINING, READY, NodeReport, Registry
+
+BOOTING = "BOOTING"
+GONE = "GONE"
+
+
+@dataclass(eq=False)
+class SimNode:
+    node_id: str
+    capacity: int
+    idle_target: int
+    refill_s: float
+    requested_at: float  # cost runs from here…
+    ready_at: float
+    removed_at: float | None = None  # …to here (or the end of the simulation)
+    state: str = BOOTING
+    busy: int = 0
+    max_busy: int = 0
+    _procs: list[float] = field(default_factory=list)  # when each forked process is/was ready
+
+    @property
+    def address(self) -> str:
+        return f"sim://{self.node_id}"
+
+    def report(self) -> NodeReport:
+        # ``idle`` is informational in the registry (ranking ignores it), so it is not kept
+        # current; that would cost a heartbeat per call.
+        state = DRAINING if self.state == DRAINING else READY
+        return NodeReport(self.node_id, self.address, "sim", self.capacity, self.capacity, state)
+
+    def start(self, now: float) -> None:
+        """Registered with its idle pool already forked (node ready time includes that)."""
+        self.state = READY
+        self._procs = [now] * min(self.idle_target, self.capacity)
+
+    def take(self, now: float, wait_bound_s: float) -> float | None:
+        """Seconds until an agent process is ready for a call, or None if over the bound."""
+        if not self._procs:
+            return None
+        wait = max(0.0, self._procs[0] - now)
+        if wait > wait_bound_s:
+            return None
+        heapq.heappop(self._procs)
+        self.busy += 1
+        self.max_busy = max(self.max_busy, self.busy)
+        self._top_up(now)
+        return wait
+
+    def end(self, now: float) -> None:
+        self.busy -= 1
+        self._top_up(now)
+
+    def _top_up(self, now: float) -> None:
+        if self.state != READY:
+            return
+        want = min(self.idle_target, self.capacity - self.busy) - len(self._procs)
+        for _ in range(want):
+            heapq.heappush(self._procs, now + self.refill_s)
+
+    def seconds(self, end: float) -> float:
+        return (self.removed_at if self.removed_at is not None else end) - self.requested_at
+
+
+class SimWorkerClient:
+    """What ``HttpWorkerClient`` does against a real worker, answered by a ``SimNode``."""
+
+    def __init__(
+        self,
+        node: SimNode,
+        registry: Registry,
+        clock: Callable[[], float],
+        wait_bound_s: float,
+        retry_after_s: int,
+    ) -> None:
+        self.node = node
+        self._registry = registry
+        self._clock = clock
+        self._wait_bound = wait_bound_s
+        self._retry_after = retry_after_s
+
+    async def start_call(
+        self, call_id: str, sdp: str, sdp_type: str, source: str, target: str
+    ) -> dict[str, Any]:
+        if self.node.state != READY:
+            raise NoAgentAvailable("This node is draining.", self._retry_after)
+        wait = self.node.take(self._clock(), self._wait_bound)
+        if wait is None:
+            raise NoAgentAvailable("No interpreter process is ready yet.", self._retry_after)
+        await self._registry.confirm(call_id)  # the worker confirms once its agent answered
+        return {"sdp": "", "type": "answer", "timings_ms": {"wait_agent": wait * 1000}}
+
+    async def end_call(self, call_id: str, reason: str) -> bool:
+        raise NotImplementedError("the simulator ends calls itself")

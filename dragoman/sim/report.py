@@ -1,0 +1,189 @@
+"""The simulation's report: connect times, refusals, fleet size, idle capacity and cost."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dragoman.bench.stats import summarize
+from dragoman.sim.engine import SAMPLE_FIELDS, Simulation
+
+TARGET_P99_MS = 2000.0  # surge: p99 connect ≤ 2 s …
+TARGET_KRW_PER_USER_MINUTE = 0.3  # day: ≤ 0.3 KRW per user-minute …
+CEILING_KRW_PER_USER_MINUTE = 2.0  # … hard ceiling 2 KRW
+MAX_TIMELINE_POINTS = 1500
+
+
+def build(sim: Simulation, end_s: float, wall_s: float) -> dict[str, Any]:
+    p, trace, machine = sim.p, sim.trace, sim.machine
+    served = ~np.isnan(sim.connect_s)
+    connect_ms = sim.connect_s[served] * 1000
+    node_seconds = sum(nd.seconds(end_s) for nd in sim.nodes.values())
+    usd = node_seconds * machine.usd_per_hour / 3600
+    krw = usd * p.krw_per_usd
+    served_minutes = float(trace.durations[served].sum()) / 60
+    busy_slot_s = float(sim.held_s[served].sum())
+    slot_s = node_seconds * sim.slots
+    samples = np.array(sim.samples, dtype=float).reshape(-1, len(SAMPLE_FIELDS))
+    col = {name: samples[:, k] for k, name in enumerate(SAMPLE_FIELDS)}
+    p99 = float(np.percentile(connect_ms, 99)) if connect_ms.size else None
+    krw_per_um = krw / served_minutes if served_minutes else None
+    refused = int(sim.refused.sum())
+    return {
+        "trace": {
+            "name": trace.name,
+            "description": trace.description,
+            "calls": trace.calls,
+            "user_minutes": round(trace.user_minutes, 2),
+            "horizon_s": trace.horizon_s,
+            "peak_concurrent": int(col["active_calls"].max(initial=0)),
+        },
+        "params": {
+            **asdict(p),
+            "machine": asdict(machine),
+            "slots_per_node": sim.slots,
+            "idle_target": p.idle_target or sim.slots,
+            "policy": {**asdict(sim.policy), "lead_s": sim.policy.lead_s},
+            "calibration": sim.cal.summary(),
+        },
+        "connect_ms": summarize(connect_ms.tolist()),
+        "calls": {
+            "arrivals": trace.calls,
+            "served": int(served.sum()),
+            "refused": refused,
+            "retried": int((sim.tries > 1).sum()),  # got at least one 503 and retried
+            "waited_for_agent": int(sim.forked_wait.sum()),  # a process was still forking
+            "over_2s": int((connect_ms > TARGET_P99_MS).sum()),
+            "requests": int(sim.tries.sum()),
+        },
+        "user_minutes": {
+            "trace": round(trace.user_minutes, 2),
+            "served": round(served_minutes, 2),
+            "refused": round(float(trace.durations[sim.refused].sum()) / 60, 2),
+        },
+        "nodes": {
+            "peak_paid": int(col["paid_nodes"].max(initial=0)),
+            "peak_warm": int(col["warm_slots"].max(initial=0)) // sim.slots,
+            "asked_for": len(sim.nodes),
+            "cancelled_boots": sim.cancelled,
+            "drained": sim.drained,
+            "node_seconds": round(node_seconds, 1),
+            "max_load_fraction": round(sim.max_load_fraction, 4),
+        },
+        "capacity": {
+            "slot_seconds": round(slot_s, 1),
+            "busy_slot_seconds": round(busy_slot_s, 1),
+            "idle_fraction": round(1 - busy_slot_s / slot_s, 4) if slot_s else None,
+        },
+        "cost": {
+            "instance": machine.instance,
+            "usd_per_hour": machine.usd_per_hour,
+            "krw_per_usd": p.krw_per_usd,
+            "usd": round(usd, 4),
+            "krw": round(krw, 2),
+            "krw_per_user_minute": round(krw_per_um, 4) if krw_per_um is not None else None,
+        },
+        "targets": {
+            "surge_p99_ms": TARGET_P99_MS,
+            "p99_met": p99 is not None and p99 <= TARGET_P99_MS,
+            "none_refused": refused == 0,
+            "krw_per_user_minute": TARGET_KRW_PER_USER_MINUTE,
+            "cost_met": krw_per_um is not None and krw_per_um <= TARGET_KRW_PER_USER_MINUTE,
+            "under_ceiling": krw_per_um is not None and krw_per_um <= CEILING_KRW_PER_USER_MINUTE,
+        },
+        "simulated_s": round(end_s, 1),
+        "wall_s": round(wall_s, 2),
+        "timeline": _timeline(col),
+        "curve": _curve(trace.curve),
+    }
+
+
+def _timeline(col: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    n = col["t_s"].size
+    step = max(1, -(-n // MAX_TIMELINE_POINTS))
+    return {k: [round(float(x), 2) for x in v[::step]] for k, v in col.items()}
+
+
+def _curve(curve: tuple[np.ndarray, np.ndarray] | None) -> dict[str, list[float]] | None:
+    if curve is None:
+        return None
+    t, c = curve
+    step = max(1, -(-t.size // MAX_TIMELINE_POINTS))
+    return {"t_s": t[::step].tolist(), "concurrent": [round(float(x), 1) for x in c[::step]]}
+
+
+def write(rep: dict[str, Any], connect_ms: np.ndarray, out: Path) -> list[Path]:
+    from dragoman.sim import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.json"
+    path.write_text(json.dumps(rep, indent=2))
+    prm = rep["params"]
+    title = f"{rep['trace']['name']}: {prm['profile']}, floor {prm['floor_slots']} slots"
+    demand = out / "demand_vs_capacity.png"
+    cdf = out / "connect_cdf.png"
+    plots.demand_vs_capacity(rep, demand, title)
+    plots.connect_cdf(connect_ms, cdf, title, TARGET_P99_MS)
+    return [path, demand, cdf]
+
+
+def rows(rep: dict[str, Any]) -> list[tuple[str, str]]:
+    """The summary as (what, value) rows, for the console."""
+    c, calls, cost = rep["connect_ms"], rep["calls"], rep["cost"]
+    t = rep["targets"]
+
+    def ok(flag: bool) -> str:
+        return "✓" if flag else "✗"
+
+    return [
+        ("trace", f"{rep['trace']['name']}: {rep['trace']['description']}"),
+        ("calls / user-minutes", f"{calls['arrivals']:,} / {rep['user_minutes']['trace']:,.0f}"),
+        ("peak concurrent calls", f"{rep['trace']['peak_concurrent']:,}"),
+        (
+            "connect p50 / p95 / p99 / max",
+            f"{_s(c['p50'])} / {_s(c['p95'])} / {_s(c['p99'])} / {_s(c['max'])}  "
+            f"{ok(t['p99_met'])} p99 ≤ {t['surge_p99_ms'] / 1000:.0f} s",
+        ),
+        (
+            "refused / retried / waited for agent",
+            f"{calls['refused']} {ok(t['none_refused'])} / {calls['retried']} / "
+            f"{calls['waited_for_agent']}  (over 2 s: {calls['over_2s']})",
+        ),
+        (
+            "slots per node / peak nodes",
+            f"{rep['params']['slots_per_node']} / "
+            f"{rep['nodes']['peak_paid']} paid, {rep['nodes']['peak_warm']} warm",
+        ),  # fmt: skip
+        ("idle capacity", f"{rep['capacity']['idle_fraction']:.1%}"),
+        ("node-hours", f"{rep['nodes']['node_seconds'] / 3600:,.1f}"),
+        (
+            "cost",
+            f"{cost['krw']:,.0f} KRW (${cost['usd']:,.2f}, {cost['instance']} "
+            f"${cost['usd_per_hour']}/h, {cost['krw_per_usd']:,.0f} KRW/USD)",
+        ),
+        (
+            "KRW per user-minute",
+            f"{cost['krw_per_user_minute']:.3f}  {ok(t['cost_met'])} ≤ {t['krw_per_user_minute']}",
+        ),
+        ("simulated / wall time", f"{rep['simulated_s'] / 3600:.2f} h / {rep['wall_s']:.1f} s"),
+    ]
+
+
+def _s(ms: float | None) -> str:
+    return "—" if ms is None else f"{ms / 1000:.2f} s"
+
+
+def print_summary(rep: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"dragoman simulate — {rep['trace']['name']}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for what, value in rows(rep):
+        table.add_row(what, value)
+    Console().print(table)

@@ -1,0 +1,210 @@
+"""The autoscale policy (pure) and its api wiring: properties over random fleets and traces."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY
+
+from dragoman.api.calls import fleet_summary
+from dragoman.config import Settings
+from dragoman.fleet.autoscale import (
+    DRAINING,
+    READY,
+    ArrivalMeter,
+    AutoscaleConfig,
+    autoscale,
+    choose_drain,
+    expected_arrivals,
+)
+from dragoman.fleet.memory_registry import MemoryRegistry
+from dragoman.fleet.registry import NodeReport
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    state: str
+    capacity: int
+    load: int
+    alive: bool = True
+
+
+@st.composite
+def fleets(draw: st.DrawFn) -> list[Node]:
+    n = draw(st.integers(0, 30))
+    out = []
+    for i in range(n):
+        cap = draw(st.integers(1, 100))
+        out.append(
+            Node(
+                f"n{i:03d}",
+                draw(st.sampled_from([READY, READY, READY, DRAINING])),
+                cap,
+                draw(st.integers(0, cap)),
+                draw(st.booleans()) or draw(st.booleans()),  # mostly alive
+            )
+        )
+    return out
+
+
+configs = st.builds(
+    AutoscaleConfig,
+    slots_per_node=st.integers(1, 100),
+    buffer_floor_slots=st.integers(0, 5000),
+    node_ready_s=st.floats(0, 300),
+    reaction_s=st.floats(0, 60),
+    min_nodes=st.integers(0, 5),
+    max_nodes=st.integers(5, 500),
+    headroom=st.floats(0.5, 3),
+)
+histories = st.lists(st.floats(0, 500, allow_nan=False), max_size=400)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fleets(), histories, configs, st.integers(0, 20), st.integers(0, 50_000))
+def test_never_drains_a_node_with_calls(nodes, history, cfg, booting, extra_active) -> None:
+    active = sum(n.load for n in nodes) + extra_active
+    d = autoscale(nodes, history, active, cfg, booting=booting)
+    by_id = {n.node_id: n for n in nodes}
+    for node_id in d.drain:
+        node = by_id[node_id]
+        assert node.load == 0 and node.state == READY and node.alive
+    assert len(set(d.drain)) == len(d.drain)
+    # Never shrinks below what it asks for: boots are cancelled first, then empty nodes go.
+    serving = sum(1 for n in nodes if n.state == READY and n.alive)
+    assert 0 <= d.cancel_booting <= booting
+    if d.drain or d.cancel_booting:
+        assert serving + booting - d.cancel_booting - len(d.drain) >= d.desired_nodes
+
+
+@settings(max_examples=300, deadline=None)
+@given(fleets(), histories, configs, st.integers(0, 50_000))
+def test_never_asks_for_fewer_slots_than_calls_plus_floor(nodes, history, cfg, active) -> None:
+    d = autoscale(nodes, history, active, cfg)
+    assert cfg.min_nodes <= d.desired_nodes <= max(cfg.min_nodes, cfg.max_nodes)
+    if d.desired_nodes < cfg.max_nodes:  # the ceiling is the only thing that may cap it
+        assert d.desired_nodes * cfg.slots_per_node >= active + cfg.buffer_floor_slots
+        assert d.desired_nodes * cfg.slots_per_node >= d.need_slots
+    assert d.need_slots >= active + cfg.buffer_floor_slots
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    start=st.floats(0, 50),
+    accel=st.floats(0.01, 5),  # calls/s gained per second
+    lead_ready=st.floats(5, 180),
+    slots=st.integers(1, 100),
+    elapsed=st.integers(30, 400),
+)
+def test_scales_up_before_capacity_runs_out_on_a_rising_trace(
+    start, accel, lead_ready, slots, elapsed
+) -> None:
+    """Rate r(t) = start + accel·t, no call ends (the worst case): what the policy asks for at
+    t must hold every call that has arrived by t + lead, when the nodes it asks for are ready.
+    No floor, so the rate-based part alone has to do it."""
+    cfg = AutoscaleConfig(
+        slots_per_node=slots, buffer_floor_slots=0, node_ready_s=lead_ready, max_nodes=10**9
+    )
+
+    def arrived(t: float) -> float:  # ∫ r
+        return start * t + accel * t * t / 2
+
+    history = [arrived(k + 1) - arrived(k) for k in range(elapsed)]
+    active = math.ceil(arrived(elapsed))
+    d = autoscale([], history, active, cfg)
+    demand_when_ready = arrived(elapsed + cfg.lead_s)
+    assert d.desired_nodes * slots >= demand_when_ready - 1e-6 * demand_when_ready
+
+
+def test_flat_history_buffers_rate_times_lead() -> None:
+    cfg = AutoscaleConfig(slots_per_node=10, buffer_floor_slots=0, node_ready_s=45, reaction_s=15)
+    expected, rate = expected_arrivals([2.0] * 120, cfg)
+    assert rate == pytest.approx(2.0)
+    assert expected == pytest.approx(120.0)  # 2 calls/s × (15 + 45) s
+    d = autoscale([], [2.0] * 120, 30, cfg)
+    assert d.need_slots == 150 and d.desired_nodes == 15
+
+
+def test_floor_and_rate_buffer_cover_the_same_seconds() -> None:
+    cfg = AutoscaleConfig(slots_per_node=10, buffer_floor_slots=100, node_ready_s=45)
+    assert autoscale([], [1.0] * 60, 0, cfg).need_slots == 100  # 60 expected < floor
+    assert autoscale([], [5.0] * 60, 0, cfg).need_slots == 300  # 300 expected > floor
+
+
+def test_a_recent_peak_is_held() -> None:
+    cfg = AutoscaleConfig(slots_per_node=10, buffer_floor_slots=0, node_ready_s=45, hold_s=120)
+    burst_then_quiet = [0.0] * 100 + [50.0] * 10 + [0.0] * 60
+    assert expected_arrivals(burst_then_quiet, cfg)[1] == pytest.approx(50.0)
+    long_ago = [50.0] * 10 + [0.0] * 200
+    assert expected_arrivals(long_ago, cfg)[1] == 0.0
+    assert expected_arrivals([], cfg) == (0.0, 0.0)
+
+
+def test_drain_takes_booting_first_then_empty_nodes_highest_id_first() -> None:
+    cfg = AutoscaleConfig(slots_per_node=10, buffer_floor_slots=0, min_nodes=1)
+    nodes = [
+        Node("a", READY, 10, 3),
+        Node("b", READY, 10, 0),
+        Node("c", READY, 10, 0),
+        Node("d", DRAINING, 10, 0),
+        Node("e", READY, 10, 0, alive=False),
+    ]
+    d = autoscale(nodes, [], 0, cfg, booting=1)
+    assert d.desired_nodes == 1
+    assert d.cancel_booting == 1
+    assert d.drain == ("c", "b")  # "a" has calls: it stays although the fleet is too big
+    assert choose_drain(nodes, 1) == ("c",)
+    assert choose_drain(nodes, 0) == ()
+
+
+def test_clamped_to_min_and_max_nodes() -> None:
+    cfg = AutoscaleConfig(slots_per_node=10, buffer_floor_slots=0, min_nodes=2, max_nodes=5)
+    assert autoscale([], [], 0, cfg).desired_nodes == 2
+    assert autoscale([], [], 10_000, cfg).desired_nodes == 5
+
+
+def test_arrival_meter_spreads_counter_reads_over_seconds() -> None:
+    now = [1000.0]
+    meter = ArrivalMeter(horizon_s=30, clock=lambda: now[0])
+    meter.observe_total(7)  # first read: a baseline, whatever came before
+    now[0] = 1004.0
+    meter.observe_total(47)  # 40 requests over 4 s
+    assert meter.history() == pytest.approx([10, 10, 10, 10])
+    now[0] = 1006.5
+    assert meter.history() == pytest.approx([10, 10, 10, 10, 0, 0])  # quiet, 6th second open
+    meter.observe_total(47)
+    now[0] = 1100.0
+    assert meter.history() == [0.0] * 29  # silent longer than the window
+    meter.observe_total(3)  # the counter went back: a restarted process, a new baseline
+    now[0] = 1101.0
+    meter.observe_total(5)
+    now[0] = 1102.0
+    assert sum(meter.history()) == pytest.approx(2)
+
+
+async def test_endpoint_reports_the_policy_and_sets_the_gauge() -> None:
+    now = [0.0]
+    registry = MemoryRegistry(node_ttl_s=3.0, clock=lambda: now[0])
+    for i, load in enumerate([5, 0, 0]):
+        await registry.register(NodeReport(f"n{i}", f"http://n{i}", "h", 8, 8, READY))
+        for c in range(load):
+            await registry.reserve(f"n{i}-c{c}", [f"n{i}"], 10.0)
+    s = Settings(max_calls=8, warm_buffer_slots=8, autoscale_node_ready_s=30)
+    request = SimpleNamespace(
+        app=SimpleNamespace(
+            state=SimpleNamespace(settings=s, dispatcher=SimpleNamespace(registry=registry))
+        )
+    )
+    body = await fleet_summary(request)
+    assert body["fleet_active_calls"] == 5
+    assert body["desired_workers"] == 2  # ceil((5 + 8) / 8): no arrivals measured yet
+    assert isinstance(body["desired_workers"], int)
+    assert body["autoscale"]["drain_candidates"] == ["n2"]
+    assert REGISTRY.get_sample_value("dragoman_autoscale_desired_workers") == 2
+    assert request.app.state.arrival_meter is not None
