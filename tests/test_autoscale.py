@@ -169,23 +169,18 @@ def test_clamped_to_min_and_max_nodes() -> None:
     assert autoscale([], [], 10_000, cfg).desired_nodes == 5
 
 
-def test_arrival_meter_spreads_counter_reads_over_seconds() -> None:
-    now = [1000.0]
+def test_arrival_meter_counts_per_second() -> None:
+    now = [1000.2]
     meter = ArrivalMeter(horizon_s=30, clock=lambda: now[0])
-    meter.observe_total(7)  # first read: a baseline, whatever came before
-    now[0] = 1004.0
-    meter.observe_total(47)  # 40 requests over 4 s
-    assert meter.history() == pytest.approx([10, 10, 10, 10])
-    now[0] = 1006.5
-    assert meter.history() == pytest.approx([10, 10, 10, 10, 0, 0])  # quiet, 6th second open
-    meter.observe_total(47)
+    meter.record(3)
+    now[0] = 1001.5
+    meter.record()
+    meter.record()
+    now[0] = 1003.1
+    # complete seconds only, oldest first; the current one (1003) is still filling
+    assert meter.history() == [3, 2, 0]
     now[0] = 1100.0
     assert meter.history() == [0.0] * 29  # silent longer than the window
-    meter.observe_total(3)  # the counter went back: a restarted process, a new baseline
-    now[0] = 1101.0
-    meter.observe_total(5)
-    now[0] = 1102.0
-    assert sum(meter.history()) == pytest.approx(2)
 
 
 async def test_endpoint_reports_the_policy_and_sets_the_gauge() -> None:
@@ -198,7 +193,11 @@ async def test_endpoint_reports_the_policy_and_sets_the_gauge() -> None:
     s = Settings(max_calls=8, warm_buffer_slots=8, autoscale_node_ready_s=30)
     request = SimpleNamespace(
         app=SimpleNamespace(
-            state=SimpleNamespace(settings=s, dispatcher=SimpleNamespace(registry=registry))
+            state=SimpleNamespace(
+                settings=s,
+                dispatcher=SimpleNamespace(registry=registry),
+                arrival_meter=ArrivalMeter(),
+            )
         )
     )
     body = await fleet_summary(request)
@@ -207,4 +206,3 @@ async def test_endpoint_reports_the_policy_and_sets_the_gauge() -> None:
     assert isinstance(body["desired_workers"], int)
     assert body["autoscale"]["drain_candidates"] == ["n2"]
     assert REGISTRY.get_sample_value("dragoman_autoscale_desired_workers") == 2
-    assert request.app.state.arrival_meter is not None

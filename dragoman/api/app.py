@@ -14,6 +14,7 @@ from dragoman import __version__
 from dragoman.api.calls import router
 from dragoman.api.errors import install_error_handlers
 from dragoman.config import Settings
+from dragoman.fleet.autoscale import ArrivalMeter
 from dragoman.fleet.dispatcher import Dispatcher
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -30,6 +31,7 @@ def create_app(
     app.state.settings = settings
     app.state.dispatcher = dispatcher
     app.state.local_pool = local_pool
+    app.state.arrival_meter = ArrivalMeter()
     install_error_handlers(app)
     app.include_router(router)
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")

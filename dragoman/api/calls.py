@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from dragoman.api import metrics
 from dragoman.api.errors import ApiError
 from dragoman.api.sdp import SdpError, check_offer
-from dragoman.fleet.autoscale import ArrivalMeter, AutoscaleConfig
+from dragoman.fleet.autoscale import AutoscaleConfig
 from dragoman.fleet.autoscale import autoscale as size_fleet
 from dragoman.fleet.dispatcher import Dispatcher
 from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
@@ -78,6 +78,7 @@ async def create_call(request: Request) -> dict[str, Any]:
     except SdpError as e:
         raise ApiError(400, "bad_sdp", f"Malformed SDP offer: {e}") from e
 
+    request.app.state.arrival_meter.record()  # every valid request, retries included
     call_id = uuid.uuid4().hex
     t_checked = time.perf_counter()
     try:
@@ -135,12 +136,7 @@ async def fleet_summary(request: Request) -> dict[str, Any]:
     nodes = await _dispatcher(request).registry.nodes()
     live = [n for n in nodes if n.alive]
     active = sum(n.load for n in live)
-    # Call requests this replica has handled (every outcome), read as a cumulative counter.
-    meter = getattr(request.app.state, "arrival_meter", None)
-    if meter is None:
-        meter = request.app.state.arrival_meter = ArrivalMeter()
-    samples = [s for m in metrics.CALLS.collect() for s in m.samples]
-    meter.observe_total(sum(s.value for s in samples if s.name.endswith("_total")))
+    meter = request.app.state.arrival_meter
     rate_history = [c * settings.autoscale_api_replicas for c in meter.history()]
     decision = size_fleet(
         live,

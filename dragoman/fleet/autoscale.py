@@ -143,10 +143,7 @@ def autoscale(
 
 
 class ArrivalMeter:
-    """Per-second call-request counts over a sliding window, built from a cumulative counter
-    read at any moment (the api reads its ``dragoman_api_calls_total`` whenever the autoscale
-    endpoint or /healthz is polled). Requests between two reads are spread evenly over the
-    seconds in between, so polling every few seconds gives a close enough history.
+    """Per-second counts of call requests over a sliding window, for the policy's rate input.
 
     Per replica: each api process counts only the requests it served. With R replicas behind
     a load balancer, multiply by R (``Settings.autoscale_api_replicas``); a fleet-wide count
@@ -157,31 +154,11 @@ class ArrivalMeter:
         self._clock = clock
         self._counts: deque[float] = deque(maxlen=horizon_s)
         self._second: int | None = None  # the second the last element of _counts stands for
-        self._last_total: float | None = None
-        self._last_t = 0.0
 
-    def observe_total(self, total: float) -> None:
-        now = self._clock()
-        last, t0 = self._last_total, self._last_t
-        self._last_total, self._last_t = total, now
-        if last is None or total < last:  # first read, or the process restarted
-            self._advance(int(now))
-            return
-        delta, span = total - last, now - t0
-        if span <= 0:
-            self._add(int(now), delta)
-            return
-        # Spread ``delta`` over [t0, now], second by second.
-        for sec in range(int(t0), int(now) + 1):
-            overlap = min(now, sec + 1) - max(t0, sec)
-            if overlap > 0:
-                self._add(sec, delta * overlap / span)
-
-    def _add(self, sec: int, amount: float) -> None:
-        self._advance(sec)
-        back = self._second - sec  # 0: the newest second
-        if back < len(self._counts):
-            self._counts[-1 - back] += amount
+    def record(self, n: int = 1) -> None:
+        """Count ``n`` requests arriving now."""
+        self._advance(int(self._clock()))
+        self._counts[-1] += n
 
     def _advance(self, sec: int) -> None:
         size = self._counts.maxlen or 0
