@@ -61,6 +61,7 @@ def _require_token(settings: Settings) -> str:
 def _serve(args: argparse.Namespace) -> int:
     from fastapi import FastAPI
 
+    from dragoman.api import metrics
     from dragoman.api.app import create_app
     from dragoman.fleet.dispatcher import Dispatcher
     from dragoman.fleet.worker_client import LocalWorkerClient
@@ -75,6 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
     dispatcher = Dispatcher(
         registry, lambda _address: local, settings.reservation_ttl_s, settings.retry_after_s
     )
+    dispatcher.on_conflict = metrics.RESERVATION_CONFLICTS.inc
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -32,7 +32,7 @@ class Dispatcher:
         self._client_for = client_for  # worker address → client
         self._ttl = reservation_ttl_s
         self._retry_after = retry_after_s
-        self.conflicts = 0  # reservations that did not land where the snapshot said
+        # Called when a reservation did not land where the snapshot said (a metric in the api).
         self.on_conflict: Callable[[], None] = lambda: None
 
     async def _reserve(self, call_id: str, exclude: set[str]) -> Reservation:
@@ -42,7 +42,6 @@ class Dispatcher:
         missed = res is None or (ranked and res.node_id != ranked[0])
         if missed and free_slots(nodes) > 0:
             # Another request took the slot our snapshot saw; the atomic reserve moved on.
-            self.conflicts += 1
             self.on_conflict()
         if res is None:
             raise NoAgentAvailable("All interpreters are busy.", self._retry_after)
