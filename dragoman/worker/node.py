@@ -28,7 +28,6 @@ class Node:
             self.socket_path = str(Path(self._tmpdir.name) / "inference.sock")
         self._inference: multiprocessing.process.BaseProcess | None = None
         self.pool = AgentPool(settings, self.socket_path)
-        self.inference_ready = False
 
     async def start(self, on_progress=print) -> None:
         t0 = time.monotonic()
@@ -60,7 +59,6 @@ class Node:
                 )
             try:
                 await client.ping()
-                self.inference_ready = True
                 return
             except (InferenceError, OSError):
                 await asyncio.sleep(0.2)

@@ -15,7 +15,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -47,8 +47,6 @@ class Agent:
     call_id: str | None = None
     answer: asyncio.Future | None = None
     end_reason: str | None = None
-    forked_at: float = field(default_factory=time.monotonic)
-    ready_ms: float | None = None
 
     @property
     def pid(self) -> int:
@@ -155,7 +153,6 @@ class AgentPool:
                 msg = await agent.chan.recv()
                 kind = msg.get("kind")
                 if kind == "ready" and agent.state == "starting":
-                    agent.ready_ms = (time.monotonic() - agent.forked_at) * 1000
                     agent.state = "idle"
                     self._startup_failures = 0
                     self._idle.append(agent)
