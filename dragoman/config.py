@@ -6,12 +6,13 @@ Each field can be set from the environment with the ``DRAGOMAN_`` prefix, e.g.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -126,6 +127,59 @@ class Settings(BaseSettings):
     )
     audio_out_sample_rate: int = 24000
 
+    # --- interpretation providers (dragoman/pipeline/providers/) ------------------------
+    # Keys, prompts and glossaries stay on the server: nothing below is ever sent to a page.
+    provider: str = Field(
+        "local",
+        description="Default provider of a call: local | openai-translate | openai-cascade | "
+        "gemini-live-translate. A call may ask for another configured one.",
+    )
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = Field(
+        "https://api.openai.com/v1", description="REST base; WebSocket URLs are derived (wss)."
+    )
+    openai_translate_model: str = "gpt-realtime-translate"
+    openai_input_transcription_model: str = Field(
+        "gpt-realtime-whisper", description="Source captions of a translation session."
+    )
+    openai_stt_model: str = Field("gpt-4o-transcribe", description="openai-cascade: speech→text.")
+    openai_llm_model: str = Field("gpt-4.1-mini", description="openai-cascade: the translator.")
+    openai_tts_model: str = Field("gpt-4o-mini-tts", description="openai-cascade: text→speech.")
+    openai_tts_voice: str = "alloy"
+    translation_prompt: str = Field(
+        "You are a professional interpreter. Translate the user's words from {source} into "
+        "{target}. Reply with the translation only: no notes, no quotes, no explanations.",
+        description="openai-cascade system prompt; {source}/{target} become language names.",
+    )
+    glossary_dir: Path | None = Field(
+        None,
+        description="Folder of NAME.txt glossaries ('term = translation' lines); a call picks "
+        "one by NAME. Read on the server only.",
+    )
+    gemini_api_key: SecretStr | None = None
+    gemini_base_url: str = Field(
+        "wss://generativelanguage.googleapis.com",
+        description="Gemini Live WebSocket host; the BidiGenerateContent path is appended.",
+    )
+    gemini_model: str = "gemini-3.5-live-translate-preview"
+    provider_connect_timeout_s: float = Field(
+        5.0, description="A provider that has not accepted the session by then fails the call."
+    )
+    provider_chunk_ms: int = Field(
+        100, ge=20, le=500, description="Caller audio is sent to streaming providers in chunks."
+    )
+    provider_reconnects: int = Field(
+        1, ge=0, description="Reconnects tried after a provider drops mid-call, then it ends."
+    )
+    direct_overflow: bool = Field(
+        True,
+        description="When the fleet has no free slot, answer with a direct-mode session "
+        "(browser ↔ OpenAI, ephemeral key) instead of 503. Needs openai_api_key.",
+    )
+    direct_secret_ttl_s: int = Field(
+        60, ge=10, le=60, description="Lifetime of a direct-mode ephemeral client secret."
+    )
+
     # --- node-local inference service (one per node, shared by all agent processes) -----
     inference_socket: Path | None = Field(
         None, description="Unix socket of the node's inference service; default: a temp path."
@@ -147,3 +201,16 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_for_child(settings: Settings) -> str:
+    """Settings as JSON for a child process on this node, secrets included.
+
+    ``model_dump_json`` masks SecretStr fields ("**********"), which is right for logs but
+    would hand agents a useless key. This goes only over a local pipe, never to a page.
+    """
+    data = settings.model_dump(mode="json")
+    for name, value in settings:
+        if isinstance(value, SecretStr):
+            data[name] = value.get_secret_value()
+    return json.dumps(data)

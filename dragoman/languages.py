@@ -56,17 +56,26 @@ def name_of(code: str) -> str:
     return LANGUAGE_NAMES.get(code, code)
 
 
-def target_unavailable_reason(target: str) -> str | None:
-    """Why the local pipeline cannot translate into ``target``, or None when it can."""
-    if target in LOCAL_TARGETS:
+def target_unavailable_reason(
+    target: str, targets: frozenset[str] = LOCAL_TARGETS, provider_title: str | None = None
+) -> str | None:
+    """Why ``target`` cannot be produced (by the local pipeline unless told otherwise)."""
+    if target in targets:
         return None
-    return (
-        f"Translation into {name_of(target)} needs a machine-translation provider; the "
-        "offline pipeline translates into English only (see README: Providers)."
-    )
+    if provider_title is None:
+        return (
+            f"Translation into {name_of(target)} needs a machine-translation provider; the "
+            "offline pipeline translates into English only (see README: Providers)."
+        )
+    return f"{provider_title} cannot translate into {name_of(target)}; pick another target."
 
 
-def validate_pair(source: object, target: object) -> LanguagePair:
+def validate_pair(
+    source: object,
+    target: object,
+    targets: frozenset[str] = LOCAL_TARGETS,
+    provider_title: str | None = None,
+) -> LanguagePair:
     """Check a requested pair; raise LanguageError with a message a person can act on."""
     for role, code in (("source", source), ("target", target)):
         if not isinstance(code, str) or code not in LANGUAGE_NAMES:
@@ -79,30 +88,7 @@ def validate_pair(source: object, target: object) -> LanguagePair:
         raise LanguageError(
             "same_language", f"Source and target are both {name_of(source)}; pick two languages."
         )
-    reason = target_unavailable_reason(target)
+    reason = target_unavailable_reason(target, targets, provider_title)
     if reason:
         raise LanguageError("unsupported_pair", reason)
     return LanguagePair(source, target)
-
-
-def catalogue(default_source: str, default_target: str) -> dict[str, object]:
-    """The body of ``GET /v1/languages``."""
-    sources = [
-        {"code": c, "name": n} for c, n in sorted(LANGUAGE_NAMES.items(), key=lambda x: x[1])
-    ]
-    targets = []
-    for code, name in sorted(LANGUAGE_NAMES.items(), key=lambda x: x[1]):
-        reason = target_unavailable_reason(code)
-        entry: dict[str, object] = {"code": code, "name": name, "available": reason is None}
-        if reason:
-            entry["reason"] = reason
-        else:
-            entry["voice"] = DEFAULT_VOICES.get(code)
-        targets.append(entry)
-    return {
-        "sources": sources,
-        "targets": targets,
-        "default_source": default_source,
-        "default_target": default_target,
-        "provider": "local",
-    }

@@ -8,7 +8,8 @@ from dragoman.agent import messages
 from dragoman.agent.limits import CallLimits, CallVitals, limit_exceeded
 from dragoman.api.sdp import SdpError, check_offer
 from dragoman.config import Settings
-from dragoman.languages import LanguageError, catalogue, validate_pair
+from dragoman.languages import LanguageError, validate_pair
+from dragoman.pipeline.providers.catalog import catalogue
 from dragoman.worker.pool import idle_target
 
 
@@ -28,7 +29,7 @@ def test_validate_pair_accepts_local_pairs_and_rejects_the_rest() -> None:
 
 
 def test_catalogue_marks_targets_that_need_a_provider() -> None:
-    cat = catalogue("ja", "en")
+    cat = catalogue(Settings())
     by_code = {t["code"]: t for t in cat["targets"]}
     assert by_code["en"]["available"] is True
     assert by_code["ja"]["available"] is False and "provider" in by_code["ja"]["reason"]

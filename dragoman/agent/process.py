@@ -24,7 +24,9 @@ from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from dragoman.agent.session import CallSession
 from dragoman.config import Settings
 from dragoman.inference.client import InferenceClient
-from dragoman.languages import LanguageError, validate_pair
+from dragoman.languages import LanguageError
+from dragoman.pipeline.glossary import read_glossary
+from dragoman.pipeline.providers.catalog import validate_call
 from dragoman.worker.channel import ChannelClosed, PipeChannel
 
 log = logging.getLogger("dragoman.agent")
@@ -67,8 +69,9 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
         return  # "stop": the worker is shrinking its idle pool or shutting down
     t0 = time.perf_counter()
     try:
-        pair = validate_pair(msg["source"], msg["target"])
-        await connection.initialize(sdp=msg["sdp"], type=msg["type"])
+        spec, pair = validate_call(msg.get("provider"), msg["source"], msg["target"], settings)
+        glossary = read_glossary(settings.glossary_dir, msg.get("glossary"))
+        await connection.initialize(sdp=msg["sdp"], type=msg["sdp_type"])
         answer = connection.get_answer()
     except LanguageError as e:
         chan.send({"kind": "error", "code": e.code, "message": e.message})
@@ -84,7 +87,16 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
         )
         return
     session = CallSession(
-        connection=connection, vad=vad, pair=pair, settings=settings, client=client
+        connection=connection,
+        vad=vad,
+        pair=pair,
+        settings=settings,
+        client=client,
+        provider=spec,
+        glossary=glossary,
+        report_pacing=lambda frames, late: chan.send(
+            {"kind": "pacing", "frames": frames, "late": late}
+        ),
     )
     chan.send(
         {

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
 from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.frames.frames import OutputAudioRawFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.audio.vad_processor import VADProcessor
@@ -24,12 +26,14 @@ from dragoman.config import Settings
 from dragoman.inference.client import InferenceClient
 from dragoman.languages import LanguageError, LanguagePair, validate_pair
 from dragoman.pipeline.chime import chime
-from dragoman.pipeline.interpreter import Interpreter
-from dragoman.pipeline.speaker import Speaker
-from dragoman.pipeline.translator import WhisperTranslator
+from dragoman.pipeline.media_watch import MediaWatch
+from dragoman.pipeline.pacing import PacingMonitor
+from dragoman.pipeline.providers.base import CallContext, ProviderError, build_interpretation
+from dragoman.pipeline.providers.catalog import ProviderSpec
 
 log = logging.getLogger(__name__)
 
+PACING_REPORT_S = 5
 FLUSH_MAX_S = 5.0  # the final "ended" message may need one SCTP retransmission (RTO ≥ 1 s)
 
 
@@ -41,7 +45,10 @@ class CallSession:
         vad: SileroVADAnalyzer,
         pair: LanguagePair,
         settings: Settings,
-        client: InferenceClient,
+        client: InferenceClient | None,
+        provider: ProviderSpec,
+        glossary: str | None = None,
+        report_pacing: Callable[[int, int], None] | None = None,
     ) -> None:
         self.connection = connection
         self.settings = settings
@@ -66,21 +73,28 @@ class CallSession:
                 audio_out_10ms_chunks=2,
             ),
         )
-        self.interpreter = Interpreter(
-            translator=WhisperTranslator(client),
-            pair=pair,
-            notify=self.notify,
-            max_utterance_s=settings.max_utterance_s,
-            min_utterance_s=settings.min_utterance_s,
-            partial_interval_s=settings.partial_interval_s,
+        self.provider = provider
+        self.pair = pair
+        self.media = MediaWatch()
+        self.pacing = PacingMonitor()
+        self._report_pacing = report_pacing
+        self.interpretation = build_interpretation(
+            provider,
+            CallContext(
+                pair=pair,
+                settings=settings,
+                notify=self.notify,
+                end_call=self.end,
+                client=client,
+                glossary=glossary,
+            ),
         )
-        self.speaker = Speaker(client=client, notify=self.notify)
         pipeline = Pipeline(
             [
                 self.transport.input(),
+                self.media,
                 VADProcessor(vad_analyzer=vad),
-                self.interpreter,
-                self.speaker,
+                *self.interpretation.stages,
                 self.transport.output(),
             ]
         )
@@ -102,9 +116,15 @@ class CallSession:
         @self.transport.event_handler("on_client_connected")
         async def on_connected(_transport: Any, _client: Any) -> None:
             self.connected_at = time.monotonic()
-            await self.speaker.play(self._chime, self.settings.audio_out_sample_rate)
-            pair = self.interpreter.pair
-            self.notify(messages.languages(pair.source, pair.target))
+            self.pacing.attach(self.transport)
+            await self.transport.output().queue_frame(
+                OutputAudioRawFrame(
+                    audio=self._chime,
+                    sample_rate=self.settings.audio_out_sample_rate,
+                    num_channels=1,
+                )
+            )
+            self.notify(messages.languages(self.pair.source, self.pair.target))
             self.notify(messages.state("listening"))
 
         @self.transport.event_handler("on_client_disconnected")
@@ -124,15 +144,17 @@ class CallSession:
         if isinstance(msg, messages.Hangup):
             await self.end("hangup")
             return
+        spec = self.provider
         try:
-            pair = validate_pair(msg.source, msg.target)
-        except LanguageError as e:
+            title = None if spec.name == "local" else spec.title
+            pair = validate_pair(msg.source, msg.target, spec.targets, title)
+            await self.interpretation.set_pair(pair)
+        except (LanguageError, ProviderError) as e:
             # The call goes on with the pair it had; the page is told why.
             self.notify(messages.error(e.code, e.message))
-            current = self.interpreter.pair
-            self.notify(messages.languages(current.source, current.target))
+            self.notify(messages.languages(self.pair.source, self.pair.target))
             return
-        self.interpreter.pair = pair
+        self.pair = pair
         self.notify(messages.languages(pair.source, pair.target))
 
     async def end(self, reason: str) -> None:
@@ -152,11 +174,16 @@ class CallSession:
         loses the message telling the caller why the call ended. aiortc exposes no "flushed"
         signal, so this reads its send queues.
         """
+        deadline = time.monotonic() + FLUSH_MAX_S
+        # Ended before the page's channel opened (a provider refused at once): Pipecat
+        # queues our messages until it opens, so give it the moment it needs.
         channel = getattr(self.connection, "_data_channel", None)
+        while time.monotonic() < deadline and (channel is None or channel.readyState != "open"):
+            await asyncio.sleep(0.05)
+            channel = getattr(self.connection, "_data_channel", None)
         if channel is None:
             return
         sctp = channel.transport
-        deadline = time.monotonic() + FLUSH_MAX_S
         while time.monotonic() < deadline and channel.readyState == "open":
             pending = channel.bufferedAmount
             pending += len(getattr(sctp, "_outbound_queue", ()))
@@ -165,15 +192,25 @@ class CallSession:
                 return
             await asyncio.sleep(0.02)
 
+    def flush_pacing(self) -> None:
+        """Hand the frames sent since the last report to the worker (Prometheus counters)."""
+        frames, late = self.pacing.stats.take_delta()
+        if self._report_pacing and frames:
+            self._report_pacing(frames, late)
+
     async def _watchdog(self) -> None:
         proc = psutil.Process()
+        ticks = 0
         while self.end_reason is None:
             await asyncio.sleep(1.0)
+            ticks += 1
+            if ticks % PACING_REPORT_S == 0:
+                self.flush_pacing()
             vitals = CallVitals(
                 now=time.monotonic(),
                 started_at=self.started_at,
                 connected_at=self.connected_at,
-                last_media_at=self.interpreter.last_media_at,
+                last_media_at=self.media.last_media_at,
                 rss_mb=proc.memory_info().rss / 2**20,
             )
             reason = limit_exceeded(self._limits, vitals)
@@ -189,6 +226,7 @@ class CallSession:
             await runner.run()
         finally:
             watchdog.cancel()
+            self.flush_pacing()
             try:
                 await asyncio.wait_for(self.connection.disconnect(), 2.0)
             except Exception as e:  # the peer may be long gone

@@ -7,21 +7,26 @@ import time
 import uuid
 from typing import Any, Literal
 
+import httpx
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from dragoman.api import metrics
+from dragoman.api.direct import can_overflow, direct_pair, mint_session
 from dragoman.api.errors import ApiError
 from dragoman.api.sdp import SdpError, check_offer
 from dragoman.fleet.autoscale import AutoscaleConfig
 from dragoman.fleet.autoscale import autoscale as size_fleet
+from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.dispatcher import Dispatcher
 from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
 from dragoman.fleet.ranking import free_slots
 from dragoman.fleet.registry import RegistryUnavailable
-from dragoman.languages import LanguageError, catalogue, validate_pair
+from dragoman.languages import LanguageError
+from dragoman.pipeline.glossary import check_name as check_glossary_name
+from dragoman.pipeline.providers.catalog import catalogue, validate_call
 
 router = APIRouter()
 
@@ -29,6 +34,13 @@ router = APIRouter()
 class CallOffer(BaseModel):
     sdp: str
     type: Literal["offer"]
+    source: str
+    target: str
+    provider: str | None = None  # default: settings.provider
+    glossary: str | None = None  # the NAME of a server-side glossary (openai-cascade)
+
+
+class DirectRequest(BaseModel):
     source: str
     target: str
 
@@ -58,8 +70,8 @@ def _fail(outcome: str, error: ApiError) -> ApiError:
     return error
 
 
-@router.post("/v1/calls", status_code=201)
-async def create_call(request: Request) -> dict[str, Any]:
+@router.post("/v1/calls", status_code=201, response_model=None)
+async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
     t0 = time.perf_counter()
     settings = request.app.state.settings
     raw = await read_json_limited(request, settings.max_body_bytes)
@@ -70,9 +82,11 @@ async def create_call(request: Request) -> dict[str, Any]:
         where = ".".join(str(p) for p in err["loc"])
         raise ApiError(400, "bad_request", f"{where}: {err['msg']}" if where else err["msg"]) from e
     try:
-        validate_pair(offer.source, offer.target)
+        spec, pair = validate_call(offer.provider, offer.source, offer.target, settings)
+        check_glossary_name(offer.glossary)
     except LanguageError as e:
-        raise ApiError(400, e.code, e.message) from e
+        status = 503 if e.code == "provider_unavailable" else 400
+        raise ApiError(status, e.code, e.message) from e
     try:
         check_offer(offer.sdp)
     except SdpError as e:
@@ -83,9 +97,22 @@ async def create_call(request: Request) -> dict[str, Any]:
     t_checked = time.perf_counter()
     try:
         result = await _dispatcher(request).start_call(
-            call_id, offer.sdp, offer.type, offer.source, offer.target
+            CallRequest(
+                call_id,
+                offer.sdp,
+                offer.type,
+                pair.source,
+                pair.target,
+                provider=spec.name,
+                glossary=offer.glossary,
+            )
         )
     except NoAgentAvailable as e:
+        if can_overflow(settings, pair):
+            # The fleet is full: the caller talks to the provider directly while nodes boot.
+            body = await mint_session(settings, _http(request), pair, "overflow")
+            metrics.CALLS.labels("direct_overflow").inc()
+            return JSONResponse(body, status_code=200)
         headers = {"Retry-After": str(e.retry_after_s)}
         raise _fail("no_agent", ApiError(503, "no_agent", str(e), headers)) from e
     except CallRejected as e:
@@ -103,12 +130,39 @@ async def create_call(request: Request) -> dict[str, Any]:
     metrics.CALLS.labels("answered").inc()
     metrics.ANSWER_SECONDS.observe(timings["total"] / 1000)
     return {
+        "mode": "agent",
+        "provider": spec.name,
         "call_id": call_id,
         "sdp": result["sdp"],
         "type": "answer",
         "node_id": result.get("node_id"),
         "timings_ms": timings,
     }
+
+
+@router.post("/v1/calls/direct")
+async def create_direct_call(request: Request) -> dict[str, Any]:
+    """A direct-mode session on request: an ephemeral secret, never the API key."""
+    settings = request.app.state.settings
+    raw = await read_json_limited(request, settings.max_body_bytes)
+    try:
+        req = DirectRequest.model_validate(raw)
+        pair = direct_pair(req.source, req.target)
+    except ValidationError as e:
+        raise ApiError(400, "bad_request", e.errors()[0]["msg"]) from e
+    except LanguageError as e:
+        raise ApiError(400, e.code, e.message) from e
+    body = await mint_session(settings, _http(request), pair, "requested")
+    metrics.CALLS.labels("direct").inc()
+    return body
+
+
+def _http(request: Request) -> httpx.AsyncClient:
+    """One pooled HTTP client per app, for provider calls (created on first use)."""
+    state = request.app.state
+    if getattr(state, "provider_http", None) is None:
+        state.provider_http = httpx.AsyncClient()
+    return state.provider_http
 
 
 @router.delete("/v1/calls/{call_id}", status_code=204)
@@ -127,7 +181,7 @@ async def end_call(call_id: str, request: Request) -> Response:
 @router.get("/v1/languages")
 async def languages(request: Request) -> dict[str, Any]:
     s = request.app.state.settings
-    return catalogue(s.default_source, s.default_target)
+    return catalogue(s)
 
 
 async def fleet_summary(request: Request) -> dict[str, Any]:

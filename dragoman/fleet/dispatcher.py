@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.errors import AgentFailed, NoAgentAvailable
 from dragoman.fleet.ranking import free_slots, rank_nodes
 from dragoman.fleet.registry import Registry, RegistryUnavailable, Reservation
@@ -47,29 +48,25 @@ class Dispatcher:
             raise NoAgentAvailable("All interpreters are busy.", self._retry_after)
         return res
 
-    async def start_call(
-        self, call_id: str, sdp: str, sdp_type: str, source: str, target: str
-    ) -> dict[str, Any]:
+    async def start_call(self, req: CallRequest) -> dict[str, Any]:
         t0 = time.perf_counter()
         tried: set[str] = set()
         last_error: Exception | None = None
         for _ in range(MAX_NODE_ATTEMPTS):
-            res = await self._reserve(call_id, tried)
+            res = await self._reserve(req.call_id, tried)
             t_reserved = time.perf_counter()
             try:
-                result = await self._client_for(res.address).start_call(
-                    call_id, sdp, sdp_type, source, target
-                )
+                result = await self._client_for(res.address).start_call(req)
             except (AgentFailed, NoAgentAvailable) as e:
                 # The worker frees its own reservations; a dead one's expire. Release anyway
                 # so the slot is back at once, then try another node.
-                log.warning("hand-off of %s to %s failed: %s", call_id, res.node_id, e)
-                await self._release_quietly(call_id)
+                log.warning("hand-off of %s to %s failed: %s", req.call_id, res.node_id, e)
+                await self._release_quietly(req.call_id)
                 tried.add(res.node_id)
                 last_error = e
                 continue
             except Exception:
-                await self._release_quietly(call_id)
+                await self._release_quietly(req.call_id)
                 raise
             timings = dict(result.get("timings_ms", {}))
             timings["reserve"] = round((t_reserved - t0) * 1000, 2)

@@ -6,15 +6,14 @@ from typing import Any, Protocol
 
 import httpx
 
+from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
 
 TOKEN_HEADER = "X-Dragoman-Token"
 
 
 class WorkerClient(Protocol):
-    async def start_call(
-        self, call_id: str, sdp: str, sdp_type: str, source: str, target: str
-    ) -> dict[str, Any]: ...
+    async def start_call(self, req: CallRequest) -> dict[str, Any]: ...
 
     async def end_call(self, call_id: str, reason: str) -> bool: ...
 
@@ -25,10 +24,8 @@ class LocalWorkerClient:
     def __init__(self, service: Any) -> None:
         self._service = service
 
-    async def start_call(
-        self, call_id: str, sdp: str, sdp_type: str, source: str, target: str
-    ) -> dict[str, Any]:
-        return await self._service.start_call(call_id, sdp, sdp_type, source, target)
+    async def start_call(self, req: CallRequest) -> dict[str, Any]:
+        return await self._service.start_call(req)
 
     async def end_call(self, call_id: str, reason: str) -> bool:
         return await self._service.end_call(call_id, reason)
@@ -43,16 +40,8 @@ class HttpWorkerClient:
         self._headers = {TOKEN_HEADER: token}
         self._timeout = timeout_s
 
-    async def start_call(
-        self, call_id: str, sdp: str, sdp_type: str, source: str, target: str
-    ) -> dict[str, Any]:
-        body = {
-            "call_id": call_id,
-            "sdp": sdp,
-            "type": sdp_type,
-            "source": source,
-            "target": target,
-        }
+    async def start_call(self, req: CallRequest) -> dict[str, Any]:
+        body = req.to_json()
         try:
             resp = await self._http.post(
                 f"{self._base}/internal/calls",

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from dragoman.fleet.autoscale import AutoscaleConfig, Decision, autoscale, choose_drain, serving
+from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.dispatcher import Dispatcher
 from dragoman.fleet.errors import NoAgentAvailable
 from dragoman.fleet.memory_registry import MemoryRegistry
@@ -194,7 +195,7 @@ class Simulation:
         self.arrivals_per_s[sec] += 1  # what the api's meter counts: every request
         self.tries[i] += 1
         try:
-            result = await self.dispatcher.start_call(str(i), "", "offer", "ja", "en")
+            result = await self.dispatcher.start_call(CallRequest(str(i), "", "offer", "ja", "en"))
         except NoAgentAvailable as e:
             if self.tries[i] > self.p.max_retries:
                 self.refused[i] = True

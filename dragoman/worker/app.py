@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from dragoman.api.calls import read_json_limited
 from dragoman.api.errors import ApiError, install_error_handlers
+from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
 from dragoman.fleet.worker_client import TOKEN_HEADER
 from dragoman.worker.service import WorkerService
@@ -23,9 +24,11 @@ from dragoman.worker.service import WorkerService
 class HandOff(BaseModel):
     call_id: str
     sdp: str
-    type: str
+    sdp_type: str
     source: str
     target: str
+    provider: str = "local"
+    glossary: str | None = None
 
 
 def create_worker_app(
@@ -50,7 +53,7 @@ def create_worker_app(
         except ValueError as e:
             raise ApiError(400, "bad_request", str(e)) from e
         try:
-            return await service.start_call(h.call_id, h.sdp, h.type, h.source, h.target)
+            return await service.start_call(CallRequest(**h.model_dump()))
         except NoAgentAvailable as e:
             raise ApiError(503, "no_agent", str(e), {"Retry-After": str(e.retry_after_s)}) from e
         except CallRejected as e:

@@ -14,3 +14,8 @@ ANSWER_SECONDS = Histogram(
     "Offer received → SDP answer ready on this node",
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
 )
+AUDIO_FRAMES = Counter(
+    "dragoman_worker_audio_frames_total",
+    "10 ms audio frames agents sent to callers, by punctuality (late: > 20 ms after its slot)",
+    ["outcome"],
+)

@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dragoman.config import Settings
+from dragoman.config import Settings, settings_for_child
 from dragoman.inference.client import InferenceClient, InferenceError
 from dragoman.inference.server import run_inference_service
 from dragoman.worker.pool import AgentPool
@@ -35,7 +35,7 @@ class Node:
         ctx = multiprocessing.get_context("spawn")
         self._inference = ctx.Process(
             target=run_inference_service,
-            args=(self.settings.model_dump_json(), self.socket_path),
+            args=(settings_for_child(self.settings), self.socket_path),
             name="dragoman-inference",
         )
         self._inference.start()

@@ -21,8 +21,10 @@ from typing import Any
 
 import psutil
 
-from dragoman.config import Settings
+from dragoman.config import Settings, settings_for_child
+from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
+from dragoman.worker import metrics
 from dragoman.worker.channel import ChannelClosed, PipeChannel
 
 log = logging.getLogger("dragoman.worker")
@@ -64,7 +66,7 @@ class AgentPool:
         os.environ.setdefault("LOGURU_LEVEL", "WARNING")
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload([AGENT_MODULE])
-        self._settings_json = settings.model_dump_json()
+        self._settings_json = settings_for_child(settings)
         self._agents: set[Agent] = set()
         self._idle: deque[Agent] = deque()
         self._calls: dict[str, Agent] = {}
@@ -161,6 +163,9 @@ class AgentPool:
                     agent.answer.set_result(msg)
                 elif kind == "ended":
                     agent.end_reason = msg.get("reason")
+                elif kind == "pacing":
+                    metrics.AUDIO_FRAMES.labels("on_time").inc(msg["frames"] - msg["late"])
+                    metrics.AUDIO_FRAMES.labels("late").inc(msg["late"])
         except ChannelClosed:
             pass
         finally:
@@ -216,20 +221,16 @@ class AgentPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle_changed.wait(), remaining)
 
-    async def start_call(
-        self, call_id: str, sdp: str, sdp_type: str, source: str, target: str
-    ) -> dict[str, Any]:
+    async def start_call(self, req: CallRequest) -> dict[str, Any]:
         t0 = time.perf_counter()
         agent = await self._take_idle()
         agent.state = "reserved"
-        agent.call_id = call_id
-        self._calls[call_id] = agent
+        agent.call_id = req.call_id
+        self._calls[req.call_id] = agent
         self._top_up()  # fork the replacement now, while this call is being answered
         t_taken = time.perf_counter()
         agent.answer = asyncio.get_running_loop().create_future()
-        agent.chan.send(
-            {"kind": "offer", "sdp": sdp, "type": sdp_type, "source": source, "target": target}
-        )
+        agent.chan.send({"kind": "offer", **req.to_json()})
         try:
             reply = await asyncio.wait_for(agent.answer, self.settings.agent_answer_timeout_s)
         except (TimeoutError, AgentFailed) as e:

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from dragoman.config import Settings
+from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.registry import DRAINING, READY, NodeReport, Registry, RegistryUnavailable
 from dragoman.worker import metrics
 from dragoman.worker.node import Node
@@ -71,21 +72,19 @@ class WorkerService:
             except RegistryUnavailable as e:
                 log.warning("heartbeat failed: %s", e)
 
-    async def start_call(
-        self, call_id: str, sdp: str, sdp_type: str, source: str, target: str
-    ) -> dict[str, Any]:
+    async def start_call(self, req: CallRequest) -> dict[str, Any]:
         t0 = time.perf_counter()
         try:
-            result = await self.pool.start_call(call_id, sdp, sdp_type, source, target)
+            result = await self.pool.start_call(req)
         except Exception:
-            await self._release(call_id)
+            await self._release(req.call_id)
             raise
         metrics.ANSWER_SECONDS.observe(time.perf_counter() - t0)
         try:
-            if not await self.registry.confirm(call_id):
-                log.warning("call %s answered after its reservation expired", call_id)
+            if not await self.registry.confirm(req.call_id):
+                log.warning("call %s answered after its reservation expired", req.call_id)
         except RegistryUnavailable as e:
-            log.warning("could not confirm call %s: %s", call_id, e)
+            log.warning("could not confirm call %s: %s", req.call_id, e)
         return result
 
     async def end_call(self, call_id: str, reason: str = "remote_hangup") -> bool:

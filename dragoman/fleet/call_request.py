@@ -1,0 +1,20 @@
+"""What travels from the api to the agent that will take a call."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    call_id: str
+    sdp: str
+    sdp_type: str
+    source: str
+    target: str
+    provider: str = "local"
+    glossary: str | None = None  # a glossary NAME; its text is read on the node
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,314 @@
+"""A speech-to-speech provider over one WebSocket: caller audio streams up continuously,
+translated audio and transcript deltas stream back.
+
+What differs between providers (URL, auth, session setup, message shapes) sits behind
+``WireProtocol``; everything a call needs around it lives here once: connecting with a
+deadline, buffering the first words while the session opens, chunking and resampling the
+caller's audio, captions, speaking/listening state, language switches, and what happens
+when the provider fails (the page is told; one reconnect; then the call ends with a reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import websockets
+from pipecat.audio.utils import create_stream_resampler
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    OutputAudioRawFrame,
+    StartFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from websockets.asyncio.client import ClientConnection, connect
+
+from dragoman.agent import messages
+from dragoman.languages import LanguagePair
+from dragoman.pipeline.providers.base import CallContext, ProviderError
+from dragoman.pipeline.providers.captions import CaptionLine, CaptionStream
+
+log = logging.getLogger(__name__)
+
+IN_RATE = 16000  # what the transport hands us
+PRECONNECT_BUFFER_S = 3.0  # speech said while the session opens is sent once it is open
+QUIET_S = 1.0  # no translated audio for this long → "listening"
+PING_INTERVAL_S = 5.0
+RECONNECT_PAUSE_S = 0.5  # a provider that stops answering pings is dropped after 2 intervals
+
+
+@dataclass
+class ProviderEvent:
+    kind: Literal["ready", "audio", "source_text", "translation_text", "error", "closed"]
+    audio: bytes = b""
+    rate: int = 24000
+    text: str = ""
+    code: str = ""
+    fatal: bool = False
+
+
+class WireProtocol(Protocol):
+    """One provider's wire format. Pure: builds and parses messages, does no I/O."""
+
+    name: str
+    input_rate: int  # the sample rate the provider wants caller audio at
+
+    def url(self) -> str: ...
+
+    def headers(self) -> dict[str, str]: ...
+
+    def setup(self, pair: LanguagePair) -> list[dict[str, Any]]:
+        """Messages sent right after connecting; the session is open at the "ready" event."""
+        ...
+
+    def audio(self, pcm16: bytes) -> dict[str, Any]: ...
+
+    def switch(self, pair: LanguagePair) -> list[dict[str, Any]] | None:
+        """Messages that change languages in the open session; None = reconnect instead."""
+        ...
+
+    def close(self) -> dict[str, Any] | None: ...
+
+    def parse(self, event: dict[str, Any]) -> list[ProviderEvent]: ...
+
+
+class StreamingInterpretation(FrameProcessor):
+    """The provider stage of a call (``Interpretation``) for WebSocket speech translation."""
+
+    def __init__(self, ctx: CallContext, wire: WireProtocol, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._ctx = ctx
+        self._wire = wire
+        self.pair = ctx.pair
+        s = ctx.settings
+        self._chunk_bytes = wire.input_rate * 2 * s.provider_chunk_ms // 1000
+        self._resampler = create_stream_resampler()
+        self._pending = bytearray()  # resampled caller audio not yet sent
+        self._ws: ClientConnection | None = None
+        self._open = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._t0 = time.monotonic()
+        self._source = CaptionStream()
+        self._translation = CaptionStream()
+        self._last_audio_at: float | None = None
+        self._speaking = False
+        self._closing = False
+        self._restart = False  # a deliberate reconnect (language switch), not a failure
+
+    @property
+    def stages(self) -> Sequence[FrameProcessor]:
+        return (self,)
+
+    # --- frames --------------------------------------------------------------------------
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame):
+            await self._on_caller_audio(frame)
+            return
+        if isinstance(frame, StartFrame):
+            self._t0 = time.monotonic()
+            self._task = self.create_task(self._run(), f"{self._wire.name}-session")
+        elif isinstance(frame, (EndFrame, CancelFrame)):
+            await self._shutdown()
+        await self.push_frame(frame, direction)
+
+    async def _on_caller_audio(self, frame: InputAudioRawFrame) -> None:
+        pcm = frame.audio
+        if frame.sample_rate != self._wire.input_rate:
+            pcm = await self._resampler.resample(pcm, frame.sample_rate, self._wire.input_rate)
+        self._pending += pcm
+        if not self._open.is_set():
+            # Keep the start of what was said while the session opens; drop older audio.
+            limit = int(PRECONNECT_BUFFER_S * self._wire.input_rate * 2)
+            if len(self._pending) > limit:
+                del self._pending[: len(self._pending) - limit]
+            return
+        await self._send_pending()
+
+    async def _send_pending(self) -> None:
+        ws = self._ws
+        while ws is not None and len(self._pending) >= self._chunk_bytes:
+            chunk = bytes(self._pending[: self._chunk_bytes])
+            del self._pending[: self._chunk_bytes]
+            try:
+                await ws.send(json.dumps(self._wire.audio(chunk)))
+            except websockets.ConnectionClosed:
+                return  # the receive loop notices and reconnects
+
+    # --- the provider session --------------------------------------------------------------
+    async def _run(self) -> None:
+        attempts = 0
+        while not self._closing:
+            try:
+                await self._session()
+                if self._closing:
+                    return
+                why = "The translation service closed the session."
+            except ProviderError as e:
+                if e.code == "provider_refused":  # auth/config: retrying cannot help
+                    self._ctx.notify(messages.error(e.code, e.message, fatal=True))
+                    await self._ctx.end_call("provider_error")
+                    return
+                why = e.message
+            except (OSError, websockets.WebSocketException, TimeoutError) as e:
+                why = f"The translation service is unreachable ({type(e).__name__}: {e})."
+            self._open.clear()
+            self._ws = None
+            if self._closing:
+                return
+            if self._restart:
+                self._restart = False
+                continue
+            attempts += 1
+            if attempts > self._ctx.settings.provider_reconnects:
+                self._ctx.notify(messages.error("provider_lost", why, fatal=True))
+                await self._ctx.end_call("provider_lost")
+                return
+            log.warning("%s: %s; reconnecting", self._wire.name, why)
+            self._ctx.notify(messages.error("provider_reconnecting", f"{why} Reconnecting…"))
+            await asyncio.sleep(RECONNECT_PAUSE_S)
+
+    async def _session(self) -> None:
+        timeout = self._ctx.settings.provider_connect_timeout_s
+        try:
+            ws = await asyncio.wait_for(
+                connect(
+                    self._wire.url(),
+                    additional_headers=self._wire.headers(),
+                    open_timeout=timeout,
+                    ping_interval=PING_INTERVAL_S,
+                    ping_timeout=PING_INTERVAL_S,
+                    max_size=2**22,
+                ),
+                timeout,
+            )
+        except websockets.InvalidStatus as e:
+            status = e.response.status_code
+            if status in (401, 403):
+                raise ProviderError(
+                    "provider_refused", f"The translation service refused the key (HTTP {status})."
+                ) from e
+            raise ProviderError(
+                "provider_unavailable", f"The translation service answered HTTP {status}."
+            ) from e
+        async with ws:
+            self._ws = ws
+            for msg in self._wire.setup(self.pair):
+                await ws.send(json.dumps(msg))
+            ready = asyncio.get_running_loop().create_future()
+            ticker = self.create_task(self._tick(), "captions")
+            try:
+                await self._receive(ws, ready, timeout)
+            finally:
+                await self.cancel_task(ticker)
+
+    async def _receive(self, ws: ClientConnection, ready: asyncio.Future, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self._open.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the session was not accepted in time")
+                raw = await asyncio.wait_for(ws.recv(), left)
+            else:
+                raw = await ws.recv()
+            try:
+                event = json.loads(raw)
+            except (json.JSONDecodeError, TypeError):
+                log.warning("%s sent a non-JSON message", self._wire.name)
+                continue
+            for ev in self._wire.parse(event):
+                await self._on_event(ev)
+                if ev.kind == "closed":
+                    return
+
+    async def _on_event(self, ev: ProviderEvent) -> None:
+        if ev.kind == "ready":
+            if not self._open.is_set():
+                self._open.set()
+                await self._send_pending()  # the words said while connecting
+        elif ev.kind == "audio":
+            if not self._speaking:
+                self._speaking = True
+                self._ctx.notify(messages.state("speaking"))
+            self._last_audio_at = time.monotonic()
+            await self.push_frame(
+                OutputAudioRawFrame(audio=ev.audio, sample_rate=ev.rate, num_channels=1)
+            )
+        elif ev.kind == "source_text":
+            self._caption("source", self._source.add(ev.text, self._now()))
+        elif ev.kind == "translation_text":
+            self._caption("translation", self._translation.add(ev.text, self._now()))
+        elif ev.kind == "error":
+            if ev.fatal:
+                code = ev.code or "provider_error"
+                raise ProviderError(
+                    "provider_refused" if code == "provider_refused" else "provider_unavailable",
+                    ev.text or "The translation service reported an error.",
+                )
+            self._ctx.notify(messages.error(ev.code or "provider_error", ev.text))
+
+    async def _tick(self) -> None:
+        """Close caption lines after a pause and go back to "listening" after speech."""
+        while True:
+            await asyncio.sleep(0.25)
+            now = self._now()
+            self._caption("source", self._source.close_if_quiet(now))
+            self._caption("translation", self._translation.close_if_quiet(now))
+            if self._speaking and time.monotonic() - (self._last_audio_at or 0) > QUIET_S:
+                self._speaking = False
+                self._ctx.notify(messages.state("listening"))
+
+    def _now(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _caption(self, side: messages.Side, line: CaptionLine | None) -> None:
+        if line is None:
+            return
+        lang = self.pair.source if side == "source" else self.pair.target
+        self._ctx.notify(
+            messages.caption(
+                line.uid, side, lang, line.text, line.final, line.t_start_ms, line.t_end_ms
+            )
+        )
+
+    # --- control -------------------------------------------------------------------------
+    async def set_pair(self, pair: LanguagePair) -> None:
+        old, self.pair = self.pair, pair
+        ws = self._ws
+        if ws is None or not self._open.is_set():
+            return  # the session being opened (or reopened) uses the new pair
+        update = self._wire.switch(pair)
+        try:
+            if update is None:
+                self._restart = True
+                await ws.close()  # the run loop reconnects with the new pair
+                return
+            for msg in update:
+                await ws.send(json.dumps(msg))
+        except websockets.ConnectionClosed as e:
+            self.pair = old
+            raise ProviderError("provider_unavailable", "The translation service is gone.") from e
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        ws = self._ws
+        if ws is not None:
+            bye = self._wire.close()
+            try:
+                if bye is not None:
+                    await ws.send(json.dumps(bye))
+                await asyncio.wait_for(ws.close(), 1.0)
+            except (websockets.ConnectionClosed, TimeoutError, OSError):
+                pass
+        if self._task is not None:
+            await self.cancel_task(self._task)
+            self._task = None
