@@ -190,6 +190,20 @@ def _bench_connect(args: argparse.Namespace) -> int:
     return 0 if rep["refused"] == 0 and rep["no_audio"] == 0 else 1
 
 
+def _bench_density(args: argparse.Namespace) -> int:
+    from dragoman.bench.density import DensityParams, run
+
+    params = DensityParams(
+        step=args.step,
+        max_calls=args.max_calls,
+        step_s=args.step_seconds,
+        clients=args.clients,
+        server_cpus=args.server_cpus,
+    )
+    rep = run(params, Path(args.out))
+    return 0 if rep["steps"] else 1
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from dragoman.sim.engine import SimParams
     from dragoman.sim.run import main as sim_main
@@ -257,6 +271,18 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("--hold", type=float, default=2.0, help="seconds to stay on the call")
     connect.add_argument("--out", default="results/connect", help="folder for JSON and plots")
     connect.set_defaults(func=_bench_connect)
+    density = bench_sub.add_parser(
+        "density", help="concurrent calls per core in cloud-AI mode (fake provider)"
+    )
+    density.add_argument("--step", type=int, default=5, help="calls added per step")
+    density.add_argument("--max-calls", type=int, default=60)
+    density.add_argument("--step-seconds", type=float, default=20.0)
+    density.add_argument("--clients", type=int, default=2, help="load client processes")
+    density.add_argument(
+        "--server-cpus", default="0", help="CPUs the server is pinned to, e.g. 0 or 0,1"
+    )
+    density.add_argument("--out", default="results/density", help="folder for JSON and plots")
+    density.set_defaults(func=_bench_density)
 
     sim = sub.add_parser("simulate", help="the fleet under a call trace: latency and cost")
     sim.add_argument("--trace", default="surge", help="surge | day | flash | a .csv file")

@@ -25,6 +25,8 @@ END_REASONS: dict[str, str] = {
     "draining": "The server is shutting down.",
     "agent_lost": "The interpreter process was lost.",
     "error": "The interpreter hit an internal error.",
+    "provider_error": "The translation service refused the session.",
+    "provider_lost": "The translation service stopped responding.",
 }
 
 

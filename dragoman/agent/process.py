@@ -21,6 +21,7 @@ from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 
+from dragoman.agent.inline_executor import InlineExecutor
 from dragoman.agent.session import CallSession
 from dragoman.config import Settings
 from dragoman.inference.client import InferenceClient
@@ -59,7 +60,10 @@ def _ms(t0: float) -> float:
 
 async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: str) -> None:
     t_prep = time.perf_counter()
+    inline = InlineExecutor()
+    asyncio.get_running_loop().set_default_executor(inline)  # aiortc's per-frame Opus encode
     vad = SileroVADAnalyzer(params=VADParams(stop_secs=settings.vad_stop_s))
+    vad._executor = inline  # per-chunk VAD; Pipecat gives it a one-thread pool of its own
     connection = SmallWebRTCConnection(ice_servers=[])
     client = InferenceClient(socket_path)
     chan.send({"kind": "ready", "pid": os.getpid(), "prep_ms": _ms(t_prep)})

@@ -27,7 +27,7 @@ from dragoman.inference.client import InferenceClient
 from dragoman.languages import LanguageError, LanguagePair, validate_pair
 from dragoman.pipeline.chime import chime
 from dragoman.pipeline.media_watch import MediaWatch
-from dragoman.pipeline.pacing import PacingMonitor
+from dragoman.pipeline.pacing import PacingMonitor, send_20ms_frames
 from dragoman.pipeline.providers.base import CallContext, ProviderError, build_interpretation
 from dragoman.pipeline.providers.catalog import ProviderSpec
 
@@ -67,7 +67,7 @@ class CallSession:
             connection,
             TransportParams(
                 audio_in_enabled=True,
-                audio_in_sample_rate=16000,
+                audio_in_sample_rate=provider.input_rate,
                 audio_out_enabled=True,
                 audio_out_sample_rate=out_rate,
                 audio_out_10ms_chunks=2,
@@ -93,14 +93,16 @@ class CallSession:
             [
                 self.transport.input(),
                 self.media,
-                VADProcessor(vad_analyzer=vad),
+                *([VADProcessor(vad_analyzer=vad)] if provider.uses_vad else []),
                 *self.interpretation.stages,
                 self.transport.output(),
             ]
         )
         self.worker = PipelineWorker(
             pipeline,
-            params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=out_rate),
+            params=PipelineParams(
+                audio_in_sample_rate=provider.input_rate, audio_out_sample_rate=out_rate
+            ),
             enable_rtvi=False,
             enable_turn_tracking=False,
             idle_timeout_secs=None,
@@ -116,6 +118,7 @@ class CallSession:
         @self.transport.event_handler("on_client_connected")
         async def on_connected(_transport: Any, _client: Any) -> None:
             self.connected_at = time.monotonic()
+            send_20ms_frames(self.transport)
             self.pacing.attach(self.transport)
             await self.transport.output().queue_frame(
                 OutputAudioRawFrame(

@@ -93,6 +93,7 @@ class CallResult:
     first_audio_ms: float | None = None
     node_id: str | None = None
     server_timings: dict[str, float] = field(default_factory=dict)
+    direct: dict[str, Any] | None = None  # a direct-mode answer (fleet full: overflow)
     messages: list[dict[str, Any]] = field(default_factory=list)
     audio_rms: list[float] = field(default_factory=list)
 
@@ -105,12 +106,14 @@ class Caller:
         target: str = "en",
         send_audio: bool = True,
         keep_listening: bool = True,
+        provider: str | None = None,
     ) -> None:
         # send_audio=False: a muted mic that sends no packets. keep_listening=False: stop
         # decoding the agent's audio once it has been heard. Both keep a load client cheap
         # (one process decoding dozens of calls starves its own ICE consent checks).
         self.base_url = base_url.rstrip("/")
         self.source, self.target = source, target
+        self.provider = provider
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = PcmTrack(send=send_audio)
         self.keep_listening = keep_listening
@@ -175,6 +178,8 @@ class Caller:
             "source": self.source,
             "target": self.target,
         }
+        if self.provider:
+            body["provider"] = self.provider
         own = client is None
         client = client or httpx.AsyncClient(timeout=30)
         try:
@@ -185,6 +190,9 @@ class Caller:
         self.result.status = resp.status_code
         self.result.answer_ms = self._ms()
         data = resp.json()
+        if resp.status_code == 200 and data.get("mode") == "direct":
+            self.result.direct = data
+            return self.result
         if resp.status_code != 201:
             self.result.error = data.get("error")
             self.result.retry_after = resp.headers.get("retry-after")

@@ -23,12 +23,28 @@ def free_port() -> int:
 
 @contextmanager
 def embedded_server(log_path: Path, **env: str) -> Iterator[str]:
+    with embedded_process(log_path, **env) as (url, _proc):
+        yield url
+
+
+@contextmanager
+def embedded_process(
+    log_path: Path, cpus: set[int] | None = None, **env: str
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A ready ``dragoman serve`` and its process; ``cpus`` pins it (and every process it
+    forks) to those CPUs, so a benchmark can keep its load clients off them."""
     port = free_port()
     full_env = {**os.environ, "DRAGOMAN_PORT": str(port), "DRAGOMAN_LOG_LEVEL": "WARNING", **env}
     exe = Path(sys.executable).with_name("dragoman")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
-        proc = subprocess.Popen([str(exe), "serve"], env=full_env, stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [str(exe), "serve"],
+            env=full_env,
+            stdout=log,
+            stderr=log,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240
@@ -44,7 +60,7 @@ def embedded_server(log_path: Path, **env: str) -> Iterator[str]:
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        yield url
+        yield url, proc
     finally:
         proc.send_signal(signal.SIGINT)
         try:

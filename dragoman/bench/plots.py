@@ -43,3 +43,29 @@ def timeline(starts: list[float], latencies: list[float | None], title: str, pat
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def density_plot(steps: list[dict], goal: float, path: Path, title: str) -> None:
+    """On-time share and server CPU as concurrent calls grow; memory per call process."""
+    calls = [s["calls"] for s in steps]
+    fig, (ax1, ax3) = plt.subplots(1, 2, figsize=(11, 4.2))
+    on_time = [100 * (s["on_time"] or 0) for s in steps]
+    ax1.plot(calls, on_time, "o-", label="frames on time (%)")
+    ax1.axhline(100 * goal, ls="--", c="grey", lw=1, label=f"goal {100 * goal:g} %")
+    ax1.set_xlabel("concurrent calls")
+    ax1.set_ylabel("% of 20 ms frames sent ≤ 20 ms late")
+    ax2 = ax1.twinx()
+    ax2.plot(calls, [s["server_cores_used"] for s in steps], "s-", c="tab:red", label="cores")
+    ax2.set_ylabel("server CPU (cores)", color="tab:red")
+    ax1.legend(loc="lower left")
+    ax1.set_title("punctuality and CPU")
+    ax3.plot(calls, [s["uss_mb"] for s in steps], "o-", label="USS (unique)")
+    ax3.plot(calls, [s["pss_mb"] for s in steps], "s-", label="PSS (shared pages split)")
+    ax3.set_xlabel("concurrent calls")
+    ax3.set_ylabel("MB per call process (median)")
+    ax3.legend()
+    ax3.set_title("memory per call process")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

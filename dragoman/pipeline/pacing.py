@@ -1,10 +1,11 @@
 """How punctually the agent's outgoing audio leaves: the real-time health of a call.
 
-The output track (Pipecat's RawAudioTrack) hands aiortc one 10 ms frame per ``recv()``,
+The output track (Pipecat's RawAudioTrack) hands aiortc one frame per ``recv()``,
 sleeping until each frame's slot on the track clock. On a saturated CPU the event loop
 wakes late and frames leave late; the caller hears gaps. We time every ``recv()`` against
-its slot. A frame is "late" when it leaves more than one 20 ms Opus packet after its slot,
-which a browser's jitter buffer no longer hides without stretching.
+its slot. A frame (20 ms, see ``send_20ms_frames``) is "late" when it leaves more than one
+Opus packet (20 ms) after its slot, which a browser's jitter buffer no longer hides
+without stretching.
 """
 
 from __future__ import annotations
@@ -66,3 +67,18 @@ class PacingMonitor:
             return frame
 
         track.recv = timed_recv
+
+
+def send_20ms_frames(transport: Any) -> None:
+    """Make the output track hand aiortc 20 ms frames instead of 10 ms ones.
+
+    Opus packets are 20 ms, so with 10 ms frames every other wake-up of the send loop
+    (sleep, encode hop, resample) produces nothing. The transport already writes audio in
+    20 ms chunks (``audio_out_10ms_chunks=2``), which keeps the track's queue in whole
+    frames. Pipecat fixes the frame size in private fields; set them before any audio.
+    """
+    track = getattr(getattr(transport, "_client", None), "_audio_output_track", None)
+    if track is None or getattr(track, "_timestamp", 1) != 0 or track._chunk_queue:
+        return  # not Pipecat's RawAudioTrack as we know it, or already sending
+    track._samples_per_10ms = track._sample_rate * 20 // 1000
+    track._bytes_per_10ms = track._samples_per_10ms * 2

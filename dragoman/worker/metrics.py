@@ -16,6 +16,6 @@ ANSWER_SECONDS = Histogram(
 )
 AUDIO_FRAMES = Counter(
     "dragoman_worker_audio_frames_total",
-    "10 ms audio frames agents sent to callers, by punctuality (late: > 20 ms after its slot)",
+    "20 ms audio frames agents sent to callers, by punctuality (late: > 20 ms after its slot)",
     ["outcome"],
 )

@@ -39,6 +39,12 @@ class ProviderSpec:
     key_setting: str | None  # the Settings field that must be set, e.g. "openai_api_key"
     builder: str  # "module:function" building the per-call pipeline stage
     note: str
+    # Speech-to-speech services take the audio stream as is (silence included) and find
+    # sentences themselves; running our VAD for them would cost CPU for nothing.
+    uses_vad: bool = True
+    # The rate the transport decodes the caller's audio to: what the provider wants, so no
+    # second resampling step (16 kHz wherever the Silero VAD runs).
+    input_rate: int = 16000
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
@@ -63,6 +69,8 @@ PROVIDERS: dict[str, ProviderSpec] = {
             key_setting="openai_api_key",
             builder="dragoman.pipeline.providers.openai_translate:build",
             note="Continuous speech-to-speech translation over OpenAI's WebSocket endpoint.",
+            uses_vad=False,
+            input_rate=24000,
         ),
         ProviderSpec(
             name="openai-cascade",
@@ -83,6 +91,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             key_setting="gemini_api_key",
             builder="dragoman.pipeline.providers.gemini_live:build",
             note="Continuous speech-to-speech translation over the Gemini Live WebSocket API.",
+            uses_vad=False,
         ),
     )
 }

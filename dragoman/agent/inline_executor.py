@@ -1,0 +1,45 @@
+"""Runs tiny blocking calls inline instead of hopping to a thread.
+
+aiortc encodes every outgoing audio frame with ``run_in_executor`` and Pipecat's VAD
+analyses every chunk in a one-thread executor. For audio those calls take tens of
+microseconds, while the hop (submit, wake a thread, hand the GIL over and back, wake the
+loop) costs several times that: profiling a call process showed a quarter of its CPU in
+``ThreadPoolExecutor.submit`` and thread wake-ups. An agent process serves exactly one call,
+so running them on its own loop blocks no one else. Name resolution, which can take
+seconds, still goes to a real thread.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+SLOW = {socket.getaddrinfo, socket.getnameinfo}
+
+
+class InlineExecutor(ThreadPoolExecutor):
+    """asyncio accepts only a ThreadPoolExecutor as the default executor; this one starts
+    threads only for name resolution."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self._threads: ThreadPoolExecutor | None = None
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        if fn in SLOW:
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dns")
+            return self._threads.submit(fn, *args, **kwargs)
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # delivered to the awaiting coroutine, as a thread would
+            future.set_exception(e)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=wait, cancel_futures=cancel_futures)
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)

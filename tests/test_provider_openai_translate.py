@@ -1,0 +1,222 @@
+"""PROTOCOL tests of the openai-translate provider and direct mode against a local FAKE of
+OpenAI's realtime translation API (dragoman.fakes): no real provider is reachable from CI.
+
+They check our side of the wire: session setup, audio streamed up at 24 kHz, translated
+audio and transcript deltas turned into sound and captions, a language switch on the open
+session, refusals, drops and stalls ending the call with a reason (never a hang), and the
+direct-mode secret minting and overflow switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import Server, start_server, stop_server
+from fake_provider import KEY, Fake, start_fake, stop_fake
+
+from dragoman.bench.caller import AUDIBLE_RMS, Caller, load_wav_mono
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
+    f = start_fake(tmp_path_factory.mktemp("fake"))
+    yield f
+    stop_fake(f)
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory, fake: Fake) -> Iterator[Server]:
+    srv = start_server(
+        tmp_path_factory.mktemp("cloud"),
+        DRAGOMAN_PROVIDER="openai-translate",
+        DRAGOMAN_OPENAI_API_KEY=KEY,
+        DRAGOMAN_OPENAI_BASE_URL=fake.openai_base,
+        DRAGOMAN_MAX_CALLS="2",
+        DRAGOMAN_PROVIDER_CONNECT_TIMEOUT_S="3",
+        DRAGOMAN_NO_MEDIA_TIMEOUT_S="30",
+    )
+    yield srv
+    assert stop_server(srv) == 0, srv.log_tail()
+
+
+@pytest.fixture(autouse=True)
+def _no_fault(fake: Fake) -> Iterator[None]:
+    fake.fault()
+    yield
+    fake.fault()
+
+
+def captions(caller: Caller, side: str) -> list[dict]:
+    return [m for m in caller.result.messages if m.get("type") == "caption" and m["side"] == side]
+
+
+async def test_call_streams_through_the_provider_and_switches_language(
+    cloud: Server, fake: Fake, ja_speech: Path
+) -> None:
+    speech = load_wav_mono(ja_speech)
+    before = len(fake.sessions("openai-translate-ws"))
+    caller = Caller(cloud.url, source="ja", target="es")
+    try:
+        result = await caller.call()
+        assert result.status == 201, result.error
+        await caller.wait_open()
+        await caller.wait_for(lambda m: m.get("state") == "listening", 10)
+        t_speech = time.monotonic()
+        caller.mic.play(speech)
+        final = await caller.wait_for(
+            lambda m: m.get("type") == "caption" and m["side"] == "translation" and m["final"], 20
+        )
+        assert final["lang"] == "es" and final["text"].startswith("[es] word")
+        source = [c for c in captions(caller, "source") if c["final"]]
+        assert source and "word" in source[0]["text"] and source[0]["id"] == final["id"]
+        # The translated audio (the fake's tone) reached the caller after its speech.
+        heard = [r for r in caller.result.audio_rms[50:] if r > AUDIBLE_RMS]
+        assert len(heard) > 10, "no translated audio came back"
+
+        sessions = fake.sessions("openai-translate-ws")
+        assert len(sessions) == before + 1
+        sess = sessions[-1]
+        assert sess["model"] == "gpt-realtime-translate"
+        config = sess["updates"][0]["audio"]
+        assert config["output"]["language"] == "es"
+        assert config["input"]["transcription"]["model"] == "gpt-realtime-whisper"
+        # Audio goes up continuously (silence included) as 24 kHz PCM16: ~48 kB per second.
+        rate = sess["audio_bytes"] / (time.monotonic() - t_speech)
+        assert 30_000 < rate < 60_000, rate
+
+        # Switch target on the open session: a session.update, no new session.
+        caller.send({"v": 1, "type": "set_languages", "source": "ja", "target": "fr"})
+        await caller.wait_for(lambda m: m.get("type") == "languages" and m["target"] == "fr", 5)
+        caller.mic.play(speech)
+        await caller.wait_for(
+            lambda m: m.get("type") == "caption" and m["text"].startswith("[fr]"), 20
+        )
+        sessions = fake.sessions("openai-translate-ws")
+        assert len(sessions) == before + 1
+        assert sessions[-1]["updates"][-1]["audio"]["output"]["language"] == "fr"
+
+        # A target the model does not speak is refused; the call keeps its pair.
+        caller.send({"v": 1, "type": "set_languages", "source": "ja", "target": "th"})
+        err = await caller.wait_for(lambda m: m.get("type") == "error", 5)
+        assert err["code"] == "unsupported_pair"
+
+        caller.send({"v": 1, "type": "hangup"})
+        ended = await caller.wait_for(lambda m: m.get("state") == "ended", 10)
+        assert ended["reason"] == "hangup"
+    finally:
+        await caller.close()
+
+
+async def _ended(caller: Caller, timeout: float) -> dict:
+    return await caller.wait_for(lambda m: m.get("state") == "ended", timeout)
+
+
+async def test_a_refused_key_ends_the_call_with_a_reason(cloud: Server, fake: Fake) -> None:
+    fake.fault(refuse=True)
+    caller = Caller(cloud.url, source="ja", target="en")
+    try:
+        assert (await caller.call()).status == 201
+        ended = await _ended(caller, 15)
+        assert ended["reason"] == "provider_error"
+        errors = [m for m in caller.result.messages if m.get("type") == "error"]
+        assert errors and errors[0]["code"] == "provider_refused" and errors[0]["fatal"]
+    finally:
+        await caller.close()
+
+
+async def test_a_dropped_session_is_reopened_once_then_the_call_ends(
+    cloud: Server, fake: Fake
+) -> None:
+    before = len(fake.sessions("openai-translate-ws"))
+    fake.fault(drop_after_s=1.0)
+    caller = Caller(cloud.url, source="ja", target="en")
+    try:
+        assert (await caller.call()).status == 201
+        caller.mic.play(np.zeros(16000 * 10, dtype=np.int16))  # keep audio flowing
+        ended = await _ended(caller, 20)
+        assert ended["reason"] == "provider_lost"
+        codes = [m["code"] for m in caller.result.messages if m.get("type") == "error"]
+        assert codes == ["provider_reconnecting", "provider_lost"]
+        assert len(fake.sessions("openai-translate-ws")) == before + 2
+    finally:
+        await caller.close()
+
+
+async def test_a_stalled_provider_is_detected_and_the_call_ends(cloud: Server, fake: Fake) -> None:
+    fake.fault(stall_after_s=0.5)
+    caller = Caller(cloud.url, source="ja", target="en")
+    try:
+        assert (await caller.call()).status == 201
+        caller.mic.play(np.zeros(16000 * 40, dtype=np.int16))
+        # Unanswered pings (5 s interval, 5 s timeout) end each session; one reconnect.
+        ended = await _ended(caller, 45)
+        assert ended["reason"] == "provider_lost"
+    finally:
+        await caller.close()
+
+
+def test_provider_choice_errors_are_clear(cloud: Server) -> None:
+    base = {"sdp": "v=0", "type": "offer", "source": "ja", "target": "en"}
+    r = httpx.post(f"{cloud.url}/v1/calls", json={**base, "provider": "babelfish"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_provider"
+    r = httpx.post(f"{cloud.url}/v1/calls", json={**base, "provider": "gemini-live-translate"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "provider_unavailable"
+    assert "DRAGOMAN_GEMINI_API_KEY" in r.json()["error"]["message"]
+    langs = httpx.get(f"{cloud.url}/v1/languages")
+    body = langs.json()
+    assert body["provider"] == "openai-translate"
+    by_name = {p["name"]: p for p in body["providers"]}
+    assert (
+        by_name["openai-translate"]["available"]
+        and "th" not in by_name["openai-translate"]["targets"]
+    )
+    assert not by_name["gemini-live-translate"]["available"]
+    assert KEY not in langs.text
+
+
+def test_direct_mode_mints_a_short_lived_secret_and_never_the_key(
+    cloud: Server, fake: Fake
+) -> None:
+    r = httpx.post(f"{cloud.url}/v1/calls/direct", json={"source": "ko", "target": "ja"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert KEY not in r.text
+    assert body["mode"] == "direct" and body["reason"] == "requested"
+    assert body["client_secret"].startswith("ek_")
+    assert 0 < body["expires_at"] - time.time() <= 61
+    assert body["call_url"] == f"{fake.openai_base}/realtime/translations/calls"
+    minted = fake.sessions("client_secret")[-1]["request"]
+    assert minted["expires_after"]["seconds"] == 60
+    assert minted["session"]["model"] == "gpt-realtime-translate"
+    assert minted["session"]["audio"]["output"]["language"] == "ja"
+
+    bad = httpx.post(f"{cloud.url}/v1/calls/direct", json={"source": "ko", "target": "th"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "unsupported_pair"
+    fake.fault(refuse=True)
+    refused = httpx.post(f"{cloud.url}/v1/calls/direct", json={"source": "ko", "target": "ja"})
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "provider_refused"
+
+
+async def test_a_full_fleet_overflows_to_direct_mode(cloud: Server, fake: Fake) -> None:
+    holders = [Caller(cloud.url, source="ja", target="en") for _ in range(2)]
+    try:
+        for h in holders:
+            assert (await h.call()).status == 201
+        await asyncio.sleep(0.5)
+        extra = Caller(cloud.url, source="ja", target="en")
+        offer_result = await extra.call()
+        await extra.close()
+        assert offer_result.status == 200
+        body = offer_result.direct
+        assert body is not None and body["mode"] == "direct" and body["reason"] == "overflow"
+        assert body["client_secret"].startswith("ek_") and KEY not in str(body)
+    finally:
+        for h in holders:
+            await h.close()
