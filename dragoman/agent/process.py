@@ -27,7 +27,7 @@ from dragoman.config import Settings
 from dragoman.inference.client import InferenceClient
 from dragoman.languages import LanguageError
 from dragoman.pipeline.glossary import read_glossary
-from dragoman.pipeline.providers.catalog import validate_call
+from dragoman.pipeline.providers.catalog import PROVIDERS, validate_call
 from dragoman.worker.channel import ChannelClosed, PipeChannel
 
 log = logging.getLogger("dragoman.agent")
@@ -58,12 +58,19 @@ def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000, 2)
 
 
+def _load_vad(settings: Settings, executor: InlineExecutor) -> SileroVADAnalyzer:
+    vad = SileroVADAnalyzer(params=VADParams(stop_secs=settings.vad_stop_s))
+    vad._executor = executor  # per-chunk VAD; Pipecat gives it a one-thread pool of its own
+    return vad
+
+
 async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: str) -> None:
     t_prep = time.perf_counter()
     inline = InlineExecutor()
     asyncio.get_running_loop().set_default_executor(inline)  # aiortc's per-frame Opus encode
-    vad = SileroVADAnalyzer(params=VADParams(stop_secs=settings.vad_stop_s))
-    vad._executor = inline  # per-chunk VAD; Pipecat gives it a one-thread pool of its own
+    # The VAD's ONNX session is ~20 MB of this process's own memory: load it while idle only
+    # when the node's default provider uses it (speech-to-speech services do not).
+    vad = _load_vad(settings, inline) if PROVIDERS[settings.provider].uses_vad else None
     connection = SmallWebRTCConnection(ice_servers=[])
     client = InferenceClient(socket_path)
     chan.send({"kind": "ready", "pid": os.getpid(), "prep_ms": _ms(t_prep)})
@@ -75,6 +82,8 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
     try:
         spec, pair = validate_call(msg.get("provider"), msg["source"], msg["target"], settings)
         glossary = read_glossary(settings.glossary_dir, msg.get("glossary"))
+        if spec.uses_vad and vad is None:  # a call asked for a provider the node did not expect
+            vad = _load_vad(settings, inline)
         await connection.initialize(sdp=msg["sdp"], type=msg["sdp_type"])
         answer = connection.get_answer()
     except LanguageError as e:

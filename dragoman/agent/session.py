@@ -42,7 +42,7 @@ class CallSession:
         self,
         *,
         connection: SmallWebRTCConnection,
-        vad: SileroVADAnalyzer,
+        vad: SileroVADAnalyzer | None,
         pair: LanguagePair,
         settings: Settings,
         client: InferenceClient | None,
@@ -93,7 +93,7 @@ class CallSession:
             [
                 self.transport.input(),
                 self.media,
-                *([VADProcessor(vad_analyzer=vad)] if provider.uses_vad else []),
+                *([VADProcessor(vad_analyzer=vad)] if vad and provider.uses_vad else []),
                 *self.interpretation.stages,
                 self.transport.output(),
             ]

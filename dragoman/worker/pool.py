@@ -30,6 +30,7 @@ from dragoman.worker.channel import ChannelClosed, PipeChannel
 log = logging.getLogger("dragoman.worker")
 
 AGENT_MODULE = "dragoman.agent.process"
+FREEZE_MODULE = "dragoman.agent.frozen"  # imported after AGENT_MODULE: see its docstring
 EXIT_GRACE_S = 5.0  # after "end", how long an agent may take to leave before it is killed
 
 
@@ -65,7 +66,7 @@ class AgentPool:
         # Pipecat logs its banner at import through loguru; the forkserver imports it once.
         os.environ.setdefault("LOGURU_LEVEL", "WARNING")
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload([AGENT_MODULE])
+        self._ctx.set_forkserver_preload([AGENT_MODULE, FREEZE_MODULE])
         self._settings_json = settings_for_child(settings)
         self._agents: set[Agent] = set()
         self._idle: deque[Agent] = deque()
