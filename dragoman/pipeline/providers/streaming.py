@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 IN_RATE = 16000  # what the transport hands us
 PRECONNECT_BUFFER_S = 3.0  # speech said while the session opens is sent once it is open
 QUIET_S = 1.0  # no translated audio for this long → "listening"
-PING_INTERVAL_S = 5.0
-RECONNECT_PAUSE_S = 0.5  # a provider that stops answering pings is dropped after 2 intervals
+PING_INTERVAL_S = 5.0  # a provider that stops answering pings is dropped after 2 intervals
+RECONNECT_PAUSE_S = 0.5
+POLICY_VIOLATION = 1008  # WebSocket close code
 
 
 @dataclass
@@ -158,6 +159,14 @@ class StreamingInterpretation(FrameProcessor):
                     await self._ctx.end_call("provider_error")
                     return
                 why = e.message
+            except websockets.ConnectionClosedError as e:
+                if e.rcvd is not None and e.rcvd.code == POLICY_VIOLATION:
+                    # Gemini closes with 1008 for a bad key or setup: retrying cannot help.
+                    why = f"The translation service refused the session: {e.rcvd.reason}"
+                    self._ctx.notify(messages.error("provider_refused", why, fatal=True))
+                    await self._ctx.end_call("provider_error")
+                    return
+                why = f"The translation service dropped the session ({e})."
             except (OSError, websockets.WebSocketException, TimeoutError) as e:
                 why = f"The translation service is unreachable ({type(e).__name__}: {e})."
             self._open.clear()

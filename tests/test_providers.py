@@ -1,5 +1,6 @@
-"""PROTOCOL tests of the openai-translate provider and direct mode against a local FAKE of
-OpenAI's realtime translation API (dragoman.fakes): no real provider is reachable from CI.
+"""PROTOCOL tests of the streaming providers (openai-translate, gemini-live-translate) and
+direct mode against local FAKES of the providers' APIs (dragoman.fakes, a separate process):
+no real provider is reachable from CI.
 
 They check our side of the wire: session setup, audio streamed up at 24 kHz, translated
 audio and transcript deltas turned into sound and captions, a language switch on the open
@@ -17,8 +18,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import Server, start_server, stop_server
-from fake_provider import KEY, Fake, start_fake, stop_fake
+from conftest import Server, start_server, stop_server, wait_until
+from fake_provider import GEMINI_KEY, KEY, Fake, start_fake, stop_fake
 
 from dragoman.bench.caller import AUDIBLE_RMS, Caller, load_wav_mono
 
@@ -37,6 +38,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, fake: Fake) -> Iterator[Serv
         DRAGOMAN_PROVIDER="openai-translate",
         DRAGOMAN_OPENAI_API_KEY=KEY,
         DRAGOMAN_OPENAI_BASE_URL=fake.openai_base,
+        DRAGOMAN_GEMINI_API_KEY=GEMINI_KEY,
+        DRAGOMAN_GEMINI_BASE_URL=fake.url.replace("http://", "ws://"),
         DRAGOMAN_MAX_CALLS="2",
         DRAGOMAN_PROVIDER_CONNECT_TIMEOUT_S="3",
         DRAGOMAN_NO_MEDIA_TIMEOUT_S="30",
@@ -165,9 +168,6 @@ def test_provider_choice_errors_are_clear(cloud: Server) -> None:
     base = {"sdp": "v=0", "type": "offer", "source": "ja", "target": "en"}
     r = httpx.post(f"{cloud.url}/v1/calls", json={**base, "provider": "babelfish"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_provider"
-    r = httpx.post(f"{cloud.url}/v1/calls", json={**base, "provider": "gemini-live-translate"})
-    assert r.status_code == 503 and r.json()["error"]["code"] == "provider_unavailable"
-    assert "DRAGOMAN_GEMINI_API_KEY" in r.json()["error"]["message"]
     langs = httpx.get(f"{cloud.url}/v1/languages")
     body = langs.json()
     assert body["provider"] == "openai-translate"
@@ -176,8 +176,11 @@ def test_provider_choice_errors_are_clear(cloud: Server) -> None:
         by_name["openai-translate"]["available"]
         and "th" not in by_name["openai-translate"]["targets"]
     )
-    assert not by_name["gemini-live-translate"]["available"]
-    assert KEY not in langs.text
+    assert (
+        by_name["gemini-live-translate"]["available"]
+        and "th" in by_name["gemini-live-translate"]["targets"]
+    )
+    assert KEY not in langs.text and GEMINI_KEY not in langs.text
 
 
 def test_direct_mode_mints_a_short_lived_secret_and_never_the_key(
@@ -220,3 +223,53 @@ async def test_a_full_fleet_overflows_to_direct_mode(cloud: Server, fake: Fake) 
     finally:
         for h in holders:
             await h.close()
+        # Later tests need the slots back: the agents end once their callers are gone.
+        wait_until(lambda: cloud.health()["active_calls"] == 0, 30, what="calls to end")
+        wait_until(lambda: cloud.health()["idle_agents"] >= 2, 30, what="idle agents")
+
+
+async def test_a_call_can_choose_gemini_live(cloud: Server, fake: Fake, ja_speech: Path) -> None:
+    speech = load_wav_mono(ja_speech)
+    before = len(fake.sessions("gemini-live"))
+    caller = Caller(cloud.url, source="ja", target="th", provider="gemini-live-translate")
+    try:
+        assert (await caller.call()).status == 201, caller.result.error
+        await caller.wait_open()
+        caller.mic.play(speech)
+        final = await caller.wait_for(
+            lambda m: m.get("type") == "caption" and m["side"] == "translation" and m["final"], 20
+        )
+        assert final["lang"] == "th" and final["text"].startswith("[th] word")
+        sessions = fake.sessions("gemini-live")
+        assert len(sessions) == before + 1
+        setup = sessions[-1]["setup"]
+        assert setup["model"] == "models/gemini-3.5-live-translate-preview"
+        assert setup["translationConfig"]["targetLanguageCode"] == "th"
+        assert "inputAudioTranscription" in setup and "outputAudioTranscription" in setup
+        assert sessions[-1]["audio_bytes"] > 16000 * 2  # > 1 s of 16 kHz PCM16 went up
+
+        # The setup is fixed per connection: a switch opens a new session, quietly.
+        caller.send({"v": 1, "type": "set_languages", "source": "ja", "target": "ko"})
+        await caller.wait_for(lambda m: m.get("type") == "languages" and m["target"] == "ko", 5)
+        caller.mic.play(speech)
+        await caller.wait_for(
+            lambda m: m.get("type") == "caption" and m["text"].startswith("[ko]"), 20
+        )
+        sessions = fake.sessions("gemini-live")
+        assert len(sessions) == before + 2
+        assert sessions[-1]["setup"]["translationConfig"]["targetLanguageCode"] == "ko"
+        errors = [m for m in caller.result.messages if m.get("type") == "error"]
+        assert errors == [], errors
+    finally:
+        await caller.close()
+
+
+async def test_gemini_refusing_the_key_ends_the_call(cloud: Server, fake: Fake) -> None:
+    fake.fault(refuse=True)
+    caller = Caller(cloud.url, source="ja", target="ko", provider="gemini-live-translate")
+    try:
+        assert (await caller.call()).status == 201
+        ended = await _ended(caller, 15)
+        assert ended["reason"] == "provider_error"
+    finally:
+        await caller.close()
