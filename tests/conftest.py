@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,3 +159,36 @@ def ja_speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp / "ja.wav"
     _write_wav(out, np.concatenate([lead, pcm, tail]), SAMPLE_RATE)
     return out
+
+
+# --- headless Chromium with a fake microphone (the page tests) --------------------------
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def page(ja_speech: Path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is not installed; run scripts/test.sh (it installs it)")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={ja_speech}",
+                "--autoplay-policy=no-user-gesture-required",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            pg = browser.new_page()
+            pg.on("console", lambda m: print(f"[page] {m.type}: {m.text}"))
+            yield pg
+        finally:
+            browser.close()

@@ -7,42 +7,7 @@ English translation, and measure non-silent translated audio with its AnalyserNo
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
-import pytest
 from conftest import JA_KEYWORD, Server, wait_until
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture
-def page(ja_speech: Path):
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is not installed; run scripts/test.sh (it installs it)")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={ja_speech}",
-                "--autoplay-policy=no-user-gesture-required",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            pg = browser.new_page()
-            pg.on("console", lambda m: print(f"[page] {m.type}: {m.text}"))
-            yield pg
-        finally:
-            browser.close()
 
 
 def test_japanese_call_in_chromium(server: Server, page) -> None:

@@ -28,7 +28,9 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   source: $('source'),
   target: $('target'),
+  provider: $('provider'),
   targetNote: $('target-note'),
+  mode: $('mode'),
   call: $('call'),
   hangup: $('hangup'),
   connState: $('conn-state'),
@@ -51,6 +53,9 @@ const dragoman = {
   maxRemoteRms: 0,
   captions: [],
   languages: null,
+  mode: null, // 'agent' | 'direct' once a call is answered
+  directReason: null, // 'overflow' | 'requested' in direct mode
+  provider: null, // the provider the current call uses
 };
 window.dragoman = dragoman;
 
@@ -71,6 +76,7 @@ function updateButtons() {
   const active = ACTIVE_STATES.has(dragoman.state);
   ui.call.disabled = active || !languagesLoaded;
   ui.hangup.disabled = !active;
+  ui.provider.disabled = active; // a call keeps its provider; languages can change mid-call
 }
 
 function setNotice(text) {
@@ -97,7 +103,17 @@ function hideError() {
 }
 
 function resetMetrics() {
-  Object.assign(dragoman, { callId: null, firstAudioMs: null, answerMs: null, maxRemoteRms: 0, serverTimings: null });
+  Object.assign(dragoman, {
+    callId: null,
+    firstAudioMs: null,
+    answerMs: null,
+    maxRemoteRms: 0,
+    serverTimings: null,
+    mode: null,
+    directReason: null,
+    provider: null,
+  });
+  showMode(null);
   ui.answerMs.textContent = '—';
   ui.firstAudioMs.textContent = '—';
 }
@@ -109,8 +125,10 @@ async function loadLanguages() {
     const res = await fetch('/v1/languages');
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const data = await res.json();
+    catalogue = data;
     fillSelect(ui.source, data.sources ?? [], data.default_source);
-    fillSelect(ui.target, data.targets ?? [], data.default_target);
+    fillProviders(data.providers ?? [], data.provider);
+    fillTargets(data.default_target);
     languagesLoaded = true;
     if (errorKind === 'languages') hideError();
     updateTargetNote();
@@ -121,10 +139,48 @@ async function loadLanguages() {
   }
 }
 
+/** The last GET /v1/languages body: languages and providers. */
+let catalogue = null;
+
+function providerInfo(name) {
+  return (catalogue?.providers ?? []).find((p) => p.name === name) ?? null;
+}
+
+function fillProviders(providers, defaultName) {
+  ui.provider.replaceChildren(
+    ...providers.map((p) => {
+      const option = new Option(p.available ? p.title : `${p.title} (not configured)`, p.name);
+      option.disabled = !p.available;
+      option.title = p.reason || p.note || '';
+      return option;
+    }),
+  );
+  selectValue(ui.provider, defaultName);
+}
+
+/** Targets follow the chosen provider: the ones it cannot speak are marked with why. */
+function fillTargets(wanted) {
+  const provider = providerInfo(ui.provider.value);
+  let targets = catalogue?.targets ?? [];
+  if (provider && provider.name !== catalogue?.provider) {
+    targets = (catalogue?.sources ?? []).map(({ code, name }) => {
+      const available = provider.targets.includes(code);
+      return { code, name, available, reason: available ? '' : `${provider.title} cannot translate into ${name}.` };
+    });
+  }
+  fillSelect(ui.target, targets, wanted ?? ui.target.value);
+}
+
+function showMode(text, mode = 'agent') {
+  ui.mode.textContent = text ?? '';
+  ui.mode.dataset.mode = mode;
+  ui.mode.hidden = !text;
+}
+
 function fillSelect(select, languages, defaultCode) {
   select.replaceChildren(
     ...languages.map(({ code, name, available = true, reason = '' }) => {
-      const option = new Option(available ? name : `${name} (needs MT provider)`, code);
+      const option = new Option(available ? name : `${name} (unavailable)`, code);
       option.dataset.available = String(available);
       option.dataset.reason = reason;
       return option;
@@ -262,7 +318,7 @@ async function startCall() {
   s.micMeter = new LevelMeter(audioContext, stream);
   s.timer = setInterval(() => sampleLevels(s), METER_INTERVAL_MS);
 
-  const call = (s.call = new Call({ source: ui.source.value, target: ui.target.value }));
+  const call = (s.call = new Call({ source: ui.source.value, target: ui.target.value, provider: ui.provider.value || null }));
   wireCall(s, call);
   try {
     await call.start(stream);
@@ -279,7 +335,17 @@ function wireCall(s, call) {
   const on = (type, handler) => call.addEventListener(type, (e) => session === s && handler(e.detail));
 
   on('retry', ({ seconds }) => setNotice(`All interpreters busy, retrying in ${Math.ceil(seconds)} s…`));
+  on('direct', ({ reason, provider }) => {
+    Object.assign(dragoman, { mode: 'direct', directReason: reason, provider });
+    const why = reason === 'overflow' ? ' (overflow: every interpreter is busy)' : '';
+    showMode(`Direct to ${providerInfo(provider)?.title ?? provider}${why}`, 'direct');
+  });
   on('answer', ({ callId, timings, at }) => {
+    if (dragoman.mode !== 'direct') {
+      const provider = ui.provider.value || catalogue?.provider;
+      Object.assign(dragoman, { mode: 'agent', provider });
+      showMode(`Interpreter agent · ${providerInfo(provider)?.title ?? provider}`);
+    }
     dragoman.callId = callId;
     dragoman.serverTimings = timings;
     dragoman.answerMs = Math.round(at - s.t0);
@@ -390,6 +456,10 @@ function microphoneErrorMessage(err) {
 ui.call.addEventListener('click', startCall);
 ui.hangup.addEventListener('click', hangUp);
 ui.source.addEventListener('change', onPickerChange);
+ui.provider.addEventListener('change', () => {
+  fillTargets();
+  updateTargetNote();
+});
 ui.target.addEventListener('change', onPickerChange);
 ui.error.addEventListener('click', hideError);
 // Free the interpreter right away if the tab closes mid-call.

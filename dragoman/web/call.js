@@ -12,6 +12,8 @@
 //   languages    {source, target}             server acknowledged a language switch
 //   error        {code, message, fatal}       server "error" message
 //   channelclose —                            data channel closed by the far end
+//   direct       {reason, provider, expiresAt} the call goes straight to the provider
+//                                             (direct mode: fleet full, or requested)
 
 const PROTOCOL_VERSION = 1;
 const MAX_BUSY_RETRIES = 3;
@@ -20,6 +22,8 @@ const ICE_GATHER_CAP_MS = 1000;
 // Time for the "hangup" message to leave the SCTP queue before the
 // transport is torn down by pc.close().
 const HANGUP_FLUSH_MS = 200;
+// Direct mode: the provider streams transcript deltas; a pause this long closes a caption line.
+const DIRECT_CAPTION_GAP_MS = 1200;
 
 /** A signalling failure, carrying the server's error code and message when it sent one. */
 export class CallError extends Error {
@@ -35,11 +39,13 @@ export class Call extends EventTarget {
   #abort = new AbortController(); // cancels retry waits on hang-up
   #requested = null; // the languages last sent to the server
 
-  /** @param {{source: string, target: string}} languages */
-  constructor({ source, target }) {
+  /** @param {{source: string, target: string, provider?: string}} languages */
+  constructor({ source, target, provider = null }) {
     super();
     this.source = source;
     this.target = target;
+    this.provider = provider;
+    this.direct = false; // true once the call talks to the provider itself
     this.callId = null;
     this.pc = null;
     this.dc = null;
@@ -81,11 +87,84 @@ export class Call extends EventTarget {
     this.#throwIfClosed();
 
     const answer = await this.#postOffer();
+    if (answer.mode === 'direct') {
+      await this.#startDirect(answer, localStream);
+      return;
+    }
     await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+  }
+
+  /**
+   * Direct mode: a new peer connection to the provider, authorised by the short-lived
+   * client secret the server minted (the server's API key never reaches the page).
+   */
+  async #startDirect(answer, localStream) {
+    this.direct = true;
+    this.#teardown(); // the offer made for an agent is not used
+    this.#emit('direct', { reason: answer.reason, provider: answer.provider, expiresAt: answer.expires_at });
+    const pc = (this.pc = new RTCPeerConnection({ iceServers: [] }));
+    pc.addTransceiver(localStream.getAudioTracks()[0], { direction: 'sendrecv', streams: [localStream] });
+    const dc = (this.dc = pc.createDataChannel('oai-events'));
+    const captions = new DirectCaptions((c) => this.#emit('caption', c));
+    dc.addEventListener('open', () => this.#emit('open'));
+    dc.addEventListener('message', (e) => this.#onProviderEvent(e.data, captions));
+    dc.addEventListener('close', () => {
+      captions.flush();
+      if (!this.closed) this.#emit('channelclose');
+    });
+    pc.addEventListener('track', (e) => {
+      if (e.track.kind === 'audio') this.#emit('track', { stream: e.streams[0] ?? new MediaStream([e.track]) });
+    });
+    pc.addEventListener('connectionstatechange', () => {
+      if (!this.closed) this.#emit('connection', { state: pc.connectionState });
+    });
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForIceGathering(pc, ICE_GATHER_CAP_MS);
+    this.#throwIfClosed();
+    const res = await fetchOrThrow(answer.call_url, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${answer.client_secret}`, 'Content-Type': 'application/sdp' },
+      body: pc.localDescription.sdp,
+    });
+    const sdp = await res.text();
+    if (!res.ok) {
+      let message = sdp;
+      try {
+        message = JSON.parse(sdp)?.error?.message || sdp;
+      } catch {
+        /* plain text */
+      }
+      throw new CallError(`The translation service refused the direct call (HTTP ${res.status}): ${message}`, {
+        code: 'direct_refused',
+        status: res.status,
+      });
+    }
+    this.#throwIfClosed();
+    this.#emit('answer', { callId: null, timings: {}, at: performance.now() });
+    await pc.setRemoteDescription({ type: 'answer', sdp });
+  }
+
+  /** OpenAI realtime translation events on the direct call's data channel. */
+  #onProviderEvent(raw, captions) {
+    let event;
+    try {
+      event = JSON.parse(raw);
+    } catch {
+      return;
+    }
+    if (event.type === 'session.input_transcript.delta') captions.add('source', this.source, event.delta ?? '');
+    else if (event.type === 'session.output_transcript.delta') captions.add('translation', this.target, event.delta ?? '');
+    else if (event.type === 'error') {
+      this.#emit('error', { code: event.error?.code || 'provider_error', message: event.error?.message || 'Translation service error', fatal: false });
+    }
   }
 
   /** Switches languages mid-call (no reconnect). Sent once the channel opens if it is not open yet. */
   setLanguages(source, target) {
+    if (this.direct) {
+      this.#emit('error', { code: 'direct_mode', message: 'A direct call keeps its languages; hang up and call again to change them.', fatal: false });
+      return;
+    }
     this.source = source;
     this.target = target;
     if (this.channelOpen) this.#sendLanguages();
@@ -127,10 +206,21 @@ export class Call extends EventTarget {
       const res = await fetchOrThrow('/v1/calls', {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ sdp: this.pc.localDescription.sdp, type: 'offer', ...this.#requested }),
+        body: JSON.stringify({
+          sdp: this.pc.localDescription.sdp,
+          type: 'offer',
+          ...this.#requested,
+          ...(this.provider ? { provider: this.provider } : {}),
+        }),
       });
       const data = await readJson(res);
 
+      if (res.ok && data?.mode === 'direct') {
+        if (!data.client_secret || !data.call_url) {
+          throw new CallError('The server sent a direct-mode answer without a secret.', { code: 'bad_answer', status: res.status });
+        }
+        return data;
+      }
       if (res.ok) {
         if (!data?.call_id || !data?.sdp) {
           throw new CallError('The server sent an answer without a call id or SDP.', { code: 'bad_answer', status: res.status });
@@ -171,7 +261,8 @@ export class Call extends EventTarget {
       this.#emit('open');
     });
     dc.addEventListener('close', () => {
-      if (!this.closed) this.#emit('channelclose');
+      // Closed on purpose when the call switches to direct mode.
+      if (!this.closed && !this.direct) this.#emit('channelclose');
     });
     dc.addEventListener('message', (e) => this.#onMessage(e.data));
   }
@@ -219,7 +310,7 @@ export class Call extends EventTarget {
 
   /** Sends a protocol message; false when the channel is not open. */
   #send(message) {
-    if (!this.channelOpen) return false;
+    if (this.direct || !this.channelOpen) return false; // the provider's channel is not ours
     this.dc.send(JSON.stringify({ v: PROTOCOL_VERSION, ...message }));
     return true;
   }
@@ -297,4 +388,42 @@ function sleep(ms, signal) {
       { once: true },
     );
   });
+}
+
+/** Turns the provider's append-only transcript deltas into caption lines (one per pause). */
+class DirectCaptions {
+  #emit;
+  #lines = { source: null, translation: null };
+  #seq = { source: 0, translation: 0 };
+  #timers = {};
+
+  constructor(emit) {
+    this.#emit = emit;
+  }
+
+  add(side, lang, delta) {
+    if (!delta) return;
+    let line = this.#lines[side];
+    if (!line) {
+      // The n-th translation line pairs with the n-th source line, as on agent calls.
+      this.#seq[side] += 1;
+      line = this.#lines[side] = { id: `d${this.#seq[side]}`, side, lang, text: '' };
+    }
+    line.text += delta;
+    this.#emit({ ...line, text: line.text.trim(), final: false });
+    clearTimeout(this.#timers[side]);
+    this.#timers[side] = setTimeout(() => this.#close(side), DIRECT_CAPTION_GAP_MS);
+  }
+
+  flush() {
+    this.#close('source');
+    this.#close('translation');
+  }
+
+  #close(side) {
+    clearTimeout(this.#timers[side]);
+    const line = this.#lines[side];
+    this.#lines[side] = null;
+    if (line?.text.trim()) this.#emit({ ...line, text: line.text.trim(), final: true });
+  }
 }

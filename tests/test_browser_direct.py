@@ -1,0 +1,83 @@
+"""The page in headless Chromium, against a server whose only slot is taken: the second
+caller is answered in DIRECT mode and talks to the provider itself over WebRTC.
+
+The provider is the local FAKE of OpenAI's realtime translation (dragoman.fakes): this is a
+protocol test of the page's direct path (secret → SDP offer to the provider → audio track
+and transcript events), not of a real provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from conftest import Server, start_server, stop_server, wait_until
+from fake_provider import KEY, Fake, start_fake, stop_fake
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
+    f = start_fake(tmp_path_factory.mktemp("fake"))
+    yield f
+    stop_fake(f)
+
+
+@pytest.fixture(scope="module")
+def one_slot(tmp_path_factory: pytest.TempPathFactory, fake: Fake) -> Iterator[Server]:
+    srv = start_server(
+        tmp_path_factory.mktemp("one-slot"),
+        DRAGOMAN_MAX_CALLS="1",
+        DRAGOMAN_OPENAI_API_KEY=KEY,
+        DRAGOMAN_OPENAI_BASE_URL=fake.openai_base,
+    )
+    yield srv
+    assert stop_server(srv) == 0, srv.log_tail()
+
+
+def test_full_fleet_overflows_to_direct_mode_in_the_page(
+    one_slot: Server, fake: Fake, page
+) -> None:
+    # First caller: the agent takes it, and the page says so.
+    page.goto(one_slot.url)
+    page.wait_for_function("document.querySelectorAll('#provider option').length >= 4")
+    assert page.eval_on_selector("#provider", "s => s.value") == "local"
+    page.select_option("#source", "ja")
+    page.select_option("#target", "en")
+    page.click("#call")
+    page.wait_for_function("() => window.dragoman.mode === 'agent'", timeout=30_000)
+    assert "Interpreter agent" in page.inner_text("#mode")
+    wait_until(lambda: one_slot.health()["active_calls"] == 1, 10, what="the slot to be taken")
+
+    # Second caller, same browser: no slot left → direct mode, straight to the provider.
+    calls_before = len(fake.sessions("webrtc_call"))
+    second = page.context.browser.new_page()
+    second.on("console", lambda m: print(f"[page2] {m.type}: {m.text}"))
+    second.goto(one_slot.url)
+    second.wait_for_function("document.querySelectorAll('#provider option').length >= 4")
+    second.select_option("#source", "ja")
+    second.select_option("#target", "en")
+    second.click("#call")
+    second.wait_for_function("() => window.dragoman.mode === 'direct'", timeout=30_000)
+    assert second.evaluate("window.dragoman.directReason") == "overflow"
+    badge = second.inner_text("#mode")
+    assert "Direct to OpenAI" in badge and "overflow" in badge, badge
+    # The fake provider answered a WebRTC call authorised by a minted secret, and its
+    # audio (a tone while the caller speaks) and transcript deltas reached the page.
+    wait_until(
+        lambda: len(fake.sessions("webrtc_call")) == calls_before + 1, 15, what="a direct call"
+    )
+    second.wait_for_function("() => window.dragoman.maxRemoteRms > 0.02", timeout=30_000)
+    second.wait_for_function(
+        """() => window.dragoman.captions.some(
+            c => c.side === 'translation' && c.text.includes('word'))""",
+        timeout=30_000,
+    )
+    # The page holds a short-lived secret, never the server's key.
+    state = second.evaluate("JSON.stringify(window.dragoman)") + second.content()
+    assert KEY not in state
+
+    second.click("#hangup")
+    second.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)
+    page.click("#hangup")
+    page.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)
+    wait_until(lambda: one_slot.health()["active_calls"] == 0, 30, what="the agent call to end")
