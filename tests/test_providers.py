@@ -31,10 +31,16 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
     stop_fake(f)
 
 
+GLOSSARY = "ゲートウェイ = Schnittstelle"
+
+
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory, fake: Fake) -> Iterator[Server]:
+    glossaries = tmp_path_factory.mktemp("glossaries")
+    (glossaries / "network.txt").write_text(GLOSSARY + "\n", encoding="utf-8")
     srv = start_server(
         tmp_path_factory.mktemp("cloud"),
+        DRAGOMAN_GLOSSARY_DIR=str(glossaries),
         DRAGOMAN_PROVIDER="openai-translate",
         DRAGOMAN_OPENAI_API_KEY=KEY,
         DRAGOMAN_OPENAI_BASE_URL=fake.openai_base,
@@ -49,8 +55,11 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, fake: Fake) -> Iterator[Serv
 
 
 @pytest.fixture(autouse=True)
-def _no_fault(fake: Fake) -> Iterator[None]:
+def _no_fault(fake: Fake, cloud: Server) -> Iterator[None]:
     fake.fault()
+    # Each test starts with both slots free: an ended call's process takes a moment to go.
+    wait_until(lambda: cloud.health()["active_calls"] == 0, 30, what="calls to end")
+    wait_until(lambda: cloud.health()["idle_agents"] >= 2, 30, what="idle agents")
     yield
     fake.fault()
 
@@ -223,9 +232,6 @@ async def test_a_full_fleet_overflows_to_direct_mode(cloud: Server, fake: Fake) 
     finally:
         for h in holders:
             await h.close()
-        # Later tests need the slots back: the agents end once their callers are gone.
-        wait_until(lambda: cloud.health()["active_calls"] == 0, 30, what="calls to end")
-        wait_until(lambda: cloud.health()["idle_agents"] >= 2, 30, what="idle agents")
 
 
 async def test_a_call_can_choose_gemini_live(cloud: Server, fake: Fake, ja_speech: Path) -> None:
@@ -271,5 +277,64 @@ async def test_gemini_refusing_the_key_ends_the_call(cloud: Server, fake: Fake) 
         assert (await caller.call()).status == 201
         ended = await _ended(caller, 15)
         assert ended["reason"] == "provider_error"
+    finally:
+        await caller.close()
+
+
+async def test_cascade_transcribes_translates_with_prompt_and_glossary_then_speaks(
+    cloud: Server, fake: Fake, ja_speech: Path
+) -> None:
+    speech = load_wav_mono(ja_speech)
+    caller = Caller(
+        cloud.url, source="ja", target="de", provider="openai-cascade", glossary="network"
+    )
+    try:
+        assert (await caller.call()).status == 201, caller.result.error
+        await caller.wait_open()
+        await caller.wait_for(lambda m: m.get("state") == "listening", 10)
+        caller.mic.play(speech)
+        translation = await caller.wait_for(
+            lambda m: m.get("type") == "caption" and m["side"] == "translation", 30
+        )
+        source = [c for c in captions(caller, "source") if c["id"] == translation["id"]]
+        assert source and source[0]["text"].startswith("fake transcript")
+        assert translation["lang"] == "de"
+        assert translation["text"] == f"[de] {source[0]['text']}"
+        await caller.wait_for(lambda m: m.get("state") == "speaking", 10)
+
+        transcription = fake.sessions("transcription")[-1]
+        assert transcription["model"] == "gpt-4o-transcribe"
+        assert transcription["language"] == "ja" and transcription["audio_bytes"] > 32_000
+        system = fake.sessions("chat")[-1]["system"]
+        assert "from Japanese into German" in system and GLOSSARY in system
+        spoken = fake.sessions("speech")[-1]
+        assert spoken["voice"] == "alloy" and spoken["input"] == translation["text"]
+        assert spoken["model"] == "gpt-4o-mini-tts" and spoken["response_format"] == "pcm"
+        await asyncio.sleep(1.0)
+        heard = [r for r in caller.result.audio_rms[50:] if r > AUDIBLE_RMS]
+        assert len(heard) > 5, "the translation was not spoken"
+    finally:
+        await caller.close()
+
+
+def test_an_unknown_glossary_is_refused(cloud: Server) -> None:
+    caller_body = {"type": "offer", "source": "ja", "target": "de", "provider": "openai-cascade"}
+    r = httpx.post(f"{cloud.url}/v1/calls", json={**caller_body, "sdp": "v=0", "glossary": "../x"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_glossary"
+
+
+async def test_cascade_refused_key_ends_the_call(
+    cloud: Server, fake: Fake, ja_speech: Path
+) -> None:
+    caller = Caller(cloud.url, source="ja", target="de", provider="openai-cascade")
+    try:
+        assert (await caller.call()).status == 201
+        await caller.wait_open()
+        fake.fault(refuse=True)  # the first request (the transcription) is refused
+        caller.mic.play(load_wav_mono(ja_speech))
+        ended = await _ended(caller, 30)
+        assert ended["reason"] == "provider_error"
+        errors = [m for m in caller.result.messages if m.get("type") == "error"]
+        assert errors and errors[0]["code"] == "provider_refused"
     finally:
         await caller.close()

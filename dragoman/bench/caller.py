@@ -107,6 +107,7 @@ class Caller:
         send_audio: bool = True,
         keep_listening: bool = True,
         provider: str | None = None,
+        glossary: str | None = None,
     ) -> None:
         # send_audio=False: a muted mic that sends no packets. keep_listening=False: stop
         # decoding the agent's audio once it has been heard. Both keep a load client cheap
@@ -114,6 +115,7 @@ class Caller:
         self.base_url = base_url.rstrip("/")
         self.source, self.target = source, target
         self.provider = provider
+        self.glossary = glossary
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = PcmTrack(send=send_audio)
         self.keep_listening = keep_listening
@@ -180,6 +182,8 @@ class Caller:
         }
         if self.provider:
             body["provider"] = self.provider
+        if self.glossary:
+            body["glossary"] = self.glossary
         own = client is None
         client = client or httpx.AsyncClient(timeout=30)
         try:

@@ -1,0 +1,119 @@
+"""FAKE of the OpenAI REST endpoints the ``openai-cascade`` provider uses.
+
+From OpenAI's API reference: ``POST /v1/audio/transcriptions`` (multipart: file, model,
+language → ``{"text"}``), ``POST /v1/chat/completions`` (→ ``choices[0].message.content``)
+and ``POST /v1/audio/speech`` (``response_format: "pcm"`` → raw 24 kHz PCM16, streamed).
+Synthetic answers: the transcript is "fake transcript N" (the fake recognises nothing), the
+"translation" is ``[<target>] <text>`` with the target read back from the system prompt's
+language name, and speech is a tone whose length follows the text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from dragoman.fakes.openai_translate import _tone
+from dragoman.fakes.state import FakeState
+from dragoman.languages import LANGUAGE_NAMES
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SECONDS_PER_CHAR = 0.03
+
+
+def _error(status: int, message: str, code: str) -> web.Response:
+    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+    return web.json_response(body, status=status)
+
+
+def add_routes(app: web.Application, state: FakeState) -> None:
+    app.router.add_post("/v1/audio/transcriptions", _guard(state, _transcribe))
+    app.router.add_post("/v1/chat/completions", _guard(state, _chat))
+    app.router.add_post("/v1/audio/speech", _guard(state, _speech))
+
+
+def _guard(
+    state: FakeState, handler: Callable[[web.Request, FakeState], Awaitable[web.StreamResponse]]
+) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if not state.bearer_ok(request.headers.get("Authorization"), allow_secret=False):
+            return _error(401, "Incorrect API key provided (fake).", "invalid_api_key")
+        if state.fault.error_after_s is not None:
+            return _error(500, "fake: the server had an error", "server_error")
+        return await handler(request, state)
+
+    return handle
+
+
+async def _transcribe(request: web.Request, state: FakeState) -> web.Response:
+    form = await request.post()
+    audio = form.get("file")
+    size = len(audio.file.read()) if hasattr(audio, "file") else 0
+    state.count("transcriptions")
+    n = state.counters["transcriptions"]
+    state.sessions.append(
+        {
+            "kind": "transcription",
+            "model": form.get("model"),
+            "language": form.get("language"),
+            "audio_bytes": size,
+        }
+    )
+    return web.json_response({"text": f"fake transcript {n}"})
+
+
+def _target_of(system: str) -> str:
+    for code, name in LANGUAGE_NAMES.items():
+        if f"into {name}" in system:
+            return code
+    return "?"
+
+
+async def _chat(request: web.Request, state: FakeState) -> web.Response:
+    body = await request.json()
+    msgs = body.get("messages") or []
+    system = next((m["content"] for m in msgs if m.get("role") == "system"), "")
+    user = next((m["content"] for m in msgs if m.get("role") == "user"), "")
+    state.sessions.append({"kind": "chat", "model": body.get("model"), "system": system})
+    content = f"[{_target_of(system)}] {user}"
+    return web.json_response(
+        {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+    )
+
+
+async def _speech(request: web.Request, state: FakeState) -> web.StreamResponse:
+    body: dict[str, Any] = await request.json()
+    state.sessions.append(
+        {
+            "kind": "speech",
+            "model": body.get("model"),
+            "voice": body.get("voice"),
+            "input": body.get("input"),
+            "response_format": body.get("response_format"),
+        }
+    )
+    if body.get("response_format") != "pcm":
+        return _error(400, "the fake only speaks pcm", "unsupported_format")
+    pcm = _tone(24000, max(0.2, SECONDS_PER_CHAR * len(body.get("input") or "")), hz=294.0)
+    resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    await resp.prepare(request)
+    for i in range(0, len(pcm), 4800):  # streamed in 100 ms pieces, as the real one streams
+        await resp.write(pcm[i : i + 4800])
+    await resp.write_eof()
+    return resp

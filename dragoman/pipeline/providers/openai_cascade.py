@@ -1,0 +1,190 @@
+"""``openai-cascade``: OpenAI transcription → LLM translation → OpenAI TTS, per utterance.
+
+For pairs or voices the translation model does not cover: any target, a voice of your
+choice, a server-side system prompt and an optional per-call glossary.
+
+    [VAD] → ProviderErrors → OpenAISTTService → Translator → OpenAITTSService → SpeechState
+
+Pipecat's services do the transcription (segmented by our Silero VAD; ``/audio/
+transcriptions``) and the speech (``/audio/speech``, streamed PCM). The translation step is
+ours: Pipecat's LLM service is built around a growing conversation context and its
+aggregators, while an interpreter needs one stateless request per utterance (system prompt +
+glossary + the sentence), so ``Translator`` calls the chat completions API directly with
+the same ``openai`` client library.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from openai import APIError, AsyncOpenAI, AuthenticationError, PermissionDeniedError
+from pipecat.frames.frames import (
+    ErrorFrame,
+    Frame,
+    InterimTranscriptionFrame,
+    STTUpdateSettingsFrame,
+    TranscriptionFrame,
+    TTSSpeakFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.openai.stt import OpenAISTTService
+from pipecat.services.openai.tts import OpenAITTSService
+from pipecat.transcriptions.language import Language
+
+from dragoman.agent import messages
+from dragoman.languages import LanguagePair, name_of
+from dragoman.pipeline.providers.base import CallContext
+
+log = logging.getLogger(__name__)
+
+RATE_OUT = 24000  # OpenAI's pcm speech format
+REFUSED = ("401", "403", "invalid_api_key", "Incorrect API key")
+
+
+def system_prompt(template: str, pair: LanguagePair, glossary: str | None) -> str:
+    prompt = template.format(source=name_of(pair.source), target=name_of(pair.target))
+    if glossary:
+        prompt += (
+            "\n\nUse these translations for the following terms "
+            f"(one 'term = translation' per line):\n{glossary}"
+        )
+    return prompt
+
+
+class ProviderErrors(FrameProcessor):
+    """Catches the services' ErrorFrames (they travel upstream) before Pipecat's worker
+    does: the page is told, a refused key ends the call, anything else lets the call go on
+    with the next sentence."""
+
+    def __init__(self, ctx: CallContext, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._ctx = ctx
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, ErrorFrame) and direction == FrameDirection.UPSTREAM:
+            text = str(frame.error)
+            if any(mark in text for mark in REFUSED):
+                self._ctx.notify(messages.error("provider_refused", text, fatal=True))
+                await self._ctx.end_call("provider_error")
+            else:
+                log.warning("openai-cascade: %s", text)
+                self._ctx.notify(messages.error("provider_error", text))
+                self._ctx.notify(messages.state("listening"))
+            return
+        await self.push_frame(frame, direction)
+
+
+class Translator(FrameProcessor):
+    """Final transcript → source caption → LLM translation → caption + speech."""
+
+    def __init__(self, ctx: CallContext, client: AsyncOpenAI, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._ctx = ctx
+        self._client = client
+        self.pair = ctx.pair
+        self._seq = 0
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InterimTranscriptionFrame):
+            return
+        if isinstance(frame, TranscriptionFrame) and direction == FrameDirection.DOWNSTREAM:
+            await self._translate(frame.text.strip())
+            return
+        await self.push_frame(frame, direction)
+
+    async def _translate(self, text: str) -> None:
+        if not text:
+            return
+        self._seq += 1
+        uid, pair = f"c{self._seq}", self.pair
+        self._ctx.notify(messages.caption(uid, "source", pair.source, text, True, 0, 0))
+        self._ctx.notify(messages.state("translating"))
+        s = self._ctx.settings
+        try:
+            reply = await self._client.chat.completions.create(
+                model=s.openai_llm_model,
+                messages=[
+                    {
+                        "role": "system",
+                        "content": system_prompt(s.translation_prompt, pair, self._ctx.glossary),
+                    },
+                    {"role": "user", "content": text},
+                ],
+                temperature=0,
+                timeout=s.provider_connect_timeout_s * 2,
+            )
+        except (AuthenticationError, PermissionDeniedError) as e:
+            self._ctx.notify(messages.error("provider_refused", str(e), fatal=True))
+            await self._ctx.end_call("provider_error")
+            return
+        except APIError as e:  # timeouts and 5xx included: this sentence is lost, not the call
+            self._ctx.notify(messages.error("provider_error", f"Translation failed: {e}"))
+            self._ctx.notify(messages.state("listening"))
+            return
+        translation = (reply.choices[0].message.content or "").strip()
+        if not translation:
+            self._ctx.notify(messages.state("listening"))
+            return
+        self._ctx.notify(messages.caption(uid, "translation", pair.target, translation, True, 0, 0))
+        await self.push_frame(TTSSpeakFrame(translation))
+
+
+class SpeechState(FrameProcessor):
+    """After the TTS: tells the page when the translation is being spoken."""
+
+    def __init__(self, ctx: CallContext, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._ctx = ctx
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TTSStartedFrame):
+            self._ctx.notify(messages.state("speaking"))
+        elif isinstance(frame, TTSStoppedFrame):
+            self._ctx.notify(messages.state("listening"))
+        await self.push_frame(frame, direction)
+
+
+class CascadeInterpretation:
+    def __init__(self, ctx: CallContext) -> None:
+        s = ctx.settings
+        if s.openai_api_key is None:
+            raise ValueError("openai-cascade needs DRAGOMAN_OPENAI_API_KEY")
+        key = s.openai_api_key.get_secret_value()
+        self._errors = ProviderErrors(ctx)
+        self.stt = OpenAISTTService(
+            api_key=key,
+            base_url=s.openai_base_url,
+            settings=OpenAISTTService.Settings(
+                model=s.openai_stt_model, language=Language(ctx.pair.source)
+            ),
+        )
+        client = AsyncOpenAI(api_key=key, base_url=s.openai_base_url, max_retries=1)
+        self.translator = Translator(ctx, client)
+        self._speech_state = SpeechState(ctx)
+        self.tts = OpenAITTSService(
+            api_key=key,
+            base_url=s.openai_base_url,
+            sample_rate=RATE_OUT,
+            settings=OpenAITTSService.Settings(model=s.openai_tts_model, voice=s.openai_tts_voice),
+        )
+
+    @property
+    def stages(self) -> Sequence[FrameProcessor]:
+        return (self._errors, self.stt, self.translator, self.tts, self._speech_state)
+
+    async def set_pair(self, pair: LanguagePair) -> None:
+        # From the next sentence on: the transcription language and the prompt follow.
+        delta = OpenAISTTService.Settings(language=Language(pair.source))
+        await self.stt.queue_frame(STTUpdateSettingsFrame(delta=delta))
+        self.translator.pair = pair
+
+
+def build(ctx: CallContext) -> CascadeInterpretation:
+    return CascadeInterpretation(ctx)
