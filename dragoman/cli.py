@@ -204,6 +204,15 @@ def _bench_density(args: argparse.Namespace) -> int:
     return 0 if rep["steps"] else 1
 
 
+def _bench_latency(args: argparse.Namespace) -> int:
+    from dragoman.bench.latency import LatencyParams, main
+
+    rep = main(
+        LatencyParams(sentences=args.sentences, voice=args.voice, url=args.url), Path(args.out)
+    )
+    return 0 if rep["failed"] == 0 else 1
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from dragoman.sim.engine import SimParams
     from dragoman.sim.run import main as sim_main
@@ -283,6 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     density.add_argument("--out", default="results/density", help="folder for JSON and plots")
     density.set_defaults(func=_bench_density)
+    latency = bench_sub.add_parser(
+        "latency", help="end of a sentence → first translated audio, local pipeline, by stage"
+    )
+    latency.add_argument("--url", help="a running deployment on this machine (default: embedded)")
+    latency.add_argument("--sentences", type=int, default=8)
+    latency.add_argument(
+        "--voice",
+        choices=("auto", "ja", "en"),
+        default="auto",
+        help="auto: Japanese (Kokoro) if installed, else English (Piper)",
+    )
+    latency.add_argument("--out", default="results/latency", help="folder for JSON and plots")
+    latency.set_defaults(func=_bench_latency)
 
     sim = sub.add_parser("simulate", help="the fleet under a call trace: latency and cost")
     sim.add_argument("--trace", default="surge", help="surge | day | flash | a .csv file")

@@ -1,6 +1,6 @@
 """The data-channel protocol between the page and its agent (JSON, version 1).
 
-Agent → page: ``caption``, ``state``, ``languages``, ``error``.
+Agent → page: ``caption``, ``state``, ``languages``, ``error``, ``metrics``.
 Page → agent: ``set_languages``, ``hangup``. Documented in the README ("Data channel").
 """
 
@@ -62,6 +62,13 @@ def state(value: State, reason: str | None = None) -> dict[str, Any]:
 
 def languages(source: str, target: str) -> dict[str, Any]:
     return {"v": VERSION, "type": "languages", "source": source, "target": target}
+
+
+def metrics(utterance_id: str, marks: dict[str, float]) -> dict[str, Any]:
+    """When each step of an utterance happened on the agent (``time.monotonic()`` seconds of
+    the agent's host: comparable with a client's clock only on the same machine)."""
+    rounded = {k: round(v, 4) for k, v in marks.items()}
+    return {"v": VERSION, "type": "metrics", "id": utterance_id, "marks": rounded}
 
 
 def error(code: str, message: str, fatal: bool = False) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from av import AudioFrame
 RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms
 AUDIBLE_RMS = 500.0  # int16 RMS above which agent audio counts as heard
+VOICED_PEAK = 500  # int16 peak above which a sent frame counts as speech
 
 
 def load_wav_mono(path: Path | str, rate: int = RATE) -> np.ndarray:
@@ -52,6 +53,9 @@ class PcmTrack(MediaStreamTrack):
         self._pending = np.zeros(0, dtype=np.int16)
         self._pts = 0
         self._start: float | None = None
+        # time.monotonic() when the last frame with speech in it was handed to the sender:
+        # the end of a spoken sentence, for end-of-speech latency measurements.
+        self.last_voiced_sent_at: float | None = None
 
     def play(self, pcm: np.ndarray) -> None:
         self._pending = np.concatenate([self._pending, pcm.astype(np.int16)])
@@ -72,6 +76,8 @@ class PcmTrack(MediaStreamTrack):
         if delay > 0:
             await asyncio.sleep(delay)
         chunk, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
+        if chunk.size and int(np.abs(chunk).max()) > VOICED_PEAK:
+            self.last_voiced_sent_at = time.monotonic()
         if len(chunk) < FRAME_SAMPLES:
             chunk = np.pad(chunk, (0, FRAME_SAMPLES - len(chunk)))
         frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
@@ -96,6 +102,7 @@ class CallResult:
     direct: dict[str, Any] | None = None  # a direct-mode answer (fleet full: overflow)
     messages: list[dict[str, Any]] = field(default_factory=list)
     audio_rms: list[float] = field(default_factory=list)
+    audio_at: list[float] = field(default_factory=list)  # time.monotonic() of each frame
 
 
 class Caller:
@@ -156,6 +163,7 @@ class Caller:
             pcm = frame.to_ndarray().astype(np.float32)
             rms = float(np.sqrt(np.mean(pcm * pcm))) if pcm.size else 0.0
             self.result.audio_rms.append(rms)
+            self.result.audio_at.append(time.monotonic())
             if rms > AUDIBLE_RMS and self.result.first_audio_ms is None:
                 self.result.first_audio_ms = self._ms()
                 if not self.keep_listening:

@@ -26,6 +26,7 @@ from dragoman.bench.embedded import embedded_server
 from dragoman.bench.stats import summarize
 
 AUDIO_WAIT_S = 10.0
+PER_FRAME = ("messages", "audio_rms", "audio_at")  # too bulky for the report
 START_DELAY_S = 1.0  # after every client process is ready, so the first press is not skewed
 
 
@@ -65,7 +66,7 @@ async def _client_main(url: str, offsets: list[float], t0: float, hold_s: float)
             await asyncio.sleep(max(0.0, t0 + offset - time.time()))
             pressed = time.time() - t0
             r = await one_call(url, client, hold_s)
-            row = {k: v for k, v in asdict(r).items() if k not in ("messages", "audio_rms")}
+            row = {k: v for k, v in asdict(r).items() if k not in PER_FRAME}
             row["press_s"] = round(pressed, 3)
             return row
 

@@ -69,3 +69,22 @@ def density_plot(steps: list[dict], goal: float, path: Path, title: str) -> None
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def stacked_stages(
+    labels: list[str], stages: dict[str, list[float]], target_ms: float, title: str, path: Path
+) -> None:
+    """One bar per item, split into its stages (ms), with the target as a line."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(labels) + 3), 4.2))
+    bottom = np.zeros(len(labels))
+    for name, values in stages.items():
+        vals = np.array(values, dtype=float)
+        ax.bar(labels, vals, bottom=bottom, label=name)
+        bottom += vals
+    ax.axhline(target_ms, ls="--", c="grey", lw=1, label=f"target p50 {target_ms:g} ms")
+    ax.set_ylabel("ms after the end of speech")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipecat.frames.frames import DataFrame
 
@@ -14,3 +14,5 @@ class SpeakTranslationFrame(DataFrame):
     text: str = ""
     utterance_id: str = ""
     lang: str = "en"
+    # time.monotonic() at each step so far (see messages.metrics): where the latency goes.
+    marks: dict[str, float] = field(default_factory=dict)

@@ -48,6 +48,7 @@ class _Utterance:
     t_end_ms: int = 0
     partial_busy: bool = False
     sent_partial: bool = False
+    vad_stop_at: float = 0.0  # time.monotonic() when the VAD said the speaker stopped
 
 
 class Interpreter(FrameProcessor):
@@ -130,6 +131,7 @@ class Interpreter(FrameProcessor):
         if utt is None:
             return
         utt.t_end_ms = self._now_ms()
+        utt.vad_stop_at = time.monotonic()
         if len(utt.pcm) < self._min_bytes:
             if utt.sent_partial:  # withdraw the partial caption of a too-short blip
                 self._caption(utt, "source", self.pair.source, "", final=True)
@@ -172,8 +174,18 @@ class Interpreter(FrameProcessor):
 
     async def _finalise(self, utt: _Utterance, pair: LanguagePair) -> None:
         pcm = bytes(utt.pcm) + bytes(int(TRAILING_SILENCE_S * BYTES_PER_S))
+        marks = {"vad_stop": utt.vad_stop_at, "finalise": time.monotonic()}
+        # Both decodes share one Whisper encoding (see inference.engines); the translation
+        # is spoken as soon as it is ready, the source caption follows when it is.
         source_task = asyncio.ensure_future(self._translator.transcribe(pcm, pair.source))
         translation = (await self._translator.translate(pcm, pair)).strip()
+        marks["translated"] = time.monotonic()
+        if translation:
+            await self.push_frame(
+                SpeakTranslationFrame(
+                    text=translation, utterance_id=utt.uid, lang=pair.target, marks=marks
+                )
+            )
         source = (await source_task).strip()
         if not source and not translation:
             if utt.sent_partial:
@@ -183,8 +195,5 @@ class Interpreter(FrameProcessor):
         self._caption(utt, "source", pair.source, source, final=True)
         if translation:
             self._caption(utt, "translation", pair.target, translation, final=True)
-            await self.push_frame(
-                SpeakTranslationFrame(text=translation, utterance_id=utt.uid, lang=pair.target)
-            )
         else:
             self._notify(messages.state("listening"))

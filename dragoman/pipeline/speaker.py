@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -66,13 +67,19 @@ class Speaker(FrameProcessor):
         while True:
             item = await self._queue.get()
             self._busy = True
+            marks = dict(item.marks)
+            marks["tts_start"] = time.monotonic()  # after waiting for the previous sentence
             try:
                 first = True
                 async for pcm, rate in self._client.tts(item.text):
                     if first:
+                        marks["tts_first_chunk"] = time.monotonic()
                         self._notify(messages.state("speaking"))
-                        first = False
                     await self.play(pcm, rate)
+                    if first:
+                        marks["first_audio_out"] = time.monotonic()
+                        self._notify(messages.metrics(item.utterance_id, marks))
+                        first = False
             except Exception as e:
                 log.warning("speech synthesis failed for %s: %s", item.utterance_id, e)
                 self._notify(messages.error("tts_failed", f"Could not speak the translation: {e}"))
