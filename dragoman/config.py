@@ -12,7 +12,7 @@ import socket
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -179,6 +179,12 @@ class Settings(BaseSettings):
     direct_secret_ttl_s: int = Field(
         60, ge=10, le=60, description="Lifetime of a direct-mode ephemeral client secret."
     )
+
+    @field_validator("openai_api_key", "gemini_api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        # compose passes an unset variable as "": that means no key, not an empty one.
+        return None if value == "" else value
 
     # --- node-local inference service (one per node, shared by all agent processes) -----
     inference_socket: Path | None = Field(
