@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import TypeAdapter
 
 from dragoman.api.calls import read_json_limited
 from dragoman.api.errors import ApiError, install_error_handlers
@@ -20,15 +20,8 @@ from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
 from dragoman.fleet.worker_client import TOKEN_HEADER
 from dragoman.worker.service import WorkerService
 
-
-class HandOff(BaseModel):
-    call_id: str
-    sdp: str
-    sdp_type: str
-    source: str
-    target: str
-    provider: str = "local"
-    glossary: str | None = None
+# The hand-off body is a CallRequest as JSON (fleet/call_request.py); pydantic checks it.
+HANDOFF = TypeAdapter(CallRequest)
 
 
 def create_worker_app(
@@ -49,11 +42,11 @@ def create_worker_app(
         authorize(request)
         raw = await read_json_limited(request, service.settings.max_body_bytes)
         try:
-            h = HandOff.model_validate(raw)
+            req = HANDOFF.validate_python(raw)
         except ValueError as e:
             raise ApiError(400, "bad_request", str(e)) from e
         try:
-            return await service.start_call(CallRequest(**h.model_dump()))
+            return await service.start_call(req)
         except NoAgentAvailable as e:
             raise ApiError(503, "no_agent", str(e), {"Retry-After": str(e.retry_after_s)}) from e
         except CallRejected as e:

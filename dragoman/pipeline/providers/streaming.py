@@ -214,14 +214,13 @@ class StreamingInterpretation(FrameProcessor):
             self._ws = ws
             for msg in self._wire.setup(self.pair):
                 await ws.send(json.dumps(msg))
-            ready = asyncio.get_running_loop().create_future()
             ticker = self.create_task(self._tick(), "captions")
             try:
-                await self._receive(ws, ready, timeout)
+                await self._receive(ws, timeout)
             finally:
                 await self.cancel_task(ticker)
 
-    async def _receive(self, ws: ClientConnection, ready: asyncio.Future, timeout: float) -> None:
+    async def _receive(self, ws: ClientConnection, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
             if not self._open.is_set():
