@@ -15,6 +15,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dragoman.media.ports import parse_range
+
 
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -101,6 +103,58 @@ class Settings(BaseSettings):
     )
     retry_after_s: int = Field(2, description="Retry-After sent with 503 when no agent is free.")
 
+    # --- media plane: Janus on each node, plain RTP to each agent ---------------------
+    janus_binary: str = Field("janus", description="The Janus WebRTC Server executable.")
+    janus_lib_dir: Path | None = Field(
+        None, description="Janus' plugin/transport folder root; default: found under /usr/lib."
+    )
+    janus_event_loops: int = Field(
+        2, ge=1, description="Janus' media threads (a static pool, not one per call)."
+    )
+    janus_log_level: int = Field(3, ge=0, le=7, description="Janus' own log level (3: warnings).")
+    janus_probe_interval_s: float = Field(
+        1.0, description="How often the worker checks that Janus answers."
+    )
+    janus_probe_timeout_s: float = Field(
+        2.0, description="A Janus that has not answered a check by then is restarted."
+    )
+    media_port_range: str = Field(
+        "20000-29999",
+        description="UDP ports Janus uses towards callers (ICE/DTLS/SRTP): open them to callers.",
+    )
+    media_plain_port_range: str = Field(
+        "30000-34999", description="Janus' plain-RTP ports towards agents (loopback only)."
+    )
+    agent_rtp_port_range: str = Field(
+        "35000-39999", description="Agents' plain-RTP ports (loopback only)."
+    )
+    media_interfaces: str | None = Field(
+        None,
+        description="Interfaces or IP prefixes Janus announces to callers, comma-separated "
+        "(Janus' ice_enforce_list); default: every non-loopback IPv4 address.",
+    )
+    media_public_ip: str | None = Field(
+        None,
+        description="A 1:1 NAT's public IP (cloud VMs): Janus announces it instead of the "
+        "private address, and the node registers it as its media address.",
+    )
+    opus_complexity: int = Field(
+        5, ge=0, le=10, description="Opus encoder complexity of agents' speech (CPU vs quality)."
+    )
+
+    # --- TURN for callers behind UDP-blocking networks (coturn, REST-API secret) -------
+    turn_urls: str | None = Field(
+        None,
+        description="Comma-separated TURN URLs handed to pages, e.g. "
+        "'turn:turn.example.com:3478?transport=udp,turns:turn.example.com:443?transport=tcp'.",
+    )
+    turn_secret: SecretStr | None = Field(
+        None, description="coturn's static-auth-secret (use-auth-secret): mints credentials."
+    )
+    turn_ttl_s: int = Field(
+        300, ge=60, le=86400, description="Lifetime of the TURN credentials a page gets."
+    )
+
     # --- per-call limits ---------------------------------------------------------------
     max_call_s: float = Field(30 * 60, description="Hard cap on one call's duration.")
     no_media_timeout_s: float = Field(
@@ -180,7 +234,13 @@ class Settings(BaseSettings):
         60, ge=10, le=60, description="Lifetime of a direct-mode ephemeral client secret."
     )
 
-    @field_validator("openai_api_key", "gemini_api_key", mode="before")
+    @field_validator("media_port_range", "media_plain_port_range", "agent_rtp_port_range")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        parse_range(value)  # ValueError says what is wrong
+        return value
+
+    @field_validator("openai_api_key", "gemini_api_key", "turn_secret", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         # compose passes an unset variable as "": that means no key, not an empty one.

@@ -1,8 +1,7 @@
 """Runs tiny blocking calls inline instead of hopping to a thread.
 
-aiortc encodes every outgoing audio frame with ``run_in_executor`` and Pipecat's VAD
-analyses every chunk in a one-thread executor. For audio those calls take tens of
-microseconds, while the hop (submit, wake a thread, hand the GIL over and back, wake the
+Pipecat's VAD analyses every audio chunk (32 ms) in a one-thread executor. The analysis
+takes tens of microseconds, while the hop (submit, wake a thread, hand the GIL over and back, wake the
 loop) costs several times that: profiling a call process showed a quarter of its CPU in
 ``ThreadPoolExecutor.submit`` and thread wake-ups. An agent process serves exactly one call,
 so running them on its own loop blocks no one else. Name resolution, which can take
@@ -25,13 +24,13 @@ class InlineExecutor(ThreadPoolExecutor):
 
     def __init__(self) -> None:
         super().__init__(max_workers=1)
-        self._threads: ThreadPoolExecutor | None = None
+        self._dns: ThreadPoolExecutor | None = None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         if fn in SLOW:
-            if self._threads is None:
-                self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dns")
-            return self._threads.submit(fn, *args, **kwargs)
+            if self._dns is None:
+                self._dns = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dns")
+            return self._dns.submit(fn, *args, **kwargs)
         future: Future = Future()
         try:
             future.set_result(fn(*args, **kwargs))
@@ -40,6 +39,6 @@ class InlineExecutor(ThreadPoolExecutor):
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        if self._threads is not None:
-            self._threads.shutdown(wait=wait, cancel_futures=cancel_futures)
+        if self._dns is not None:  # (not "_threads": the base class owns that name)
+            self._dns.shutdown(wait=wait, cancel_futures=cancel_futures)
         super().shutdown(wait=wait, cancel_futures=cancel_futures)

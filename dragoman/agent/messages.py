@@ -1,7 +1,8 @@
-"""The data-channel protocol between the page and its agent (JSON, version 1).
+"""The control protocol between the page and its agent (JSON, version 1), carried on the
+call's control WebSocket (``/v1/calls/{id}/control``), relayed by the api and the worker.
 
 Agent → page: ``caption``, ``state``, ``languages``, ``error``, ``metrics``.
-Page → agent: ``set_languages``, ``hangup``. Documented in the README ("Data channel").
+Page → agent: ``set_languages``, ``hangup``. Documented in the README ("Control channel").
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ END_REASONS: dict[str, str] = {
     "disconnected": "The connection to your browser was lost.",
     "draining": "The server is shutting down.",
     "agent_lost": "The interpreter process was lost.",
+    "media_lost": "The server's media gateway restarted; please call again.",
     "error": "The interpreter hit an internal error.",
     "provider_error": "The translation service refused the session.",
     "provider_lost": "The translation service stopped responding.",

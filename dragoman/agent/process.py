@@ -1,14 +1,22 @@
 """Entry point of an agent process: one process, one call, then exit.
 
 The worker forks these ahead of demand from a forkserver that has already imported this
-module (and so Pipecat, aiortc, NumPy, ONNX Runtime). While idle, the process also loads the
-VAD and builds its WebRTC peer (DTLS certificate included), so answering an offer is only
-SDP work: nothing slow sits between the POST and its answer.
+module (and so Pipecat, NumPy, ONNX Runtime). While idle, the process binds its loopback
+RTP/RTCP port pair, creates its Opus codecs' library handle, imports its default provider
+and (where that provider uses it) loads the VAD, then reports its port. Janus terminates
+the caller's WebRTC; the agent only ever sees plain RTP from Janus, so taking a call is a
+pipe message: nothing slow sits between the POST and its answer.
+
+Pipe messages, worker → agent: ``offer`` (the call and the Janus side of its RTP),
+``media_up``/``media_down`` (the caller's WebRTC came up / went down), ``control`` (a
+message from the page), ``end``, ``stop`` (while idle). Agent → worker: ``ready``,
+``accepted``/``error`` (the offer), ``msg`` (for the page), ``pacing``, ``ended``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -19,13 +27,15 @@ from multiprocessing.connection import Connection
 from loguru import logger as loguru_logger
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
-from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 
 from dragoman.agent.inline_executor import InlineExecutor
+from dragoman.agent.rtp_media import RtpMedia, RtpPeer
 from dragoman.agent.session import CallSession
 from dragoman.config import Settings
 from dragoman.inference.client import InferenceClient
 from dragoman.languages import LanguageError
+from dragoman.media import opus
+from dragoman.media.ports import bind_rtp_pair
 from dragoman.pipeline.glossary import read_glossary
 from dragoman.pipeline.providers.catalog import PROVIDERS, validate_call
 from dragoman.worker.channel import ChannelClosed, PipeChannel
@@ -44,10 +54,7 @@ def quiet_pipecat(level: str) -> None:
     )
 
 
-_NOISE = (
-    "video transceiver is available",  # an audio-only call has none; warned every call
-    "No audio frame received",  # a muted mic; our no-media limit acts on it
-)
+_NOISE = ("No audio frame received",)  # a muted mic; our no-media limit acts on it
 
 
 def _worth_logging(record: dict) -> bool:
@@ -66,14 +73,18 @@ def _load_vad(settings: Settings, executor: InlineExecutor) -> SileroVADAnalyzer
 
 async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: str) -> None:
     t_prep = time.perf_counter()
-    inline = InlineExecutor()
-    asyncio.get_running_loop().set_default_executor(inline)  # aiortc's per-frame Opus encode
+    inline = InlineExecutor()  # for the VAD's per-chunk analysis
+    rtp, rtcp = bind_rtp_pair("127.0.0.1", settings.agent_rtp_port_range)
+    opus.lib()  # load libopus now, not while a caller waits
     # The VAD's ONNX session is ~20 MB of this process's own memory: load it while idle only
     # when the node's default provider uses it (speech-to-speech services do not).
     vad = _load_vad(settings, inline) if PROVIDERS[settings.provider].uses_vad else None
-    connection = SmallWebRTCConnection(ice_servers=[])
+    # The default provider's module (the openai SDK, Pipecat services…) is imported now, not
+    # while a caller waits for the answer.
+    importlib.import_module(PROVIDERS[settings.provider].builder.split(":")[0])
     client = InferenceClient(socket_path)
-    chan.send({"kind": "ready", "pid": os.getpid(), "prep_ms": _ms(t_prep)})
+    port = rtp.getsockname()[1]
+    chan.send({"kind": "ready", "pid": os.getpid(), "rtp_port": port, "prep_ms": _ms(t_prep)})
 
     msg = await chan.recv()
     if msg.get("kind") != "offer":
@@ -82,25 +93,23 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
     try:
         spec, pair = validate_call(msg.get("provider"), msg["source"], msg["target"], settings)
         glossary = read_glossary(settings.glossary_dir, msg.get("glossary"))
+        peer = RtpPeer(**msg["peer"])
         if spec.uses_vad and vad is None:  # a call asked for a provider the node did not expect
             vad = _load_vad(settings, inline)
-        await connection.initialize(sdp=msg["sdp"], type=msg["sdp_type"])
-        answer = connection.get_answer()
+        media = RtpMedia(
+            rtp,
+            rtcp,
+            in_rate=spec.input_rate,
+            out_rate=settings.audio_out_sample_rate,
+            opus_complexity=settings.opus_complexity,
+        )
     except LanguageError as e:
         chan.send({"kind": "error", "code": e.code, "message": e.message})
         return
-    except Exception as e:  # aiortc rejects what the API's quick SDP check let through
-        why = f"{type(e).__name__}: {e}"
-        chan.send(
-            {
-                "kind": "error",
-                "code": "bad_sdp",
-                "message": f"Malformed SDP offer: the WebRTC stack rejected it ({why})",
-            }
-        )
-        return
     session = CallSession(
-        connection=connection,
+        media=media,
+        peer=peer,
+        notify=lambda m: chan.send({"kind": "msg", "msg": m}),
         vad=vad,
         pair=pair,
         settings=settings,
@@ -111,23 +120,23 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
             {"kind": "pacing", "frames": frames, "late": late}
         ),
     )
-    chan.send(
-        {
-            "kind": "answer",
-            "sdp": answer["sdp"],
-            "type": answer["type"],
-            "timings_ms": {"agent_answer": _ms(t0)},
-        }
-    )
+    chan.send({"kind": "accepted", "timings_ms": {"agent_accept": _ms(t0)}})
 
     async def follow_worker() -> None:
-        # The worker asks us to end (DELETE, drain, memory) or vanishes (EOF): end the call.
+        # The worker relays the gateway's media events and the page's control messages,
+        # asks us to end (DELETE, drain, media lost), or vanishes (EOF): end the call.
         try:
             while True:
                 m = await chan.recv()
-                if m.get("kind") == "end":
+                kind = m.get("kind")
+                if kind == "media_up":
+                    await session.media_up()
+                elif kind == "media_down":
+                    await session.end("disconnected")
+                elif kind == "control":
+                    await session.on_control(m.get("msg"))
+                elif kind == "end":
                     await session.end(m.get("reason", "remote_hangup"))
-                    return
         except ChannelClosed:
             await session.end("agent_lost")
 
@@ -149,8 +158,6 @@ def agent_main(conn: Connection, settings_json: str, socket_path: str) -> None:
     # and decides when each agent ends, so agents ignore SIGINT.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     quiet_pipecat(settings.log_level)
-    # aioice narrates every candidate pair at INFO; only its problems are worth a line.
-    logging.getLogger("aioice").setLevel(max(logging.WARNING, logging.root.level))
 
     async def main() -> None:
         chan = PipeChannel(conn)

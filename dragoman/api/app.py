@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from dragoman import __version__
 from dragoman.api.calls import router
+from dragoman.api.control import router as control_router
 from dragoman.api.errors import install_error_handlers
 from dragoman.config import Settings
 from dragoman.fleet.autoscale import ArrivalMeter
@@ -34,5 +35,6 @@ def create_app(
     app.state.arrival_meter = ArrivalMeter()
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(control_router)
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from dragoman.api import metrics
 from dragoman.api.direct import can_overflow, direct_pair, mint_session
 from dragoman.api.errors import ApiError
 from dragoman.api.sdp import SdpError, check_offer
+from dragoman.api.turn import ice_servers
 from dragoman.fleet.autoscale import AutoscaleConfig
 from dragoman.fleet.autoscale import autoscale as size_fleet
 from dragoman.fleet.call_request import CallRequest
@@ -94,6 +96,7 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
 
     request.app.state.arrival_meter.record()  # every valid request, retries included
     call_id = uuid.uuid4().hex
+    control_token = secrets.token_urlsafe(24)  # the page's key to this call's control channel
     t_checked = time.perf_counter()
     try:
         result = await _dispatcher(request).start_call(
@@ -105,6 +108,7 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
                 pair.target,
                 provider=spec.name,
                 glossary=offer.glossary,
+                control_token=control_token,
             )
         )
     except NoAgentAvailable as e:
@@ -136,6 +140,8 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
         "sdp": result["sdp"],
         "type": "answer",
         "node_id": result.get("node_id"),
+        "control_url": f"/v1/calls/{call_id}/control",
+        "control_token": control_token,
         "timings_ms": timings,
     }
 
@@ -178,6 +184,17 @@ async def end_call(call_id: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
+@router.get("/v1/ice-servers")
+async def get_ice_servers(request: Request) -> JSONResponse:
+    """TURN servers with credentials valid for ``turn_ttl_s`` (none when TURN is not set)."""
+    s = request.app.state.settings
+    urls = [u.strip() for u in (s.turn_urls or "").split(",") if u.strip()]
+    secret = s.turn_secret.get_secret_value() if s.turn_secret else None
+    label = secrets.token_hex(4)  # coturn logs it; nothing about the caller
+    body = ice_servers(urls, secret, label, time.time(), s.turn_ttl_s)
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
 @router.get("/v1/languages")
 async def languages(request: Request) -> dict[str, Any]:
     s = request.app.state.settings
@@ -207,7 +224,7 @@ async def fleet_summary(request: Request) -> dict[str, Any]:
         ),
     )
     metrics.FLEET_FREE_SLOTS.set(free_slots(nodes))
-    for state in ("READY", "DRAINING"):
+    for state in ("READY", "DRAINING", "NOT_READY"):
         metrics.FLEET_NODES.labels(state).set(sum(1 for n in live if n.state == state))
     metrics.DESIRED_WORKERS.set(decision.desired_nodes)
     return {

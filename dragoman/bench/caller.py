@@ -1,8 +1,9 @@
 """A scripted caller over aiortc: what the page does, minus the browser.
 
-It plays PCM (e.g. a WAV fixture, then silence) as its microphone, opens the ``dragoman``
-data channel, posts the offer, and records what comes back: answer time, ICE connect time,
-first agent audio, every data-channel message. Tests and benchmarks both use it.
+It plays PCM (e.g. a WAV fixture, then silence) as its microphone, posts the offer, opens
+the call's control WebSocket with the token from the answer, and records what comes back:
+answer time, ICE connect time, first agent audio, every control message. Tests and
+benchmarks both use it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ from typing import Any
 
 import httpx
 import numpy as np
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+import websockets
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
+from websockets.asyncio.client import ClientConnection
 
 RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms
@@ -100,6 +109,9 @@ class CallResult:
     node_id: str | None = None
     server_timings: dict[str, float] = field(default_factory=dict)
     direct: dict[str, Any] | None = None  # a direct-mode answer (fleet full: overflow)
+    control_url: str | None = None
+    control_token: str | None = None
+    control_close: tuple[int, str] | None = None  # how the control channel last closed
     messages: list[dict[str, Any]] = field(default_factory=list)
     audio_rms: list[float] = field(default_factory=list)
     audio_at: list[float] = field(default_factory=list)  # time.monotonic() of each frame
@@ -115,6 +127,7 @@ class Caller:
         keep_listening: bool = True,
         provider: str | None = None,
         glossary: str | None = None,
+        ice_servers: list[RTCIceServer] | None = None,
     ) -> None:
         # send_audio=False: a muted mic that sends no packets. keep_listening=False: stop
         # decoding the agent's audio once it has been heard. Both keep a load client cheap
@@ -123,17 +136,16 @@ class Caller:
         self.source, self.target = source, target
         self.provider = provider
         self.glossary = glossary
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # No STUN server: aiortc would otherwise wait for a public one first.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers or []))
         self.mic = PcmTrack(send=send_audio)
         self.keep_listening = keep_listening
         self.result = CallResult()
         self._t0 = 0.0
-        self._channel = self.pc.createDataChannel("dragoman", ordered=True)
-        self._channel_open = asyncio.Event()
+        self._ws: ClientConnection | None = None
+        self._control_open = asyncio.Event()
         self._message_event = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._channel.on("open", self._channel_open.set)
-        self._channel.on("message", self._on_message)
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
 
@@ -145,6 +157,26 @@ class Caller:
             self.result.messages.append(json.loads(raw))
         except (json.JSONDecodeError, TypeError):
             return
+        self._message_event.set()
+
+    async def open_control(self) -> None:
+        """(Re)connect the call's control WebSocket, as the page does after the answer."""
+        assert self.result.control_url and self.result.control_token
+        if self._ws is not None:
+            await self._ws.close()
+        self._control_open.clear()
+        url = "ws" + self.base_url.removeprefix("http") + self.result.control_url
+        self._ws = await websockets.connect(f"{url}?token={self.result.control_token}")
+        self._control_open.set()
+        self._tasks.append(asyncio.ensure_future(self._read_control(self._ws)))
+
+    async def _read_control(self, ws: ClientConnection) -> None:
+        try:
+            async for raw in ws:
+                self._on_message(raw)
+        except websockets.ConnectionClosed:
+            pass
+        self.result.control_close = (ws.close_code or 1006, ws.close_reason or "")
         self._message_event.set()
 
     def _on_state(self) -> None:
@@ -212,23 +244,38 @@ class Caller:
         self.result.call_id = data["call_id"]
         self.result.node_id = data.get("node_id")
         self.result.server_timings = data.get("timings_ms", {})
+        self.result.control_url = data.get("control_url")
+        self.result.control_token = data.get("control_token")
         await self.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], data["type"]))
+        if self.result.control_url:
+            await self.open_control()
         return self.result
 
     @property
     def channel_open(self) -> bool:
-        return self._channel.readyState == "open"
+        """The control channel is connected."""
+        return self._ws is not None and self._ws.close_code is None
 
     def send(self, msg: dict[str, Any]) -> None:
-        self._channel.send(json.dumps(msg))
+        """Send a control message (queued on the socket; the agent answers asynchronously)."""
+        assert self._ws is not None
+        self._tasks.append(asyncio.ensure_future(self._ws.send(json.dumps(msg))))
 
     async def wait_open(self, timeout: float = 10.0) -> None:
-        await asyncio.wait_for(self._channel_open.wait(), timeout)
+        await asyncio.wait_for(self._control_open.wait(), timeout)
 
-    async def wait_for(self, predicate: Any, timeout: float) -> dict[str, Any]:
-        """Wait for a data-channel message matching ``predicate`` (checked on all so far)."""
+    def mark(self) -> int:
+        """A point in the message log: ``wait_for(..., since=caller.mark())`` then only
+        matches messages that arrive after it (not answers to an earlier step)."""
+        return len(self.result.messages)
+
+    async def wait_for(
+        self, predicate: Any, timeout: float, since: int = 0
+    ) -> dict[str, Any]:
+        """Wait for a control message matching ``predicate``, among those received from
+        index ``since`` on (default: every message of the call)."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = since
         while True:
             for msg in self.result.messages[seen:]:
                 if predicate(msg):
@@ -248,4 +295,6 @@ class Caller:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._ws is not None:
+            await self._ws.close()
         await self.pc.close()

@@ -15,6 +15,8 @@ class CallRequest:
     target: str
     provider: str = "local"
     glossary: str | None = None  # a glossary NAME; its text is read on the node
+    # The per-call secret the page presents on the call's control channel (made by the api).
+    control_token: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dragoman.fleet.call_request import CallRequest
+from dragoman.fleet.control_link import CLOSE_UNKNOWN_CALL, ControlLink, LinkClosed
 from dragoman.fleet.errors import AgentFailed, NoAgentAvailable
 from dragoman.fleet.ranking import free_slots, rank_nodes
 from dragoman.fleet.registry import Registry, RegistryUnavailable, Reservation
@@ -84,6 +85,15 @@ class Dispatcher:
         if node is None:
             return False
         return await self._client_for(node.address).end_call(call_id, reason)
+
+    async def open_control(self, call_id: str, token: str) -> ControlLink:
+        """The call's control channel on whichever node hosts it (RegistryUnavailable and
+        LinkClosed pass through)."""
+        node_id = await self.registry.lookup(call_id)
+        node = await self.registry.node(node_id) if node_id else None
+        if node is None:
+            raise LinkClosed(CLOSE_UNKNOWN_CALL, "no such call")
+        return await self._client_for(node.address).open_control(call_id, token)
 
     async def _release_quietly(self, call_id: str) -> None:
         try:

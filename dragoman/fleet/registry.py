@@ -13,6 +13,7 @@ from typing import Protocol
 
 READY = "READY"
 DRAINING = "DRAINING"
+NOT_READY = "NOT_READY"  # up, but cannot take calls now (its media gateway is restarting)
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class NodeReport:
     media_address: str  # IP the worker's WebRTC candidates use
     capacity: int  # call slots
     idle: int  # idle agent processes right now
-    state: str  # READY | DRAINING
+    state: str  # READY | DRAINING | NOT_READY
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,37 @@
-"""How the api hands a call to a worker: in-process (``serve``) or over authenticated HTTP."""
+"""How the api hands a call to a worker: in-process (``serve``) or over authenticated HTTP,
+and how it reaches a call's control channel on that worker."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
 import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
 
 from dragoman.fleet.call_request import CallRequest
+from dragoman.fleet.control_link import (
+    CLOSE_ENDED,
+    CLOSE_UNAVAILABLE,
+    MAX_MESSAGE_BYTES,
+    ControlLink,
+    LinkClosed,
+)
 from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
 
 TOKEN_HEADER = "X-Dragoman-Token"
+CALL_TOKEN_HEADER = "X-Dragoman-Call-Token"
 
 
 class WorkerClient(Protocol):
     async def start_call(self, req: CallRequest) -> dict[str, Any]: ...
 
     async def end_call(self, call_id: str, reason: str) -> bool: ...
+
+    async def open_control(self, call_id: str, token: str) -> ControlLink:
+        """Attach to a call's control channel; LinkClosed (4401/4404/4503) if refused."""
+        ...
 
 
 class LocalWorkerClient:
@@ -29,6 +45,9 @@ class LocalWorkerClient:
 
     async def end_call(self, call_id: str, reason: str) -> bool:
         return await self._service.end_call(call_id, reason)
+
+    async def open_control(self, call_id: str, token: str) -> ControlLink:
+        return self._service.node.hub.attach(call_id, token)
 
 
 class HttpWorkerClient:
@@ -75,6 +94,52 @@ class HttpWorkerClient:
         except httpx.HTTPError as e:
             raise AgentFailed(f"worker {self._base} unreachable: {e!r}") from e
         return resp.status_code == 204
+
+    async def open_control(self, call_id: str, token: str) -> ControlLink:
+        url = "ws" + self._base.removeprefix("http") + f"/internal/calls/{call_id}/control"
+        headers = {**self._headers, CALL_TOKEN_HEADER: token}
+        try:
+            ws = await connect(
+                url,
+                additional_headers=headers,
+                open_timeout=self._timeout,
+                max_size=2**20,
+                compression=None,
+            )
+        except (OSError, TimeoutError, websockets.WebSocketException) as e:
+            raise LinkClosed(CLOSE_UNAVAILABLE, "the call's node is unreachable") from e
+        return RemoteControlLink(ws)
+
+
+class RemoteControlLink:
+    """A call's control channel on another host, through the worker's internal endpoint."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+
+    def _closed(self) -> LinkClosed:
+        rcvd = self._ws.protocol.close_rcvd
+        if rcvd is None:  # no close frame from the worker: it (or the network) died
+            return LinkClosed(CLOSE_UNAVAILABLE, "the call's node went away")
+        return LinkClosed(rcvd.code or CLOSE_ENDED, rcvd.reason)
+
+    async def recv(self) -> dict[str, Any]:
+        try:
+            return json.loads(await self._ws.recv())
+        except websockets.ConnectionClosed as e:
+            raise self._closed() from e
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        text = json.dumps(msg)
+        if len(text) > MAX_MESSAGE_BYTES:
+            return
+        try:
+            await self._ws.send(text)
+        except websockets.ConnectionClosed as e:
+            raise self._closed() from e
+
+    async def close(self) -> None:
+        await self._ws.close()
 
 
 def _error_of(resp: httpx.Response) -> dict[str, Any]:

@@ -56,8 +56,13 @@ const dragoman = {
   mode: null, // 'agent' | 'direct' once a call is answered
   directReason: null, // 'overflow' | 'requested' in direct mode
   provider: null, // the provider the current call uses
+  controlOpen: false, // the call's control channel (captions, switches) is connected
+  // [performance.now(), rms] of the interpreter's audio, every METER_INTERVAL_MS (bounded):
+  // lets a test measure speech after a given caption arrived, not a running maximum.
+  remoteLevels: [],
 };
 window.dragoman = dragoman;
+const MAX_LEVEL_SAMPLES = 30000; // 10 minutes at 20 ms
 
 let languagesLoaded = false;
 /** The call in progress, or null. See startCall() for its fields. */
@@ -108,6 +113,8 @@ function resetMetrics() {
     firstAudioMs: null,
     answerMs: null,
     maxRemoteRms: 0,
+    remoteLevels: [],
+    controlOpen: false,
     serverTimings: null,
     mode: null,
     directReason: null,
@@ -236,7 +243,7 @@ function upsertCaption({ id, side, lang, final, text }) {
     }
     return;
   }
-  const entry = { id, side, lang, final, text };
+  const entry = { id, side, lang, final, text, at: performance.now() };
   captionStore.set(key, entry);
   dragoman.captions = [...captionStore.values()];
   renderCaption(entry);
@@ -355,6 +362,12 @@ function wireCall(s, call) {
   on('track', ({ stream }) => playRemote(s, stream));
   on('open', () => {
     if (dragoman.state === 'connecting') setState('connected');
+    dragoman.controlOpen = true;
+    setNotice('');
+  });
+  on('reconnecting', ({ seconds }) => {
+    dragoman.controlOpen = false;
+    setNotice(`Captions connection lost; reconnecting in ${seconds} s (the call goes on)…`);
   });
   on('connection', ({ state }) => {
     if (state === 'connected' && dragoman.state === 'connecting') setState('connected');
@@ -430,6 +443,7 @@ function sampleLevels(s) {
   const rms = s.remoteMeter.rms();
   ui.remoteLevel.value = rmsToLevel(rms);
   if (rms > dragoman.maxRemoteRms) dragoman.maxRemoteRms = rms;
+  if (dragoman.remoteLevels.length < MAX_LEVEL_SAMPLES) dragoman.remoteLevels.push([performance.now(), rms]);
   if (dragoman.firstAudioMs === null && rms > FIRST_AUDIO_RMS) {
     dragoman.firstAudioMs = Math.round(performance.now() - s.t0);
     ui.firstAudioMs.textContent = String(dragoman.firstAudioMs);

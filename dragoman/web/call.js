@@ -1,17 +1,20 @@
-// One interpretation call: the WebRTC peer, HTTP signalling (with retry while
-// all interpreters are busy) and the JSON data-channel protocol.
+// One interpretation call: the WebRTC peer (audio only; the server's media gateway answers
+// it), HTTP signalling (with retry while all interpreters are busy) and the call's control
+// channel: a WebSocket carrying the JSON v1 messages (captions, state, language switch,
+// hang-up), reconnected if the network drops it while the call goes on.
 //
 // A Call is an EventTarget; every event is a CustomEvent whose `detail` is:
 //   retry        {attempt, seconds, message}  server busy (503), waiting before the next try
 //   answer       {callId, timings, at}        HTTP answer received; `at` is performance.now()
 //   track        {stream}                     remote (interpreted) audio arrived
-//   open         —                            data channel open
+//   open         —                            control channel open (again, after a reconnect)
+//   reconnecting {attempt, seconds}           control channel lost; reconnecting
 //   connection   {state}                      RTCPeerConnection.connectionState changed
 //   state        {state, reason, message}     server "state" message
 //   caption      {id, side, lang, final, text, t_start_ms, t_end_ms}
 //   languages    {source, target}             server acknowledged a language switch
 //   error        {code, message, fatal}       server "error" message
-//   channelclose —                            data channel closed by the far end
+//   channelclose —                            control channel closed for good by the server
 //   direct       {reason, provider, expiresAt} the call goes straight to the provider
 //                                             (direct mode: fleet full, or requested)
 
@@ -19,9 +22,13 @@ const PROTOCOL_VERSION = 1;
 const MAX_BUSY_RETRIES = 3;
 const MAX_RETRY_WAIT_S = 5;
 const ICE_GATHER_CAP_MS = 1000;
-// Time for the "hangup" message to leave the SCTP queue before the
-// transport is torn down by pc.close().
-const HANGUP_FLUSH_MS = 200;
+const ICE_SERVERS_TIMEOUT_MS = 2000;
+// Time for the "hangup" message to leave before the socket is closed.
+const HANGUP_FLUSH_MS = 100;
+// Control-channel close codes after which reconnecting cannot help: the call ended (1000),
+// the token is wrong (4401), the call is unknown (4404), a newer connection took over (4409).
+const FINAL_CLOSE_CODES = new Set([1000, 4401, 4404, 4409]);
+const CONTROL_RETRY_MS = [250, 500, 1000, 2000, 4000];
 // Direct mode: the provider streams transcript deltas; a pause this long closes a caption line.
 const DIRECT_CAPTION_GAP_MS = 1200;
 
@@ -38,6 +45,9 @@ export class CallError extends Error {
 export class Call extends EventTarget {
   #abort = new AbortController(); // cancels retry waits on hang-up
   #requested = null; // the languages last sent to the server
+  #control = null; // {url, token} of the call's control channel
+  #ws = null;
+  #wsAttempt = 0;
 
   /** @param {{source: string, target: string, provider?: string}} languages */
   constructor({ source, target, provider = null }) {
@@ -48,12 +58,12 @@ export class Call extends EventTarget {
     this.direct = false; // true once the call talks to the provider itself
     this.callId = null;
     this.pc = null;
-    this.dc = null;
+    this.dc = null; // direct mode only: the provider's own data channel
     this.closed = false;
   }
 
   get channelOpen() {
-    return this.dc?.readyState === 'open';
+    return this.#ws?.readyState === WebSocket.OPEN;
   }
 
   /**
@@ -65,13 +75,11 @@ export class Call extends EventTarget {
     const [track] = localStream.getAudioTracks();
     if (!track) throw new CallError('The microphone stream has no audio track.', { code: 'no_audio_track' });
 
-    const pc = (this.pc = new RTCPeerConnection({ iceServers: [] }));
-    // The server reads the caller's audio from transceiver 0, so the audio
-    // transceiver is added before the data channel: Chrome orders the offer's
-    // m-sections by creation, and would otherwise put m=application first.
+    // TURN (when the server has it) lets callers on UDP-blocking networks relay over TCP/TLS.
+    const iceServers = await fetchIceServers();
+    this.#throwIfClosed();
+    const pc = (this.pc = new RTCPeerConnection({ iceServers }));
     pc.addTransceiver(track, { direction: 'sendrecv', streams: [localStream] });
-    this.dc = pc.createDataChannel('dragoman', { ordered: true });
-    this.#wireDataChannel(this.dc);
 
     pc.addEventListener('track', (e) => {
       if (e.track.kind !== 'audio') return;
@@ -92,6 +100,8 @@ export class Call extends EventTarget {
       return;
     }
     await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+    this.#control = { url: answer.control_url, token: answer.control_token };
+    this.#openControl();
   }
 
   /**
@@ -170,7 +180,7 @@ export class Call extends EventTarget {
     if (this.channelOpen) this.#sendLanguages();
   }
 
-  /** Polite hang-up: tell the server over the data channel, or DELETE the call, then close. */
+  /** Polite hang-up: tell the agent on the control channel, or DELETE the call, then close. */
   async hangup() {
     if (this.closed) return;
     this.closed = true;
@@ -253,18 +263,31 @@ export class Call extends EventTarget {
     return fetch(`/v1/calls/${encodeURIComponent(this.callId)}`, { method: 'DELETE', keepalive: true }).catch(() => {});
   }
 
-  #wireDataChannel(dc) {
-    dc.addEventListener('open', () => {
+  /** Opens (or reopens) the control channel; it reconnects by itself until the call ends. */
+  #openControl() {
+    if (this.closed || !this.#control?.url) return;
+    const { url, token } = this.#control;
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const ws = (this.#ws = new WebSocket(`${scheme}//${location.host}${url}?token=${encodeURIComponent(token)}`));
+    ws.addEventListener('open', () => {
+      this.#wsAttempt = 0;
       // The pickers may have changed between the POST and now.
       const req = this.#requested;
       if (req && (req.source !== this.source || req.target !== this.target)) this.#sendLanguages();
       this.#emit('open');
     });
-    dc.addEventListener('close', () => {
-      // Closed on purpose when the call switches to direct mode.
-      if (!this.closed && !this.direct) this.#emit('channelclose');
+    ws.addEventListener('message', (e) => this.#onMessage(e.data));
+    ws.addEventListener('close', (e) => {
+      if (this.closed || ws !== this.#ws) return;
+      if (FINAL_CLOSE_CODES.has(e.code) || this.#wsAttempt >= CONTROL_RETRY_MS.length) {
+        this.#emit('channelclose');
+        return;
+      }
+      // The network dropped it (or the api replica went away): the call itself goes on.
+      const ms = CONTROL_RETRY_MS[this.#wsAttempt++];
+      this.#emit('reconnecting', { attempt: this.#wsAttempt, seconds: ms / 1000 });
+      setTimeout(() => this.#openControl(), ms);
     });
-    dc.addEventListener('message', (e) => this.#onMessage(e.data));
   }
 
   #onMessage(raw) {
@@ -311,11 +334,14 @@ export class Call extends EventTarget {
   /** Sends a protocol message; false when the channel is not open. */
   #send(message) {
     if (this.direct || !this.channelOpen) return false; // the provider's channel is not ours
-    this.dc.send(JSON.stringify({ v: PROTOCOL_VERSION, ...message }));
+    this.#ws.send(JSON.stringify({ v: PROTOCOL_VERSION, ...message }));
     return true;
   }
 
   #teardown() {
+    const ws = this.#ws;
+    this.#ws = null;
+    ws?.close(1000);
     this.dc?.close();
     this.pc?.close();
   }
@@ -326,6 +352,17 @@ export class Call extends EventTarget {
 
   #emit(type, detail = null) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+/** The server's ICE servers (TURN with short-lived credentials), or none if it has none. */
+async function fetchIceServers() {
+  try {
+    const res = await fetch('/v1/ice-servers', { signal: AbortSignal.timeout(ICE_SERVERS_TIMEOUT_MS) });
+    const body = res.ok ? await res.json() : null;
+    return Array.isArray(body?.iceServers) ? body.iceServers : [];
+  } catch {
+    return []; // host candidates still work on open networks
   }
 }
 

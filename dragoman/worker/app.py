@@ -8,7 +8,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter
@@ -16,8 +16,9 @@ from pydantic import TypeAdapter
 from dragoman.api.calls import read_json_limited
 from dragoman.api.errors import ApiError, install_error_handlers
 from dragoman.fleet.call_request import CallRequest
+from dragoman.fleet.control_link import CLOSE_UNAUTHORIZED, LinkClosed, relay
 from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
-from dragoman.fleet.worker_client import TOKEN_HEADER
+from dragoman.fleet.worker_client import CALL_TOKEN_HEADER, TOKEN_HEADER
 from dragoman.worker.service import WorkerService
 
 # The hand-off body is a CallRequest as JSON (fleet/call_request.py); pydantic checks it.
@@ -61,13 +62,32 @@ def create_worker_app(
             raise ApiError(404, "unknown_call", f"No call {call_id!r} on this node.")
         return Response(status_code=204)
 
+    @app.websocket("/internal/calls/{call_id}/control")
+    async def control(ws: WebSocket, call_id: str) -> None:
+        """An api replica relaying a page's control channel for a call on this node."""
+        await ws.accept()
+        given = ws.headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            await ws.close(CLOSE_UNAUTHORIZED, "missing or wrong internal token")
+            return
+        try:
+            link = service.node.hub.attach(call_id, ws.headers.get(CALL_TOKEN_HEADER, ""))
+        except LinkClosed as e:
+            await ws.close(e.code, e.reason)
+            return
+        await relay(ws, link)
+
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         stats = service.pool.stats()
-        ready = service.ready and not service.draining
-        state = "READY" if ready else ("DRAINING" if service.draining else "STARTING")
-        body = {"state": state, "node_id": service.settings.node_id, **stats}
-        return JSONResponse(body, 200 if ready else 503)
+        state = service.state if service.ready else "STARTING"
+        body = {
+            "state": state,
+            "node_id": service.settings.node_id,
+            **stats,
+            "media": service.gateway.stats(),
+        }
+        return JSONResponse(body, 200 if state == "READY" else 503)
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:

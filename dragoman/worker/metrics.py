@@ -19,3 +19,7 @@ AUDIO_FRAMES = Counter(
     "20 ms audio frames agents sent to callers, by punctuality (late: > 20 ms after its slot)",
     ["outcome"],
 )
+MEDIA_UP = Gauge("dragoman_worker_media_up", "1 while the node's media gateway (Janus) is up")
+MEDIA_RESTARTS = Counter(
+    "dragoman_worker_media_restarts_total", "Times the media gateway was lost and restarted"
+)

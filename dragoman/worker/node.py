@@ -1,4 +1,5 @@
-"""One node's worker: the node-local inference service plus the pre-forked agent pool."""
+"""One node's worker: the node-local inference service, the media gateway (Janus) and the
+pre-forked agent pool."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from dragoman.config import Settings, settings_for_child
 from dragoman.inference.client import InferenceClient, InferenceError
 from dragoman.inference.server import run_inference_service
+from dragoman.worker.control import ControlHub
+from dragoman.worker.gateway import MediaGateway
 from dragoman.worker.pool import AgentPool
 
 log = logging.getLogger("dragoman.worker")
@@ -20,14 +23,16 @@ log = logging.getLogger("dragoman.worker")
 class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._tmpdir = tempfile.TemporaryDirectory(prefix="dragoman-")
+        runtime = Path(self._tmpdir.name)
         if settings.inference_socket is not None:
             self.socket_path = str(settings.inference_socket)
-            self._tmpdir = None
         else:
-            self._tmpdir = tempfile.TemporaryDirectory(prefix="dragoman-")
-            self.socket_path = str(Path(self._tmpdir.name) / "inference.sock")
+            self.socket_path = str(runtime / "inference.sock")
         self._inference: multiprocessing.process.BaseProcess | None = None
-        self.pool = AgentPool(settings, self.socket_path)
+        self.gateway = MediaGateway(settings, runtime / "janus")
+        self.hub = ControlHub()
+        self.pool = AgentPool(settings, self.socket_path, self.gateway, self.hub)
 
     async def start(self, on_progress=print) -> None:
         t0 = time.monotonic()
@@ -41,6 +46,9 @@ class Node:
         self._inference.start()
         # Fork the agents while the models load: both take seconds, neither needs the other.
         pool_start = asyncio.create_task(self.pool.start())
+        on_progress("starting the media gateway (Janus)…")
+        await self.gateway.start()
+        on_progress(f"media gateway up (Janus pid {self.gateway.stats()['pid']})")
         await self._wait_inference()
         on_progress(f"inference service ready ({time.monotonic() - t0:.1f} s)")
         await pool_start
@@ -67,10 +75,10 @@ class Node:
     async def stop(self, drain_timeout_s: float | None = None) -> None:
         timeout = self.settings.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
         await self.pool.drain(timeout)
+        await self.gateway.stop()
         if self._inference is not None and self._inference.is_alive():
             self._inference.terminate()
             await asyncio.to_thread(self._inference.join, 5.0)
             if self._inference.is_alive():
                 self._inference.kill()
-        if self._tmpdir is not None:
-            self._tmpdir.cleanup()
+        self._tmpdir.cleanup()

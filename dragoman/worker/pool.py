@@ -1,8 +1,16 @@
-"""The pre-forked agent pool of one node.
+"""The pre-forked agent pool of one node, and how a call is bridged to its agent.
 
 Idle agent processes are forked ahead of demand from a forkserver that already imported
 everything a call needs, so a call only ever takes a process that is up and waiting; a
 replacement is forked the moment one is taken. Each process runs one call and exits.
+
+Each idle agent also has its Janus NoSIP handle attached ahead of time. Answering an
+offer is then: Janus turns the caller's WebRTC offer into a plain-RTP offer (``generate``),
+the agent takes the call while Janus gets the agent's plain answer (``process``) and
+returns the WebRTC answer — a few milliseconds. Janus' events for the handle (WebRTC up,
+hung up) go to the agent; the agent's messages for the page go to the call's control
+channel (``worker.control``); when the agent exits its handle is detached, which hangs up
+the caller.
 """
 
 from __future__ import annotations
@@ -24,8 +32,11 @@ import psutil
 from dragoman.config import Settings, settings_for_child
 from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
+from dragoman.media.plain_sdp import PlainOffer, plain_answer
 from dragoman.worker import metrics
 from dragoman.worker.channel import ChannelClosed, PipeChannel
+from dragoman.worker.control import ControlHub
+from dragoman.worker.gateway import Handle, MediaGateway, MediaUnavailable, OfferRejected
 
 log = logging.getLogger("dragoman.worker")
 
@@ -50,6 +61,8 @@ class Agent:
     call_id: str | None = None
     answer: asyncio.Future | None = None
     end_reason: str | None = None
+    rtp_port: int | None = None  # its loopback RTP port (RTCP is the next one)
+    handle: Handle | None = None  # its Janus NoSIP handle, attached while idle
 
     @property
     def pid(self) -> int:
@@ -57,9 +70,17 @@ class Agent:
 
 
 class AgentPool:
-    def __init__(self, settings: Settings, inference_socket: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        inference_socket: str,
+        gateway: MediaGateway,
+        hub: ControlHub,
+    ) -> None:
         self.settings = settings
         self.inference_socket = inference_socket
+        self.gateway = gateway
+        self.hub = hub
         self.idle_target = idle_target(settings)
         self.draining = False
         self.force_stop = False  # set by a second Ctrl-C: end running calls now
@@ -155,12 +176,16 @@ class AgentPool:
             while True:
                 msg = await agent.chan.recv()
                 kind = msg.get("kind")
-                if kind == "ready" and agent.state == "starting":
+                if kind == "msg":
+                    self.hub.publish(agent.call_id, msg["msg"])
+                elif kind == "ready" and agent.state == "starting":
                     agent.state = "idle"
+                    agent.rtp_port = int(msg["rtp_port"])
                     self._startup_failures = 0
                     self._idle.append(agent)
                     self._idle_changed.set()
-                elif kind in ("answer", "error") and agent.answer and not agent.answer.done():
+                    self._spawn_task(self._prepare(agent))
+                elif kind in ("accepted", "error") and agent.answer and not agent.answer.done():
                     agent.answer.set_result(msg)
                 elif kind == "ended":
                     agent.end_reason = msg.get("reason")
@@ -177,8 +202,7 @@ class AgentPool:
         if agent.answer and not agent.answer.done():
             agent.answer.set_exception(AgentFailed("agent process exited before answering"))
         if agent.state in ("active", "ending"):
-            reason = agent.end_reason or "agent_lost"
-            self.outcomes[reason] = self.outcomes.get(reason, 0) + 1
+            self._count(agent.end_reason or "agent_lost")
         if agent.call_id and agent.state in ("reserved", "active", "ending") and self.on_call_ended:
             self._spawn_task(self.on_call_ended(agent.call_id, agent.end_reason or "agent_lost"))
         if agent in self._idle:
@@ -188,6 +212,10 @@ class AgentPool:
         agent.state = "gone"
         self._agents.discard(agent)
         agent.chan.close()
+        self.hub.ended(agent.call_id)
+        # Detaching the handle hangs up the caller's WebRTC (the agent is gone either way).
+        self._spawn_task(self.gateway.detach(agent.handle))
+        agent.handle = None
         await asyncio.to_thread(agent.process.join, EXIT_GRACE_S)
         if agent.process.is_alive():
             agent.process.kill()
@@ -222,31 +250,124 @@ class AgentPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle_changed.wait(), remaining)
 
+    async def _prepare(self, agent: Agent) -> None:
+        """Attach an idle agent's Janus handle ahead of its call."""
+        if agent.state != "idle" or self.gateway.valid(agent.handle) or not self.gateway.up:
+            return
+        try:
+            handle = await self.gateway.attach()
+        except MediaUnavailable as e:
+            log.debug("could not attach a handle for agent %s: %s", agent.pid, e)
+            return
+        if agent.state == "idle" and not self.gateway.valid(agent.handle):
+            agent.handle = handle
+        else:  # it took a call meanwhile (with a handle of its own) or exited
+            await self.gateway.detach(handle)
+
+    def _back_to_idle(self, agent: Agent, call_id: str, fresh_handle: bool) -> None:
+        """The call never reached the agent: it waits for the next one."""
+        if self._calls.get(call_id) is agent:
+            del self._calls[call_id]
+        agent.call_id = None
+        if agent.state != "reserved":
+            return
+        agent.state = "idle"
+        if fresh_handle:
+            self._spawn_task(self.gateway.detach(agent.handle))
+            agent.handle = None
+        self._idle.appendleft(agent)
+        self._idle_changed.set()
+        self._spawn_task(self._prepare(agent))
+
+    def on_media_event(self, agent: Agent, kind: str, msg: dict[str, Any]) -> None:
+        """Janus' events for an agent's handle."""
+        if agent.state not in ("active", "ending"):
+            return
+        if kind == "webrtcup":
+            agent.chan.send({"kind": "media_up"})
+        elif kind == "hangup":  # ICE failed, DTLS alert, the caller closed the connection
+            agent.chan.send({"kind": "media_down", "reason": msg.get("reason", "")})
+
+    def media_lost(self) -> None:
+        """The gateway died: every call on this node lost its caller."""
+        for agent in list(self._agents):
+            agent.handle = None
+            if agent.state in ("reserved", "active"):
+                agent.end_reason = "media_lost"
+                self._request_end(agent, "media_lost")
+
+    def media_restored(self) -> None:
+        for agent in list(self._idle):
+            self._spawn_task(self._prepare(agent))
+
     async def start_call(self, req: CallRequest) -> dict[str, Any]:
         t0 = time.perf_counter()
+        if not self.gateway.up:
+            raise NoAgentAvailable("This node's media gateway is restarting.", 1)
         agent = await self._take_idle()
         agent.state = "reserved"
         agent.call_id = req.call_id
         self._calls[req.call_id] = agent
         self._top_up()  # fork the replacement now, while this call is being answered
         t_taken = time.perf_counter()
-        agent.answer = asyncio.get_running_loop().create_future()
-        agent.chan.send({"kind": "offer", **req.to_json()})
         try:
-            reply = await asyncio.wait_for(agent.answer, self.settings.agent_answer_timeout_s)
-        except (TimeoutError, AgentFailed) as e:
-            agent.process.kill()
-            self.outcomes["agent_failed"] = self.outcomes.get("agent_failed", 0) + 1
-            raise AgentFailed(f"agent {agent.pid} did not answer: {e or 'timeout'}") from e
+            if not self.gateway.valid(agent.handle):
+                agent.handle = await self.gateway.attach()
+            handle = agent.handle
+            assert handle is not None
+            self.gateway.subscribe(handle, lambda kind, m: self.on_media_event(agent, kind, m))
+            plain = await self.gateway.generate(handle, req.sdp)
+        except OfferRejected as e:
+            self._back_to_idle(agent, req.call_id, fresh_handle=True)
+            self._count("rejected")
+            raise CallRejected("bad_sdp", f"Malformed SDP offer: {e}") from e
+        except MediaUnavailable as e:
+            self._back_to_idle(agent, req.call_id, fresh_handle=True)
+            raise NoAgentAvailable(f"This node's media gateway is unavailable: {e}", 1) from e
+        t_bridged = time.perf_counter()
+        self.hub.open(
+            req.call_id,
+            req.control_token,
+            lambda m: agent.chan.send({"kind": "control", "msg": m}),
+        )
+        reply, answer_sdp = await self._answer(agent, handle, req, plain)
         if reply["kind"] == "error":
-            self.outcomes["rejected"] = self.outcomes.get("rejected", 0) + 1
+            self._count("rejected")
+            self.hub.drop(req.call_id)
             raise CallRejected(reply["code"], reply["message"])
         agent.state = "active"
         self.calls_total += 1
         timings = dict(reply.get("timings_ms", {}))
         timings["wait_agent"] = round((t_taken - t0) * 1000, 2)
+        timings["gateway_offer"] = round((t_bridged - t_taken) * 1000, 2)
         timings["dispatch"] = round((time.perf_counter() - t0) * 1000, 2)
-        return {"sdp": reply["sdp"], "type": reply["type"], "timings_ms": timings, "pid": agent.pid}
+        return {"sdp": answer_sdp, "type": "answer", "timings_ms": timings, "pid": agent.pid}
+
+    async def _answer(
+        self, agent: Agent, handle: Handle, req: CallRequest, plain: PlainOffer
+    ) -> tuple[dict[str, Any], str]:
+        """The agent takes the call while Janus gets its plain answer; both within the
+        answer deadline, or the agent is killed (its exit frees the handle)."""
+        assert agent.rtp_port is not None
+        agent.answer = asyncio.get_running_loop().create_future()
+        call = {k: v for k, v in req.to_json().items() if k not in ("sdp", "control_token")}
+        peer = {"address": plain.address, "port": plain.port, "payload_type": plain.opus_pt}
+        agent.chan.send({"kind": "offer", **call, "peer": peer})
+        answer = plain_answer(plain, "127.0.0.1", agent.rtp_port)
+        try:
+            reply, answer_sdp = await asyncio.wait_for(
+                asyncio.gather(agent.answer, self.gateway.process(handle, answer)),
+                self.settings.agent_answer_timeout_s,
+            )
+        except (TimeoutError, AgentFailed, MediaUnavailable) as e:
+            agent.process.kill()
+            self.hub.drop(req.call_id)
+            self._count("agent_failed")
+            raise AgentFailed(f"agent {agent.pid} did not answer: {e or 'timeout'}") from e
+        return reply, answer_sdp
+
+    def _count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
     async def end_call(self, call_id: str, reason: str = "remote_hangup") -> bool:
         agent = self._calls.get(call_id)

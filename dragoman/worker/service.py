@@ -11,7 +11,14 @@ from typing import Any
 
 from dragoman.config import Settings
 from dragoman.fleet.call_request import CallRequest
-from dragoman.fleet.registry import DRAINING, READY, NodeReport, Registry, RegistryUnavailable
+from dragoman.fleet.registry import (
+    DRAINING,
+    NOT_READY,
+    READY,
+    NodeReport,
+    Registry,
+    RegistryUnavailable,
+)
 from dragoman.worker import metrics
 from dragoman.worker.node import Node
 
@@ -25,6 +32,9 @@ class WorkerService:
         self.node = node
         self.pool = node.pool
         self.pool.on_call_ended = self._on_call_ended
+        self.gateway = node.gateway
+        self.gateway.on_down = self._media_down
+        self.gateway.on_up = self._media_up
         self.address = (
             settings.worker_url or f"http://{settings.worker_host}:{settings.worker_port}"
         )
@@ -36,19 +46,48 @@ class WorkerService:
     def draining(self) -> bool:
         return self.pool.draining
 
+    @property
+    def state(self) -> str:
+        """DRAINING, READY, or NOT_READY while its media gateway is restarting."""
+        if self.draining:
+            return DRAINING
+        return READY if self.gateway.up else NOT_READY
+
+    def _media_down(self, reason: str) -> None:
+        # Not ready at once: the registry stops placing calls here before the next beat.
+        metrics.MEDIA_RESTARTS.inc()
+        self.pool.media_lost()
+        self._beat_now()
+
+    def _media_up(self) -> None:
+        self.pool.media_restored()
+        self._beat_now()
+
+    def _beat_now(self) -> None:
+        if self.ready:
+            asyncio.ensure_future(self._heartbeat_once())
+
+    async def _heartbeat_once(self) -> None:
+        try:
+            await self.registry.heartbeat(self.report())
+        except RegistryUnavailable as e:
+            log.warning("heartbeat failed: %s", e)
+
     def report(self) -> NodeReport:
         stats = self.pool.stats()
         metrics.CALLS_ACTIVE.set(stats["active_calls"])
         metrics.IDLE_AGENTS.set(stats["idle_agents"])
         metrics.CAPACITY.set(stats["capacity"])
         metrics.DRAINING.set(1 if self.draining else 0)
+        metrics.MEDIA_UP.set(1 if self.gateway.up else 0)
+        s = self.settings
         return NodeReport(
-            node_id=self.settings.node_id,
+            node_id=s.node_id,
             address=self.address,
-            media_address=self.settings.media_address or self.settings.worker_host,
-            capacity=self.settings.max_calls,
+            media_address=s.media_public_ip or s.media_address or s.worker_host,
+            capacity=s.max_calls,
             idle=stats["idle_agents"],
-            state=DRAINING if self.draining else READY,
+            state=self.state,
         )
 
     async def start(self, on_progress: Any = print) -> None:
@@ -67,10 +106,7 @@ class WorkerService:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
-            try:
-                await self.registry.heartbeat(self.report())
-            except RegistryUnavailable as e:
-                log.warning("heartbeat failed: %s", e)
+            await self._heartbeat_once()
 
     async def start_call(self, req: CallRequest) -> dict[str, Any]:
         t0 = time.perf_counter()

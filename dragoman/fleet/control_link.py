@@ -1,0 +1,97 @@
+"""The call's control channel as it crosses processes: page ⇄ api ⇄ worker ⇄ agent.
+
+The page opens ``/v1/calls/{id}/control?token=…`` on any api replica. The api opens a
+``ControlLink`` to the call's node — in-process under ``serve``, a WebSocket to the worker's
+internal endpoint in a fleet — and ``relay`` pumps messages both ways until the call ends
+(close 1000) or either side goes away. The worker checks the per-call token; the api
+keeps no state, so a page that loses its socket may reconnect through any replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any, Protocol
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from dragoman.agent.messages import error
+
+MAX_MESSAGE_BYTES = 4096  # page → agent messages are a few dozen bytes
+
+# WebSocket close codes (4xxx: application-defined, mirroring the HTTP status).
+CLOSE_ENDED = 1000  # the call is over; its last message was "state: ended"
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_UNKNOWN_CALL = 4404
+CLOSE_REPLACED = 4409  # a newer connection for the same call took over
+CLOSE_UNAVAILABLE = 4503  # the call's node or the registry cannot be reached
+# The page does not reconnect after these: nothing would change.
+FINAL_CODES = frozenset({CLOSE_ENDED, CLOSE_UNAUTHORIZED, CLOSE_UNKNOWN_CALL, CLOSE_REPLACED})
+
+
+class LinkClosed(Exception):
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"{code} {reason}".strip())
+        self.code = code
+        self.reason = reason
+
+
+class ControlLink(Protocol):
+    async def recv(self) -> dict[str, Any]:
+        """The next agent → page message; LinkClosed when the channel ends."""
+        ...
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        """A page → agent message."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def parse_page_message(raw: str | bytes) -> dict[str, Any] | str:
+    """A page → agent message as a JSON object, or the reason it is not one."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return f"control messages are at most {MAX_MESSAGE_BYTES} bytes"
+    try:
+        msg = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "control messages are JSON"
+    if not isinstance(msg, dict):
+        return "control messages are JSON objects"
+    return msg
+
+
+async def relay(ws: WebSocket, link: ControlLink) -> None:
+    """Pump between an accepted WebSocket and a link until one side ends."""
+
+    async def to_page() -> None:
+        try:
+            while True:
+                await ws.send_text(json.dumps(await link.recv()))
+        except LinkClosed as e:
+            with contextlib.suppress(Exception):
+                await ws.close(e.code, e.reason[:120])
+
+    async def to_agent() -> None:
+        while True:
+            frame = await ws.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
+            raw = frame.get("text")
+            msg = parse_page_message(raw if raw is not None else frame.get("bytes") or b"")
+            if isinstance(msg, str):
+                await ws.send_text(json.dumps(error("bad_message", msg)))
+                continue
+            await link.send(msg)
+
+    tasks = [asyncio.create_task(to_page()), asyncio.create_task(to_agent())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, LinkClosed):
+                await t
+        await link.close()

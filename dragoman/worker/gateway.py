@@ -1,0 +1,324 @@
+"""The node's media gateway: a supervised Janus that terminates each caller's WebRTC and
+bridges it to plain RTP on loopback, to that call's agent process (NoSIP plugin).
+
+The worker starts Janus with a generated configuration, keeps one control connection to it
+(WebSocket on a Unix socket) and probes it every ``janus_probe_interval_s``. If Janus exits
+or stops answering, the gateway reports it down at once (the worker marks the node not
+ready and ends its calls with ``media_lost``), kills what is left of it, starts a new one
+and reports it up again. Handles from before a restart are void (``generation``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dragoman.config import Settings
+from dragoman.media.plain_sdp import PlainOffer, PlainSdpError, parse_plain_offer
+from dragoman.worker.janus_client import JanusClient, JanusClosed, JanusError, JanusSession
+from dragoman.worker.janus_config import janus_files
+
+log = logging.getLogger("dragoman.gateway")
+
+PLUGIN = "janus.plugin.nosip"
+REQUEST_TIMEOUT_S = 5.0
+START_TIMEOUT_S = 15.0
+LOG_TAIL = 60
+PR_SET_PDEATHSIG = 1
+
+EventCallback = Callable[[str, dict[str, Any]], None]
+
+
+class MediaUnavailable(RuntimeError):
+    """The node's media gateway is down (restarting) or did not answer."""
+
+
+class OfferRejected(ValueError):
+    """The caller's offer cannot be bridged (malformed SDP, no Opus audio)."""
+
+
+@dataclass(frozen=True)
+class Handle:
+    """A NoSIP handle in one incarnation of Janus."""
+
+    generation: int
+    id: int
+
+
+def _die_with_parent() -> None:
+    # Janus must not outlive a worker that is killed with SIGKILL.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class MediaGateway:
+    def __init__(self, settings: Settings, runtime_dir: Path) -> None:
+        self.settings = settings
+        self.dir = runtime_dir
+        self.socket_path = runtime_dir / "janus-ws.sock"
+        self.generation = 0
+        self.restarts = 0
+        self.on_down: Callable[[str], None] = lambda _reason: None
+        self.on_up: Callable[[], None] = lambda: None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._client: JanusClient | None = None
+        self._session: JanusSession | None = None
+        self._subs: dict[int, EventCallback] = {}
+        self._up = asyncio.Event()
+        self._stopping = False
+        self._supervisor: asyncio.Task | None = None
+        self._tail: deque[str] = deque(maxlen=LOG_TAIL)
+        self.last_down_reason: str | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+    @property
+    def up(self) -> bool:
+        return self._up.is_set()
+
+    async def start(self) -> None:
+        """Start Janus and return once it answers (RuntimeError with its log otherwise)."""
+        await self._launch()
+        self._mark_up()
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    async def wait_up(self, timeout_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._up.wait(), timeout_s)
+        return self.up
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._up.clear()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        await self._terminate()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "up": self.up,
+            "restarts": self.restarts,
+            "pid": self._proc.pid if self._proc else None,
+            "last_down_reason": self.last_down_reason,
+        }
+
+    def _mark_up(self) -> None:
+        self._up.set()
+        self.on_up()
+
+    async def _launch(self) -> None:
+        self.generation += 1
+        self._subs.clear()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for name, text in janus_files(self.settings, self.dir, self.socket_path).items():
+            (self.dir / name).write_text(text)
+        self.socket_path.unlink(missing_ok=True)
+        self._tail.clear()
+        t0 = time.monotonic()
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                self.settings.janus_binary,
+                "-C",
+                str(self.dir / "janus.jcfg"),
+                "-F",
+                str(self.dir),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # a terminal's Ctrl-C is the worker's to handle
+                preexec_fn=_die_with_parent,
+            )
+        except FileNotFoundError as e:
+            raise RuntimeError(
+                f"{self.settings.janus_binary!r} not found: install the Debian package 'janus' "
+                "(scripts/setup.sh does) or set DRAGOMAN_JANUS_BINARY"
+            ) from e
+        proc = self._proc
+        asyncio.create_task(self._pump_log(proc))
+        deadline = t0 + START_TIMEOUT_S
+        while True:
+            if proc.returncode is not None:
+                raise RuntimeError(f"janus exited with code {proc.returncode}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                why = f"janus did not start in {START_TIMEOUT_S} s"
+                raise RuntimeError(f"{why}:\n{self.log_tail()}")
+            if self.socket_path.exists():
+                try:
+                    self._client = await JanusClient.connect(
+                        str(self.socket_path), self._on_event, REQUEST_TIMEOUT_S
+                    )
+                    break
+                except (OSError, TimeoutError):
+                    pass
+            await asyncio.sleep(0.02)
+        self._session = await JanusSession.create(self._client, REQUEST_TIMEOUT_S)
+        log.info("janus %s up in %.0f ms", proc.pid, (time.monotonic() - t0) * 1000)
+
+    async def _pump_log(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self._tail.append(line)
+            if "[ERR]" in line or "[FATAL]" in line:
+                log.warning("janus: %s", line)
+
+    def log_tail(self) -> str:
+        return "\n".join(self._tail)
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while not self._stopping:
+            reason = await self._watch()
+            if self._stopping:
+                return
+            self._up.clear()
+            self.restarts += 1
+            self.last_down_reason = reason
+            log.error("media gateway down (%s); restarting Janus", reason)
+            self.on_down(reason)
+            await self._terminate()
+            while not self._stopping:
+                try:
+                    await self._launch()
+                    failures = 0
+                    break
+                except Exception as e:
+                    failures += 1
+                    log.error("janus restart failed: %s", e)
+                    await self._terminate()
+                    await asyncio.sleep(min(10.0, 0.25 * 2**failures))
+            if not self._stopping:
+                self._mark_up()
+
+    async def _watch(self) -> str:
+        """Returns why Janus is gone: it exited, closed the connection or stopped answering."""
+        proc, client, session = self._proc, self._client, self._session
+        assert proc is not None and client is not None and session is not None
+        exited = asyncio.create_task(proc.wait())
+        closed = asyncio.create_task(client.closed.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    {exited, closed}, timeout=self.settings.janus_probe_interval_s
+                )
+                if exited in done:
+                    return f"janus exited with code {proc.returncode}"
+                if closed in done:
+                    return "the control connection to janus closed"
+                try:
+                    await session.keepalive(self.settings.janus_probe_timeout_s)
+                except (TimeoutError, JanusClosed, JanusError) as e:
+                    if proc.returncode is not None:
+                        return f"janus exited with code {proc.returncode}"
+                    return f"janus stopped answering ({type(e).__name__})"
+        finally:
+            exited.cancel()
+            closed.cancel()
+
+    async def _terminate(self) -> None:
+        client, proc = self._client, self._proc
+        self._client = self._session = None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), 1.0)
+        if proc is not None and proc.returncode is None:
+            if self._stopping:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 3.0)
+                    return
+                except TimeoutError:
+                    pass
+            proc.kill()
+            await proc.wait()
+
+    # --- calls ---------------------------------------------------------------------------
+    def _current(self) -> JanusSession:
+        if not self.up or self._session is None:
+            raise MediaUnavailable("the media gateway is restarting")
+        return self._session
+
+    async def attach(self) -> Handle:
+        session = self._current()
+        generation = self.generation
+        try:
+            return Handle(generation, await session.attach(PLUGIN))
+        except (JanusClosed, TimeoutError) as e:
+            raise MediaUnavailable(f"the media gateway did not answer: {e!r}") from e
+        except JanusError as e:
+            raise MediaUnavailable(f"the media gateway refused a handle: {e.reason}") from e
+
+    def valid(self, handle: Handle | None) -> bool:
+        return handle is not None and handle.generation == self.generation and self.up
+
+    def subscribe(self, handle: Handle, callback: EventCallback) -> None:
+        self._subs[handle.id] = callback
+
+    def _on_event(self, msg: dict[str, Any]) -> None:
+        sender = msg.get("sender")
+        callback = self._subs.get(sender) if isinstance(sender, int) else None
+        if callback is not None:
+            callback(str(msg.get("janus")), msg)
+
+    async def generate(self, handle: Handle, offer_sdp: str) -> PlainOffer:
+        """Give Janus the caller's WebRTC offer; returns the plain-RTP side it set up."""
+        offer = {"type": "offer", "sdp": offer_sdp}
+        data = await self._message(handle, {"request": "generate"}, offer)
+        result = data.get("result") or {}
+        if result.get("event") != "generated" or not isinstance(result.get("sdp"), str):
+            raise MediaUnavailable(f"unexpected answer from the media gateway: {result!r}"[:200])
+        try:
+            return parse_plain_offer(result["sdp"])
+        except PlainSdpError as e:
+            raise OfferRejected(str(e)) from e
+
+    async def process(self, handle: Handle, plain_answer: str) -> str:
+        """Give Janus the agent's plain answer; returns the WebRTC answer for the caller."""
+        session = self._current()
+        try:
+            _, jsep = await session.message(
+                handle.id, {"request": "process", "type": "answer", "sdp": plain_answer}
+            )
+        except JanusError as e:
+            why = f"the media gateway refused the agent's answer: {e.reason}"
+            raise MediaUnavailable(why) from e
+        except (JanusClosed, TimeoutError) as e:
+            raise MediaUnavailable(f"the media gateway did not answer: {e!r}") from e
+        if not jsep or not isinstance(jsep.get("sdp"), str):
+            raise MediaUnavailable("the media gateway sent no WebRTC answer")
+        return jsep["sdp"]
+
+    async def _message(
+        self, handle: Handle, body: dict[str, Any], jsep: dict[str, Any]
+    ) -> dict[str, Any]:
+        session = self._current()
+        try:
+            data, _ = await session.message(handle.id, body, jsep)
+            return data
+        except JanusError as e:
+            # Janus refuses what it cannot parse (JSEP/SDP errors are 46x codes).
+            raise OfferRejected(e.reason) from e
+        except (JanusClosed, TimeoutError) as e:
+            raise MediaUnavailable(f"the media gateway did not answer: {e!r}") from e
+
+    async def detach(self, handle: Handle | None) -> None:
+        """Free a handle (and hang up its caller); quiet if Janus restarted meanwhile."""
+        if handle is None:
+            return
+        self._subs.pop(handle.id, None)
+        if not self.valid(handle) or self._session is None:
+            return
+        try:
+            await self._session.detach(handle.id)
+        except (JanusError, JanusClosed, TimeoutError) as e:
+            log.debug("detach %s: %s", handle.id, e)
