@@ -1,11 +1,11 @@
 """Runs tiny blocking calls inline instead of hopping to a thread.
 
 Pipecat's VAD analyses every audio chunk (32 ms) in a one-thread executor. The analysis
-takes tens of microseconds, while the hop (submit, wake a thread, hand the GIL over and back, wake the
-loop) costs several times that: profiling a call process showed a quarter of its CPU in
-``ThreadPoolExecutor.submit`` and thread wake-ups. An agent process serves exactly one call,
-so running them on its own loop blocks no one else. Name resolution, which can take
-seconds, still goes to a real thread.
+takes tens of microseconds, while the hop (submit, wake a thread, hand the GIL over and
+back, wake the loop) costs several times that: profiling a call process showed a quarter
+of its CPU in ``ThreadPoolExecutor.submit`` and thread wake-ups. An agent process serves
+exactly one call, so running them on its own loop blocks no one else. Name resolution,
+which can take seconds, still goes to a real thread.
 """
 
 from __future__ import annotations
