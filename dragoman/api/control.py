@@ -2,13 +2,23 @@
 language switches, hang-up), relayed to the call's node. Authorised by the per-call token
 returned with the answer (``?token=``), never by the call id alone. Close codes: 1000 the
 call ended, 4401 wrong token, 4404 unknown call, 4409 replaced by a newer connection,
-4503 the node or the registry cannot be reached (the page reconnects)."""
+4503 the node or the registry cannot be reached (the page reconnects). When the node is
+found dead, the page gets ``state: ended, reason: agent_lost`` and 1000 instead."""
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, WebSocket
 
-from dragoman.fleet.control_link import CLOSE_UNAUTHORIZED, CLOSE_UNAVAILABLE, LinkClosed, relay
+from dragoman.agent.messages import state
+from dragoman.fleet.control_link import (
+    CLOSE_ENDED,
+    CLOSE_UNAUTHORIZED,
+    CLOSE_UNAVAILABLE,
+    LinkClosed,
+    relay,
+)
 from dragoman.fleet.registry import RegistryUnavailable
 
 router = APIRouter()
@@ -21,12 +31,22 @@ async def control(ws: WebSocket, call_id: str) -> None:
     if not token:
         await ws.close(CLOSE_UNAUTHORIZED, "missing call token")
         return
+    dispatcher = ws.app.state.dispatcher
+    wait_s = dispatcher.registry.node_ttl_s + 1.0
+
+    async def node_lost() -> bool:
+        return await dispatcher.node_lost(call_id, wait_s)
+
     try:
-        link = await ws.app.state.dispatcher.open_control(call_id, token)
-    except LinkClosed as e:
-        await ws.close(e.code, e.reason)
-        return
+        link = await dispatcher.open_control(call_id, token)
     except RegistryUnavailable:
         await ws.close(CLOSE_UNAVAILABLE, "the call registry is unavailable")
         return
-    await relay(ws, link)
+    except LinkClosed as e:
+        if e.code == CLOSE_UNAVAILABLE and await node_lost():
+            await ws.send_text(json.dumps(state("ended", "agent_lost")))
+            await ws.close(CLOSE_ENDED, "call ended")
+        else:
+            await ws.close(e.code, e.reason)
+        return
+    await relay(ws, link, node_lost)

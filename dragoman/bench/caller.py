@@ -28,7 +28,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
-from av import AudioFrame
+from av import AudioFrame, Packet
 from websockets.asyncio.client import ClientConnection
 
 RATE = 48000
@@ -97,6 +97,64 @@ class PcmTrack(MediaStreamTrack):
         return frame
 
 
+async def server_ice_servers(base_url: str) -> list[RTCIceServer]:
+    """What the page passes to RTCPeerConnection: ``GET /v1/ice-servers`` (TURN, if any)."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        body = (await http.get(f"{base_url.rstrip('/')}/v1/ice-servers")).json()
+    return [
+        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+        for s in body.get("iceServers", [])
+    ]
+
+
+def selected_candidate_type(pc: RTCPeerConnection) -> str | None:
+    """The local candidate type ICE settled on ("host", "relay", …), or None. aiortc has
+    no getStats() for this; it reads its ICE connection (aioice) directly."""
+    for transceiver in pc.getTransceivers():
+        ice = transceiver.sender.transport.transport
+        pair = getattr(getattr(ice, "_connection", None), "_nominated", {}).get(1)
+        if pair is not None:
+            return pair.local_candidate.type
+    return None
+
+
+class PrecodedTrack(MediaStreamTrack):
+    """A microphone that loops Opus packets encoded once: a load client's 50 packets a
+    second then cost no encoding (aiortc packs pre-encoded packets as they are)."""
+
+    kind = "audio"
+
+    def __init__(self, packets: list[bytes]) -> None:
+        super().__init__()
+        self._packets = packets
+        self._i = 0
+        self._start: float | None = None
+
+    async def recv(self) -> Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        delay = self._start + self._i * FRAME_SAMPLES / RATE - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        packet = Packet(self._packets[self._i % len(self._packets)])
+        packet.pts = self._i * FRAME_SAMPLES
+        packet.time_base = fractions.Fraction(1, RATE)
+        self._i += 1
+        return packet
+
+
+def precode(pcm48k: np.ndarray) -> list[bytes]:
+    """PCM16 mono at 48 kHz as 20 ms Opus packets (for ``PrecodedTrack``)."""
+    from dragoman.media.opus import OpusEncoder
+
+    enc = OpusEncoder(RATE)
+    whole = len(pcm48k) // FRAME_SAMPLES * FRAME_SAMPLES
+    frames = pcm48k[:whole].astype(np.int16).reshape(-1, FRAME_SAMPLES)
+    return [enc.encode(f.tobytes()) for f in frames]
+
+
 @dataclass
 class CallResult:
     status: int | None = None
@@ -128,6 +186,7 @@ class Caller:
         provider: str | None = None,
         glossary: str | None = None,
         ice_servers: list[RTCIceServer] | None = None,
+        mic: MediaStreamTrack | None = None,
     ) -> None:
         # send_audio=False: a muted mic that sends no packets. keep_listening=False: stop
         # decoding the agent's audio once it has been heard. Both keep a load client cheap
@@ -138,7 +197,7 @@ class Caller:
         self.glossary = glossary
         # No STUN server: aiortc would otherwise wait for a public one first.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers or []))
-        self.mic = PcmTrack(send=send_audio)
+        self.mic: Any = mic or PcmTrack(send=send_audio)
         self.keep_listening = keep_listening
         self.result = CallResult()
         self._t0 = 0.0

@@ -125,20 +125,13 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
-def call_memory(pid: int, sample: int = 6) -> dict[str, float | None]:
-    """Median USS/PSS (MB) of call processes: forks of the forkserver that hold a call."""
-    agents = []
-    for p in psutil.Process(pid).children(recursive=True):
-        try:
-            parent = p.parent()
-            if parent and "forkserver" in " ".join(parent.cmdline()) and p.cpu_times().user > 1:
-                agents.append(p)  # busy ones: idle agents have used almost no CPU
-        except psutil.Error:
-            continue
+def call_memory(url: str, sample: int = 6) -> dict[str, float | None]:
+    """Median USS/PSS (MB) of processes holding a call (the server lists them)."""
+    pids = httpx.get(f"{url}/healthz", timeout=10).json().get("call_pids", [])
     uss, pss = [], []
-    for p in agents[:sample]:
+    for pid in pids[:sample]:
         try:
-            info = p.memory_full_info()
+            info = psutil.Process(pid).memory_full_info()
             uss.append(info.uss / 2**20)
             pss.append(info.pss / 2**20)
         except psutil.Error:
@@ -252,7 +245,7 @@ def _ramp(url: str, pid: int, p: DensityParams, client_cpus: set[int] | None) ->
                 "on_time": round(on_time / total, 5) if total else None,
                 "server_cores_used": round(cores, 3),
                 "cpu_per_call_pct": round(100 * cores / calls, 2),
-                **call_memory(pid),
+                **call_memory(url),
             }
             steps.append(step)
             print(

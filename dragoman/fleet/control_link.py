@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from dragoman.agent.messages import error
+from dragoman.agent.messages import error, state
 
 MAX_MESSAGE_BYTES = 4096  # page → agent messages are a few dozen bytes
 
@@ -62,16 +63,28 @@ def parse_page_message(raw: str | bytes) -> dict[str, Any] | str:
     return msg
 
 
-async def relay(ws: WebSocket, link: ControlLink) -> None:
-    """Pump between an accepted WebSocket and a link until one side ends."""
+async def relay(
+    ws: WebSocket, link: ControlLink, node_lost: Callable[[], Awaitable[bool]] | None = None
+) -> None:
+    """Pump between an accepted WebSocket and a link until one side ends.
+
+    ``node_lost`` is asked when the link breaks without a word from the node: if the node
+    is dead (a killed worker takes its agents and Janus with it), the page is told its call
+    ended (``agent_lost``) rather than left reconnecting to a node that is gone.
+    """
 
     async def to_page() -> None:
         try:
             while True:
                 await ws.send_text(json.dumps(await link.recv()))
         except LinkClosed as e:
+            code, reason = e.code, e.reason
+            if code == CLOSE_UNAVAILABLE and node_lost is not None and await node_lost():
+                with contextlib.suppress(Exception):
+                    await ws.send_text(json.dumps(state("ended", "agent_lost")))
+                code, reason = CLOSE_ENDED, "call ended"
             with contextlib.suppress(Exception):
-                await ws.close(e.code, e.reason[:120])
+                await ws.close(code, reason[:120])
 
     async def to_agent() -> None:
         while True:

@@ -5,6 +5,7 @@ slot never leaks when an api replica, a worker or a browser dies mid-handshake."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -94,6 +95,22 @@ class Dispatcher:
         if node is None:
             raise LinkClosed(CLOSE_UNKNOWN_CALL, "no such call")
         return await self._client_for(node.address).open_control(call_id, token)
+
+    async def node_lost(self, call_id: str, wait_s: float) -> bool:
+        """Whether the node hosting ``call_id`` is dead: it stops heartbeating for the
+        registry's ``node_ttl_s``, so this waits up to ``wait_s`` to find out."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                node_id = await self.registry.lookup(call_id)
+                node = await self.registry.node(node_id) if node_id else None
+            except RegistryUnavailable:
+                return False
+            if node is None or not node.alive:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.5)
 
     async def _release_quietly(self, call_id: str) -> None:
         try:

@@ -85,7 +85,10 @@ def create_worker_app(
             "state": state,
             "node_id": service.settings.node_id,
             **stats,
-            "media": service.gateway.stats(),
+            "media": {
+                **service.gateway.stats(),
+                "janus_handles": await service.gateway.count_handles(),
+            },
         }
         return JSONResponse(body, 200 if state == "READY" else 503)
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import secrets
 import signal
 import time
 from collections import deque
@@ -21,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import websockets
 
 from dragoman.config import Settings
 from dragoman.media.plain_sdp import PlainOffer, PlainSdpError, parse_plain_offer
@@ -31,6 +34,7 @@ log = logging.getLogger("dragoman.gateway")
 
 PLUGIN = "janus.plugin.nosip"
 REQUEST_TIMEOUT_S = 5.0
+ADMIN_TIMEOUT_S = 1.0  # a health check must answer promptly even when Janus does not
 START_TIMEOUT_S = 15.0
 LOG_TAIL = 60
 PR_SET_PDEATHSIG = 1
@@ -65,6 +69,8 @@ class MediaGateway:
         self.settings = settings
         self.dir = runtime_dir
         self.socket_path = runtime_dir / "janus-ws.sock"
+        self.admin_socket = runtime_dir / "janus-admin.sock"
+        self._admin_secret = ""
         self.generation = 0
         self.restarts = 0
         self.on_down: Callable[[str], None] = lambda _reason: None
@@ -112,6 +118,33 @@ class MediaGateway:
             "last_down_reason": self.last_down_reason,
         }
 
+    async def count_handles(self) -> int | None:
+        """Handles alive in Janus' own session (its Admin API), or None while it is down.
+        Each idle agent holds one; each call holds its agent's until the agent exits."""
+        session = self._session
+        if not self.up or session is None:
+            return None
+        try:
+            admin = await JanusClient.connect(
+                str(self.admin_socket), lambda _m: None, ADMIN_TIMEOUT_S, admin=True
+            )
+        except (OSError, TimeoutError, websockets.WebSocketException):
+            return None
+        try:
+            reply = await admin.request(
+                {
+                    "janus": "list_handles",
+                    "session_id": session.id,
+                    "admin_secret": self._admin_secret,
+                },
+                ADMIN_TIMEOUT_S,
+            )
+            return len(reply.get("handles") or [])
+        except (JanusError, JanusClosed, TimeoutError):
+            return None
+        finally:
+            await admin.close()
+
     def _mark_up(self) -> None:
         self._up.set()
         self.on_up()
@@ -120,9 +153,15 @@ class MediaGateway:
         self.generation += 1
         self._subs.clear()
         self.dir.mkdir(parents=True, exist_ok=True)
-        for name, text in janus_files(self.settings, self.dir, self.socket_path).items():
+        self._admin_secret = secrets.token_hex(16)
+        files = janus_files(
+            self.settings, self.dir, self.socket_path, self.admin_socket, self._admin_secret
+        )
+        for name, text in files.items():
             (self.dir / name).write_text(text)
+        self.dir.joinpath("janus.jcfg").chmod(0o600)  # it holds the admin secret
         self.socket_path.unlink(missing_ok=True)
+        self.admin_socket.unlink(missing_ok=True)
         self._tail.clear()
         t0 = time.monotonic()
         try:
@@ -158,7 +197,7 @@ class MediaGateway:
                         str(self.socket_path), self._on_event, REQUEST_TIMEOUT_S
                     )
                     break
-                except (OSError, TimeoutError):
+                except (OSError, TimeoutError, websockets.WebSocketException):
                     pass
             await asyncio.sleep(0.02)
         self._session = await JanusSession.create(self._client, REQUEST_TIMEOUT_S)

@@ -22,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, unix_connect
 log = logging.getLogger("dragoman.janus")
 
 SUBPROTOCOL = "janus-protocol"
+ADMIN_SUBPROTOCOL = "janus-admin-protocol"
 
 
 class JanusError(RuntimeError):
@@ -53,13 +54,18 @@ class JanusClient:
 
     @classmethod
     async def connect(
-        cls, socket_path: str, on_event: Callable[[dict[str, Any]], None], timeout_s: float
+        cls,
+        socket_path: str,
+        on_event: Callable[[dict[str, Any]], None],
+        timeout_s: float,
+        admin: bool = False,
     ) -> JanusClient:
+        protocol = ADMIN_SUBPROTOCOL if admin else SUBPROTOCOL
         ws = await asyncio.wait_for(
             unix_connect(
                 socket_path,
                 "ws://janus/",
-                subprotocols=[websockets.Subprotocol(SUBPROTOCOL)],
+                subprotocols=[websockets.Subprotocol(protocol)],
                 max_size=2**20,
                 compression=None,
                 ping_interval=None,  # the worker probes Janus itself (keepalive requests)

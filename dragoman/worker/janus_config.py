@@ -44,8 +44,13 @@ def _q(value: object) -> str:
     return f'"{text}"'
 
 
-def janus_files(settings: Settings, runtime_dir: Path, ws_socket: Path) -> dict[str, str]:
-    """File name → content of a config folder for ``janus -C DIR/janus.jcfg -F DIR``."""
+def janus_files(
+    settings: Settings, runtime_dir: Path, ws_socket: Path, admin_socket: Path, admin_secret: str
+) -> dict[str, str]:
+    """File name → content of a config folder for ``janus -C DIR/janus.jcfg -F DIR``.
+
+    The Admin API (used to count live handles) listens on its own Unix socket and needs a
+    secret made fresh for each start."""
     lib = find_lib_dir(settings)
     nat = ["ignore_mdns = true"]
     if settings.media_interfaces:
@@ -65,6 +70,7 @@ def janus_files(settings: Settings, runtime_dir: Path, ws_socket: Path) -> dict[
 \tevent_loops = {settings.janus_event_loops}
 \thide_dependencies = true
 \tserver_name = "dragoman-{settings.node_id}"
+\tadmin_secret = {_q(admin_secret)}
 }}
 certificates: {{
 }}
@@ -96,7 +102,8 @@ events: {{
 \twss = false
 }}
 admin: {{
-\tadmin_ws = false
+\tadmin_ws = true
+\tadmin_ws_unix = {_q(admin_socket)}
 \tadmin_wss = false
 }}
 """

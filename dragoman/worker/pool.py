@@ -29,6 +29,7 @@ from typing import Any
 
 import psutil
 
+from dragoman.agent import messages
 from dragoman.config import Settings, settings_for_child
 from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
@@ -61,6 +62,7 @@ class Agent:
     call_id: str | None = None
     answer: asyncio.Future | None = None
     end_reason: str | None = None
+    said_ended: bool = False  # the agent itself reported its call's end
     rtp_port: int | None = None  # its loopback RTP port (RTCP is the next one)
     handle: Handle | None = None  # its Janus NoSIP handle, attached while idle
 
@@ -119,6 +121,8 @@ class AgentPool:
             "draining": self.draining,
             "calls_total": self.calls_total,
             "outcomes": dict(self.outcomes),
+            # Processes holding a call, for benchmarks that measure a call's memory.
+            "call_pids": sorted(a.pid for a in self._agents if a.state == "active"),
         }
 
     async def start(self, wait_ready_s: float = 60.0) -> None:
@@ -189,6 +193,7 @@ class AgentPool:
                     agent.answer.set_result(msg)
                 elif kind == "ended":
                     agent.end_reason = msg.get("reason")
+                    agent.said_ended = True
                 elif kind == "pacing":
                     metrics.AUDIO_FRAMES.labels("on_time").inc(msg["frames"] - msg["late"])
                     metrics.AUDIO_FRAMES.labels("late").inc(msg["late"])
@@ -203,6 +208,10 @@ class AgentPool:
             agent.answer.set_exception(AgentFailed("agent process exited before answering"))
         if agent.state in ("active", "ending"):
             self._count(agent.end_reason or "agent_lost")
+        if agent.state in ("active", "ending") and not agent.said_ended:
+            # It died without a word (killed, crashed): the page still learns the call ended.
+            reason = agent.end_reason or "agent_lost"
+            self.hub.publish(agent.call_id, messages.state("ended", reason))
         if agent.call_id and agent.state in ("reserved", "active", "ending") and self.on_call_ended:
             self._spawn_task(self.on_call_ended(agent.call_id, agent.end_reason or "agent_lost"))
         if agent in self._idle:
