@@ -14,6 +14,7 @@ import time
 
 from dragoman.bench.caller import Caller, selected_candidate_type, server_ice_servers
 
+
 async def main(url: str, turn: str, wait_s: float) -> dict:
     ice = await server_ice_servers(url) if turn == "turn" else []
     caller = Caller(url, source="ja", target="en", ice_servers=ice)
