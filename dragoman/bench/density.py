@@ -1,17 +1,22 @@
 """``dragoman bench density``: how many concurrent calls one core carries in cloud-AI mode.
 
-Every call runs the agent's full real-time path: WebRTC (ICE, DTLS, SRTP), Opus decode and
-encode, Silero VAD, resampling 16→24 kHz, base64/JSON streaming to the provider and back,
-paced 24 kHz output. The provider is the local FAKE of OpenAI's realtime translation
-(``dragoman.fakes``) in its own process, so no AI time is counted; it answers speech with
-synthetic translated audio, so the output path works as hard as in a real call.
+Every call runs the real media plane: the caller's WebRTC (ICE, DTLS, SRTP) terminated by
+the node's Janus, plain RTP to the call's agent process, Opus decode, streaming to the
+provider (base64/JSON over its WebSocket) and back, paced 24 kHz Opus out. The provider is
+the local FAKE of OpenAI's realtime translation (``dragoman.fakes``) in its own process, so
+no AI time is counted; it answers speech with synthetic translated audio, so the output
+path works as hard as in a real call.
 
-The server is pinned to ``--server-cpus`` (default: CPU 0), the fake provider and the
-load clients to the other CPUs, so the server's share is known exactly. Calls are added in
-steps; after each step settles, the window's punctuality is read from the agents' own
-counters (a 20 ms frame is late when it leaves > 20 ms after its slot), with the server's
-CPU time and each call process's unique memory (USS/PSS). The ramp stops at the first step
-below the on-time goal (99.5 %); the last step that met it is the capacity.
+The server (api, worker, Janus, agents — every process of ``dragoman serve``) is pinned to
+``--server-cpus`` (default: CPU 0), the fake provider and the load clients to the other
+CPUs, so the server's share is known exactly. Load clients are aiortc callers that send
+Opus packets encoded once (no per-call encoding) and stop decoding once they hear the
+agent, so a client process can hold dozens of calls. Calls are added in steps; after each
+step settles, the window's punctuality is read from the agents' own counters (a 20 ms
+packet is late when it leaves > 20 ms after its slot), with the server's CPU time, the
+calls actually connected (the caller heard the agent) and each call process's unique
+memory (USS/PSS). The ramp stops at the first step below the on-time goal (99.5 %) or
+where calls fail to connect; the last step that met both is the capacity.
 """
 
 from __future__ import annotations
@@ -33,13 +38,13 @@ import httpx
 import numpy as np
 import psutil
 
-from dragoman.bench.caller import Caller
+from dragoman.bench.caller import Caller, PrecodedTrack, precode
 from dragoman.bench.connect import machine
 from dragoman.bench.embedded import embedded_process, free_port
 
 ON_TIME_GOAL = 0.995
 FAKE_KEY = "sk-bench-fake"
-RATE = 16000
+RATE = 48000  # what the load clients "record" at (WebRTC Opus)
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class DensityParams:
 
 def speechlike(seconds: float = 3.0) -> np.ndarray:
     """2 s of syllable-rate modulated noise, then 1 s of silence. The fake provider only
-    looks at energy and the VAD runs the same per frame, so real speech would cost no more."""
+    looks at energy, so real speech would cost no more."""
     t = np.arange(int(RATE * 2.0)) / RATE
     envelope = 0.5 * (1 + np.sin(2 * np.pi * 4 * t))
     voiced = np.random.default_rng(7).normal(0, 3000, t.size) * envelope
@@ -64,10 +69,31 @@ def speechlike(seconds: float = 3.0) -> np.ndarray:
 
 # --- load clients (separate processes) ---------------------------------------------------
 async def _hold_calls(url: str, starts: list[float], conn: Any) -> list[dict[str, Any]]:
-    audio = speechlike()
+    """Place calls at ``starts``; answer "count" requests on ``conn`` with how many are
+    connected; on "stop", hang up and return one row per call."""
+    packets = precode(speechlike())
     callers: list[Caller] = []
-    rows: list[dict[str, Any]] = []
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def counts() -> dict[str, int]:
+        results = [c.result for c in callers]
+        return {
+            "placed": len(results),
+            "answered": sum(1 for r in results if r.status == 201),
+            "connected": sum(1 for r in results if r.first_audio_ms is not None),
+            "refused": sum(1 for r in results if r.status not in (None, 201)),
+        }
+
+    def on_command() -> None:
+        while conn.poll():
+            cmd = conn.recv()
+            if cmd == "count":
+                conn.send(counts())
+            elif cmd == "stop":
+                stop.set()
+
+    loop.add_reader(conn.fileno(), on_command)
 
     async def one(at: float) -> None:
         try:  # wait for this call's step, unless the ramp ends first
@@ -75,27 +101,28 @@ async def _hold_calls(url: str, starts: list[float], conn: Any) -> list[dict[str
             return
         except TimeoutError:
             pass
-        caller = Caller(url, send_audio=True, keep_listening=False, provider="openai-translate")
+        caller = Caller(
+            url,
+            keep_listening=False,
+            provider="openai-translate",
+            mic=PrecodedTrack(packets),
+        )
         callers.append(caller)
-        result = await caller.call()
-        rows.append({"status": result.status, "answer_ms": result.answer_ms})
-        while result.status == 201 and not stop.is_set():
-            if not caller.mic.playing:
-                caller.mic.play(audio)
-            await asyncio.sleep(0.25)
+        await caller.call()
 
-    async def wait_stop() -> None:
-        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-        stop.set()
-
-    await asyncio.gather(wait_stop(), *(one(s) for s in starts))
+    await asyncio.gather(*(one(s) for s in starts), stop.wait())
+    loop.remove_reader(conn.fileno())
     for caller in callers:
         if caller.channel_open:
             caller.send({"v": 1, "type": "hangup"})
     await asyncio.sleep(0.5)
     for caller in callers:
         await caller.close()
-    return rows
+    return [
+        {"status": c.result.status, "answer_ms": c.result.answer_ms,
+         "first_audio_ms": c.result.first_audio_ms}
+        for c in callers
+    ]
 
 
 def _client_process(url: str, starts: list[float], conn: Any, cpus: set[int] | None) -> None:
@@ -235,33 +262,38 @@ def _ramp(url: str, pid: int, p: DensityParams, client_cpus: set[int] | None) ->
             frames0, cpu0, w0 = frame_counts(url), tree_cpu_s(pid), time.monotonic()
             time.sleep(max(0.0, t0 + (k + 1) * p.step_s - time.time()))
             frames1, cpu1, w1 = frame_counts(url), tree_cpu_s(pid), time.monotonic()
+            clients = _client_counts(conns)
             on_time = frames1.get("on_time", 0) - frames0.get("on_time", 0)
             late = frames1.get("late", 0) - frames0.get("late", 0)
             total = on_time + late
             cores = (cpu1 - cpu0) / (w1 - w0)
             step = {
                 "calls": calls,
+                "connected": clients["connected"],
+                "refused": clients["refused"],
                 "frames": int(total),
                 "on_time": round(on_time / total, 5) if total else None,
                 "server_cores_used": round(cores, 3),
-                "cpu_per_call_pct": round(100 * cores / calls, 2),
+                # Per call that is actually up (the caller hears the agent).
+                "cpu_per_call_pct": round(100 * cores / max(1, clients["connected"]), 2),
                 **call_memory(url),
             }
             steps.append(step)
             print(
-                f"  {calls:4d} calls: {step['on_time'] if total else 'n/a'} on time "
-                f"({int(late)} late of {int(total)} frames), server {cores:.2f} cores, "
-                f"USS {step['uss_mb']} MB",
+                f"  {calls:4d} calls ({clients['connected']} connected): "
+                f"{step['on_time'] if total else 'n/a'} on time "
+                f"({int(late)} late of {int(total)} frames), server {cores:.2f} cores "
+                f"({step['cpu_per_call_pct']} % of a core per call), USS {step['uss_mb']} MB",
                 flush=True,
             )
-            if total and on_time / total < ON_TIME_GOAL:
+            if not step_ok(step):
                 break
     finally:
         for c in conns:
             c.send("stop")
         for c in conns:
-            steps_rows = c.recv() if c.poll(60) else []
-            refused = sum(1 for r in steps_rows if r["status"] != 201)
+            rows = c.recv() if c.poll(60) else []
+            refused = sum(1 for r in rows if r["status"] != 201)
             if refused:
                 print(f"  note: {refused} calls were refused by the server", flush=True)
         for proc in procs:
@@ -269,8 +301,28 @@ def _ramp(url: str, pid: int, p: DensityParams, client_cpus: set[int] | None) ->
     return steps
 
 
+def _client_counts(conns: list[Any]) -> dict[str, int]:
+    total = {"placed": 0, "answered": 0, "connected": 0, "refused": 0}
+    for c in conns:
+        c.send("count")
+    for c in conns:
+        if c.poll(10):
+            for k, v in c.recv().items():
+                total[k] += v
+    return total
+
+
+def step_ok(step: dict[str, Any]) -> bool:
+    """A step meets the goal: every call connected and ≥ 99.5 % of packets on time."""
+    return (
+        step["on_time"] is not None
+        and step["on_time"] >= ON_TIME_GOAL
+        and step["connected"] == step["calls"]
+    )
+
+
 def report(steps: list[dict[str, Any]], p: DensityParams, server_cores: int) -> dict[str, Any]:
-    good = [s for s in steps if s["on_time"] is not None and s["on_time"] >= ON_TIME_GOAL]
+    good = [s for s in steps if step_ok(s)]
     best = good[-1] if good else None
     calls = best["calls"] if best else 0
     return {
@@ -283,6 +335,8 @@ def report(steps: list[dict[str, Any]], p: DensityParams, server_cores: int) -> 
         "calls_at_goal": calls,
         "calls_per_core": round(calls / server_cores, 1),
         "stopped_by": "goal missed" if len(good) < len(steps) else "max_calls reached",
+        "cpu_counted": "every process of the server: api + worker, Janus, the agents, the "
+        "(idle) inference service",
         "cpu_per_call_pct": best["cpu_per_call_pct"] if best else None,
         "call_uss_mb": best["uss_mb"] if best else None,
         "call_pss_mb": best["pss_mb"] if best else None,
