@@ -80,5 +80,13 @@ def run_app(
     drain: Callable[[], Awaitable[None]] | None = None,
     on_force: Callable[[], None] = lambda: None,
 ) -> None:
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        # Control messages are ~100-byte JSON: compressing each costs CPU and saves nothing.
+        ws_per_message_deflate=False,
+    )
     _DrainingServer(config, drain, on_force).run()

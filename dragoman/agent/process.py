@@ -101,6 +101,9 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
             rtcp,
             in_rate=spec.input_rate,
             out_rate=settings.audio_out_sample_rate,
+            # A speech-to-speech provider takes audio in provider_chunk_ms pieces anyway;
+            # the VAD wants short frames to find the end of speech promptly.
+            in_frame_ms=40 if spec.uses_vad else settings.provider_chunk_ms,
             opus_complexity=settings.opus_complexity,
         )
     except LanguageError as e:

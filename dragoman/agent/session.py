@@ -26,7 +26,6 @@ from dragoman.config import Settings
 from dragoman.inference.client import InferenceClient
 from dragoman.languages import LanguageError, LanguagePair, validate_pair
 from dragoman.pipeline.chime import chime
-from dragoman.pipeline.media_watch import MediaWatch
 from dragoman.pipeline.providers.base import CallContext, ProviderError, build_interpretation
 from dragoman.pipeline.providers.catalog import ProviderSpec
 
@@ -51,7 +50,6 @@ class CallSession:
         report_pacing: Callable[[int, int], None] | None = None,
     ) -> None:
         self.media = media
-        self.peer = peer
         self._send = notify
         self.settings = settings
         self.started_at = time.monotonic()
@@ -66,6 +64,7 @@ class CallSession:
         out_rate = settings.audio_out_sample_rate
         self.transport = RtpTransport(
             media,
+            peer,
             TransportParams(
                 audio_in_enabled=True,
                 audio_in_sample_rate=provider.input_rate,
@@ -77,7 +76,6 @@ class CallSession:
         )
         self.provider = provider
         self.pair = pair
-        self.watch = MediaWatch()
         self._report_pacing = report_pacing
         self.interpretation = build_interpretation(
             provider,
@@ -93,7 +91,6 @@ class CallSession:
         pipeline = Pipeline(
             [
                 self.transport.input(),
-                self.watch,
                 *([VADProcessor(vad_analyzer=vad)] if vad and provider.uses_vad else []),
                 *self.interpretation.stages,
                 self.transport.output(),
@@ -176,7 +173,7 @@ class CallSession:
                 now=time.monotonic(),
                 started_at=self.started_at,
                 connected_at=self.connected_at,
-                last_media_at=self.watch.last_media_at,
+                last_media_at=self.media.last_rx_at,
                 rss_mb=proc.memory_info().rss / 2**20,
             )
             reason = limit_exceeded(self._limits, vitals)
@@ -187,7 +184,6 @@ class CallSession:
         """Run the call to its end; returns the end reason."""
         runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
         await runner.add_workers(self.worker)
-        await self.media.start(self.peer)
         watchdog = asyncio.create_task(self._watchdog())
         try:
             await runner.run()

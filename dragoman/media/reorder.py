@@ -9,13 +9,13 @@ have arrived (60 ms at 20 ms per packet). Pure: no clock, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 SEQ_MOD = 1 << 16
 RESET_DISTANCE = 3000  # a jump this far (either way) is a new stream, not reordering
 
 
-@dataclass(frozen=True, slots=True)
-class Slot:
+class Slot(NamedTuple):
     """One 20 ms slot of the stream: ``payload`` to decode, or None when the packet was
     lost; then ``fec`` is the next packet, whose in-band FEC can rebuild the lost one."""
 

@@ -7,15 +7,14 @@ browser's header extensions (mid, audio level), which are skipped here.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 HEADER = struct.Struct("!BBHII")
 VERSION = 2
 OPUS_CLOCK = 48000  # Opus RTP timestamps always run at 48 kHz, whatever the decode rate
 
 
-@dataclass(frozen=True, slots=True)
-class RtpPacket:
+class RtpPacket(NamedTuple):  # a tuple: 50 of these a second per call, cheap to build
     payload_type: int
     seq: int
     timestamp: int

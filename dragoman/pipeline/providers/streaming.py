@@ -100,6 +100,7 @@ class StreamingInterpretation(FrameProcessor):
         self._source = CaptionStream()
         self._translation = CaptionStream()
         self._last_audio_at: float | None = None
+        self._partial: dict[messages.Side, CaptionLine] = {}  # not yet sent to the page
         self._speaking = False
         self._closing = False
         self._restart = False  # a deliberate reconnect (language switch), not a failure
@@ -253,10 +254,12 @@ class StreamingInterpretation(FrameProcessor):
             await self.push_frame(
                 OutputAudioRawFrame(audio=ev.audio, sample_rate=ev.rate, num_channels=1)
             )
-        elif ev.kind == "source_text":
-            self._caption("source", self._source.add(ev.text, self._now()))
-        elif ev.kind == "translation_text":
-            self._caption("translation", self._translation.add(ev.text, self._now()))
+        elif ev.kind in ("source_text", "translation_text"):
+            side = "source" if ev.kind == "source_text" else "translation"
+            stream = self._source if side == "source" else self._translation
+            line = stream.add(ev.text, self._now())
+            if line is not None:
+                self._partial[side] = line  # sent by _tick, at most four times a second
         elif ev.kind == "error":
             if ev.fatal:
                 code = ev.code or "provider_error"
@@ -271,6 +274,10 @@ class StreamingInterpretation(FrameProcessor):
         while True:
             await asyncio.sleep(0.25)
             now = self._now()
+            # The latest partial line of each side, once per tick: providers send a delta
+            # per word or two, and a page needs no more than four updates a second.
+            self._caption("source", self._partial.pop("source", None))
+            self._caption("translation", self._partial.pop("translation", None))
             self._caption("source", self._source.close_if_quiet(now))
             self._caption("translation", self._translation.close_if_quiet(now))
             if self._speaking and time.monotonic() - (self._last_audio_at or 0) > QUIET_S:
