@@ -34,6 +34,7 @@ from dragoman.config import Settings, settings_for_child
 from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
 from dragoman.media.plain_sdp import PlainOffer, plain_answer
+from dragoman.pipeline.providers.catalog import PROVIDERS, unavailable_reason
 from dragoman.worker import metrics
 from dragoman.worker.channel import ChannelClosed, PipeChannel
 from dragoman.worker.control import ControlHub
@@ -44,6 +45,19 @@ log = logging.getLogger("dragoman.worker")
 AGENT_MODULE = "dragoman.agent.process"
 FREEZE_MODULE = "dragoman.agent.frozen"  # imported after AGENT_MODULE: see its docstring
 EXIT_GRACE_S = 5.0  # after "end", how long an agent may take to leave before it is killed
+
+
+def provider_modules(settings: Settings) -> list[str]:
+    """Modules of the providers this node can run, imported once by the forkserver: a fresh
+    agent then starts in milliseconds, instead of spending a CPU-heavy import (SDKs,
+    websockets) on the same core as the calls already running."""
+    return sorted(
+        {
+            spec.builder.split(":")[0]
+            for spec in PROVIDERS.values()
+            if spec.name == settings.provider or unavailable_reason(spec, settings) is None
+        }
+    )
 
 
 def idle_target(settings: Settings) -> int:
@@ -89,7 +103,7 @@ class AgentPool:
         # Pipecat logs its banner at import through loguru; the forkserver imports it once.
         os.environ.setdefault("LOGURU_LEVEL", "WARNING")
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload([AGENT_MODULE, FREEZE_MODULE])
+        self._ctx.set_forkserver_preload([AGENT_MODULE, *provider_modules(settings), FREEZE_MODULE])
         self._settings_json = settings_for_child(settings)
         self._agents: set[Agent] = set()
         self._idle: deque[Agent] = deque()
