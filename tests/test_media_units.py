@@ -20,7 +20,12 @@ from dragoman.api.turn import ice_servers, turn_credentials
 from dragoman.config import Settings
 from dragoman.fleet.control_link import CLOSE_ENDED, CLOSE_REPLACED, LinkClosed
 from dragoman.media.opus import OpusDecoder, OpusEncoder
-from dragoman.media.plain_sdp import PlainSdpError, parse_plain_offer, plain_answer
+from dragoman.media.plain_sdp import (
+    PlainSdpError,
+    opus_payload_type,
+    parse_plain_offer,
+    plain_answer,
+)
 from dragoman.media.ports import bind_rtp_pair, parse_range
 from dragoman.media.reorder import ReorderBuffer
 from dragoman.media.rtp import parse_rtp, rtp_header
@@ -151,10 +156,18 @@ def test_opus_rejects_a_rate_it_cannot_code() -> None:
 def test_plain_offer_and_answer() -> None:
     offer = parse_plain_offer(NOSIP_OFFER)
     assert (offer.address, offer.port, offer.opus_pt) == ("127.0.0.1", 31000, 111)
-    answer = plain_answer(offer, "127.0.0.1", 35002)
+    answer = plain_answer(offer.opus_pt, "127.0.0.1", 35002)
     assert "m=audio 35002 RTP/AVP 111\r\n" in answer
     assert "a=rtpmap:111 opus/48000/2" in answer and "useinbandfec=1" in answer
     assert "PCMU" not in answer
+
+
+def test_opus_payload_type_of_a_browser_offer() -> None:
+    chrome = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 63 9\r\na=rtpmap:63 red/48000/2\r\n"
+    assert opus_payload_type(chrome + "a=rtpmap:111 opus/48000/2\r\n") == 111
+    assert opus_payload_type(chrome) is None
+    video_first = "v=0\r\nm=video 9 RTP/SAVPF 96\r\na=rtpmap:96 opus/48000/2\r\nm=audio 9 X 0\r\n"
+    assert opus_payload_type(video_first) is None  # Opus outside the audio section
 
 
 def test_plain_offer_without_opus_or_audio_is_refused() -> None:
@@ -268,7 +281,8 @@ async def test_a_node_without_its_media_gateway_refuses_calls_and_reports_not_re
     gateway: Any = _DownGateway()
     pool = AgentPool(settings, "/nonexistent", gateway, ControlHub())
     with pytest.raises(NoAgentAvailable) as e:
-        await pool.start_call(CallRequest("c", "v=0", "offer", "ja", "en"))
+        offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
+        await pool.start_call(CallRequest("c", offer, "offer", "ja", "en"))
     assert "media gateway" in str(e.value)
 
     node: Any = SimpleNamespace(gateway=gateway, pool=pool)

@@ -28,6 +28,7 @@ from loguru import logger as loguru_logger
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 
+from dragoman.agent import messages
 from dragoman.agent.inline_executor import InlineExecutor
 from dragoman.agent.rtp_media import RtpMedia, RtpPeer
 from dragoman.agent.session import CallSession
@@ -94,8 +95,6 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
         spec, pair = validate_call(msg.get("provider"), msg["source"], msg["target"], settings)
         glossary = read_glossary(settings.glossary_dir, msg.get("glossary"))
         peer = RtpPeer(**msg["peer"])
-        if spec.uses_vad and vad is None:  # a call asked for a provider the node did not expect
-            vad = _load_vad(settings, inline)
         media = RtpMedia(
             rtp,
             rtcp,
@@ -109,21 +108,31 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
     except LanguageError as e:
         chan.send({"kind": "error", "code": e.code, "message": e.message})
         return
-    session = CallSession(
-        media=media,
-        peer=peer,
-        notify=lambda m: chan.send({"kind": "msg", "msg": m}),
-        vad=vad,
-        pair=pair,
-        settings=settings,
-        client=client,
-        provider=spec,
-        glossary=glossary,
-        report_pacing=lambda frames, late: chan.send(
-            {"kind": "pacing", "frames": frames, "late": late}
-        ),
-    )
+    # The call is valid: say so now, so the answer goes out while the pipeline is built
+    # (the caller's WebRTC takes tens of milliseconds to come up anyway).
     chan.send({"kind": "accepted", "timings_ms": {"agent_accept": _ms(t0)}})
+    try:
+        if spec.uses_vad and vad is None:  # a provider the node's default does not need
+            vad = _load_vad(settings, inline)
+        session = CallSession(
+            media=media,
+            peer=peer,
+            notify=lambda m: chan.send({"kind": "msg", "msg": m}),
+            vad=vad,
+            pair=pair,
+            settings=settings,
+            client=client,
+            provider=spec,
+            glossary=glossary,
+            report_pacing=lambda frames, late: chan.send(
+                {"kind": "pacing", "frames": frames, "late": late}
+            ),
+        )
+    except Exception:
+        log.exception("could not build the call's pipeline")
+        chan.send({"kind": "msg", "msg": messages.state("ended", "error")})
+        chan.send({"kind": "ended", "reason": "error"})
+        return
 
     async def follow_worker() -> None:
         # The worker relays the gateway's media events and the page's control messages,

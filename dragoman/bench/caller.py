@@ -161,6 +161,7 @@ class CallResult:
     call_id: str | None = None
     error: dict[str, Any] | None = None
     retry_after: str | None = None
+    offer_ms: float | None = None  # the client's own offer (aiortc: slow, Python)
     answer_ms: float | None = None
     connected_ms: float | None = None
     first_audio_ms: float | None = None
@@ -273,6 +274,7 @@ class Caller:
         self._t0 = time.perf_counter()
         self.pc.addTransceiver(self.mic, direction="sendrecv")
         await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers host candidates
+        self.result.offer_ms = self._ms()
         body = {
             "sdp": self.pc.localDescription.sdp,
             "type": "offer",

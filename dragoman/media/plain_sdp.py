@@ -56,9 +56,26 @@ def parse_plain_offer(sdp: str) -> PlainOffer:
     return PlainOffer(address, port, opus_pt)
 
 
-def plain_answer(offer: PlainOffer, address: str, port: int) -> str:
-    """The agent's answer: Opus only, in-band FEC asked of the caller, 20 ms packets."""
-    pt = offer.opus_pt
+def opus_payload_type(offer_sdp: str) -> int | None:
+    """The payload type the caller's (WebRTC) offer gives Opus in its first audio section;
+    NoSIP's plain offer keeps it, so the agent's answer can be written before Janus has
+    finished turning the offer around."""
+    in_audio = False
+    for raw in offer_sdp.splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            if in_audio:
+                return None
+            in_audio = line.startswith("m=audio ")
+        elif in_audio and line.lower().startswith("a=rtpmap:") and "opus/48000" in line.lower():
+            pt = line.split(":", 1)[1].split()[0]
+            return int(pt) if pt.isdigit() else None
+    return None
+
+
+def plain_answer(pt: int, address: str, port: int) -> str:
+    """The agent's answer: Opus only (on payload type ``pt``), in-band FEC asked of the
+    caller, 20 ms packets."""
     return (
         "v=0\r\n"
         f"o=- 1 1 IN IP4 {address}\r\n"

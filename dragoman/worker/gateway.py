@@ -27,7 +27,13 @@ import websockets
 
 from dragoman.config import Settings
 from dragoman.media.plain_sdp import PlainOffer, PlainSdpError, parse_plain_offer
-from dragoman.worker.janus_client import JanusClient, JanusClosed, JanusError, JanusSession
+from dragoman.worker.janus_client import (
+    JanusClient,
+    JanusClosed,
+    JanusError,
+    JanusSession,
+    plugin_result,
+)
 from dragoman.worker.janus_config import janus_files
 
 log = logging.getLogger("dragoman.gateway")
@@ -309,25 +315,42 @@ class MediaGateway:
         if callback is not None:
             callback(str(msg.get("janus")), msg)
 
-    async def generate(self, handle: Handle, offer_sdp: str) -> PlainOffer:
-        """Give Janus the caller's WebRTC offer; returns the plain-RTP side it set up."""
+    async def bridge(
+        self, handle: Handle, offer_sdp: str, plain_answer: str
+    ) -> tuple[PlainOffer, asyncio.Future[str]]:
+        """Give Janus the caller's WebRTC offer (NoSIP ``generate``), then the agent's plain
+        answer (``process``). Returns the plain-RTP side Janus set up as soon as ``generate``
+        is done, and a future for the WebRTC answer to send the caller, so the agent can take
+        the call while Janus finishes. (The two requests cannot be in flight together: Janus
+        hands requests to a thread pool and a short ``process`` overtakes a ``generate``
+        still parsing its offer.)"""
+        session = self._current()
         offer = {"type": "offer", "sdp": offer_sdp}
-        data = await self._message(handle, {"request": "generate"}, offer)
+        try:
+            generated = await session.send_message(handle.id, {"request": "generate"}, offer)
+            data, _ = plugin_result(await asyncio.wait_for(generated, REQUEST_TIMEOUT_S))
+        except JanusError as e:
+            # Janus refuses what it cannot parse (JSEP/SDP errors are 46x codes).
+            raise OfferRejected(e.reason) from e
+        except (JanusClosed, TimeoutError) as e:
+            raise MediaUnavailable(f"the media gateway did not answer: {e!r}") from e
         result = data.get("result") or {}
         if result.get("event") != "generated" or not isinstance(result.get("sdp"), str):
-            raise MediaUnavailable(f"unexpected answer from the media gateway: {result!r}"[:200])
+            raise MediaUnavailable(f"unexpected reply from the media gateway: {result}"[:200])
         try:
-            return parse_plain_offer(result["sdp"])
+            plain = parse_plain_offer(result["sdp"])
         except PlainSdpError as e:
             raise OfferRejected(str(e)) from e
-
-    async def process(self, handle: Handle, plain_answer: str) -> str:
-        """Give Janus the agent's plain answer; returns the WebRTC answer for the caller."""
-        session = self._current()
+        process = {"request": "process", "type": "answer", "sdp": plain_answer}
         try:
-            _, jsep = await session.message(
-                handle.id, {"request": "process", "type": "answer", "sdp": plain_answer}
-            )
+            processed = await session.send_message(handle.id, process)
+        except JanusClosed as e:
+            raise MediaUnavailable(f"the media gateway did not answer: {e!r}") from e
+        return plain, asyncio.ensure_future(self._answer_of(processed))
+
+    async def _answer_of(self, processed: asyncio.Future[dict[str, Any]]) -> str:
+        try:
+            _, jsep = plugin_result(await asyncio.wait_for(processed, REQUEST_TIMEOUT_S))
         except JanusError as e:
             why = f"the media gateway refused the agent's answer: {e.reason}"
             raise MediaUnavailable(why) from e
@@ -336,19 +359,6 @@ class MediaGateway:
         if not jsep or not isinstance(jsep.get("sdp"), str):
             raise MediaUnavailable("the media gateway sent no WebRTC answer")
         return jsep["sdp"]
-
-    async def _message(
-        self, handle: Handle, body: dict[str, Any], jsep: dict[str, Any]
-    ) -> dict[str, Any]:
-        session = self._current()
-        try:
-            data, _ = await session.message(handle.id, body, jsep)
-            return data
-        except JanusError as e:
-            # Janus refuses what it cannot parse (JSEP/SDP errors are 46x codes).
-            raise OfferRejected(e.reason) from e
-        except (JanusClosed, TimeoutError) as e:
-            raise MediaUnavailable(f"the media gateway did not answer: {e!r}") from e
 
     async def detach(self, handle: Handle | None) -> None:
         """Free a handle (and hang up its caller); quiet if Janus restarted meanwhile."""

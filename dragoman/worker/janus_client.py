@@ -44,6 +44,22 @@ class _Pending:
     future: asyncio.Future[dict[str, Any]]
 
 
+def check(reply: dict[str, Any]) -> dict[str, Any]:
+    """The reply, or JanusError if Janus refused the request."""
+    if reply.get("janus") == "error":
+        err = reply.get("error") or {}
+        raise JanusError(int(err.get("code", 0)), str(err.get("reason", "unknown error")))
+    return reply
+
+
+def plugin_result(reply: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A plugin reply's data and JSEP; JanusError if Janus or the plugin refused."""
+    data = (check(reply).get("plugindata") or {}).get("data") or {}
+    if "error_code" in data:
+        raise JanusError(int(data["error_code"]), str(data.get("error", "plugin error")))
+    return data, reply.get("jsep")
+
+
 class JanusClient:
     def __init__(self, ws: ClientConnection, on_event: Callable[[dict[str, Any]], None]) -> None:
         self._ws = ws
@@ -101,9 +117,11 @@ class JanusClient:
                     p.future.set_exception(JanusClosed("the connection to Janus closed"))
             self._pending.clear()
 
-    async def request(
-        self, body: dict[str, Any], timeout_s: float, final: tuple[str, ...] = ("success",)
-    ) -> dict[str, Any]:
+    async def send(
+        self, body: dict[str, Any], final: tuple[str, ...] = ("success",)
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Send a request now; the future resolves to its final reply. Janus handles a
+        handle's requests in order, so several may be in flight at once."""
         if self.closed.is_set():
             raise JanusClosed("the connection to Janus is closed")
         transaction = secrets.token_hex(8)
@@ -111,15 +129,21 @@ class JanusClient:
         self._pending[transaction] = _Pending(final, future)
         try:
             await self._ws.send(json.dumps({**body, "transaction": transaction}))
-            reply = await asyncio.wait_for(future, timeout_s)
         except websockets.ConnectionClosed as e:
-            raise JanusClosed("the connection to Janus closed") from e
-        finally:
             self._pending.pop(transaction, None)
-        if reply.get("janus") == "error":
-            err = reply.get("error") or {}
-            raise JanusError(int(err.get("code", 0)), str(err.get("reason", "unknown error")))
-        return reply
+            raise JanusClosed("the connection to Janus closed") from e
+        future.add_done_callback(lambda _f: self._pending.pop(transaction, None))
+        return future
+
+    async def request(
+        self, body: dict[str, Any], timeout_s: float, final: tuple[str, ...] = ("success",)
+    ) -> dict[str, Any]:
+        future = await self.send(body, final)
+        try:
+            return check(await asyncio.wait_for(future, timeout_s))
+        except TimeoutError:
+            future.cancel()
+            raise
 
     async def close(self) -> None:
         await self._ws.close()
@@ -150,10 +174,10 @@ class JanusSession:
         )
         return int(reply["data"]["id"])
 
-    async def message(
+    async def send_message(
         self, handle: int, body: dict[str, Any], jsep: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """A plugin request; returns the plugin's result data and its JSEP, if any."""
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Send a plugin request now; the future resolves to its reply (``plugin_result``)."""
         request: dict[str, Any] = {
             "janus": "message",
             "session_id": self.id,
@@ -162,11 +186,7 @@ class JanusSession:
         }
         if jsep is not None:
             request["jsep"] = jsep
-        reply = await self.client.request(request, self._timeout, final=("event", "success"))
-        data = (reply.get("plugindata") or {}).get("data") or {}
-        if "error_code" in data:
-            raise JanusError(int(data["error_code"]), str(data.get("error", "plugin error")))
-        return data, reply.get("jsep")
+        return await self.client.send(request, final=("event", "success"))
 
     async def detach(self, handle: int) -> None:
         await self.client.request(

@@ -33,7 +33,7 @@ from dragoman.agent import messages
 from dragoman.config import Settings, settings_for_child
 from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
-from dragoman.media.plain_sdp import PlainOffer, plain_answer
+from dragoman.media.plain_sdp import PlainOffer, opus_payload_type, plain_answer
 from dragoman.pipeline.providers.catalog import PROVIDERS, unavailable_reason
 from dragoman.worker import metrics
 from dragoman.worker.channel import ChannelClosed, PipeChannel
@@ -325,6 +325,10 @@ class AgentPool:
 
     async def start_call(self, req: CallRequest) -> dict[str, Any]:
         t0 = time.perf_counter()
+        opus_pt = opus_payload_type(req.sdp)
+        if opus_pt is None:  # nothing to bridge: refused before it costs anything
+            self._count("rejected")
+            raise CallRejected("bad_sdp", "Malformed SDP offer: no Opus audio offered")
         if not self.gateway.up:
             raise NoAgentAvailable("This node's media gateway is restarting.", 1)
         agent = await self._take_idle()
@@ -333,13 +337,15 @@ class AgentPool:
         self._calls[req.call_id] = agent
         self._top_up()  # fork the replacement now, while this call is being answered
         t_taken = time.perf_counter()
+        assert agent.rtp_port is not None
         try:
             if not self.gateway.valid(agent.handle):
                 agent.handle = await self.gateway.attach()
             handle = agent.handle
             assert handle is not None
             self.gateway.subscribe(handle, lambda kind, m: self.on_media_event(agent, kind, m))
-            plain = await self.gateway.generate(handle, req.sdp)
+            answer = plain_answer(opus_pt, "127.0.0.1", agent.rtp_port)
+            plain, webrtc_answer = await self.gateway.bridge(handle, req.sdp, answer)
         except OfferRejected as e:
             self._back_to_idle(agent, req.call_id, fresh_handle=True)
             self._count("rejected")
@@ -353,7 +359,7 @@ class AgentPool:
             req.control_token,
             lambda m: agent.chan.send({"kind": "control", "msg": m}),
         )
-        reply, answer_sdp = await self._answer(agent, handle, req, plain)
+        reply, answer_sdp = await self._answer(agent, req, plain, webrtc_answer)
         if reply["kind"] == "error":
             self._count("rejected")
             self.hub.drop(req.call_id)
@@ -367,22 +373,25 @@ class AgentPool:
         return {"sdp": answer_sdp, "type": "answer", "timings_ms": timings, "pid": agent.pid}
 
     async def _answer(
-        self, agent: Agent, handle: Handle, req: CallRequest, plain: PlainOffer
+        self,
+        agent: Agent,
+        req: CallRequest,
+        plain: PlainOffer,
+        webrtc_answer: asyncio.Future[str],
     ) -> tuple[dict[str, Any], str]:
-        """The agent takes the call while Janus gets its plain answer; both within the
+        """The agent takes the call while Janus finishes the WebRTC answer; both within the
         answer deadline, or the agent is killed (its exit frees the handle)."""
-        assert agent.rtp_port is not None
         agent.answer = asyncio.get_running_loop().create_future()
         call = {k: v for k, v in req.to_json().items() if k not in ("sdp", "control_token")}
         peer = {"address": plain.address, "port": plain.port, "payload_type": plain.opus_pt}
         agent.chan.send({"kind": "offer", **call, "peer": peer})
-        answer = plain_answer(plain, "127.0.0.1", agent.rtp_port)
         try:
             reply, answer_sdp = await asyncio.wait_for(
-                asyncio.gather(agent.answer, self.gateway.process(handle, answer)),
+                asyncio.gather(agent.answer, webrtc_answer),
                 self.settings.agent_answer_timeout_s,
             )
         except (TimeoutError, AgentFailed, MediaUnavailable) as e:
+            webrtc_answer.cancel()
             agent.process.kill()
             self.hub.drop(req.call_id)
             self._count("agent_failed")
