@@ -603,6 +603,44 @@ def test_internal_token_secret_reaches_api_and_worker(rendered: list[dict]) -> N
         assert ref["key"] in keys
 
 
+def test_turn_is_wired_to_the_api_and_the_workers_media_range_is_set(
+    rendered: list[dict],
+) -> None:
+    """coturn and the api share one static-auth-secret (the api mints pages' credentials
+    with it), the TURN URLs pages get name the ports the TURN Service exposes, and the
+    worker's Janus uses a fixed UDP range (what the firewall opens)."""
+    api = container(one(rendered, "Deployment", "dragoman-api"))
+    (api_ref,) = [
+        e["valueFrom"]["secretKeyRef"] for e in env_list(api) if e["name"] == "DRAGOMAN_TURN_SECRET"
+    ]
+    turn = container(one(rendered, "Deployment", "dragoman-coturn"))
+    (turn_ref,) = [e["valueFrom"]["secretKeyRef"] for e in env_list(turn)]
+    assert api_ref == turn_ref
+    secret = one(rendered, "Secret", api_ref["name"])
+    assert api_ref["key"] in secret["stringData"]
+    args = turn["args"]
+    assert "--use-auth-secret" in args and "--static-auth-secret=$(TURN_SECRET)" in args
+    assert "--lt-cred-mech" not in args, "REST-API credentials, not a static user"
+
+    env = container_env(api, rendered)
+    svc = one(rendered, "Service", "dragoman-turn")
+    exposed = {(p["port"], p["protocol"]) for p in svc["spec"]["ports"]}
+    urls = env["DRAGOMAN_TURN_URLS"].split(",")
+    for url in urls:
+        scheme, rest = url.split(":", 1)
+        port = int(rest.split(":")[1].split("?")[0])
+        transport = rest.split("transport=")[1].upper()
+        assert (port, transport) in exposed, url
+    assert any(u.startswith("turns:") and ":443?" in u for u in urls), "TLS on 443"
+    assert deployments_selected(rendered, svc["spec"]["selector"], NAMESPACE) == [
+        "dragoman-coturn"
+    ]
+
+    worker_env = container_env(container(one(rendered, "Deployment", "dragoman-worker")), rendered)
+    low, high = (int(x) for x in worker_env["DRAGOMAN_MEDIA_PORT_RANGE"].split("-"))
+    assert 1024 < low < high <= 65535
+
+
 def test_shared_config_is_shared(rendered: list[dict]) -> None:
     (cm,) = by_kind(rendered, "ConfigMap").values()
     envs = {
@@ -737,6 +775,9 @@ def test_dockerfile() -> None:
     env = dict(kv.split("=", 1) for kv in shlex.split(dockerfile_instruction("ENV")) if "=" in kv)
     assert env["DRAGOMAN_WHISPER_MODEL_PATH"] == "/opt/dragoman/models/whisper-base"
     assert "assemble_whisper_base(Path('/opt/dragoman/models'))" in DOCKERFILE.read_text()
+    # The worker starts Janus (the media gateway) itself: it must be in the image.
+    installs = [ln for ln in DOCKERFILE.read_text().splitlines() if "apt-get install" in ln]
+    assert any(" janus" in ln for ln in installs), installs
 
 
 # --------------------------------------------------------------------------------------
@@ -844,8 +885,27 @@ def test_compose_coturn_is_configured_by_args(compose: dict) -> None:
     assert "-n" in cmd, "no config file: everything is on the command line"
     args = dict(a.split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
     assert int(args["--min-port"]) < int(args["--max-port"])
-    assert "--lt-cred-mech" in cmd
-    assert re.fullmatch(r"dragoman:\$\{DRAGOMAN_TURN_PASSWORD:\?[^}]*\}", args["--user"])
+    assert "--use-auth-secret" in cmd and "--lt-cred-mech" not in cmd
+    assert re.fullmatch(
+        r"\$\{DRAGOMAN_TURN_SECRET:\?[^}]*\}", args["--static-auth-secret"]
+    ), args
+    assert args["--tls-listening-port"] == "443"
+    # The api mints pages' credentials with the same secret and lists the same ports.
+    services = compose["services"]
+    for s in services.values():
+        if compose_role(s) == "api":
+            assert s["environment"]["DRAGOMAN_TURN_SECRET"] == args["--static-auth-secret"]
+            urls = s["environment"]["DRAGOMAN_TURN_URLS"].split(",")
+            assert any(":3478?transport=tcp" in u for u in urls)
+            assert any(u.startswith("turns:") and ":443?" in u for u in urls)
+    # Each worker's Janus gets its own UDP range on the shared host.
+    ranges = [
+        tuple(int(x) for x in s["environment"]["DRAGOMAN_MEDIA_PORT_RANGE"].split("-"))
+        for s in services.values()
+        if compose_role(s) == "worker"
+    ]
+    (a_lo, a_hi), (b_lo, b_hi) = sorted(ranges)
+    assert a_hi < b_lo, ranges
     env_example = (COMPOSE.parent / "env.example").read_text()
     for var in re.findall(r"\$\{(\w+):\?", COMPOSE.read_text()):
         assert re.search(rf"^{var}=", env_example, re.M), f"{var} missing from env.example"
