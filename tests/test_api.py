@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 import pytest
@@ -63,15 +64,19 @@ async def test_bad_inputs_get_clear_errors_and_cost_nothing(server: Server) -> N
         # None of that reached an agent: the same idle processes are still waiting.
         assert {p.pid for p in server.agent_processes()} == before
 
-        # An offer that passes the quick check but that aiortc cannot use costs one agent,
-        # which exits; the pool refills.
-        broken = sdp.replace("a=rtpmap:96 opus/48000/2", "a=rtpmap:96 opus")
-        assert_error(post(server, {**good, "sdp": broken}), 400, "bad_sdp")
-        wait_until(
-            lambda: len(server.agent_processes()) == 3 and server.health()["idle_agents"] == 3,
-            15,
-            what="pool refilled after a rejected offer",
-        )
+        # Offers that pass the quick structural check but cannot be bridged — no Opus, or an
+        # SDP only Janus can tell is broken — are refused with bad_sdp and cost no agent:
+        # the same idle processes are still waiting.
+        no_opus = sdp.replace("opus/48000/2", "speex/16000")
+        assert "Opus" in assert_error(post(server, {**good, "sdp": no_opus}), 400, "bad_sdp")[
+            "message"
+        ]
+        broken = re.sub(r"m=audio \d+", "m=audio nine", sdp)  # Janus' parser refuses it
+        err = assert_error(post(server, {**good, "sdp": broken}), 400, "bad_sdp")
+        assert "m=" in err["message"]
+        assert {p.pid for p in server.agent_processes()} == before
+        h = server.health()
+        assert h["idle_agents"] == 3 and h["active_calls"] == 0
     finally:
         await caller.close()
 

@@ -30,8 +30,17 @@ def test_japanese_call_in_chromium(server: Server, page) -> None:
                  && c.text.trim().length > 0)""",
         timeout=60_000,
     )
-    # The translation is spoken: the page's AnalyserNode hears it.
-    page.wait_for_function("() => window.dragoman.maxRemoteRms > 0.05", timeout=30_000)
+    # The translation is spoken: the page's AnalyserNode hears loud audio after the agent
+    # said it was speaking (the connect chime comes before any "speaking" state).
+    page.wait_for_function(
+        """() => {
+            const d = window.dragoman;
+            const speaking = d.states.find(([, s]) => s === 'speaking');
+            return speaking && d.remoteLevels.some(
+                ([t, rms]) => t >= speaking[0] && t <= speaking[0] + 10000 && rms > 0.05);
+        }""",
+        timeout=30_000,
+    )
     first_audio = page.evaluate("window.dragoman.firstAudioMs")
     assert first_audio is not None and first_audio > 0
     print(f"Chromium: press → first agent audio {first_audio:.0f} ms")

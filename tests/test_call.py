@@ -3,6 +3,7 @@ mid-call, hang-up, and the agent process ending with its call."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -45,9 +46,10 @@ async def test_switch_languages_mid_call_then_hang_up(server: Server, ja_speech:
         )
         assert ack["target"] == "en"
         await caller.wait_for(is_caption("translation", uid=first["id"]), 30)
+        before_second = caller.mark()
         caller.mic.play(speech)
         second = await caller.wait_for(
-            lambda m: is_caption("source")(m) and m["id"] != first["id"], 30
+            lambda m: is_caption("source")(m) and m["id"] != first["id"], 30, since=before_second
         )
         assert second["lang"] == "ja"
         assert JA_KEYWORD in second["text"], second
@@ -57,19 +59,26 @@ async def test_switch_languages_mid_call_then_hang_up(server: Server, ja_speech:
         assert translation["lang"] == "en" and translation["text"].isascii()
         assert len(translation["text"].split()) >= 3, translation
 
-        # An unsupported switch is refused with a reason; the call keeps its pair.
-        caller.send({"v": 1, "type": "set_languages", "source": "ja", "target": "ko"})
-        err = await caller.wait_for(lambda m: m.get("type") == "error", 5)
-        assert err["code"] == "unsupported_pair" and not err["fatal"]
+        # The second translation was spoken: loud audio arrived while the agent said it was
+        # speaking (after the second sentence, so not the connect chime).
+        speaking = await caller.wait_for(
+            lambda m: m.get("state") == "speaking", 20, since=before_second
+        )
+        await asyncio.sleep(2.0)  # let the sentence play
+        assert caller.max_rms_after(speaking, 5.0) > AUDIBLE_RMS
 
-        await caller.wait_for(lambda m: m.get("state") == "speaking", 20)
-        # Translated speech reached us: well above the chime-free silence floor.
-        assert max(caller.result.audio_rms) > AUDIBLE_RMS
-        assert caller.result.first_audio_ms is not None
+        # An unsupported switch is refused with a reason; the call keeps its pair.
+        mark = caller.mark()
+        caller.send({"v": 1, "type": "set_languages", "source": "ja", "target": "ko"})
+        err = await caller.wait_for(lambda m: m.get("type") == "error", 5, since=mark)
+        assert err["code"] == "unsupported_pair" and not err["fatal"]
+        kept = await caller.wait_for(lambda m: m.get("type") == "languages", 5, since=mark)
+        assert (kept["source"], kept["target"]) == ("ja", "en")
 
         agents_before = {p.pid for p in server.agent_processes()}
+        mark = caller.mark()
         caller.send({"v": 1, "type": "hangup"})
-        ended = await caller.wait_for(lambda m: m.get("state") == "ended", 5)
+        ended = await caller.wait_for(lambda m: m.get("state") == "ended", 5, since=mark)
         assert ended["reason"] == "hangup"
         # The process that served the call exits; a fresh one takes its slot.
         wait_until(

@@ -172,6 +172,7 @@ class CallResult:
     control_token: str | None = None
     control_close: tuple[int, str] | None = None  # how the control channel last closed
     messages: list[dict[str, Any]] = field(default_factory=list)
+    message_at: list[float] = field(default_factory=list)  # time.monotonic() of each message
     audio_rms: list[float] = field(default_factory=list)
     audio_at: list[float] = field(default_factory=list)  # time.monotonic() of each frame
 
@@ -214,9 +215,11 @@ class Caller:
 
     def _on_message(self, raw: str | bytes) -> None:
         try:
-            self.result.messages.append(json.loads(raw))
+            msg = json.loads(raw)
         except (json.JSONDecodeError, TypeError):
             return
+        self.result.messages.append(msg)
+        self.result.message_at.append(time.monotonic())
         self._message_event.set()
 
     async def open_control(self) -> None:
@@ -324,6 +327,18 @@ class Caller:
 
     async def wait_open(self, timeout: float = 10.0) -> None:
         await asyncio.wait_for(self._control_open.wait(), timeout)
+
+    def max_rms_after(self, msg: dict[str, Any], window_s: float = 10.0) -> float:
+        """Loudest agent audio frame received within ``window_s`` after control message
+        ``msg`` arrived (e.g. a ``speaking`` state): speech measured where it should be, not
+        a running maximum that the connect chime alone would satisfy."""
+        at = next(t for m, t in zip(self.result.messages, self.result.message_at, strict=True)
+                  if m is msg)
+        return max(
+            (r for r, t in zip(self.result.audio_rms, self.result.audio_at, strict=True)
+             if at <= t <= at + window_s),
+            default=0.0,
+        )
 
     def mark(self) -> int:
         """A point in the message log: ``wait_for(..., since=caller.mark())`` then only

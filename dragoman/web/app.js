@@ -60,6 +60,7 @@ const dragoman = {
   // [performance.now(), rms] of the interpreter's audio, every METER_INTERVAL_MS (bounded):
   // lets a test measure speech after a given caption arrived, not a running maximum.
   remoteLevels: [],
+  states: [], // [performance.now(), state] of every state change (bounded)
 };
 window.dragoman = dragoman;
 const MAX_LEVEL_SAMPLES = 30000; // 10 minutes at 20 ms
@@ -72,6 +73,7 @@ let session = null;
 
 function setState(state) {
   dragoman.state = state;
+  if (dragoman.states.length < 1000) dragoman.states.push([performance.now(), state]);
   ui.connState.textContent = state;
   ui.connState.dataset.state = state;
   updateButtons();
@@ -114,6 +116,7 @@ function resetMetrics() {
     answerMs: null,
     maxRemoteRms: 0,
     remoteLevels: [],
+    states: [],
     controlOpen: false,
     serverTimings: null,
     mode: null,
