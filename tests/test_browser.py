@@ -43,7 +43,8 @@ def test_japanese_call_in_chromium(server: Server, page) -> None:
     )
     first_audio = page.evaluate("window.dragoman.firstAudioMs")
     assert first_audio is not None and first_audio > 0
-    print(f"Chromium: press → first agent audio {first_audio:.0f} ms")
+    steps = page.evaluate("window.dragoman.callTimings")
+    print(f"Chromium: press → first agent audio {first_audio:.0f} ms; call steps {steps}")
     shown = page.inner_text("#first-audio-ms")
     assert shown.strip() == str(round(first_audio)) or shown.strip().isdigit()
     rendered = page.locator('.caption[data-side="source"][data-final="true"]').all_inner_texts()

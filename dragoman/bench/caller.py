@@ -35,6 +35,7 @@ RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms
 AUDIBLE_RMS = 500.0  # int16 RMS above which agent audio counts as heard
 VOICED_PEAK = 500  # int16 peak above which a sent frame counts as speech
+SILENCE_BYTES = 3  # agents' Opus silence frame (agent.rtp_media.OPUS_SILENCE)
 
 
 def load_wav_mono(path: Path | str, rate: int = RATE) -> np.ndarray:
@@ -164,6 +165,10 @@ class CallResult:
     offer_ms: float | None = None  # the client's own offer (aiortc: slow, Python)
     answer_ms: float | None = None
     connected_ms: float | None = None
+    # The first RTP packet carrying the agent's voice (longer than the 3-byte Opus silence
+    # frame agents send when quiet) reached us: what the server controls. first_audio_ms
+    # adds aiortc's jitter buffer (it holds 4 packets, 80 ms) and decoding.
+    first_packet_ms: float | None = None
     first_audio_ms: float | None = None
     node_id: str | None = None
     server_timings: dict[str, float] = field(default_factory=dict)
@@ -272,10 +277,22 @@ class Caller:
                 # Pipecat uses for the same purpose); there is no public API for it.
                 transceiver.receiver._enabled = False
 
+    def _watch_first_packet(self, transceiver: Any) -> None:
+        # aiortc has no per-packet hook; wrap its receiver's private handler (bench only).
+        receiver = transceiver.receiver
+        handle = receiver._handle_rtp_packet
+
+        async def timed(packet: Any, arrival_time_ms: int) -> None:
+            if self.result.first_packet_ms is None and len(packet.payload) > SILENCE_BYTES:
+                self.result.first_packet_ms = self._ms()
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = timed
+
     async def call(self, client: httpx.AsyncClient | None = None) -> CallResult:
         """Press Call: offer → POST → answer. Returns once the HTTP exchange is done."""
         self._t0 = time.perf_counter()
-        self.pc.addTransceiver(self.mic, direction="sendrecv")
+        self._watch_first_packet(self.pc.addTransceiver(self.mic, direction="sendrecv"))
         await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers host candidates
         self.result.offer_ms = self._ms()
         body = {

@@ -125,6 +125,7 @@ def report(rows: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]
         "no_audio": sum(1 for r in ok if r["first_audio_ms"] is None),
         "press_to_answer_ms": summarize([r["answer_ms"] for r in ok]),
         "press_to_connected_ms": summarize([r["connected_ms"] for r in ok]),
+        "press_to_first_packet_ms": summarize([r["first_packet_ms"] for r in ok]),
         "press_to_first_audio_ms": summarize([r["first_audio_ms"] for r in ok]),
         # The client's own offer (aiortc, in Python, sharing the cores with the server) is
         # slow where a browser's is not; this is the rest: POST → first audio.
@@ -153,7 +154,8 @@ def write_report(rep: dict[str, Any], out: Path) -> Path:
         {
             "answer": [r["answer_ms"] for r in rows],
             "ICE connected": [r["connected_ms"] for r in rows],
-            "first audio": [r["first_audio_ms"] for r in rows],
+            "first agent packet": [r["first_packet_ms"] for r in rows],
+            "first audio (decoded)": [r["first_audio_ms"] for r in rows],
         },
         f"press Call → …, {title}",
         out / "connect_cdf.png",
@@ -186,6 +188,7 @@ def main(p: ConnectParams, out: Path) -> dict[str, Any]:
         "client_offer_ms",
         "press_to_answer_ms",
         "press_to_connected_ms",
+        "press_to_first_packet_ms",
         "press_to_first_audio_ms",
         "post_to_first_audio_ms",
         "server_total_ms",

@@ -329,6 +329,7 @@ async function startCall() {
   s.timer = setInterval(() => sampleLevels(s), METER_INTERVAL_MS);
 
   const call = (s.call = new Call({ source: ui.source.value, target: ui.target.value, provider: ui.provider.value || null }));
+  dragoman.callTimings = call.timings; // live: filled in as the call is set up
   wireCall(s, call);
   try {
     await call.start(stream);
