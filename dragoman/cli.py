@@ -199,6 +199,7 @@ def _bench_density(args: argparse.Namespace) -> int:
         step_s=args.step_seconds,
         clients=args.clients,
         server_cpus=args.server_cpus,
+        ptime_ms=args.ptime,
     )
     rep = run(params, Path(args.out))
     return 0 if rep["steps"] else 1
@@ -289,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     density.add_argument("--clients", type=int, default=2, help="load client processes")
     density.add_argument(
         "--server-cpus", default="0", help="CPUs the server is pinned to, e.g. 0 or 0,1"
+    )
+    density.add_argument(
+        "--ptime", type=int, default=40, choices=(20, 40, 60), help="agents' packet length, ms"
     )
     density.add_argument("--out", default="results/density", help="folder for JSON and plots")
     density.set_defaults(func=_bench_density)

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
         description="A 1:1 NAT's public IP (cloud VMs): Janus announces it instead of the "
         "private address, and the node registers it as its media address.",
     )
+    agent_ptime_ms: int = Field(
+        40,
+        description="Length of each Opus packet an agent sends (20, 40 or 60 ms): one packet "
+        "and one wake-up per period. 40 ms costs a quarter less CPU per call than 20 (agent "
+        "and Janus; measured) for 20 ms more delay on the agent's voice.",
+    )
     opus_complexity: int = Field(
         1,
         ge=0,
@@ -242,6 +248,13 @@ class Settings(BaseSettings):
     @classmethod
     def _port_range(cls, value: str) -> str:
         parse_range(value)  # ValueError says what is wrong
+        return value
+
+    @field_validator("agent_ptime_ms")
+    @classmethod
+    def _ptime(cls, value: int) -> int:
+        if value not in (20, 40, 60):
+            raise ValueError("agent_ptime_ms is 20, 40 or 60")
         return value
 
     @field_validator("openai_api_key", "gemini_api_key", "turn_secret", mode="before")

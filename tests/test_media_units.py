@@ -147,6 +147,15 @@ def test_opus_round_trip_at_the_providers_rate() -> None:
     assert len(dec.conceal(320)) == 640  # packet-loss concealment: one 20 ms frame
 
 
+def test_agents_silence_packets_decode_to_silence_of_their_length() -> None:
+    from dragoman.agent.rtp_media import OPUS_SILENCE
+
+    dec = OpusDecoder(24000)
+    for ms, packet in OPUS_SILENCE.items():
+        pcm = np.frombuffer(dec.decode(packet), np.int16)
+        assert len(pcm) == 24 * ms and not pcm.any(), ms
+
+
 def test_opus_rejects_a_rate_it_cannot_code() -> None:
     with pytest.raises(ValueError):
         OpusDecoder(22050)

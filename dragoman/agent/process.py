@@ -104,6 +104,7 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
             # the VAD wants short frames to find the end of speech promptly.
             in_frame_ms=40 if spec.uses_vad else settings.provider_chunk_ms,
             opus_complexity=settings.opus_complexity,
+            ptime_ms=settings.agent_ptime_ms,
         )
     except LanguageError as e:
         chan.send({"kind": "error", "code": e.code, "message": e.message})

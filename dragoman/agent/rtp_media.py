@@ -1,9 +1,10 @@
 """One call's plain-RTP media on loopback, between Janus and this agent process.
 
-Everything runs on one 20 ms clock — a timer callback, not a task — so a call costs one
-cheap wake-up per packet time whatever it is doing: each tick sends the next 20 ms of the
-agent's voice as one Opus packet (or a cached Opus silence frame when there is nothing to
-say, so the caller's clock never stops), then drains the RTP that arrived (non-blocking
+Everything runs on one clock of ``ptime_ms`` (20, 40 or 60 ms) — a timer callback, not a
+task — so a call costs one cheap wake-up per packet time whatever it is doing: each tick
+sends the next ``ptime_ms`` of the agent's voice as one Opus packet (or a cached Opus
+silence packet when there is nothing to say, so the caller's clock never stops), then
+drains the RTP that arrived (non-blocking
 reads, no per-datagram callback), puts it back in order (``media.reorder``) and decodes it
 with Opus at the rate the provider wants, lost packets rebuilt from the next packet's FEC
 or concealed. Decoded audio is handed to the pipeline in frames of ``in_frame_ms`` by the
@@ -27,11 +28,15 @@ from dragoman.pipeline.pacing import PacingStats
 
 log = logging.getLogger(__name__)
 
-FRAME_S = 0.020
-TS_STEP = OPUS_CLOCK // 50  # 960 RTP clock ticks per 20 ms
-# A 20 ms CELT silence frame (TOC 0xF8: fullband, 20 ms, mono, one frame): every Opus
-# decoder plays it as silence, and sending it costs no encoding.
-OPUS_SILENCE = b"\xf8\xff\xfe"
+# Opus packets of silence that every decoder plays as such, so sending one costs no
+# encoding: CELT fullband 20 ms frames (TOC config 31, mono), one (code 0), two (code 1) or
+# three (code 3, count byte 3) per packet.
+OPUS_SILENCE = {
+    20: b"\xf8\xff\xfe",
+    40: b"\xf9\xff\xfe\xff\xfe",
+    60: b"\xfb\x03\xff\xfe\xff\xfe\xff\xfe",
+}
+PTIMES = tuple(OPUS_SILENCE)
 RESYNC_S = 0.2  # a tick this late (CPU starvation, a long pause) restarts the clock
 DRAINED_S = 0.35  # this long with nothing to say: the agent stopped speaking
 MAX_BUFFER_S = 120.0  # queued speech beyond this is dropped (a runaway producer)
@@ -56,7 +61,10 @@ class RtpMedia:
         out_rate: int,
         in_frame_ms: int = 40,
         opus_complexity: int = 1,
+        ptime_ms: int = 20,
     ) -> None:
+        if ptime_ms not in PTIMES:
+            raise ValueError(f"the agent's packets last {PTIMES} ms, not {ptime_ms}")
         self._sock = rtp_sock
         self._rtcp_sock = rtcp_sock
         self.in_rate = in_rate
@@ -74,7 +82,10 @@ class RtpMedia:
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._due = 0.0
-        self._out_bytes = out_rate // 50 * 2
+        self._period = ptime_ms / 1000
+        self._ts_step = OPUS_CLOCK * ptime_ms // 1000
+        self._silence = OPUS_SILENCE[ptime_ms]
+        self._out_bytes = out_rate * ptime_ms // 1000 * 2
         self._max_out = int(MAX_BUFFER_S * out_rate * 2)
         self.reorder = ReorderBuffer()
         self.pacing = PacingStats()
@@ -117,9 +128,9 @@ class RtpMedia:
         if late > RESYNC_S:
             # Far behind (the process was starved): catching up would burst packets at the
             # caller. Skip the missed slots; the RTP clock still follows real time.
-            missed = int(late / FRAME_S)
-            self._ts += missed * TS_STEP
-            self._due += missed * FRAME_S
+            missed = int(late / self._period)
+            self._ts += missed * self._ts_step
+            self._due += missed * self._period
         self.pacing.record(max(0.0, late))
         self._send(peer)
         self._receive(peer)
@@ -129,11 +140,11 @@ class RtpMedia:
             self._wake.set()
         if self._speaking and not self._out:
             self._quiet_ticks += 1
-            if self._quiet_ticks * FRAME_S >= DRAINED_S:
+            if self._quiet_ticks * self._period >= DRAINED_S:
                 self._speaking = False
                 self._drained = True
                 self._wake.set()
-        self._due += FRAME_S
+        self._due += self._period
         self._timer = loop.call_at(self._due, self._tick)
 
     def close(self) -> None:
@@ -195,7 +206,7 @@ class RtpMedia:
                 piece += bytes(self._out_bytes - len(piece))
             payload = self._encoder.encode(piece)
         else:
-            payload = OPUS_SILENCE
+            payload = self._silence
         header = rtp_header(peer.payload_type, self._seq, self._ts, self._ssrc, self._marker)
         try:
             self._sock.sendto(header + payload, (peer.address, peer.port))
@@ -203,4 +214,4 @@ class RtpMedia:
             pass  # a full socket buffer on loopback: this packet is lost, the next goes
         self._marker = False
         self._seq = (self._seq + 1) & 0xFFFF
-        self._ts = (self._ts + TS_STEP) & 0xFFFFFFFF
+        self._ts = (self._ts + self._ts_step) & 0xFFFFFFFF

@@ -35,7 +35,7 @@ RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms
 AUDIBLE_RMS = 500.0  # int16 RMS above which agent audio counts as heard
 VOICED_PEAK = 500  # int16 peak above which a sent frame counts as speech
-SILENCE_BYTES = 3  # agents' Opus silence frame (agent.rtp_media.OPUS_SILENCE)
+SILENCE_BYTES = 8  # agents' Opus silence packets are 3-8 bytes (agent.rtp_media.OPUS_SILENCE)
 
 
 def load_wav_mono(path: Path | str, rate: int = RATE) -> np.ndarray:
@@ -165,8 +165,8 @@ class CallResult:
     offer_ms: float | None = None  # the client's own offer (aiortc: slow, Python)
     answer_ms: float | None = None
     connected_ms: float | None = None
-    # The first RTP packet carrying the agent's voice (longer than the 3-byte Opus silence
-    # frame agents send when quiet) reached us: what the server controls. first_audio_ms
+    # The first RTP packet carrying the agent's voice (longer than the few-byte Opus silence
+    # packet agents send when quiet) reached us: what the server controls. first_audio_ms
     # adds aiortc's jitter buffer (it holds 4 packets, 80 ms) and decoding.
     first_packet_ms: float | None = None
     first_audio_ms: float | None = None

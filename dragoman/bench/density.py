@@ -55,6 +55,7 @@ class DensityParams:
     settle_s: float = 6.0  # then measured after this much (answers, connects, first report)
     clients: int = 2  # load client processes
     server_cpus: str = "0"
+    ptime_ms: int = 40  # the agents' packet length (DRAGOMAN_AGENT_PTIME_MS)
 
 
 def speechlike(seconds: float = 3.0) -> np.ndarray:
@@ -214,6 +215,7 @@ def run(p: DensityParams, out: Path) -> dict[str, Any]:
         "DRAGOMAN_IDLE_MEMORY_BUDGET_MB": str(p.step * 2 * 80),
         "DRAGOMAN_NO_MEDIA_TIMEOUT_S": "60",
         "DRAGOMAN_DIRECT_OVERFLOW": "false",
+        "DRAGOMAN_AGENT_PTIME_MS": str(p.ptime_ms),
     }
     steps: list[dict[str, Any]] = []
     try:
@@ -341,5 +343,6 @@ def report(steps: list[dict[str, Any]], p: DensityParams, server_cores: int) -> 
         "call_uss_mb": best["uss_mb"] if best else None,
         "call_pss_mb": best["pss_mb"] if best else None,
         "steps": steps,
-        "title": f"cloud-AI density, server on {server_cores} core(s) of {machine()['cores']}",
+        "title": f"cloud-AI density, {p.ptime_ms} ms packets, server on {server_cores} core(s) "
+        f"of {machine()['cores']}",
     }
