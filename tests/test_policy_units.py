@@ -1,4 +1,4 @@
-"""Pure pieces: language pairs, the data-channel protocol, per-call limits, SDP checks."""
+"""Pure pieces: language pairs, the control protocol, per-call limits, SDP checks."""
 
 from __future__ import annotations
 

@@ -67,7 +67,13 @@ def _ms(t0: float) -> float:
 
 
 def _load_vad(settings: Settings, executor: InlineExecutor) -> SileroVADAnalyzer:
-    vad = SileroVADAnalyzer(params=VADParams(stop_secs=settings.vad_stop_s))
+    """The forkserver's preloaded VAD when there is one (shared pages), else a new one."""
+    shared = sys.modules.get("dragoman.agent.shared_vad")
+    if shared is not None:
+        vad = shared.ANALYZER
+        vad._params = VADParams(stop_secs=settings.vad_stop_s)  # applied at set_sample_rate
+    else:
+        vad = SileroVADAnalyzer(params=VADParams(stop_secs=settings.vad_stop_s))
     vad._executor = executor  # per-chunk VAD; Pipecat gives it a one-thread pool of its own
     return vad
 
@@ -77,8 +83,8 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
     inline = InlineExecutor()  # for the VAD's per-chunk analysis
     rtp, rtcp = bind_rtp_pair("127.0.0.1", settings.agent_rtp_port_range)
     opus.lib()  # load libopus now, not while a caller waits
-    # The VAD's ONNX session is ~20 MB of this process's own memory: load it while idle only
-    # when the node's default provider uses it (speech-to-speech services do not).
+    # Where the node's default provider uses the VAD (speech-to-speech services do not), get
+    # it ready while idle: the forkserver's shared copy, or this process's own.
     vad = _load_vad(settings, inline) if PROVIDERS[settings.provider].uses_vad else None
     # The default provider's module (the openai SDK, Pipecat services…) is imported now, not
     # while a caller waits for the answer.

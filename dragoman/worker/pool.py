@@ -44,6 +44,7 @@ log = logging.getLogger("dragoman.worker")
 
 AGENT_MODULE = "dragoman.agent.process"
 FREEZE_MODULE = "dragoman.agent.frozen"  # imported after AGENT_MODULE: see its docstring
+SHARED_VAD_MODULE = "dragoman.agent.shared_vad"
 EXIT_GRACE_S = 5.0  # after "end", how long an agent may take to leave before it is killed
 
 
@@ -58,6 +59,16 @@ def provider_modules(settings: Settings) -> list[str]:
             if spec.name == settings.provider or unavailable_reason(spec, settings) is None
         }
     )
+
+
+def vad_module(settings: Settings) -> list[str]:
+    """The shared VAD (``agent.shared_vad``), when a provider this node can run uses one."""
+    uses = any(
+        spec.uses_vad
+        for spec in PROVIDERS.values()
+        if spec.name == settings.provider or unavailable_reason(spec, settings) is None
+    )
+    return [SHARED_VAD_MODULE] if uses else []
 
 
 def idle_target(settings: Settings) -> int:
@@ -103,7 +114,9 @@ class AgentPool:
         # Pipecat logs its banner at import through loguru; the forkserver imports it once.
         os.environ.setdefault("LOGURU_LEVEL", "WARNING")
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload([AGENT_MODULE, *provider_modules(settings), FREEZE_MODULE])
+        self._ctx.set_forkserver_preload(
+            [AGENT_MODULE, *provider_modules(settings), *vad_module(settings), FREEZE_MODULE]
+        )
         self._settings_json = settings_for_child(settings)
         self._agents: set[Agent] = set()
         self._idle: deque[Agent] = deque()

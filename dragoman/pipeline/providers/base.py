@@ -1,14 +1,14 @@
 """What a provider builds for one call, and what it is given to build it.
 
-The call session owns the transport, the VAD and the data channel; a provider supplies the
+The call session owns the transport, the VAD and the control channel; a provider supplies the
 processors between the VAD and ``transport.output()``:
 
     transport.input() → VADProcessor → [provider processors] → transport.output()
 
-Its processors receive ``InputAudioRawFrame`` (16 kHz mono PCM16) and the VAD's
-``VADUserStarted/StoppedSpeakingFrame``; they push ``OutputAudioRawFrame`` (any rate, the
-transport resamples) and talk to the page through ``CallContext.notify`` with the builders in
-``dragoman.agent.messages`` (captions, state, errors).
+Its processors receive ``InputAudioRawFrame`` (mono PCM16 at the spec's ``input_rate``) and
+the VAD's ``VADUserStarted/StoppedSpeakingFrame``; they push ``OutputAudioRawFrame`` (any
+rate, the transport resamples) and talk to the page through ``CallContext.notify`` with the
+builders in ``dragoman.agent.messages`` (captions, state, errors).
 """
 
 from __future__ import annotations

@@ -38,7 +38,6 @@ from dragoman.pipeline.providers.captions import CaptionLine, CaptionStream
 
 log = logging.getLogger(__name__)
 
-IN_RATE = 16000  # what the transport hands us
 PRECONNECT_BUFFER_S = 3.0  # speech said while the session opens is sent once it is open
 QUIET_S = 1.0  # no translated audio for this long → "listening"
 PING_INTERVAL_S = 5.0  # a provider that stops answering pings is dropped after 2 intervals
