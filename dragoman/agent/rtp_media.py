@@ -104,7 +104,7 @@ class RtpMedia:
         return self._sock.getsockname()[1]
 
     def start(self, peer: RtpPeer) -> None:
-        """Start the clock: sending to (and accepting from) ``peer`` every 20 ms."""
+        """Start the clock: sending to (and accepting from) ``peer`` every ``ptime_ms``."""
         self.peer = peer
         loop = asyncio.get_running_loop()
         self._due = loop.time()
@@ -183,7 +183,7 @@ class RtpMedia:
 
     # --- out -----------------------------------------------------------------------------
     def write(self, pcm16: bytes) -> None:
-        """Queue the agent's speech (PCM16 at ``out_rate``); it leaves 20 ms per tick."""
+        """Queue the agent's speech (PCM16 at ``out_rate``); one packet's worth leaves per tick."""
         if len(self._out) + len(pcm16) > self._max_out:
             return
         self._out += pcm16

@@ -70,7 +70,6 @@ class CallSession:
                 audio_in_sample_rate=provider.input_rate,
                 audio_out_enabled=True,
                 audio_out_sample_rate=out_rate,
-                audio_out_10ms_chunks=2,  # the 20 ms of one Opus packet
                 audio_out_end_silence_secs=0,  # the call is over: nobody hears it
             ),
         )
