@@ -121,6 +121,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     family = psutil.Process(srv.proc.pid).children(recursive=True)
     code = stop_server(srv)
     assert code == 0, f"serve did not exit cleanly ({code}):\n{srv.log_tail()}"
+    # Every test module that used this server made calls through it: none of them may have
+    # left a traceback in its log (a crash the API hid, an agent that died noisily).
+    log = srv.log_path.read_text(errors="replace")
+    assert "Traceback" not in log, log[log.index("Traceback") - 2000 :][:6000]
     # The forkserver and resource tracker notice their parent is gone within moments.
     survivors = [p for p in family if _alive(p)]
     deadline = time.monotonic() + 5
