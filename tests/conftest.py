@@ -171,7 +171,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 @pytest.fixture
 def page(ja_speech: Path):
-    playwright = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api as playwright  # a test dependency: missing = a failure
+
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is not installed; run scripts/test.sh (it installs it)")
     with playwright.sync_playwright() as p:

@@ -1,9 +1,10 @@
 """Entry point of an agent process: one process, one call, then exit.
 
 The worker forks these ahead of demand from a forkserver that has already imported this
-module (and so Pipecat, NumPy, ONNX Runtime). While idle, the process binds its loopback
-RTP/RTCP port pair, creates its Opus codecs' library handle, imports its default provider
-and (where that provider uses it) loads the VAD, then reports its port. Janus terminates
+module, the providers this node can run and, where one uses it, the VAD (see
+``worker.pool.forkserver_preload``). While idle, the process binds its loopback RTP/RTCP
+port pair, loads libopus and readies the VAD where its default provider uses it, then
+reports its port. Janus terminates
 the caller's WebRTC; the agent only ever sees plain RTP from Janus, so taking a call is a
 pipe message: nothing slow sits between the POST and its answer.
 
@@ -16,7 +17,6 @@ message from the page), ``end``, ``stop`` (while idle). Agent → worker: ``read
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import signal
@@ -86,9 +86,6 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
     # Where the node's default provider uses the VAD (speech-to-speech services do not), get
     # it ready while idle: the forkserver's shared copy, or this process's own.
     vad = _load_vad(settings, inline) if PROVIDERS[settings.provider].uses_vad else None
-    # The default provider's module (the openai SDK, Pipecat services…) is imported now, not
-    # while a caller waits for the answer.
-    importlib.import_module(PROVIDERS[settings.provider].builder.split(":")[0])
     client = InferenceClient(socket_path)
     port = rtp.getsockname()[1]
     chan.send({"kind": "ready", "pid": os.getpid(), "rtp_port": port, "prep_ms": _ms(t_prep)})

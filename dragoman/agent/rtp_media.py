@@ -90,7 +90,6 @@ class RtpMedia:
         self.reorder = ReorderBuffer()
         self.pacing = PacingStats()
         self.last_rx_at: float | None = None  # the caller's last packet (no-media limit)
-        self.foreign_packets = 0  # datagrams from anyone but the gateway's port
         self._out = bytearray()
         self._quiet_ticks = 0
         self._speaking = False
@@ -166,8 +165,7 @@ class RtpMedia:
             except OSError:
                 break
             if addr[1] != peer.port:
-                self.foreign_packets += 1  # only the gateway may talk to this port
-                continue
+                continue  # only the gateway may talk to this port
             pkt = parse_rtp(data)
             if pkt is None or pkt.payload_type != peer.payload_type:
                 continue
@@ -193,10 +191,6 @@ class RtpMedia:
     def clear(self) -> None:
         """Drop queued speech (an interruption)."""
         self._out.clear()
-
-    @property
-    def queued_s(self) -> float:
-        return len(self._out) / 2 / self.out_rate
 
     def _send(self, peer: RtpPeer) -> None:
         if self._out:

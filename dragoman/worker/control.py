@@ -150,6 +150,3 @@ class ControlHub:
     def _forget(self, call_id: str, control: CallControl) -> None:
         if self._calls.get(call_id) is control:
             del self._calls[call_id]
-
-    def __len__(self) -> int:
-        return len(self._calls)

@@ -102,11 +102,6 @@ class MediaGateway:
         self._mark_up()
         self._supervisor = asyncio.create_task(self._supervise())
 
-    async def wait_up(self, timeout_s: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._up.wait(), timeout_s)
-        return self.up
-
     async def stop(self) -> None:
         self._stopping = True
         self._up.clear()

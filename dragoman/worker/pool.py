@@ -34,7 +34,7 @@ from dragoman.config import Settings, settings_for_child
 from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
 from dragoman.media.plain_sdp import PlainOffer, opus_payload_type, plain_answer
-from dragoman.pipeline.providers.catalog import PROVIDERS, unavailable_reason
+from dragoman.pipeline.providers.catalog import PROVIDERS, ProviderSpec, unavailable_reason
 from dragoman.worker import metrics
 from dragoman.worker.channel import ChannelClosed, PipeChannel
 from dragoman.worker.control import ControlHub
@@ -48,27 +48,24 @@ SHARED_VAD_MODULE = "dragoman.agent.shared_vad"
 EXIT_GRACE_S = 5.0  # after "end", how long an agent may take to leave before it is killed
 
 
-def provider_modules(settings: Settings) -> list[str]:
-    """Modules of the providers this node can run, imported once by the forkserver: a fresh
-    agent then starts in milliseconds, instead of spending a CPU-heavy import (SDKs,
-    websockets) on the same core as the calls already running."""
-    return sorted(
-        {
-            spec.builder.split(":")[0]
-            for spec in PROVIDERS.values()
-            if spec.name == settings.provider or unavailable_reason(spec, settings) is None
-        }
-    )
-
-
-def vad_module(settings: Settings) -> list[str]:
-    """The shared VAD (``agent.shared_vad``), when a provider this node can run uses one."""
-    uses = any(
-        spec.uses_vad
+def runnable_providers(settings: Settings) -> list[ProviderSpec]:
+    """The node's default provider and every other one it has the keys for."""
+    return [
+        spec
         for spec in PROVIDERS.values()
         if spec.name == settings.provider or unavailable_reason(spec, settings) is None
-    )
-    return [SHARED_VAD_MODULE] if uses else []
+    ]
+
+
+def forkserver_preload(settings: Settings) -> list[str]:
+    """What the forkserver imports once, so a fresh agent forks in milliseconds instead of
+    importing SDKs (or loading the VAD) on the core its node's calls run on: the agent
+    module, the modules of the providers this node can run, the shared VAD if one of them
+    uses it, and last the module that freezes all of it out of the GC's reach."""
+    specs = runnable_providers(settings)
+    providers = sorted({spec.builder.split(":")[0] for spec in specs})
+    vad = [SHARED_VAD_MODULE] if any(spec.uses_vad for spec in specs) else []
+    return [AGENT_MODULE, *providers, *vad, FREEZE_MODULE]
 
 
 def idle_target(settings: Settings) -> int:
@@ -114,9 +111,7 @@ class AgentPool:
         # Pipecat logs its banner at import through loguru; the forkserver imports it once.
         os.environ.setdefault("LOGURU_LEVEL", "WARNING")
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(
-            [AGENT_MODULE, *provider_modules(settings), *vad_module(settings), FREEZE_MODULE]
-        )
+        self._ctx.set_forkserver_preload(forkserver_preload(settings))
         self._settings_json = settings_for_child(settings)
         self._agents: set[Agent] = set()
         self._idle: deque[Agent] = deque()
