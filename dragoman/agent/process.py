@@ -4,9 +4,9 @@ The worker forks these ahead of demand from a forkserver that has already import
 module, the providers this node can run and, where one uses it, the VAD (see
 ``worker.pool.forkserver_preload``). While idle, the process binds its loopback RTP/RTCP
 port pair, loads libopus and readies the VAD where its default provider uses it, then
-reports its port. Janus terminates
-the caller's WebRTC; the agent only ever sees plain RTP from Janus, so taking a call is a
-pipe message: nothing slow sits between the POST and its answer.
+reports its port. Janus terminates the caller's WebRTC; the agent only ever sees plain RTP
+from Janus, so taking a call is a pipe message: nothing slow sits between the POST and its
+answer.
 
 Pipe messages, worker → agent: ``offer`` (the call and the Janus side of its RTP),
 ``media_up``/``media_down`` (the caller's WebRTC came up / went down), ``control`` (a
