@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from redis_server import RedisServer
 
+from dragoman.fleet.limits import ConcurrencyRule, RateRule
 from dragoman.fleet.memory_registry import MemoryRegistry
 from dragoman.fleet.ranking import free_slots, rank_nodes
 from dragoman.fleet.redis_registry import RedisRegistry
@@ -259,6 +260,52 @@ async def test_reservation_ttl_must_be_positive(registry: Registry) -> None:
     await registry.register(report("a"))
     with pytest.raises(ValueError):
         await registry.reserve("call", ["a"], ttl_s=0)
+
+
+# --- abuse limits kept in the registry (shared by api replicas), on both registries --------
+
+
+async def test_rate_limit_allows_a_burst_then_one_per_interval(registry: Registry) -> None:
+    rule = RateRule("calls:ip:203.0.113.1", limit=3, window_s=1.2)
+    assert [await registry.take_rate(rule) for _ in range(3)] == [0, 0, 0]
+    wait = await registry.take_rate(rule)
+    assert 0.2 < wait <= 0.4  # the next one is due one interval (0.4 s) after the burst
+    assert await registry.take_rate(RateRule("calls:ip:203.0.113.2", 3, 1.2)) == 0  # per key
+    await asyncio.sleep(wait + 0.05)
+    assert await registry.take_rate(rule) == 0
+    assert await registry.take_rate(rule) > 0  # a refused request does not move the window
+
+
+async def test_concurrency_holds_last_while_the_call_does(registry: Registry) -> None:
+    await registry.register(report("a", capacity=4))
+    rule = ConcurrencyRule("calls:sub:alice", limit=2)
+    assert await registry.hold(rule, "c1", max_age_s=60, pending_s=0.3)
+    assert await registry.hold(rule, "c2", max_age_s=60, pending_s=0.3)
+    assert not await registry.hold(rule, "c3", max_age_s=60, pending_s=0.3)
+    # c1 gets placed and runs; c2 never reaches the registry (its POST died mid-way).
+    await registry.reserve("c1", ["a"], ttl_s=30)
+    await registry.confirm("c1")
+    await asyncio.sleep(0.4)  # past pending_s: only a call the registry knows still counts
+    assert await registry.hold(rule, "c3", max_age_s=60, pending_s=0.3)
+    assert not await registry.hold(rule, "c4", max_age_s=60, pending_s=0.3)
+    # The call ends (the worker releases it): its hold goes with it, no api involved.
+    await registry.release("c1")
+    await registry.unhold(rule.key, "c3")  # c3 was refused elsewhere: given back at once
+    assert await registry.hold(rule, "c5", max_age_s=60, pending_s=0.3)
+    assert await registry.hold(rule, "c6", max_age_s=60, pending_s=0.3)
+    assert not await registry.hold(rule, "c7", max_age_s=60, pending_s=0.3)
+
+
+async def test_a_hold_on_a_vanished_node_frees_itself(make_registry: MakeRegistry) -> None:
+    registry = make_registry(node_ttl_s=0.3)
+    await registry.register(report("a", capacity=4))
+    rule = ConcurrencyRule("calls:ip:203.0.113.9", limit=1)
+    assert await registry.hold(rule, "c1", max_age_s=60, pending_s=0.1)
+    await registry.reserve("c1", ["a"], ttl_s=30)
+    await registry.confirm("c1")
+    assert not await registry.hold(rule, "c2", max_age_s=60, pending_s=0.1)
+    await asyncio.sleep(0.5)  # node "a" stops heartbeating: its calls are gone with it
+    assert await registry.hold(rule, "c2", max_age_s=60, pending_s=0.1)
 
 
 # --- memory registry on an injected clock -----------------------------------------------------

@@ -11,7 +11,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from dragoman.fleet.limits import (
+    ENDED,
+    LIVE,
+    UNKNOWN,
+    ConcurrencyRule,
+    RateRule,
+    gcra,
+    live_holds,
+)
 from dragoman.fleet.registry import READY, NodeInfo, NodeReport, Reservation, check_ttl
+
+_ENDED_KEEP_S = 120.0  # how long a released call is remembered as ended
+_MAX_RATE_KEYS = 100_000  # past this, keys whose window has passed are forgotten
 
 _CONFIRMED = math.inf  # expiry of a confirmed call
 
@@ -29,6 +41,9 @@ class MemoryRegistry:
         self._clock = clock
         self._nodes: dict[str, _Node] = {}
         self._calls: dict[str, str] = {}  # call id -> node id
+        self._rates: dict[str, float] = {}  # limit key -> GCRA theoretical arrival time
+        self._holds: dict[str, dict[str, float]] = {}  # limit key -> call id -> admitted at
+        self._ended: dict[str, float] = {}  # call id -> released at (for the limits)
 
     async def register(self, report: NodeReport) -> None:
         await self.remove_node(report.node_id)
@@ -60,6 +75,7 @@ class MemoryRegistry:
         check_ttl(ttl_s)
         now = self._clock()
         self._drop(call_id)
+        self._ended.pop(call_id, None)
         for node_id in ranked:
             node = self._nodes.get(node_id)
             if node is None or node.report.state != READY or not self._alive(node, now):
@@ -81,10 +97,54 @@ class MemoryRegistry:
 
     async def release(self, call_id: str) -> None:
         self._drop(call_id)
+        now = self._clock()
+        self._ended[call_id] = now
+        if len(self._ended) > 10_000:  # only recent ends matter (holds' pending window)
+            self._ended = {c: t for c, t in self._ended.items() if now - t < _ENDED_KEEP_S}
 
     async def lookup(self, call_id: str) -> str | None:
         node = self._live_node(call_id, self._clock())
         return None if node is None else node.report.node_id
+
+    async def take_rate(self, rule: RateRule) -> float:
+        now = self._clock()
+        retry_after, tat = gcra(self._rates.get(rule.key), now, rule.limit, rule.window_s)
+        self._rates[rule.key] = tat
+        if len(self._rates) > _MAX_RATE_KEYS:
+            self._rates = {k: t for k, t in self._rates.items() if t > now}
+        return retry_after
+
+    async def hold(
+        self, rule: ConcurrencyRule, call_id: str, max_age_s: float, pending_s: float
+    ) -> bool:
+        now = self._clock()
+        holds = self._holds.get(rule.key, {})
+        status = {c: self._call_status(c, now) for c in holds}
+        holds = live_holds(holds, now, status, max_age_s, pending_s)
+        if len(holds) >= rule.limit:
+            self._holds[rule.key] = holds
+            return False
+        holds[call_id] = now
+        self._holds[rule.key] = holds
+        if len(self._holds) > _MAX_RATE_KEYS:
+            recent = {k: h for k, h in self._holds.items() if max(h.values()) >= now - max_age_s}
+            self._holds = recent
+        return True
+
+    async def unhold(self, key: str, call_id: str) -> None:
+        holds = self._holds.get(key)
+        if holds is not None:
+            holds.pop(call_id, None)
+            if not holds:
+                del self._holds[key]
+
+    def _call_status(self, call_id: str, now: float) -> str:
+        if call_id in self._ended:
+            return ENDED
+        node = self._live_node(call_id, now)
+        if node is not None:
+            return LIVE if self._alive(node, now) else ENDED
+        return UNKNOWN
 
     async def close(self) -> None:
         pass

@@ -5,6 +5,9 @@ Keys (``P`` = prefix):
   ``P:node:{id}``        HASH of the node's report fields + ``hb_ms`` (Redis server clock)
   ``P:node:{id}:calls``  ZSET call id -> expiry in ms; a confirmed call scores +inf
   ``P:call:{call_id}``   STRING node id; expires with the reservation, persisted on confirm
+  ``P:rate:{key}``       STRING a rate limit's GCRA theoretical arrival time (ms)
+  ``P:hold:{key}``       ZSET call id -> admitted at (ms): a concurrency limit's calls
+  ``P:ended:{call_id}``  a call released in the last 2 minutes (the limits stop counting it)
 
 Every write is a Lua script reading ``TIME`` on the server, so heartbeat freshness and
 reservation expiry are judged on one clock however skewed the hosts are, and a reserve's check
@@ -27,6 +30,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from dragoman.fleet.limits import ConcurrencyRule, RateRule
 from dragoman.fleet.registry import (
     READY,
     NodeInfo,
@@ -87,6 +91,7 @@ _RESERVE = (
 local prefix, call_id = ARGV[1], ARGV[2]
 local ttl_ms, node_ttl_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
 local call_key = prefix .. ':call:' .. call_id
+redis.call('DEL', prefix .. ':ended:' .. call_id)
 local held = redis.call('GET', call_key)
 if held then
   redis.call('ZREM', prefix .. ':node:' .. held .. ':calls', call_id)
@@ -140,7 +145,60 @@ if id then
   redis.call('ZREM', prefix .. ':node:' .. id .. ':calls', call_id)
   redis.call('DEL', call_key)
 end
+-- Remembered a while, so the concurrency limits stop counting it at once (see _HOLD).
+redis.call('SET', prefix .. ':ended:' .. call_id, 1, 'EX', 120)
 """
+
+# GCRA, as dragoman.fleet.limits.gcra. ARGV: prefix, key, limit, window ms.
+# Returns 0 when allowed, else the milliseconds until a request would be.
+_TAKE_RATE = (
+    _NOW_MS
+    + """
+local k = ARGV[1] .. ':rate:' .. ARGV[2]
+local limit, window = tonumber(ARGV[3]), tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', k))
+if not tat or tat < now then tat = now end
+local new_tat = tat + window / limit
+local allow_at = new_tat - window
+if allow_at > now then return math.ceil(allow_at - now) end
+redis.call('SET', k, string.format('%.0f', new_tat), 'PX', math.ceil(new_tat - now) + 1)
+return 0
+"""
+)
+
+# Concurrency, as dragoman.fleet.limits.live_holds: a hold counts while its call is known on
+# a live node, or, not yet reserved (nor released), for pending ms after admission.
+# ARGV: prefix, key, call id, limit, max age ms, pending ms, node ttl ms. Returns 1 if held.
+_HOLD = (
+    _NOW_MS
+    + """
+local prefix = ARGV[1]
+local k = prefix .. ':hold:' .. ARGV[2]
+local limit, max_age = tonumber(ARGV[4]), tonumber(ARGV[5])
+local pending, node_ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
+redis.call('ZREMRANGEBYSCORE', k, '-inf', now - max_age - 1)
+local held = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+local count = 0
+for i = 1, #held, 2 do
+  local c, at = held[i], tonumber(held[i + 1])
+  local alive = false
+  if redis.call('EXISTS', prefix .. ':ended:' .. c) == 0 then
+    local node = redis.call('GET', prefix .. ':call:' .. c)
+    if node then
+      local hb = redis.call('HGET', prefix .. ':node:' .. node, 'hb_ms')
+      alive = hb ~= false and now - tonumber(hb) <= node_ttl
+    else
+      alive = now - at <= pending
+    end
+  end
+  if alive then count = count + 1 else redis.call('ZREM', k, c) end
+end
+if count >= limit then return 0 end
+redis.call('ZADD', k, string.format('%.0f', now), ARGV[3])
+redis.call('PEXPIRE', k, max_age)
+return 1
+"""
+)
 
 # ARGV: prefix[, node id]: one node, or every node when no id is given.
 # Returns {now ms, {id, load, {field, value, ...}}, ...}.
@@ -206,6 +264,8 @@ class RedisRegistry:
         self._confirm = self._redis.register_script(_CONFIRM)
         self._release = self._redis.register_script(_RELEASE)
         self._nodes = self._redis.register_script(_NODES)
+        self._take_rate = self._redis.register_script(_TAKE_RATE)
+        self._hold = self._redis.register_script(_HOLD)
 
     async def register(self, report: NodeReport) -> None:
         await self._io(self._upsert(args=self._upsert_args(report, forget=True)))
@@ -240,6 +300,28 @@ class RedisRegistry:
 
     async def lookup(self, call_id: str) -> str | None:
         return await self._io(self._redis.get(f"{self._prefix}:call:{call_id}"))
+
+    async def take_rate(self, rule: RateRule) -> float:
+        window_ms = round(rule.window_s * 1000)
+        args = [self._prefix, rule.key, rule.limit, window_ms]
+        return int(await self._io(self._take_rate(args=args))) / 1000
+
+    async def hold(
+        self, rule: ConcurrencyRule, call_id: str, max_age_s: float, pending_s: float
+    ) -> bool:
+        args = [
+            self._prefix,
+            rule.key,
+            call_id,
+            rule.limit,
+            round(max_age_s * 1000),
+            round(pending_s * 1000),
+            round(self.node_ttl_s * 1000),
+        ]
+        return int(await self._io(self._hold(args=args))) == 1
+
+    async def unhold(self, key: str, call_id: str) -> None:
+        await self._io(self._redis.zrem(f"{self._prefix}:hold:{key}", call_id))
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from dragoman.fleet.limits import ConcurrencyRule, RateRule
+
 READY = "READY"
 DRAINING = "DRAINING"
 NOT_READY = "NOT_READY"  # up, but cannot take calls now (its media gateway is restarting)
@@ -88,6 +90,20 @@ class Registry(Protocol):
 
     async def lookup(self, call_id: str) -> str | None:
         """The node hosting this call (reserved or confirmed), so any api replica can end it."""
+
+    async def take_rate(self, rule: RateRule) -> float:
+        """Count one request against ``rule`` (GCRA): 0 when allowed, else the seconds until
+        one would be. Shared by every api replica using this registry."""
+
+    async def hold(
+        self, rule: ConcurrencyRule, call_id: str, max_age_s: float, pending_s: float
+    ) -> bool:
+        """Count ``call_id`` against ``rule`` if fewer than its limit are live (see
+        ``limits.live_holds``: a hold lasts while the registry knows the call, so a call's
+        end frees it without a separate release); False when the limit is reached."""
+
+    async def unhold(self, key: str, call_id: str) -> None:
+        """Stop counting a call that never started. Idempotent."""
 
     async def close(self) -> None: ...
 
