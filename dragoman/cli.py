@@ -5,6 +5,7 @@
 ``worker``  one per node: the pre-forked agent pool and its internal endpoint
 ``bench``   measurements
 ``simulate`` the fleet under a call trace: connect times, refusals, KRW per user-minute
+``token``   mint a call ticket (signed with DRAGOMAN_CALL_TOKEN_SECRET) for testing
 """
 
 from __future__ import annotations
@@ -31,9 +32,22 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         "worker_port": getattr(args, "worker_port", None),
         **extra,
     }
-    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    settings = _load_settings(**{k: v for k, v in given.items() if v is not None})
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
     return settings
+
+
+def _load_settings(**values: Any) -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**values)
+    except ValidationError as e:
+        lines = [
+            f"  DRAGOMAN_{'_'.join(str(x) for x in err['loc']).upper()}: {err['msg']}"
+            for err in e.errors()
+        ]
+        raise SystemExit("invalid settings:\n" + "\n".join(lines)) from None
 
 
 def _say(message: str) -> None:
@@ -56,6 +70,45 @@ def _require_token(settings: Settings) -> str:
     if not settings.internal_token:
         raise SystemExit("DRAGOMAN_INTERNAL_TOKEN must be set (the api ↔ worker shared secret)")
     return settings.internal_token
+
+
+def _say_admission(settings: Settings) -> None:
+    if settings.call_token_secret is None:
+        _say(
+            "admission: OPEN — anyone who can reach this server may start calls "
+            "(development). For public use set DRAGOMAN_CALL_TOKEN_SECRET: see the README, "
+            "'Running it in public'."
+        )
+    else:
+        _say("admission: call tickets required (DRAGOMAN_CALL_TOKEN_SECRET is set)")
+
+
+def _token(args: argparse.Namespace) -> int:
+    from dragoman.api.tickets import mint
+
+    settings = _load_settings()
+    if settings.call_token_secret is None:
+        raise SystemExit(
+            "DRAGOMAN_CALL_TOKEN_SECRET is not set: there is nothing to sign a ticket with "
+            "(and a server without it needs no ticket)"
+        )
+    if args.ttl > settings.call_token_max_ttl_s:
+        raise SystemExit(
+            f"--ttl {args.ttl} is over DRAGOMAN_CALL_TOKEN_MAX_TTL_S "
+            f"({settings.call_token_max_ttl_s}): the server would refuse it"
+        )
+    providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
+    print(
+        mint(
+            settings.call_token_secret.get_secret_value(),
+            args.sub,
+            args.ttl,
+            providers=providers,
+            direct=args.direct,
+            max_call_s=args.max_call_s,
+        )
+    )
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -81,6 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await service.start(on_progress=_say)
+        _say_admission(settings)
         _say(f"dragoman is ready: open http://{settings.host}:{settings.port}")
         try:
             yield
@@ -128,6 +182,7 @@ def _api(args: argparse.Namespace) -> int:
         _say(
             f"dragoman api on http://{settings.host}:{settings.port} (registry {settings.registry})"
         )
+        _say_admission(settings)
         try:
             yield
         finally:
@@ -329,6 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--sweep", action="store_true", help="cost vs p99 over --floors")
     sim.add_argument("--floors", default="1000,2000,3000,3500,3750,4000,5000,6000")
     sim.set_defaults(func=_simulate)
+
+    token = sub.add_parser(
+        "token", help="print a call ticket signed with DRAGOMAN_CALL_TOKEN_SECRET (testing)"
+    )
+    token.add_argument("--sub", default="dev", help="subject: who the ticket is for")
+    token.add_argument("--ttl", type=int, default=300, help="seconds until it expires")
+    token.add_argument("--providers", help="comma-separated providers it allows (default any)")
+    token.add_argument("--direct", action="store_true", help="allow direct mode")
+    token.add_argument("--max-call-s", type=float, help="cap on the call's duration")
+    token.set_defaults(func=_token)
     return parser
 
 

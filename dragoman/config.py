@@ -165,6 +165,50 @@ class Settings(BaseSettings):
         300, ge=60, le=86400, description="Lifetime of the TURN credentials a page gets."
     )
 
+    # --- admission and abuse limits (dragoman/api/admission.py); 0 disables a limit ----
+    call_token_secret: SecretStr | None = Field(
+        None,
+        description="HS256 secret (at least 32 bytes) of call tickets. Set: creating a call, a "
+        "direct session or a control channel needs a ticket the operator's backend signs. "
+        "Unset: anyone who reaches the api may call (development).",
+    )
+    call_token_max_ttl_s: int = Field(
+        3600, ge=10, description="Tickets valid for longer than this (exp - iat) are refused."
+    )
+    call_token_leeway_s: float = Field(
+        5.0, ge=0, description="Clock skew allowed between the ticket signer and the api."
+    )
+    trusted_proxy_hops: int = Field(
+        0,
+        ge=0,
+        description="Proxies in front of the api that append to X-Forwarded-For (1 behind one "
+        "ingress); 0: the TCP peer is the client. Limits per address use the result.",
+    )
+    calls_per_minute_per_ip: int = Field(
+        30, ge=0, description="Call requests (valid or not) per client address per minute."
+    )
+    calls_per_minute_per_subject: int = Field(
+        10, ge=0, description="Call requests per ticket subject per minute."
+    )
+    concurrent_calls_per_ip: int = Field(
+        10, ge=0, description="Calls running at once per client address (a NAT hides many)."
+    )
+    concurrent_calls_per_subject: int = Field(
+        2, ge=0, description="Calls running at once per ticket subject."
+    )
+    direct_sessions_per_hour: int = Field(
+        20,
+        ge=0,
+        description="Direct-mode sessions per ticket subject (per address without tickets) "
+        "per hour: each is billed to the operator's provider account.",
+    )
+    control_messages_per_minute: int = Field(
+        120, ge=0, description="Page → agent control messages per call per minute (bursts ok)."
+    )
+    language_switches_per_minute: int = Field(
+        6, ge=0, description="Language changes per call per minute."
+    )
+
     # --- per-call limits ---------------------------------------------------------------
     max_call_s: float = Field(30 * 60, description="Hard cap on one call's duration.")
     no_media_timeout_s: float = Field(
@@ -178,6 +222,38 @@ class Settings(BaseSettings):
     )
     drain_timeout_s: float = Field(
         60.0, description="On shutdown, how long running calls may continue before exit."
+    )
+
+    # --- supervision: the worker watches its agents and its inference service ----------
+    agent_heartbeat_s: float = Field(
+        1.0, gt=0, description="How often an agent's event loop tells the worker it runs."
+    )
+    agent_heartbeat_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="An agent silent this long (stuck loop, SIGSTOP) is killed; its call ends "
+        "with agent_unresponsive. At least twice agent_heartbeat_s.",
+    )
+    agent_start_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="An agent not ready this long after its fork is killed and counted as a "
+        "start-up failure (back-off); the forkserver's first preload is not counted.",
+    )
+    max_call_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="The worker ends a call still running max_call_s plus this (the agent "
+        "ends it itself at max_call_s; this is the backstop).",
+    )
+    inference_probe_interval_s: float = Field(
+        1.0, gt=0, description="How often the worker pings the node's inference service."
+    )
+    inference_probe_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="An inference service that has not answered a ping by then is restarted "
+        "(its exit is noticed at once).",
     )
 
     # --- pipeline ----------------------------------------------------------------------
@@ -257,7 +333,16 @@ class Settings(BaseSettings):
             raise ValueError("agent_ptime_ms is 20, 40 or 60")
         return value
 
-    @field_validator("openai_api_key", "gemini_api_key", "turn_secret", mode="before")
+    @field_validator("call_token_secret")
+    @classmethod
+    def _ticket_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @field_validator(
+        "openai_api_key", "gemini_api_key", "turn_secret", "call_token_secret", mode="before"
+    )
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         # compose passes an unset variable as "": that means no key, not an empty one.

@@ -88,5 +88,8 @@ def run_app(
         lifespan="on",
         # Control messages are ~100-byte JSON: compressing each costs CPU and saves nothing.
         ws_per_message_deflate=False,
+        # ... and never large: refuse a huge frame before it is buffered (uvicorn's default
+        # accepts 16 MB). Control messages over 4 KB are refused with a reason anyway.
+        ws_max_size=64 * 1024,
     )
     _DrainingServer(config, drain, on_force).run()

@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 import pytest
 
-from dragoman.bench.embedded import free_port
+from dragoman.bench.embedded import NO_ABUSE_LIMITS, free_port
 
 JA_SENTENCE = "今日は天気がいいので、公園を散歩しましょう。"
 JA_KEYWORD = "公園"  # "park": the word the source caption must contain
@@ -74,6 +74,7 @@ def start_server(tmp: Path, **env_overrides: str) -> Server:
         **os.environ,
         "DRAGOMAN_PORT": str(port),
         "DRAGOMAN_LOG_LEVEL": "WARNING",
+        **NO_ABUSE_LIMITS,  # tests of the limits set them (tests/test_admission.py)
         **env_overrides,
     }
     log_path = tmp / f"serve-{port}.log"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 import httpx
@@ -47,7 +48,12 @@ async def test_bad_inputs_get_clear_errors_and_cost_nothing(server: Server) -> N
     try:
         good = {"sdp": sdp, "type": "offer", "source": "ja", "target": "en"}
         before = {p.pid for p in server.agent_processes()}
-        r = httpx.post(f"{server.url}/v1/calls", content=b"{not json", timeout=5)
+        r = httpx.post(
+            f"{server.url}/v1/calls",
+            content=b"{not json",
+            headers={"Content-Type": "application/json"},
+            timeout=5,
+        )
         assert_error(r, 400, "bad_json")
         assert_error(post(server, {**good, "type": "answer"}), 400, "bad_request")
         no_sdp = {k: v for k, v in good.items() if k != "sdp"}
@@ -61,6 +67,21 @@ async def test_bad_inputs_get_clear_errors_and_cost_nothing(server: Server) -> N
         assert_error(post(server, big), 413, "body_too_large")
         assert_error(httpx.delete(f"{server.url}/v1/calls/nope"), 404, "unknown_call")
         assert_error(httpx.get(f"{server.url}/v1/nothing"), 404, "not_found")
+        # A cross-site form posts text/plain: a valid offer sent that way starts nothing.
+        plain = {"Content-Type": "text/plain"}
+        r = httpx.post(f"{server.url}/v1/calls", content=json.dumps(good), headers=plain)
+        assert_error(r, 415, "unsupported_media_type")
+        r = httpx.post(f"{server.url}/v1/calls/direct", data={"source": "ja", "target": "en"})
+        assert_error(r, 415, "unsupported_media_type")
+        # What only an attacker sends is refused before Janus or an agent sees it.
+        audio = sdp[sdp.index("m=audio") :]
+        many = sdp + audio * 3
+        assert (
+            "4 'audio' media"
+            in assert_error(post(server, {**good, "sdp": many}), 400, "bad_sdp")["message"]
+        )
+        flood = sdp + "a=candidate:9 1 udp 1 192.0.2.9 9 typ host\r\n" * 100
+        assert_error(post(server, {**good, "sdp": flood}), 400, "bad_sdp")
         # None of that reached an agent: the same idle processes are still waiting.
         assert {p.pid for p in server.agent_processes()} == before
 
@@ -68,9 +89,10 @@ async def test_bad_inputs_get_clear_errors_and_cost_nothing(server: Server) -> N
         # SDP only Janus can tell is broken — are refused with bad_sdp and cost no agent:
         # the same idle processes are still waiting.
         no_opus = sdp.replace("opus/48000/2", "speex/16000")
-        assert "Opus" in assert_error(post(server, {**good, "sdp": no_opus}), 400, "bad_sdp")[
-            "message"
-        ]
+        assert (
+            "Opus"
+            in assert_error(post(server, {**good, "sdp": no_opus}), 400, "bad_sdp")["message"]
+        )
         broken = re.sub(r"m=audio \d+", "m=audio nine", sdp)  # Janus' parser refuses it
         err = assert_error(post(server, {**good, "sdp": broken}), 400, "bad_sdp")
         assert "m=" in err["message"]

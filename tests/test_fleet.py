@@ -21,6 +21,7 @@ import pytest
 from fleet_hosts import Host, HostNet, await_http, dragoman_exe, redis_argv, wait_http
 
 from dragoman.bench.caller import Caller
+from dragoman.bench.embedded import NO_ABUSE_LIMITS
 
 TOKEN = "fleet-test-secret"
 SLOTS = 12  # per worker: 30 calls over 3 workers leave room to place new ones while draining
@@ -107,6 +108,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     env = {
         **os.environ,
         "DRAGOMAN_INTERNAL_TOKEN": TOKEN,
+        **NO_ABUSE_LIMITS,  # one test address places every call; the limits' own test sets them
         "DRAGOMAN_LOG_LEVEL": "INFO",  # agents log why each call ended
         "DRAGOMAN_NODE_TTL_S": "3",
         "DRAGOMAN_WHISPER_WORKERS": "1",

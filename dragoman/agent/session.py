@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ from dragoman.agent.limits import CallLimits, CallVitals, limit_exceeded
 from dragoman.agent.rtp_media import RtpMedia, RtpPeer
 from dragoman.agent.rtp_transport import RtpTransport
 from dragoman.config import Settings
+from dragoman.fleet.limits import gcra
 from dragoman.inference.client import InferenceClient
 from dragoman.languages import LanguageError, LanguagePair, validate_pair
 from dragoman.pipeline.chime import chime
@@ -106,6 +108,7 @@ class CallSession:
             check_dangling_tasks=False,
         )
         self._chime = chime(out_rate)
+        self._switch_tat: float | None = None  # language switch rate (GCRA state)
 
     def notify(self, msg: dict[str, Any]) -> None:
         """A message for the page (the worker relays it on the call's control channel)."""
@@ -133,6 +136,15 @@ class CallSession:
         if isinstance(msg, messages.Hangup):
             await self.end("hangup")
             return
+        per_minute = self.settings.language_switches_per_minute
+        if per_minute > 0:
+            # Each switch restarts a provider session (billed, slow): a page may not spin it.
+            wait, self._switch_tat = gcra(self._switch_tat, time.monotonic(), per_minute, 60.0)
+            if wait > 0:
+                why = f"Too many language changes; try again in {math.ceil(wait)} s."
+                self.notify(messages.error("rate_limited", why))
+                self.notify(messages.languages(self.pair.source, self.pair.target))
+                return
         spec = self.provider
         try:
             title = None if spec.name == "local" else spec.title

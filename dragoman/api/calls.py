@@ -6,7 +6,8 @@ import json
 import secrets
 import time
 import uuid
-from typing import Any, Literal
+from collections.abc import Awaitable
+from typing import Any, Literal, TypeVar
 
 import httpx
 from fastapi import APIRouter, Request, Response
@@ -14,7 +15,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
-from dragoman.api import metrics
+from dragoman.api import admission, metrics
+from dragoman.api.direct import PROVIDER as DIRECT_PROVIDER
 from dragoman.api.direct import can_overflow, direct_pair, mint_session
 from dragoman.api.errors import ApiError
 from dragoman.api.sdp import SdpError, check_offer
@@ -25,12 +27,13 @@ from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.dispatcher import Dispatcher
 from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
 from dragoman.fleet.ranking import free_slots
-from dragoman.fleet.registry import RegistryUnavailable
+from dragoman.fleet.registry import Registry, RegistryUnavailable
 from dragoman.languages import LanguageError
 from dragoman.pipeline.glossary import check_name as check_glossary_name
 from dragoman.pipeline.providers.catalog import catalogue, validate_call
 
 router = APIRouter()
+T = TypeVar("T")
 
 
 class CallOffer(BaseModel):
@@ -76,6 +79,13 @@ def _fail(outcome: str, error: ApiError) -> ApiError:
 async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
     t0 = time.perf_counter()
     settings = request.app.state.settings
+    registry = _dispatcher(request).registry
+    admission.require_json(request)
+    await _guard(
+        admission.check_address_rate(registry, settings, admission.address_of(request, settings))
+    )
+    caller = admission.identify(request, settings)
+    await _guard(admission.check_subject_rate(registry, settings, caller))
     raw = await read_json_limited(request, settings.max_body_bytes)
     try:
         offer = CallOffer.model_validate(raw)
@@ -89,6 +99,7 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
     except LanguageError as e:
         status = 503 if e.code == "provider_unavailable" else 400
         raise ApiError(status, e.code, e.message) from e
+    admission.check_provider(caller, spec.name)
     try:
         check_offer(offer.sdp)
     except SdpError as e:
@@ -96,7 +107,9 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
 
     request.app.state.arrival_meter.record()  # every valid request, retries included
     call_id = uuid.uuid4().hex
-    control_token = secrets.token_urlsafe(24)  # the page's key to this call's control channel
+    held = await _guard(admission.hold_call(registry, settings, caller, call_id))
+    # The page's key to this call's control channel.
+    control_token = admission.control_token(settings, caller, call_id, secrets.token_urlsafe(24))
     t_checked = time.perf_counter()
     try:
         result = await _dispatcher(request).start_call(
@@ -109,19 +122,24 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
                 provider=spec.name,
                 glossary=offer.glossary,
                 control_token=control_token,
+                max_call_s=admission.call_max_s(settings, caller),
             )
         )
     except NoAgentAvailable as e:
-        if can_overflow(settings, pair):
+        await _release_quietly(registry, held, call_id)
+        if can_overflow(settings, pair) and admission.may_go_direct(caller):
             # The fleet is full: the caller talks to the provider directly while nodes boot.
+            await _guard(admission.check_direct(registry, settings, caller))
             body = await mint_session(settings, _http(request), pair, "overflow")
             metrics.CALLS.labels("direct_overflow").inc()
             return JSONResponse(body, status_code=200)
         headers = {"Retry-After": str(e.retry_after_s)}
         raise _fail("no_agent", ApiError(503, "no_agent", str(e), headers)) from e
     except CallRejected as e:
+        await _release_quietly(registry, held, call_id)
         raise _fail("rejected", ApiError(400, e.code, e.message)) from e
     except AgentFailed as e:
+        await _release_quietly(registry, held, call_id)
         msg = f"The interpreter failed to start: {e}"
         raise _fail("agent_failed", ApiError(503, "agent_failed", msg, {"Retry-After": "1"})) from e
     except RegistryUnavailable as e:
@@ -150,6 +168,13 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
 async def create_direct_call(request: Request) -> dict[str, Any]:
     """A direct-mode session on request: an ephemeral secret, never the API key."""
     settings = request.app.state.settings
+    registry = _dispatcher(request).registry
+    admission.require_json(request)
+    await _guard(
+        admission.check_address_rate(registry, settings, admission.address_of(request, settings))
+    )
+    caller = admission.identify(request, settings)
+    await _guard(admission.check_subject_rate(registry, settings, caller))
     raw = await read_json_limited(request, settings.max_body_bytes)
     try:
         req = DirectRequest.model_validate(raw)
@@ -158,9 +183,27 @@ async def create_direct_call(request: Request) -> dict[str, Any]:
         raise ApiError(400, "bad_request", e.errors()[0]["msg"]) from e
     except LanguageError as e:
         raise ApiError(400, e.code, e.message) from e
+    admission.check_provider(caller, DIRECT_PROVIDER)
+    await _guard(admission.check_direct(registry, settings, caller))
     body = await mint_session(settings, _http(request), pair, "requested")
     metrics.CALLS.labels("direct").inc()
     return body
+
+
+async def _guard(check: Awaitable[T]) -> T:
+    """A limit check whose registry is down answers 503, like the call it guards would."""
+    try:
+        return await check
+    except RegistryUnavailable as e:
+        msg = f"The call registry is unavailable: {e}"
+        raise ApiError(503, "registry_unavailable", msg, {"Retry-After": "1"}) from e
+
+
+async def _release_quietly(registry: Registry, keys: list[str], call_id: str) -> None:
+    try:
+        await admission.release(registry, keys, call_id)
+    except RegistryUnavailable:
+        pass  # the hold lapses by itself once the registry has no such call
 
 
 def _http(request: Request) -> httpx.AsyncClient:

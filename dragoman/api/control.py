@@ -1,6 +1,7 @@
 """``/v1/calls/{id}/control``: the page's control channel for its call (captions, state,
 language switches, hang-up), relayed to the call's node. Authorised by the per-call token
-returned with the answer (``?token=``), never by the call id alone. Close codes: 1000 the
+returned with the answer (``?token=``), never by the call id alone; with call tickets on,
+that token is signed and checked here before any node is asked. Close codes: 1000 the
 call ended, 4401 wrong token, 4404 unknown call, 4409 replaced by a newer connection,
 4503 the node or the registry cannot be reached (the page reconnects). When the node is
 found dead, the page gets ``state: ended, reason: agent_lost`` and 1000 instead."""
@@ -12,6 +13,7 @@ import json
 from fastapi import APIRouter, WebSocket
 
 from dragoman.agent.messages import state
+from dragoman.api.admission import check_control
 from dragoman.fleet.control_link import (
     CLOSE_ENDED,
     CLOSE_UNAUTHORIZED,
@@ -31,6 +33,10 @@ async def control(ws: WebSocket, call_id: str) -> None:
     if not token:
         await ws.close(CLOSE_UNAUTHORIZED, "missing call token")
         return
+    problem = check_control(ws.app.state.settings, call_id, token)
+    if problem is not None:  # a forged or foreign token never reaches a node
+        await ws.close(CLOSE_UNAUTHORIZED, problem.message[:120])
+        return
     dispatcher = ws.app.state.dispatcher
     wait_s = dispatcher.registry.node_ttl_s + 1.0
 
@@ -49,4 +55,4 @@ async def control(ws: WebSocket, call_id: str) -> None:
         else:
             await ws.close(e.code, e.reason)
         return
-    await relay(ws, link, node_lost)
+    await relay(ws, link, node_lost, ws.app.state.settings.control_messages_per_minute)

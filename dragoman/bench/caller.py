@@ -194,6 +194,7 @@ class Caller:
         glossary: str | None = None,
         ice_servers: list[RTCIceServer] | None = None,
         mic: MediaStreamTrack | None = None,
+        ticket: str | None = None,
     ) -> None:
         # send_audio=False: a muted mic that sends no packets. keep_listening=False: stop
         # decoding the agent's audio once it has been heard. Both keep a load client cheap
@@ -202,6 +203,7 @@ class Caller:
         self.source, self.target = source, target
         self.provider = provider
         self.glossary = glossary
+        self.ticket = ticket  # a call ticket, for servers that require one
         # No STUN server: aiortc would otherwise wait for a public one first.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers or []))
         self.mic: Any = mic or PcmTrack(send=send_audio)
@@ -308,7 +310,8 @@ class Caller:
         own = client is None
         client = client or httpx.AsyncClient(timeout=30)
         try:
-            resp = await client.post(f"{self.base_url}/v1/calls", json=body)
+            headers = {"Authorization": f"Bearer {self.ticket}"} if self.ticket else {}
+            resp = await client.post(f"{self.base_url}/v1/calls", json=body, headers=headers)
         finally:
             if own:
                 await client.aclose()

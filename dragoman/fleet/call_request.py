@@ -17,6 +17,9 @@ class CallRequest:
     glossary: str | None = None  # a glossary NAME; its text is read on the node
     # The per-call secret the page presents on the call's control channel (made by the api).
     control_token: str = ""
+    # This call's duration cap (the server's, or lower from the caller's ticket); None: the
+    # node's own max_call_s.
+    max_call_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

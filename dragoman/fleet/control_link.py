@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dragoman.agent.messages import error, state
+from dragoman.fleet.limits import gcra
 
 MAX_MESSAGE_BYTES = 4096  # page → agent messages are a few dozen bytes
 
@@ -64,14 +67,19 @@ def parse_page_message(raw: str | bytes) -> dict[str, Any] | str:
 
 
 async def relay(
-    ws: WebSocket, link: ControlLink, node_lost: Callable[[], Awaitable[bool]] | None = None
+    ws: WebSocket,
+    link: ControlLink,
+    node_lost: Callable[[], Awaitable[bool]] | None = None,
+    per_minute: int = 0,
 ) -> None:
     """Pump between an accepted WebSocket and a link until one side ends.
 
     ``node_lost`` is asked when the link breaks without a word from the node: if the node
     is dead (a killed worker takes its agents and Janus with it), the page is told its call
     ended (``agent_lost``) rather than left reconnecting to a node that is gone.
+    Page messages over ``per_minute`` (0: no limit) are dropped with an error to the page.
     """
+    tat: float | None = None
 
     async def to_page() -> None:
         try:
@@ -87,6 +95,7 @@ async def relay(
                 await ws.close(code, reason[:120])
 
     async def to_agent() -> None:
+        nonlocal tat
         while True:
             frame = await ws.receive()
             if frame["type"] == "websocket.disconnect":
@@ -96,6 +105,12 @@ async def relay(
             if isinstance(msg, str):
                 await ws.send_text(json.dumps(error("bad_message", msg)))
                 continue
+            if per_minute > 0:
+                wait, tat = gcra(tat, time.monotonic(), per_minute, 60.0)
+                if wait > 0:
+                    why = f"Too many control messages: dropped (retry in {math.ceil(wait)} s)."
+                    await ws.send_text(json.dumps(error("rate_limited", why)))
+                    continue
             await link.send(msg)
 
     tasks = [asyncio.create_task(to_page()), asyncio.create_task(to_agent())]

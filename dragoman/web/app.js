@@ -11,6 +11,21 @@ const METER_INTERVAL_MS = 20;
 const ERROR_AUTOHIDE_MS = 8000;
 const LANGUAGES_RETRY_MS = 3000;
 
+// The call ticket, when the server requires one: the operator's site links to this page
+// with ?ticket=… (or sets window.DRAGOMAN_TICKET before this script runs). It is taken out
+// of the address bar at once, so a copied link never carries it.
+const TICKET = takeTicket();
+
+function takeTicket() {
+  const url = new URL(window.location.href);
+  const fromUrl = url.searchParams.get('ticket');
+  if (fromUrl) {
+    url.searchParams.delete('ticket');
+    window.history.replaceState(null, '', url.pathname + url.search + url.hash);
+  }
+  return fromUrl || window.DRAGOMAN_TICKET || null;
+}
+
 const ACTIVE_STATES = new Set(['connecting', 'connected', 'listening', 'translating', 'speaking']);
 const SERVER_STATES = new Set(['listening', 'translating', 'speaking']);
 const END_REASONS = {
@@ -19,10 +34,11 @@ const END_REASONS = {
   no_media: 'no audio was received',
   memory_limit: 'the server ran short of memory',
   agent_lost: 'the interpreter stopped unexpectedly',
+  agent_unresponsive: 'the interpreter stopped responding',
   error: 'a server error occurred',
 };
 // Endings that are failures, worth the error banner rather than just a note.
-const ABNORMAL_END_REASONS = new Set(['memory_limit', 'agent_lost', 'error']);
+const ABNORMAL_END_REASONS = new Set(['memory_limit', 'agent_lost', 'agent_unresponsive', 'error']);
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -328,7 +344,12 @@ async function startCall() {
   s.micMeter = new LevelMeter(audioContext, stream);
   s.timer = setInterval(() => sampleLevels(s), METER_INTERVAL_MS);
 
-  const call = (s.call = new Call({ source: ui.source.value, target: ui.target.value, provider: ui.provider.value || null }));
+  const call = (s.call = new Call({
+    source: ui.source.value,
+    target: ui.target.value,
+    provider: ui.provider.value || null,
+    ticket: TICKET,
+  }));
   dragoman.callTimings = call.timings; // live: filled in as the call is set up
   wireCall(s, call);
   try {

@@ -50,12 +50,14 @@ export class Call extends EventTarget {
   #ws = null;
   #wsAttempt = 0;
 
-  /** @param {{source: string, target: string, provider?: string}} languages */
-  constructor({ source, target, provider = null }) {
+  /** @param {{source: string, target: string, provider?: string, ticket?: string}} options
+   *  ticket: the call ticket the operator's site signed, when the server requires one. */
+  constructor({ source, target, provider = null, ticket = null }) {
     super();
     this.source = source;
     this.target = target;
     this.provider = provider;
+    this.ticket = ticket;
     this.direct = false; // true once the call talks to the provider itself
     this.callId = null;
     this.pc = null;
@@ -223,7 +225,10 @@ export class Call extends EventTarget {
       this.#requested = { source: this.source, target: this.target };
       const res = await fetchOrThrow('/v1/calls', {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
+        headers: {
+          'Content-Type': 'application/json',
+          ...(this.ticket ? { Authorization: `Bearer ${this.ticket}` } : {}),
+        },
         body: JSON.stringify({
           sdp: this.pc.localDescription.sdp,
           type: 'offer',
