@@ -20,6 +20,7 @@ import httpx
 import pytest
 from fleet_hosts import Host, HostNet, await_http, dragoman_exe, redis_argv, wait_http
 
+from dragoman.api.tickets import mint
 from dragoman.bench.caller import Caller
 from dragoman.bench.embedded import NO_ABUSE_LIMITS
 
@@ -216,6 +217,71 @@ async def test_calls_land_on_namespace_hosts_and_any_api_ends_them(fleet: Fleet)
     metrics = httpx.get(f"{fleet.api_url}/metrics", timeout=5).text
     assert 'dragoman_api_calls_total{outcome="answered"}' in metrics
     assert "dragoman_worker_calls_active" in httpx.get(f"http://{host.ip}:8100/metrics").text
+
+
+TICKET_SECRET = "fleet-ticket-secret-0123456789abcdef0123456789"
+
+
+async def test_two_api_replicas_share_the_abuse_limits(fleet: Fleet) -> None:
+    """Limits live in Redis: a subject or an address cannot get more by spreading its
+    requests over the api replicas behind a load balancer."""
+    limits = {
+        **fleet.env,
+        "DRAGOMAN_CALL_TOKEN_SECRET": TICKET_SECRET,
+        "DRAGOMAN_CALLS_PER_MINUTE_PER_IP": "6",
+        "DRAGOMAN_CONCURRENT_CALLS_PER_SUBJECT": "1",
+    }
+    replicas = {
+        port: fleet.api_host.popen(
+            [dragoman_exe(), "api", "--host", fleet.api_host.ip, "--port", str(port)]
+            + ["--registry", fleet.registry],
+            limits,
+            fleet.logs / f"api-{port}.log",
+        )
+        for port in (8001, 8002)
+    }
+    a, b = (f"http://{fleet.api_host.ip}:{port}" for port in replicas)
+    callers: list[Caller] = []
+    try:
+        for url in (a, b):
+            await await_http(f"{url}/healthz", 30, ok=lambda r: r.status_code == 200)
+        ticket = mint(TICKET_SECRET, "zoe", 120)
+
+        async def place(url: str) -> Caller:
+            caller = Caller(url, send_audio=False, ticket=ticket)
+            callers.append(caller)
+            await caller.call()
+            return caller
+
+        first = await place(a)
+        assert first.result.status == 201, first.result.error
+        refused = await place(b)  # same subject, other replica: one call at once in all
+        assert refused.result.status == 429, refused.result
+        # The call ends through replica B; its node releases it in Redis, and the subject
+        # may call again through either replica.
+        r = httpx.delete(f"{b}/v1/calls/{first.result.call_id}", timeout=5)
+        assert r.status_code == 204
+        await first.wait_for(lambda m: m.get("state") == "ended", 10)
+        again = await place(b)
+        assert again.result.status == 201, again.result.error
+
+        # Three requests above, three more spread over both replicas use the address'
+        # allowance of 6 per minute; the next is refused whichever replica gets it.
+        bad = {"Authorization": f"Bearer {ticket}"}
+        for url in (a, b, a):
+            r = httpx.post(f"{url}/v1/calls", json={}, headers=bad, timeout=5)
+            assert r.status_code == 400, r.text
+        for url in (a, b):
+            r = httpx.post(f"{url}/v1/calls", json={}, headers=bad, timeout=5)
+            assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited", r.text
+            assert int(r.headers["retry-after"]) >= 1
+    finally:
+        for c in callers:
+            await c.close()
+        for proc in replicas.values():
+            proc.terminate()
+        for proc in replicas.values():
+            proc.wait(10)
 
 
 async def test_redis_restart_gives_quick_503_then_recovers(fleet: Fleet) -> None:
