@@ -11,7 +11,9 @@ direct-mode secret minting and overflow switch.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import pytest
 from conftest import Server, start_server, stop_server, wait_until
 from fake_provider import GEMINI_KEY, KEY, Fake, start_fake, stop_fake
 
+from dragoman.agent.messages import ERRORS
 from dragoman.bench.caller import AUDIBLE_RMS, Caller, load_wav_mono
 
 
@@ -336,5 +339,120 @@ async def test_cascade_refused_key_ends_the_call(
         assert ended["reason"] == "provider_error"
         errors = [m for m in caller.result.messages if m.get("type") == "error"]
         assert errors and errors[0]["code"] == "provider_refused"
+    finally:
+        await caller.close()
+
+
+# --- what a provider says about itself stays in the server log --------------------------
+def _marker() -> str:
+    """Text a provider might put in an error (an internal id, an organisation): unique per
+    test, so finding it in the shared server log means this test's failure put it there."""
+    return f"INTERNAL-SECRET-{uuid.uuid4().hex[:8]} org-xyz"
+
+
+def _errors(caller: Caller, since: int = 0) -> list[dict]:
+    return [m for m in caller.result.messages[since:] if m.get("type") == "error"]
+
+
+def _only_in_log(cloud: Server, caller: Caller | None, marker: str, seen: str = "") -> None:
+    """The marker reached the operator's log and nothing the caller got."""
+    if caller is not None:
+        assert marker not in json.dumps(caller.result.messages)
+    assert marker not in seen
+    wait_until(lambda: marker in cloud.log_path.read_text(errors="replace"), 10, what="the log")
+
+
+async def test_a_provider_error_event_reaches_the_page_in_our_words(
+    cloud: Server, fake: Fake
+) -> None:
+    marker = _marker()
+    # A recoverable error event with the provider's own text, in the session this call opens.
+    fake.fault(error_after_s=0.3, error_fatal=False, error_message=marker)
+    caller = Caller(cloud.url, source="ja", target="en")
+    try:
+        assert (await caller.call()).status == 201
+        caller.mic.play(np.zeros(16000 * 5, dtype=np.int16))  # the fake answers audio
+        err = await caller.wait_for(lambda m: m.get("type") == "error", 10)
+        assert err == {
+            "v": 1,
+            "type": "error",
+            "code": "provider_error",
+            "message": ERRORS["provider_error"],
+            "fatal": False,
+        }
+        # The call goes on: it ends only when the caller hangs up.
+        since = caller.mark()
+        caller.send({"v": 1, "type": "hangup"})
+        ended = await caller.wait_for(lambda m: m.get("state") == "ended", 10, since=since)
+        assert ended["reason"] == "hangup"
+        _only_in_log(cloud, caller, marker)
+    finally:
+        await caller.close()
+
+
+@pytest.mark.parametrize("provider", ["openai-translate", "gemini-live-translate"])
+async def test_a_failing_provider_ends_the_call_in_our_words(
+    cloud: Server, fake: Fake, provider: str
+) -> None:
+    marker = _marker()
+    # openai-translate: a fatal error event; Gemini: a close (1011) whose reason is theirs.
+    fake.fault(error_after_s=0.3, error_message=marker)
+    caller = Caller(cloud.url, source="ja", target="ko", provider=provider)
+    try:
+        assert (await caller.call()).status == 201
+        caller.mic.play(np.zeros(16000 * 10, dtype=np.int16))
+        ended = await _ended(caller, 20)
+        assert ended["reason"] == "provider_lost"
+        errors = _errors(caller)
+        assert [(e["code"], e["message"], e["fatal"]) for e in errors] == [
+            ("provider_reconnecting", ERRORS["provider_reconnecting"], False),
+            ("provider_lost", ERRORS["provider_lost"], True),
+        ]
+        _only_in_log(cloud, caller, marker)
+    finally:
+        await caller.close()
+
+
+def test_direct_mode_errors_are_ours_and_the_providers_text_is_logged(
+    cloud: Server, fake: Fake
+) -> None:
+    pair = {"source": "ko", "target": "ja"}
+    for fault, status, code in (
+        ({"refuse": True}, 401, "provider_refused"),
+        ({"error_after_s": 0}, 500, "provider_unavailable"),
+    ):
+        marker = _marker()
+        fake.fault(**fault, error_message=marker)
+        r = httpx.post(f"{cloud.url}/v1/calls/direct", json=pair)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "2"
+        sentence = ERRORS[code].removesuffix(".")
+        assert r.json()["error"] == {"code": code, "message": f"{sentence} (HTTP {status})."}
+        _only_in_log(cloud, None, marker, r.text)
+
+
+async def test_cascade_provider_errors_reach_the_page_in_our_words(
+    cloud: Server, fake: Fake, ja_speech: Path
+) -> None:
+    marker = _marker()
+    caller = Caller(cloud.url, source="ja", target="de", provider="openai-cascade")
+    try:
+        assert (await caller.call()).status == 201
+        await caller.wait_open()
+        await caller.wait_for(lambda m: m.get("state") == "listening", 10)
+        since = caller.mark()
+        fake.fault(error_after_s=0, error_message=marker)  # every request: HTTP 500
+        caller.mic.play(load_wav_mono(ja_speech))
+        err = await caller.wait_for(lambda m: m.get("type") == "error", 30, since=since)
+        assert (err["code"], err["message"], err["fatal"]) == (
+            "provider_error",
+            ERRORS["provider_error"],
+            False,
+        )
+        # A failed sentence is lost, not the call.
+        since = caller.mark()
+        caller.send({"v": 1, "type": "hangup"})
+        ended = await caller.wait_for(lambda m: m.get("state") == "ended", 10, since=since)
+        assert ended["reason"] == "hangup"
+        _only_in_log(cloud, caller, marker)
     finally:
         await caller.close()

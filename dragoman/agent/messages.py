@@ -7,8 +7,11 @@ Page → agent: ``set_languages``, ``hangup``. Documented in the README ("Contro
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal
+
+log = logging.getLogger(__name__)
 
 VERSION = 1
 
@@ -25,6 +28,7 @@ END_REASONS: dict[str, str] = {
     "disconnected": "The connection to your browser was lost.",
     "draining": "The server is shutting down.",
     "agent_lost": "The interpreter process was lost.",
+    "agent_unresponsive": "The interpreter stopped responding; please call again.",
     "media_lost": "The server's media gateway restarted; please call again.",
     "error": "The interpreter hit an internal error.",
     "provider_error": "The translation service refused the session.",
@@ -74,7 +78,49 @@ def metrics(utterance_id: str, marks: dict[str, float]) -> dict[str, Any]:
 
 
 def error(code: str, message: str, fatal: bool = False) -> dict[str, Any]:
+    """An error in our own words (a bad message, a language the provider lacks). Text from a
+    provider or an exception goes through ``failure`` instead."""
     return {"v": VERSION, "type": "error", "code": code, "message": message, "fatal": fatal}
+
+
+# The page-facing codes of failures outside our control, each with the only sentence the page
+# sees: a provider's own text can name accounts, organisations, quotas or internals, and an
+# exception's can name hosts and paths, so those go to the server log, never to the caller.
+ERRORS: dict[str, str] = {
+    "provider_refused": (
+        "The translation service refused this server's credentials; "
+        "the operator must check its key."
+    ),
+    "provider_unavailable": "The translation service is unavailable right now; please try again.",
+    "provider_reconnecting": "The connection to the translation service broke; reconnecting…",
+    "provider_lost": "The translation service could not be reached again; the call ends.",
+    "provider_closing": "The translation service is ending this session; it will be reopened.",
+    "provider_error": (
+        "The translation service reported an error; some speech may not have been translated."
+    ),
+    "translation_failed": "This sentence could not be translated.",
+    "tts_failed": "The translation of this sentence could not be spoken.",
+}
+DETAIL_MAX_CHARS = 500  # of a provider's or exception's text in one log line
+
+
+def failure(
+    code: str, detail: object = None, fatal: bool = False, origin: str = ""
+) -> dict[str, Any]:
+    """The ``error`` message for a failure: our code and sentence from ``ERRORS``; ``detail``
+    (what the provider or exception said) is logged for the operator, one line, clipped."""
+    if code not in ERRORS:  # a caller's slip must not become a page without a sentence
+        log.warning("no page sentence for error code %r; sent as provider_error", code)
+        code = "provider_error"
+    if detail is not None:
+        log.warning("%s%s: %s", f"{origin}: " if origin else "", code, clip(detail))
+    return error(code, ERRORS[code], fatal)
+
+
+def clip(detail: object, limit: int = DETAIL_MAX_CHARS) -> str:
+    """One line of at most ``limit`` characters: a provider's text may hold newlines or be long."""
+    text = " ".join(str(detail).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)

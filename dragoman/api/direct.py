@@ -9,10 +9,12 @@ while nodes boot.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
 
+from dragoman.agent import messages
 from dragoman.api.errors import ApiError
 from dragoman.config import Settings
 from dragoman.languages import LanguagePair, validate_pair
@@ -20,6 +22,8 @@ from dragoman.pipeline.providers.catalog import PROVIDERS, direct_overflow_enabl
 from dragoman.pipeline.providers.openai_translate import session_config
 
 PROVIDER = "openai-translate"
+
+log = logging.getLogger(__name__)
 
 
 def direct_pair(source: object, target: object) -> LanguagePair:
@@ -55,33 +59,39 @@ async def mint_session(
             timeout=settings.provider_connect_timeout_s,
         )
     except httpx.HTTPError as e:
-        raise ApiError(
-            503, "provider_unavailable", f"The translation service is unreachable: {e!r}"
-        ) from e
+        raise _unavailable("provider_unavailable", f"{type(e).__name__}: {e}") from e
     if resp.status_code != 200:
         code = "provider_refused" if resp.status_code in (401, 403) else "provider_unavailable"
-        detail = _error_message(resp)
-        raise ApiError(
-            503,
-            code,
-            f"The translation service refused a session (HTTP {resp.status_code}): {detail}",
-            {"Retry-After": "2"},
-        )
-    secret = resp.json()
+        raise _unavailable(code, _error_message(resp), resp.status_code)
+    try:
+        secret = resp.json()
+        value, expires_at = str(secret["value"]), int(secret["expires_at"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise _unavailable("provider_unavailable", f"unreadable answer: {e!r}") from e
     return {
         "mode": "direct",
         "reason": reason,
         "provider": PROVIDER,
         "source": pair.source,
         "target": pair.target,
-        "client_secret": secret["value"],
-        "expires_at": secret["expires_at"],
+        "client_secret": value,
+        "expires_at": expires_at,
         "call_url": f"{base}/realtime/translations/calls",
     }
+
+
+def _unavailable(code: str, detail: str, status: int | None = None) -> ApiError:
+    """A 503 in our words (the HTTP status is ours to report); the provider's or the
+    library's text, which can name the account or its organisation, goes to the log only."""
+    log.warning("direct mode: minting a client secret failed: %s: %s", code, messages.clip(detail))
+    message = messages.ERRORS[code]
+    if status is not None:
+        message = f"{message.removesuffix('.')} (HTTP {status})."
+    return ApiError(503, code, message, {"Retry-After": "2"})
 
 
 def _error_message(resp: httpx.Response) -> str:
     try:
         return str(resp.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
-        return resp.text[:200]
+        return resp.text

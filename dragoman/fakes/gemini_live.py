@@ -39,11 +39,11 @@ def _key_ok(request: web.Request, state: FakeState) -> bool:
 
 def _handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
+        fault = state.fault
         if not _key_ok(request, state):
             state.count("gemini_refused")
-            body = {"error": {"code": 403, "message": "API key not valid (fake)."}}
+            body = {"error": {"code": 403, "message": fault.message("API key not valid (fake).")}}
             return web.json_response(body, status=403)
-        fault = state.fault
         ws = web.WebSocketResponse(autoping=fault.stall_after_s is None, max_msg_size=2**22)
         await ws.prepare(request)
         session: dict[str, Any] = {"kind": "gemini-live", "setup": None, "audio_bytes": 0}
@@ -60,6 +60,7 @@ def _handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.StreamRe
         buf = bytearray()
         block = int(RATE_IN * BLOCK_S) * 2
         t0 = time.monotonic()
+        soft_error_sent = False
         try:
             async for msg in ws:
                 elapsed = time.monotonic() - t0
@@ -70,8 +71,14 @@ def _handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.StreamRe
                     await asyncio.sleep(STALL_MAX_S)
                     break
                 if fault.error_after_s is not None and elapsed >= fault.error_after_s:
-                    await ws.close(code=1011, message=b"fake: internal error")
-                    break
+                    reason = fault.message("fake: internal error")
+                    if fault.error_fatal:
+                        # A close reason is at most 123 bytes.
+                        await ws.close(code=1011, message=reason.encode()[:123])
+                        break
+                    if not soft_error_sent:
+                        soft_error_sent = True
+                        await send({"error": {"code": 429, "message": reason}})
                 if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     continue
                 event = json.loads(msg.data)

@@ -39,10 +39,13 @@ def _guard(
     state: FakeState, handler: Callable[[web.Request, FakeState], Awaitable[web.StreamResponse]]
 ) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
+        fault = state.fault
         if not state.bearer_ok(request.headers.get("Authorization"), allow_secret=False):
-            return _error(401, "Incorrect API key provided (fake).", "invalid_api_key")
-        if state.fault.error_after_s is not None:
-            return _error(500, "fake: the server had an error", "server_error")
+            return _error(
+                401, fault.message("Incorrect API key provided (fake)."), "invalid_api_key"
+            )
+        if fault.error_after_s is not None:
+            return _error(500, fault.message("fake: the server had an error"), "server_error")
         return await handler(request, state)
 
     return handle

@@ -107,10 +107,12 @@ def add_routes(app: web.Application, state: FakeState) -> None:
 # --- WebSocket ---------------------------------------------------------------------------
 def _ws_handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
+        fault = state.fault
         if not state.bearer_ok(request.headers.get("Authorization"), allow_secret=True):
             state.count("ws_refused")
-            return _error(401, "Incorrect API key provided (fake).", "invalid_api_key")
-        fault = state.fault
+            return _error(
+                401, fault.message("Incorrect API key provided (fake)."), "invalid_api_key"
+            )
         ws = web.WebSocketResponse(autoping=fault.stall_after_s is None, max_msg_size=2**22)
         await ws.prepare(request)
         session: dict[str, Any] = {
@@ -133,6 +135,7 @@ def _ws_handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.Strea
             {"type": "session.created", "session": {"id": "sess_fake", "type": "translation"}}
         )
         t0 = time.monotonic()
+        soft_error_sent = False
         try:
             async for msg in ws:
                 elapsed = time.monotonic() - t0
@@ -144,18 +147,24 @@ def _ws_handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.Strea
                     await asyncio.sleep(STALL_MAX_S)  # read nothing, answer no pings
                     break
                 if fault.error_after_s is not None and elapsed >= fault.error_after_s:
-                    await send(
-                        {
-                            "type": "error",
-                            "error": {
-                                "type": "server_error",
-                                "code": "session_expired",
-                                "message": "fake: the session failed",
-                            },
+                    if not fault.error_fatal:
+                        if not soft_error_sent:
+                            soft_error_sent = True
+                            err = {
+                                "type": "rate_limit_error",
+                                "code": "rate_limit_exceeded",
+                                "message": fault.message("fake: slow down"),
+                            }
+                            await send({"type": "error", "error": err})
+                    else:
+                        err = {
+                            "type": "server_error",
+                            "code": "session_expired",
+                            "message": fault.message("fake: the session failed"),
                         }
-                    )
-                    await ws.close()
-                    break
+                        await send({"type": "error", "error": err})
+                        await ws.close()
+                        break
                 if msg.type != WSMsgType.TEXT:
                     continue
                 await _on_client_event(json.loads(msg.data), session, translator, send, ws)
@@ -194,8 +203,13 @@ async def _on_client_event(
 # --- client secrets (direct mode) --------------------------------------------------------
 def _secrets_handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
+        fault = state.fault
         if not state.bearer_ok(request.headers.get("Authorization"), allow_secret=False):
-            return _error(401, "Incorrect API key provided (fake).", "invalid_api_key")
+            return _error(
+                401, fault.message("Incorrect API key provided (fake)."), "invalid_api_key"
+            )
+        if fault.error_after_s is not None:
+            return _error(500, fault.message("fake: the server had an error"), "server_error")
         body = await request.json()
         session = body.get("session") or {}
         if not session.get("model"):

@@ -15,7 +15,15 @@ class Fault:
     refuse: bool = False  # reject the key (HTTP 401) before the WebSocket upgrade
     drop_after_s: float | None = None  # close the socket abruptly this long into a session
     stall_after_s: float | None = None  # stop answering anything (pings included)
-    error_after_s: float | None = None  # send a fatal provider error event
+    # Send a provider error event this long into a session; REST endpoints answer HTTP 500.
+    error_after_s: float | None = None
+    error_fatal: bool = True  # False: a recoverable error event, once, and the session goes on
+    # The provider's own words in its error answers and events (default: a fixed fake text);
+    # tests put a marker here to check it reaches the server log and never the caller.
+    error_message: str | None = None
+
+    def message(self, default: str) -> str:
+        return self.error_message if self.error_message is not None else default
 
 
 @dataclass

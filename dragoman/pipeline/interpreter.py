@@ -167,9 +167,10 @@ class Interpreter(FrameProcessor):
             utt, pair = await self._finals.get()
             try:
                 await self._finalise(utt, pair)
-            except Exception as e:
+            except Exception:
+                # The traceback is logged here; the page gets our sentence, not the exception.
                 log.exception("utterance %s failed", utt.uid)
-                self._notify(messages.error("translation_failed", f"Could not translate: {e}"))
+                self._notify(messages.failure("translation_failed"))
                 self._notify(messages.state("listening"))
 
     async def _finalise(self, utt: _Utterance, pair: LanguagePair) -> None:

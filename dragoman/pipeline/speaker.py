@@ -7,7 +7,6 @@ translations are spoken one after another, in order.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,8 +24,6 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from dragoman.agent import messages
 from dragoman.inference.client import InferenceClient
 from dragoman.pipeline.frames import SpeakTranslationFrame
-
-log = logging.getLogger(__name__)
 
 
 class Speaker(FrameProcessor):
@@ -81,7 +78,7 @@ class Speaker(FrameProcessor):
                         self._notify(messages.metrics(item.utterance_id, marks))
                         first = False
             except Exception as e:
-                log.warning("speech synthesis failed for %s: %s", item.utterance_id, e)
-                self._notify(messages.error("tts_failed", f"Could not speak the translation: {e}"))
+                detail = f"speech synthesis of {item.utterance_id}: {type(e).__name__}: {e}"
+                self._notify(messages.failure("tts_failed", detail, origin="local"))
             finally:
                 self._busy = False

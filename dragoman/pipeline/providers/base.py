@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from pipecat.processors.frame_processor import FrameProcessor
 
+from dragoman.agent import messages
 from dragoman.config import Settings
 from dragoman.inference.client import InferenceClient
 from dragoman.languages import LanguagePair
@@ -51,12 +52,15 @@ class Interpretation(Protocol):
 
 
 class ProviderError(RuntimeError):
-    """A provider refused or failed; ``code`` goes to the page in an error message."""
+    """A provider refused or failed. ``code`` and ``message`` (our sentence for the code, from
+    ``messages.ERRORS``) may go to the page; ``detail``, what went wrong in the provider's or
+    the library's words, is for the server log only."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
-        self.message = message
+        self.message = messages.ERRORS.get(code, messages.ERRORS["provider_error"])
+        self.detail = detail
 
 
 def build_interpretation(spec: ProviderSpec, ctx: CallContext) -> Interpretation:

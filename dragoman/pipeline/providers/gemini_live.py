@@ -77,11 +77,10 @@ class GeminiLiveWire:
             return [ProviderEvent("ready")]
         if "goAway" in event:
             left = (event["goAway"] or {}).get("timeLeft", "soon")
-            text = f"The session ends in {left}."
-            return [ProviderEvent("error", code="provider_closing", text=text)]
+            return [ProviderEvent("error", code="provider_closing", text=f"goAway in {left}")]
         if "error" in event:
             err = event["error"] or {}
-            text = str(err.get("message", err))
+            text = str(err.get("message", err))  # their words, for the log
             return [ProviderEvent("error", code="provider_error", text=text)]
         content = event.get("serverContent")
         if not isinstance(content, dict):

@@ -15,7 +15,6 @@ the same ``openai`` client library.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,8 +38,7 @@ from dragoman.agent import messages
 from dragoman.languages import LanguagePair, name_of
 from dragoman.pipeline.providers.base import CallContext
 
-log = logging.getLogger(__name__)
-
+NAME = "openai-cascade"
 RATE_OUT = 24000  # OpenAI's pcm speech format
 REFUSED = ("401", "403", "invalid_api_key", "Incorrect API key")
 
@@ -57,8 +55,8 @@ def system_prompt(template: str, pair: LanguagePair, glossary: str | None) -> st
 
 class ProviderErrors(FrameProcessor):
     """Catches the services' ErrorFrames (they travel upstream) before Pipecat's worker
-    does: the page is told, a refused key ends the call, anything else lets the call go on
-    with the next sentence."""
+    does: the page is told in our words (the frame's text, the provider's, is logged), a
+    refused key ends the call, anything else lets the call go on with the next sentence."""
 
     def __init__(self, ctx: CallContext, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -69,11 +67,12 @@ class ProviderErrors(FrameProcessor):
         if isinstance(frame, ErrorFrame) and direction == FrameDirection.UPSTREAM:
             text = str(frame.error)
             if any(mark in text for mark in REFUSED):
-                self._ctx.notify(messages.error("provider_refused", text, fatal=True))
+                self._ctx.notify(
+                    messages.failure("provider_refused", text, fatal=True, origin=NAME)
+                )
                 await self._ctx.end_call("provider_error")
             else:
-                log.warning("openai-cascade: %s", text)
-                self._ctx.notify(messages.error("provider_error", text))
+                self._ctx.notify(messages.failure("provider_error", text, fatal=False, origin=NAME))
                 self._ctx.notify(messages.state("listening"))
             return
         await self.push_frame(frame, direction)
@@ -120,11 +119,12 @@ class Translator(FrameProcessor):
                 timeout=s.provider_connect_timeout_s * 2,
             )
         except (AuthenticationError, PermissionDeniedError) as e:
-            self._ctx.notify(messages.error("provider_refused", str(e), fatal=True))
+            self._ctx.notify(messages.failure("provider_refused", e, fatal=True, origin=NAME))
             await self._ctx.end_call("provider_error")
             return
         except APIError as e:  # timeouts and 5xx included: this sentence is lost, not the call
-            self._ctx.notify(messages.error("provider_error", f"Translation failed: {e}"))
+            detail = f"translation of {uid}: {type(e).__name__}: {e}"
+            self._ctx.notify(messages.failure("provider_error", detail, fatal=False, origin=NAME))
             self._ctx.notify(messages.state("listening"))
             return
         translation = (reply.choices[0].message.content or "").strip()

@@ -95,11 +95,10 @@ class OpenAITranslateWire:
             return [ProviderEvent("closed")]
         if kind == "error":
             err = event.get("error") or {}
-            code = err.get("code") or err.get("type") or "provider_error"
-            fatal = code in FATAL_CODES
-            if code == "invalid_api_key":
-                code = "provider_refused"
-            return [ProviderEvent("error", text=err.get("message", ""), code=code, fatal=fatal)]
+            theirs = str(err.get("code") or err.get("type") or "unknown")
+            ours = "provider_refused" if theirs == "invalid_api_key" else "provider_error"
+            text = f"{theirs}: {err.get('message', '')}"  # their code and words, for the log
+            return [ProviderEvent("error", text=text, code=ours, fatal=theirs in FATAL_CODES)]
         return []  # session.created and anything newer than this code
 
 

@@ -5,7 +5,8 @@ What differs between providers (URL, auth, session setup, message shapes) sits b
 ``WireProtocol``; everything a call needs around it lives here once: connecting with a
 deadline, buffering the first words while the session opens, chunking and resampling the
 caller's audio, captions, speaking/listening state, language switches, and what happens
-when the provider fails (the page is told; one reconnect; then the call ends with a reason).
+when the provider fails (the page is told, in our words; one reconnect; then the call ends
+with a reason).
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ class ProviderEvent:
     kind: Literal["ready", "audio", "source_text", "translation_text", "error", "closed"]
     audio: bytes = b""
     rate: int = 24000
-    text: str = ""
-    code: str = ""
+    text: str = ""  # a transcript delta; for "error", the provider's words (logged only)
+    code: str = ""  # for "error": our code, a key of messages.ERRORS
     fatal: bool = False
 
 
@@ -147,28 +148,33 @@ class StreamingInterpretation(FrameProcessor):
     # --- the provider session --------------------------------------------------------------
     async def _run(self) -> None:
         attempts = 0
+        name = self._wire.name
         while not self._closing:
+            # ``why``: the provider's or the library's words, for the log; the page is told
+            # our sentence for the code (messages.failure).
             try:
                 await self._session()
                 if self._closing:
                     return
-                why = "The translation service closed the session."
+                why = "the session was closed"
             except ProviderError as e:
                 if e.code == "provider_refused":  # auth/config: retrying cannot help
-                    self._ctx.notify(messages.error(e.code, e.message, fatal=True))
+                    self._ctx.notify(messages.failure(e.code, e.detail, fatal=True, origin=name))
                     await self._ctx.end_call("provider_error")
                     return
-                why = e.message
+                why = f"{e.code}: {e.detail}"
             except websockets.ConnectionClosedError as e:
                 if e.rcvd is not None and e.rcvd.code == POLICY_VIOLATION:
                     # Gemini closes with 1008 for a bad key or setup: retrying cannot help.
-                    why = f"The translation service refused the session: {e.rcvd.reason}"
-                    self._ctx.notify(messages.error("provider_refused", why, fatal=True))
+                    detail = f"closed with 1008: {e.rcvd.reason}"
+                    self._ctx.notify(
+                        messages.failure("provider_refused", detail, fatal=True, origin=name)
+                    )
                     await self._ctx.end_call("provider_error")
                     return
-                why = f"The translation service dropped the session ({e})."
+                why = f"dropped: {e}"
             except (OSError, websockets.WebSocketException, TimeoutError) as e:
-                why = f"The translation service is unreachable ({type(e).__name__}: {e})."
+                why = f"unreachable: {type(e).__name__}: {e}"
             self._open.clear()
             self._ws = None
             if self._closing:
@@ -178,11 +184,12 @@ class StreamingInterpretation(FrameProcessor):
                 continue
             attempts += 1
             if attempts > self._ctx.settings.provider_reconnects:
-                self._ctx.notify(messages.error("provider_lost", why, fatal=True))
+                self._ctx.notify(messages.failure("provider_lost", why, fatal=True, origin=name))
                 await self._ctx.end_call("provider_lost")
                 return
-            log.warning("%s: %s; reconnecting", self._wire.name, why)
-            self._ctx.notify(messages.error("provider_reconnecting", f"{why} Reconnecting…"))
+            self._ctx.notify(
+                messages.failure("provider_reconnecting", why, fatal=False, origin=name)
+            )
             await asyncio.sleep(RECONNECT_PAUSE_S)
 
     async def _session(self) -> None:
@@ -203,13 +210,8 @@ class StreamingInterpretation(FrameProcessor):
             )
         except websockets.InvalidStatus as e:
             status = e.response.status_code
-            if status in (401, 403):
-                raise ProviderError(
-                    "provider_refused", f"The translation service refused the key (HTTP {status})."
-                ) from e
-            raise ProviderError(
-                "provider_unavailable", f"The translation service answered HTTP {status}."
-            ) from e
+            code = "provider_refused" if status in (401, 403) else "provider_unavailable"
+            raise ProviderError(code, f"HTTP {status} at the WebSocket upgrade") from e
         async with ws:
             self._ws = ws
             for msg in self._wire.setup(self.pair):
@@ -260,13 +262,17 @@ class StreamingInterpretation(FrameProcessor):
             if line is not None:
                 self._partial[side] = line  # sent by _tick, at most four times a second
         elif ev.kind == "error":
+            # ev.code is ours (the wire maps the provider's); ev.text is the provider's own.
             if ev.fatal:
-                code = ev.code or "provider_error"
-                raise ProviderError(
-                    "provider_refused" if code == "provider_refused" else "provider_unavailable",
-                    ev.text or "The translation service reported an error.",
+                code = (
+                    "provider_refused" if ev.code == "provider_refused" else "provider_unavailable"
                 )
-            self._ctx.notify(messages.error(ev.code or "provider_error", ev.text))
+                raise ProviderError(code, ev.text or "a fatal error event")
+            self._ctx.notify(
+                messages.failure(
+                    ev.code or "provider_error", ev.text, fatal=False, origin=self._wire.name
+                )
+            )
 
     async def _tick(self) -> None:
         """Close caption lines after a pause and go back to "listening" after speech."""
@@ -312,7 +318,9 @@ class StreamingInterpretation(FrameProcessor):
                 await ws.send(json.dumps(msg))
         except websockets.ConnectionClosed as e:
             self.pair = old
-            raise ProviderError("provider_unavailable", "The translation service is gone.") from e
+            # The session relays only ``message`` (our sentence) to the page: log the rest here.
+            log.warning("%s: language switch failed: %s", self._wire.name, messages.clip(e))
+            raise ProviderError("provider_unavailable", f"closed during a switch: {e}") from e
 
     async def _shutdown(self) -> None:
         self._closing = True
