@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 import uuid
@@ -33,6 +34,7 @@ from dragoman.pipeline.glossary import check_name as check_glossary_name
 from dragoman.pipeline.providers.catalog import catalogue, validate_call
 
 router = APIRouter()
+log = logging.getLogger("dragoman.api")
 T = TypeVar("T")
 
 
@@ -140,12 +142,9 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
         raise _fail("rejected", ApiError(400, e.code, e.message)) from e
     except AgentFailed as e:
         await _release_quietly(registry, held, call_id)
-        msg = f"The interpreter failed to start: {e}"
-        raise _fail("agent_failed", ApiError(503, "agent_failed", msg, {"Retry-After": "1"})) from e
+        raise _fail("agent_failed", agent_failed(e)) from e
     except RegistryUnavailable as e:
-        msg = f"The call registry is unavailable: {e}"
-        err = ApiError(503, "registry_unavailable", msg, {"Retry-After": "1"})
-        raise _fail("registry_unavailable", err) from e
+        raise _fail("registry_unavailable", registry_unavailable(e)) from e
     timings = result["timings_ms"]
     timings["validate"] = round((t_checked - t0) * 1000, 2)
     timings["total"] = round((time.perf_counter() - t0) * 1000, 2)
@@ -195,8 +194,21 @@ async def _guard(check: Awaitable[T]) -> T:
     try:
         return await check
     except RegistryUnavailable as e:
-        msg = f"The call registry is unavailable: {e}"
-        raise ApiError(503, "registry_unavailable", msg, {"Retry-After": "1"}) from e
+        raise registry_unavailable(e) from e
+
+
+# Failures inside the fleet are logged with their detail (addresses, exception text) and
+# answered with a fixed sentence: a caller learns what to do, not how the fleet is built.
+def registry_unavailable(e: Exception) -> ApiError:
+    log.warning("registry unavailable: %s", e)
+    msg = "The call registry is unavailable; try again in a moment."
+    return ApiError(503, "registry_unavailable", msg, {"Retry-After": "1"})
+
+
+def agent_failed(e: Exception) -> ApiError:
+    log.warning("agent failed: %s", e)
+    msg = "The interpreter failed to start; try again in a moment."
+    return ApiError(503, "agent_failed", msg, {"Retry-After": "1"})
 
 
 async def _release_quietly(registry: Registry, keys: list[str], call_id: str) -> None:
@@ -219,9 +231,9 @@ async def end_call(call_id: str, request: Request) -> Response:
     try:
         found = await _dispatcher(request).end_call(call_id, "remote_hangup")
     except RegistryUnavailable as e:
-        raise ApiError(503, "registry_unavailable", str(e), {"Retry-After": "1"}) from e
+        raise registry_unavailable(e) from e
     except AgentFailed as e:
-        raise ApiError(503, "agent_failed", str(e), {"Retry-After": "1"}) from e
+        raise agent_failed(e) from e
     if not found:
         raise ApiError(404, "unknown_call", f"No active call {call_id!r}.")
     return Response(status_code=204)
@@ -291,7 +303,7 @@ async def autoscale(request: Request) -> dict[str, Any]:
     try:
         return await fleet_summary(request)
     except RegistryUnavailable as e:
-        raise ApiError(503, "registry_unavailable", str(e), {"Retry-After": "1"}) from e
+        raise registry_unavailable(e) from e
 
 
 @router.get("/healthz")

@@ -148,13 +148,9 @@ export class Call extends EventTarget {
     });
     const sdp = await res.text();
     if (!res.ok) {
-      let message = sdp;
-      try {
-        message = JSON.parse(sdp)?.error?.message || sdp;
-      } catch {
-        /* plain text */
-      }
-      throw new CallError(`The translation service refused the direct call (HTTP ${res.status}): ${message}`, {
+      // The provider's own words go to the console for whoever debugs; the user gets ours.
+      console.warn('dragoman: direct call refused', res.status, sdp.slice(0, 500));
+      throw new CallError(`The translation service refused the direct call (HTTP ${res.status}). Please try again later.`, {
         code: 'direct_refused',
         status: res.status,
       });
@@ -175,7 +171,8 @@ export class Call extends EventTarget {
     if (event.type === 'session.input_transcript.delta') captions.add('source', this.source, event.delta ?? '');
     else if (event.type === 'session.output_transcript.delta') captions.add('translation', this.target, event.delta ?? '');
     else if (event.type === 'error') {
-      this.#emit('error', { code: event.error?.code || 'provider_error', message: event.error?.message || 'Translation service error', fatal: false });
+      console.warn('dragoman: translation service error', event.error);
+      this.#emit('error', { code: 'provider_error', message: 'The translation service reported an error; some speech may not have been translated.', fatal: false });
     }
   }
 
