@@ -11,7 +11,10 @@ answer.
 Pipe messages, worker → agent: ``offer`` (the call and the Janus side of its RTP),
 ``media_up``/``media_down`` (the caller's WebRTC came up / went down), ``control`` (a
 message from the page), ``end``, ``stop`` (while idle). Agent → worker: ``ready``,
-``accepted``/``error`` (the offer), ``msg`` (for the page), ``pacing``, ``ended``.
+``accepted``/``error`` (the offer), ``msg`` (for the page), ``pacing``, ``ended``, and
+``ping`` every ``agent_heartbeat_s`` from the event loop, idle or in a call: an agent whose
+loop is stuck (or that is stopped) falls silent and the worker kills it
+(``worker.supervision``).
 """
 
 from __future__ import annotations
@@ -60,6 +63,15 @@ _NOISE = ("No audio frame received",)  # a muted mic; our no-media limit acts on
 
 def _worth_logging(record: dict) -> bool:
     return not any(n in record["message"] for n in _NOISE)
+
+
+PING = {"kind": "ping"}  # one constant dict: a beat allocates nothing but its pickle
+
+
+async def _heartbeat(chan: PipeChannel, period_s: float) -> None:
+    # Sent from the event loop itself, so it proves the loop runs, not merely the process.
+    while chan.send(PING):
+        await asyncio.sleep(period_s)
 
 
 def _ms(t0: float) -> float:
@@ -177,11 +189,13 @@ def agent_main(conn: Connection, settings_json: str, socket_path: str) -> None:
 
     async def main() -> None:
         chan = PipeChannel(conn)
+        beat = asyncio.create_task(_heartbeat(chan, settings.agent_heartbeat_s))
         try:
             await _serve_one_call(chan, settings, socket_path)
         except ChannelClosed:
             pass
         finally:
+            beat.cancel()
             chan.close()
 
     asyncio.run(main())

@@ -71,10 +71,13 @@ class InferenceClient:
             writer.close()
 
     async def ping(self) -> dict:
+        """The service's health probe; InferenceError if it is down or does not answer."""
         reader, writer = await self._open()
         try:
             await write_message(writer, {"op": "ping"})
             header, _ = await asyncio.wait_for(read_message(reader), self.timeout_s)
             return header
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
+            raise InferenceError(f"ping failed: {e!r}") from e
         finally:
             writer.close()

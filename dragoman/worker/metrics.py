@@ -23,3 +23,17 @@ MEDIA_UP = Gauge("dragoman_worker_media_up", "1 while the node's media gateway (
 MEDIA_RESTARTS = Counter(
     "dragoman_worker_media_restarts_total", "Times the media gateway was lost and restarted"
 )
+AGENTS_KILLED = Counter(
+    "dragoman_worker_agents_killed_total",
+    "Agent processes the worker killed, by reason (agent_unresponsive, start_timeout, …)",
+    ["reason"],
+)
+FORKSERVER_RESTARTS = Counter(
+    "dragoman_worker_forkserver_restarts_total",
+    "Times the agents' forkserver was lost and replaced",
+)
+INFERENCE_UP = Gauge("dragoman_worker_inference_up", "1 while the node's inference service is up")
+INFERENCE_RESTARTS = Counter(
+    "dragoman_worker_inference_restarts_total",
+    "Times the inference service was lost (exited or stopped answering) and restarted",
+)

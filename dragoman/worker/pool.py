@@ -11,6 +11,14 @@ returns the WebRTC answer — a few milliseconds. Janus' events for the handle (
 hung up) go to the agent; the agent's messages for the page go to the call's control
 channel (``worker.control``); when the agent exits its handle is detached, which hangs up
 the caller.
+
+Every agent is supervised (``worker.supervision``): it heartbeats on its pipe, and one that
+falls silent, never gets ready, ignores an end request or overstays its call's maximum
+duration is killed or ended by the worker. Agents are watched and killed through psutil
+handles (pid and start time), never through ``multiprocessing``: with the forkserver start
+method a Process reads liveness from a pipe to the forkserver, so losing the forkserver
+would make every agent look dead and unkillable. A lost forkserver is replaced; running
+agents were only its children, not its dependants, and their calls go on.
 """
 
 from __future__ import annotations
@@ -19,13 +27,16 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.forkserver
+import multiprocessing.util
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
@@ -39,13 +50,23 @@ from dragoman.worker import metrics
 from dragoman.worker.channel import ChannelClosed, PipeChannel
 from dragoman.worker.control import ControlHub
 from dragoman.worker.gateway import Handle, MediaGateway, MediaUnavailable, OfferRejected
+from dragoman.worker.supervision import (
+    EXIT_GRACE_S,
+    AgentVitals,
+    SupervisionLimits,
+    beats_trustworthy,
+    judge,
+)
 
 log = logging.getLogger("dragoman.worker")
 
 AGENT_MODULE = "dragoman.agent.process"
 FREEZE_MODULE = "dragoman.agent.frozen"  # imported after AGENT_MODULE: see its docstring
 SHARED_VAD_MODULE = "dragoman.agent.shared_vad"
-EXIT_GRACE_S = 5.0  # after "end", how long an agent may take to leave before it is killed
+SUPERVISION_PERIOD_S = 1.0
+EXIT_POLL_S = 0.05
+# Kill reasons that become the call's end reason (the page is told); others keep the call's.
+CALL_KILL_REASONS = frozenset({"agent_unresponsive", "memory_limit"})
 
 
 def runnable_providers(settings: Settings) -> list[ProviderSpec]:
@@ -76,10 +97,20 @@ def idle_target(settings: Settings) -> int:
     return max(1, min(settings.max_calls, by_memory))
 
 
+class InferenceStatus(Protocol):
+    """The node's inference service as the pool sees it (``worker.node.InferenceService``)."""
+
+    @property
+    def up(self) -> bool: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
 @dataclass(eq=False)  # identity semantics: agents live in sets
 class Agent:
     process: BaseProcess
     chan: PipeChannel
+    fork_requested_at: float
     state: str = "starting"  # starting | idle | reserved | active | ending
     call_id: str | None = None
     answer: asyncio.Future | None = None
@@ -87,10 +118,80 @@ class Agent:
     said_ended: bool = False  # the agent itself reported its call's end
     rtp_port: int | None = None  # its loopback RTP port (RTCP is the next one)
     handle: Handle | None = None  # its Janus NoSIP handle, attached while idle
+    ps: psutil.Process | None = None  # taken right after the fork: liveness and kill
+    forked_at: float | None = None  # time.monotonic() when Process.start() returned
+    last_seen: float = 0.0  # its last pipe message (a heartbeat at least every second)
+    call_started_at: float | None = None
+    ending_since: float | None = None
+    pid: int = -1  # set once forked (the Process object is closed after its exit)
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid or -1
+
+def alive(ps: psutil.Process | None) -> bool:
+    """Whether the process still runs. psutil compares its start time, so a reused pid is
+    not mistaken for it; a zombie counts as gone (and is reaped if it was reparented to us:
+    orphans of a lost forkserver come here where this process is init or a subreaper)."""
+    if ps is None:
+        return False
+    try:
+        if not ps.is_running():
+            return False
+        if ps.status() != psutil.STATUS_ZOMBIE:
+            return True
+        if ps.ppid() == os.getpid():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(ps.pid, os.WNOHANG)
+    except psutil.Error:
+        pass
+    return False
+
+
+def _rss(ps: psutil.Process | None) -> int | None:
+    if ps is None:
+        return None
+    try:
+        return ps.memory_info().rss
+    except psutil.Error:
+        return None
+
+
+def _forkserver_pid() -> int | None:
+    return getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+
+
+def reset_dead_forkserver() -> bool:
+    """True if the forkserver had died: its state is cleared so the next fork (or
+    ``ensure_running``) starts a new one. CPython keeps it in private attributes of
+    ``multiprocessing.forkserver._forkserver`` (3.11: address, alive fd, pid) and only
+    notices a dead one by ``waitpid`` in ``ensure_running``, which fails for good if
+    anyone else reaped it first; clearing it here makes recovery certain."""
+    fs = multiprocessing.forkserver._forkserver
+    lock = getattr(fs, "_lock", None)
+    if lock is None or not hasattr(fs, "_forkserver_pid"):
+        return False
+    if not lock.acquire(timeout=0.1):  # a fork in progress holds it; look again next tick
+        return False
+    try:
+        pid = fs._forkserver_pid
+        if pid is None:
+            return False
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid  # reaped elsewhere: gone all the same
+        if not done:
+            return False
+        with contextlib.suppress(OSError, TypeError):
+            os.close(fs._forkserver_alive_fd)
+        address = fs._forkserver_address
+        if isinstance(address, str) and not multiprocessing.util.is_abstract_socket_namespace(
+            address
+        ):
+            with contextlib.suppress(OSError):
+                os.unlink(address)
+        fs._forkserver_address = fs._forkserver_alive_fd = fs._forkserver_pid = None
+        return True
+    finally:
+        lock.release()
 
 
 class AgentPool:
@@ -100,8 +201,11 @@ class AgentPool:
         inference_socket: str,
         gateway: MediaGateway,
         hub: ControlHub,
+        inference: InferenceStatus | None = None,
     ) -> None:
         self.settings = settings
+        self.inference = inference
+        self._limits = SupervisionLimits.from_settings(settings)
         self.inference_socket = inference_socket
         self.gateway = gateway
         self.hub = hub
@@ -120,6 +224,11 @@ class AgentPool:
         self._tasks: set[asyncio.Task] = set()
         self.calls_total = 0
         self._startup_failures = 0  # consecutive agents that died before becoming ready
+        self._backoff_until = 0.0  # no fork before this (time.monotonic()) after failures
+        # When the forkserver first forked since it (re)started (its preload done); None: not yet.
+        self._forkserver_warm_since: float | None = None
+        self.forkserver_restarts = 0
+        self.killed: dict[str, int] = {}  # agents the worker killed, by reason
         # Called with (call_id, reason) once a call's process is gone, whatever ended it.
         self.on_call_ended: Callable[[str, str], Awaitable[None]] | None = None
         self.outcomes: dict[str, int] = {}
@@ -134,7 +243,7 @@ class AgentPool:
         return sum(1 for a in self._agents if a.state == "starting")
 
     def stats(self) -> dict[str, Any]:
-        return {
+        stats: dict[str, Any] = {
             "capacity": self.settings.max_calls,
             "active_calls": self.busy,
             "idle_agents": len(self._idle),
@@ -145,12 +254,20 @@ class AgentPool:
             "outcomes": dict(self.outcomes),
             # Processes holding a call, for benchmarks that measure a call's memory.
             "call_pids": sorted(a.pid for a in self._agents if a.state == "active"),
+            "supervision": {
+                "killed": dict(self.killed),
+                "forkserver_restarts": self.forkserver_restarts,
+                "forkserver_pid": _forkserver_pid(),
+            },
         }
+        if self.inference is not None:
+            stats["inference"] = self.inference.stats()
+        return stats
 
     async def start(self, wait_ready_s: float = 60.0) -> None:
         """Fork the idle pool and wait until it is ready (imports are paid once, here)."""
         self._top_up()
-        self._spawn_task(self._memory_watch())
+        self._spawn_task(self._supervision_loop())
         deadline = time.monotonic() + wait_ready_s
         while len(self._idle) < self.idle_target and time.monotonic() < deadline:
             self._idle_changed.clear()
@@ -163,7 +280,7 @@ class AgentPool:
         task.add_done_callback(self._tasks.discard)
 
     def _top_up(self) -> None:
-        if self.draining:
+        if self.draining or time.monotonic() < self._backoff_until:
             return
         free_slots = self.settings.max_calls - self.busy
         want = min(self.idle_target, free_slots) - len(self._idle) - self.starting
@@ -178,7 +295,7 @@ class AgentPool:
             daemon=False,
             name="dragoman-agent",
         )
-        agent = Agent(process=proc, chan=PipeChannel(parent))
+        agent = Agent(process=proc, chan=PipeChannel(parent), fork_requested_at=time.monotonic())
         self._agents.add(agent)  # counted as "starting" at once, so nothing forks twice
         self._spawn_task(self._start_agent(agent, child))
 
@@ -187,21 +304,41 @@ class AgentPool:
         # for it to preload); off the event loop it never delays a call being answered.
         try:
             await asyncio.to_thread(agent.process.start)
-        except Exception:
-            log.exception("could not fork an agent")
+        except Exception as e:
             self._agents.discard(agent)
             agent.chan.close()
+            self._check_forkserver()  # one that died mid-fork is replaced
+            self._startup_failed(f"could not fork an agent: {e!r}")
             return
         finally:
             child.close()
+        agent.forked_at = agent.last_seen = time.monotonic()
+        if self._forkserver_warm_since is None:
+            self._forkserver_warm_since = agent.forked_at
+        agent.pid = agent.process.pid or -1
+        try:
+            agent.ps = psutil.Process(agent.pid)
+        except psutil.Error:
+            agent.ps = None  # already gone; its pipe is closed and it is reaped below
         await self._supervise(agent)
+
+    def _startup_failed(self, what: str) -> None:
+        # An agent that cannot even start (broken install, no memory) would otherwise be
+        # re-forked in a tight loop; back off exponentially instead.
+        self._startup_failures += 1
+        delay = min(30.0, 0.5 * 2**self._startup_failures)
+        self._backoff_until = time.monotonic() + delay
+        log.error("%s; next fork in %.1f s", what, delay)
 
     async def _supervise(self, agent: Agent) -> None:
         """Route the agent's messages until its pipe closes, then clean up after it."""
         try:
             while True:
                 msg = await agent.chan.recv()
+                agent.last_seen = time.monotonic()  # any message proves its loop runs
                 kind = msg.get("kind")
+                if kind == "ping":
+                    continue
                 if kind == "msg":
                     self.hub.publish(agent.call_id, msg["msg"])
                 elif kind == "ready" and agent.state == "starting":
@@ -247,19 +384,37 @@ class AgentPool:
         # Detaching the handle hangs up the caller's WebRTC (the agent is gone either way).
         self._spawn_task(self.gateway.detach(agent.handle))
         agent.handle = None
-        await asyncio.to_thread(agent.process.join, EXIT_GRACE_S)
-        if agent.process.is_alive():
-            agent.process.kill()
-            await asyncio.to_thread(agent.process.join, 1.0)
+        # Its pipe closed: it is leaving. Watched through psutil, not the Process (see the
+        # module docstring); a process that lingers is killed.
+        if not await self._wait_exit(agent, EXIT_GRACE_S):
+            self._kill(agent, "exit_timeout")
+            await self._wait_exit(agent, 1.0)
+        # Collect the Process (exit code, its fds); quick once the process is gone.
+        await asyncio.to_thread(agent.process.join, 1.0)
+        code = agent.process.exitcode
+        with contextlib.suppress(ValueError):
+            agent.process.close()
         if died_starting:
-            # An agent that cannot even start (broken install, no memory) would otherwise be
-            # re-forked in a tight loop; back off exponentially instead.
-            self._startup_failures += 1
-            log.error(
-                "agent %s exited during start (exit code %s)", agent.pid, agent.process.exitcode
-            )
-            await asyncio.sleep(min(30.0, 0.5 * 2**self._startup_failures))
+            self._startup_failed(f"agent {agent.pid} exited during start (exit code {code})")
         self._top_up()
+
+    async def _wait_exit(self, agent: Agent, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while alive(agent.ps):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(EXIT_POLL_S)
+        return True
+
+    def _kill(self, agent: Agent, why: str) -> None:
+        """SIGKILL through its psutil handle (which refuses a reused pid)."""
+        if not alive(agent.ps):
+            return
+        assert agent.ps is not None
+        self.killed[why] = self.killed.get(why, 0) + 1
+        metrics.AGENTS_KILLED.labels(why).inc()
+        with contextlib.suppress(psutil.Error):
+            agent.ps.kill()
 
     # --- calls ---------------------------------------------------------------------------
     async def _take_idle(self) -> Agent:
@@ -339,6 +494,8 @@ class AgentPool:
             raise CallRejected("bad_sdp", "Malformed SDP offer: no Opus audio offered")
         if not self.gateway.up:
             raise NoAgentAvailable("This node's media gateway is restarting.", 1)
+        if self.inference is not None and not self.inference.up and self._uses_inference(req):
+            raise NoAgentAvailable("This node's speech service is restarting.", 1)
         agent = await self._take_idle()
         agent.state = "reserved"
         agent.call_id = req.call_id
@@ -373,6 +530,7 @@ class AgentPool:
             self.hub.drop(req.call_id)
             raise CallRejected(reply["code"], reply["message"])
         agent.state = "active"
+        agent.call_started_at = time.monotonic()
         self.calls_total += 1
         timings = dict(reply.get("timings_ms", {}))
         timings["wait_agent"] = round((t_taken - t0) * 1000, 2)
@@ -400,11 +558,15 @@ class AgentPool:
             )
         except (TimeoutError, AgentFailed, MediaUnavailable) as e:
             webrtc_answer.cancel()
-            agent.process.kill()
+            self._kill(agent, "answer_timeout")
             self.hub.drop(req.call_id)
             self._count("agent_failed")
             raise AgentFailed(f"agent {agent.pid} did not answer: {e or 'timeout'}") from e
         return reply, answer_sdp
+
+    def _uses_inference(self, req: CallRequest) -> bool:
+        spec = PROVIDERS.get(req.provider or self.settings.provider)
+        return spec is None or spec.kind == "local"
 
     def _count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
@@ -420,34 +582,90 @@ class AgentPool:
         if agent.state == "ending":
             return
         agent.state = "ending"
+        agent.ending_since = time.monotonic()  # the supervisor kills it after EXIT_GRACE_S
+        if agent.end_reason is None:
+            agent.end_reason = reason  # what the page is told if it has to be killed
         agent.chan.send({"kind": "end", "reason": reason})
 
-        async def backstop() -> None:
-            await asyncio.sleep(EXIT_GRACE_S)
-            if agent.process.is_alive():
-                log.warning("agent %s ignored end request; killing it", agent.pid)
-                agent.process.kill()
-
-        self._spawn_task(backstop())
-
-    async def _memory_watch(self) -> None:
-        # The agent ends itself at call_memory_limit_mb; this catches one too stuck to.
-        hard_limit = self.settings.call_memory_limit_mb * 1.25 * 2**20
+    # --- supervision ---------------------------------------------------------------------
+    async def _supervision_loop(self) -> None:
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(2.0)
-            for agent in list(self._agents):
-                if agent.pid <= 0:
-                    continue
-                try:
-                    rss = psutil.Process(agent.pid).memory_info().rss
-                except psutil.Error:
-                    continue
-                if rss > hard_limit:
-                    log.warning(
-                        "agent %s over memory hard limit (%d MB); killing", agent.pid, rss >> 20
-                    )
-                    agent.end_reason = "memory_limit"
-                    agent.process.kill()
+            await asyncio.sleep(SUPERVISION_PERIOD_S)
+            now = time.monotonic()
+            trust = beats_trustworthy(
+                now - last, SUPERVISION_PERIOD_S, self._limits.heartbeat_timeout_s
+            )
+            last = now
+            try:
+                self._supervise_once(now, trust)
+            except Exception:  # the supervisor must outlive any one bad tick
+                log.exception("agent supervision failed")
+
+    def _supervise_once(self, now: float, trust_beats: bool) -> None:
+        """Gather each agent's vitals, act on the policy's verdict; then replace a lost
+        forkserver and fork what the pool lacks (after any back-off)."""
+        self._check_forkserver()
+        for agent in list(self._agents):
+            if agent.state == "gone":
+                continue
+            vitals = AgentVitals(
+                now=now,
+                state=agent.state,
+                fork_requested_at=agent.fork_requested_at,
+                forked_at=agent.forked_at,
+                last_seen=agent.last_seen if trust_beats else now,
+                call_started_at=agent.call_started_at,
+                ending_since=agent.ending_since,
+                rss_bytes=_rss(agent.ps) if agent.forked_at is not None else None,
+                forkserver_warm_since=self._forkserver_warm_since,
+            )
+            verdict = judge(self._limits, vitals)
+            if verdict is None:
+                continue
+            if verdict.action == "end":
+                log.warning(
+                    "call %s outlived max_call_s + grace; the worker ends it", agent.call_id
+                )
+                self._request_end(agent, verdict.reason)
+            elif verdict.action == "kill":
+                log.warning("agent %s (%s): %s; killing it", agent.pid, agent.state, verdict.reason)
+                if verdict.reason in CALL_KILL_REASONS and not agent.said_ended:
+                    agent.end_reason = verdict.reason
+                if agent in self._idle:  # no call may take it before its exit is seen
+                    self._idle.remove(agent)
+                self._kill(agent, verdict.reason)
+            elif verdict.action == "kill_forkserver":
+                self._kill_forkserver(verdict.reason)
+        self._top_up()
+
+    def _check_forkserver(self) -> None:
+        if not reset_dead_forkserver():
+            return
+        self.forkserver_restarts += 1
+        metrics.FORKSERVER_RESTARTS.inc()
+        self._forkserver_warm_since = None
+        log.error("the agents' forkserver died; starting a new one (running calls go on)")
+        if not self.draining:
+            # Start it now, so its preload is done before the next call needs a fork.
+            self._spawn_task(self._restart_forkserver())
+
+    async def _restart_forkserver(self) -> None:
+        try:
+            await asyncio.to_thread(multiprocessing.forkserver.ensure_running)
+        except Exception:
+            log.exception("could not start a new forkserver (the next fork retries)")
+
+    def _kill_forkserver(self, why: str) -> None:
+        """A forkserver that keeps forks waiting: kill it (its children, the agents, live
+        on); the waiting forks fail and the next tick replaces it."""
+        pid = _forkserver_pid()
+        if pid is None:
+            return
+        log.error("the agents' forkserver %s is stuck (%s); killing it", pid, why)
+        self._forkserver_warm_since = None  # no second verdict while it is being replaced
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
     async def drain(self, timeout_s: float) -> None:
         """Stop taking calls, let running calls finish (up to timeout_s), then stop all."""
@@ -467,7 +685,7 @@ class AgentPool:
         while self._agents and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         for agent in list(self._agents):
-            agent.process.kill()
+            self._kill(agent, "drain_timeout")
         for task in list(self._tasks):
             task.cancel()
 

@@ -35,6 +35,10 @@ class WorkerService:
         self.gateway = node.gateway
         self.gateway.on_down = self._media_down
         self.gateway.on_up = self._media_up
+        self.inference = getattr(node, "inference", None)  # None: a node that has none
+        if self.inference is not None:
+            self.inference.on_down = self._inference_down
+            self.inference.on_up = self._beat_now
         self.address = (
             settings.worker_url or f"http://{settings.worker_host}:{settings.worker_port}"
         )
@@ -48,10 +52,15 @@ class WorkerService:
 
     @property
     def state(self) -> str:
-        """DRAINING, READY, or NOT_READY while its media gateway is restarting."""
+        """DRAINING, READY, or NOT_READY while its media gateway or its inference service
+        is restarting."""
         if self.draining:
             return DRAINING
-        return READY if self.gateway.up else NOT_READY
+        return READY if self.gateway.up and self._inference_up else NOT_READY
+
+    @property
+    def _inference_up(self) -> bool:
+        return self.inference is None or self.inference.up
 
     def _media_down(self, reason: str) -> None:
         # Not ready at once: the registry stops placing calls here before the next beat.
@@ -61,6 +70,11 @@ class WorkerService:
 
     def _media_up(self) -> None:
         self.pool.media_restored()
+        self._beat_now()
+
+    def _inference_down(self, reason: str) -> None:
+        # Not ready at once, as for media. Its calls go on: a sentence in flight fails with an
+        # error on the page, and later ones are translated once the service is back.
         self._beat_now()
 
     def _beat_now(self) -> None:
@@ -80,6 +94,7 @@ class WorkerService:
         metrics.CAPACITY.set(stats["capacity"])
         metrics.DRAINING.set(1 if self.draining else 0)
         metrics.MEDIA_UP.set(1 if self.gateway.up else 0)
+        metrics.INFERENCE_UP.set(1 if self._inference_up else 0)
         s = self.settings
         return NodeReport(
             node_id=s.node_id,
