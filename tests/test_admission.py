@@ -255,3 +255,14 @@ async def test_control_messages_and_language_switches_are_limited(public: Server
         assert caller.channel_open  # a noisy page is slowed down, not cut off
     finally:
         await caller.close()
+
+
+async def test_a_tickets_max_call_s_caps_the_call(public: Server) -> None:
+    caller = await place(public, "198.51.100.11", ticket("judy", max_call_s=3))
+    try:
+        assert caller.result.status == 201, caller.result.error
+        await caller.wait_for(lambda m: m.get("state") == "listening", 15)
+        ended = await caller.wait_for(lambda m: m.get("state") == "ended", 10)
+        assert ended["reason"] == "max_duration", ended
+    finally:
+        await caller.close()

@@ -100,6 +100,9 @@ ERRORS: dict[str, str] = {
     ),
     "translation_failed": "This sentence could not be translated.",
     "tts_failed": "The translation of this sentence could not be spoken.",
+    "inference_unavailable": (
+        "The interpreter's speech service is restarting; please repeat that in a moment."
+    ),
 }
 DETAIL_MAX_CHARS = 500  # of a provider's or exception's text in one log line
 

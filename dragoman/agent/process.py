@@ -130,6 +130,9 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
     try:
         if spec.uses_vad and vad is None:  # a provider the node's default does not need
             vad = _load_vad(settings, inline)
+        cap = msg.get("max_call_s")  # the caller's ticket may lower the node's cap
+        if cap is not None and cap < settings.max_call_s:
+            settings = settings.model_copy(update={"max_call_s": float(cap)})
         session = CallSession(
             media=media,
             peer=peer,

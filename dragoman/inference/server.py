@@ -77,6 +77,8 @@ class InferenceServer:
                         )
                     else:
                         await write_message(writer, {"ok": False, "error": f"unknown op {op!r}"})
+                except (ConnectionError, asyncio.CancelledError):
+                    raise  # the client hung up mid-answer (a call ended): nothing to report
                 except Exception as e:  # one bad request must not take the node's models down
                     log.exception("inference request %s failed", op)
                     await write_message(writer, {"ok": False, "error": str(e)})

@@ -28,6 +28,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from dragoman.agent import messages
+from dragoman.inference.client import InferenceError
 from dragoman.languages import LanguagePair
 from dragoman.pipeline.frames import SpeakTranslationFrame
 from dragoman.pipeline.translator import SpeechTranslator
@@ -167,6 +168,12 @@ class Interpreter(FrameProcessor):
             utt, pair = await self._finals.get()
             try:
                 await self._finalise(utt, pair)
+            except InferenceError as e:
+                # The node's speech service is down (it is being restarted): expected, and
+                # the page is told to repeat itself rather than left in silence.
+                log.warning("utterance %s: %s", utt.uid, e)
+                self._notify(messages.failure("inference_unavailable"))
+                self._notify(messages.state("listening"))
             except Exception:
                 # The traceback is logged here; the page gets our sentence, not the exception.
                 log.exception("utterance %s failed", utt.uid)
@@ -179,7 +186,14 @@ class Interpreter(FrameProcessor):
         # Both decodes share one Whisper encoding (see inference.engines); the translation
         # is spoken as soon as it is ready, the source caption follows when it is.
         source_task = asyncio.ensure_future(self._translator.transcribe(pcm, pair.source))
-        translation = (await self._translator.translate(pcm, pair)).strip()
+        try:
+            translation = (await self._translator.translate(pcm, pair)).strip()
+        except BaseException:
+            # Its sibling fails the same way (same service): collect it, or asyncio logs
+            # "Task exception was never retrieved".
+            source_task.cancel()
+            await asyncio.gather(source_task, return_exceptions=True)
+            raise
         marks["translated"] = time.monotonic()
         if translation:
             await self.push_frame(

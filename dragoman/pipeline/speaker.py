@@ -22,7 +22,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from dragoman.agent import messages
-from dragoman.inference.client import InferenceClient
+from dragoman.inference.client import InferenceClient, InferenceError
 from dragoman.pipeline.frames import SpeakTranslationFrame
 
 
@@ -77,6 +77,9 @@ class Speaker(FrameProcessor):
                         marks["first_audio_out"] = time.monotonic()
                         self._notify(messages.metrics(item.utterance_id, marks))
                         first = False
+            except InferenceError as e:  # the node's speech service is being restarted
+                detail = f"speech synthesis of {item.utterance_id}: {e}"
+                self._notify(messages.failure("inference_unavailable", detail, origin="local"))
             except Exception as e:
                 detail = f"speech synthesis of {item.utterance_id}: {type(e).__name__}: {e}"
                 self._notify(messages.failure("tts_failed", detail, origin="local"))

@@ -122,6 +122,7 @@ class Agent:
     forked_at: float | None = None  # time.monotonic() when Process.start() returned
     last_seen: float = 0.0  # its last pipe message (a heartbeat at least every second)
     call_started_at: float | None = None
+    call_cap_s: float | None = None  # this call's max_call_s (None: the node's)
     ending_since: float | None = None
     pid: int = -1  # set once forked (the Process object is closed after its exit)
 
@@ -531,6 +532,7 @@ class AgentPool:
             raise CallRejected(reply["code"], reply["message"])
         agent.state = "active"
         agent.call_started_at = time.monotonic()
+        agent.call_cap_s = req.max_call_s
         self.calls_total += 1
         timings = dict(reply.get("timings_ms", {}))
         timings["wait_agent"] = round((t_taken - t0) * 1000, 2)
@@ -616,6 +618,7 @@ class AgentPool:
                 forked_at=agent.forked_at,
                 last_seen=agent.last_seen if trust_beats else now,
                 call_started_at=agent.call_started_at,
+                call_cap_s=agent.call_cap_s,
                 ending_since=agent.ending_since,
                 rss_bytes=_rss(agent.ps) if agent.forked_at is not None else None,
                 forkserver_warm_since=self._forkserver_warm_since,

@@ -25,6 +25,7 @@ class SupervisionLimits:
     heartbeat_timeout_s: float
     start_timeout_s: float
     max_call_s: float  # the worker's own cap: the agent's limit plus a grace
+    max_call_grace_s: float
     exit_grace_s: float
     memory_hard_limit_bytes: int
 
@@ -37,6 +38,7 @@ class SupervisionLimits:
             heartbeat_timeout_s=s.agent_heartbeat_timeout_s,
             start_timeout_s=s.agent_start_timeout_s,
             max_call_s=s.max_call_s + s.max_call_grace_s,
+            max_call_grace_s=s.max_call_grace_s,
             exit_grace_s=EXIT_GRACE_S,
             # The agent ends its call at call_memory_limit_mb; this is the backstop.
             memory_hard_limit_bytes=int(s.call_memory_limit_mb * 1.25 * 2**20),
@@ -51,6 +53,7 @@ class AgentVitals:
     forked_at: float | None  # Process.start() returned (None: still waiting on the forkserver)
     last_seen: float  # the last message (heartbeat or any other) from its pipe
     call_started_at: float | None = None  # the agent accepted its call
+    call_cap_s: float | None = None  # this call's own max_call_s (a ticket's), if lower
     ending_since: float | None = None  # the worker asked it to end
     rss_bytes: int | None = None
     # When the forkserver first forked since it was (re)started, i.e. finished its preload;
@@ -90,11 +93,10 @@ def judge(limits: SupervisionLimits, v: AgentVitals) -> Verdict | None:
         if v.ending_since is not None and v.now - v.ending_since > limits.exit_grace_s:
             return Verdict("kill", "end_ignored")
         return None
-    if (
-        v.state == "active"
-        and v.call_started_at is not None
-        and v.now - v.call_started_at > limits.max_call_s
-    ):
+    cap = limits.max_call_s
+    if v.call_cap_s is not None:
+        cap = min(cap, v.call_cap_s + limits.max_call_grace_s)
+    if v.state == "active" and v.call_started_at is not None and v.now - v.call_started_at > cap:
         return Verdict("end", "max_duration")
     return None
 
