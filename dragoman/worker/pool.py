@@ -98,7 +98,7 @@ def idle_target(settings: Settings) -> int:
 
 
 class InferenceStatus(Protocol):
-    """The node's inference service as the pool sees it (``worker.node.InferenceService``)."""
+    """The node's inference service as the pool sees it (``worker.inference_service.InferenceService``)."""
 
     @property
     def up(self) -> bool: ...

@@ -1,0 +1,179 @@
+"""The node's inference service process (Whisper + Piper, shared by every agent), started
+and supervised by the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from dragoman.config import Settings, settings_for_child
+from dragoman.inference.client import InferenceClient, InferenceError
+from dragoman.inference.server import run_inference_service
+from dragoman.worker import metrics
+
+log = logging.getLogger("dragoman.worker")
+
+INFERENCE_START_TIMEOUT_S = 300.0  # loading Whisper and Piper; minutes on a cold disk
+
+
+class InferenceService:
+    """The node's inference process, supervised like the media gateway: its exit is seen at
+    once (its sentinel), a hang by a ping every ``inference_probe_interval_s``. Either way it
+    reports down (the worker marks the node NOT_READY), is killed, started again and reports
+    up once it answers. Agents reach it by socket path per request, so they need no telling;
+    a request that was in flight fails and the call's page gets an error message."""
+
+    def __init__(self, settings: Settings, socket_path: str) -> None:
+        self.settings = settings
+        self.socket_path = socket_path
+        self.restarts = 0
+        self.last_down_reason: str | None = None
+        self.on_down: Callable[[str], None] = lambda _reason: None
+        self.on_up: Callable[[], None] = lambda: None
+        self._proc: BaseProcess | None = None
+        self._up = False
+        self._stopping = False
+        self._supervisor: asyncio.Task | None = None
+
+    @property
+    def up(self) -> bool:
+        return self._up
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "up": self._up,
+            "pid": self._proc.pid if self._proc is not None else None,
+            "restarts": self.restarts,
+            "last_down_reason": self.last_down_reason,
+        }
+
+    def launch(self) -> None:
+        # spawn, not the agents' forkserver: a fresh interpreter that loads the models once.
+        ctx = multiprocessing.get_context("spawn")
+        self._proc = ctx.Process(
+            target=run_inference_service,
+            args=(settings_for_child(self.settings), self.socket_path),
+            name="dragoman-inference",
+        )
+        self._proc.start()
+
+    async def wait_ready(self, timeout_s: float = INFERENCE_START_TIMEOUT_S) -> None:
+        client = InferenceClient(self.socket_path, timeout_s=5.0)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            proc = self._proc
+            if proc is not None and not proc.is_alive():
+                raise RuntimeError(
+                    f"inference service exited with code {proc.exitcode}; see its log"
+                )
+            try:
+                await client.ping()
+                return
+            except (InferenceError, OSError):
+                await asyncio.sleep(0.2)
+        raise RuntimeError("inference service did not become ready in time")
+
+    def supervise(self) -> None:
+        """It is up (``wait_ready`` returned): watch it from now on."""
+        self._up = True
+        metrics.INFERENCE_UP.set(1)
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while not self._stopping:
+            reason = await self._watch()
+            if self._stopping:
+                return
+            self._up = False
+            self.restarts += 1
+            self.last_down_reason = reason
+            metrics.INFERENCE_UP.set(0)
+            metrics.INFERENCE_RESTARTS.inc()
+            log.error("inference service down (%s); restarting it", reason)
+            self.on_down(reason)
+            await self._terminate()
+            while not self._stopping:
+                try:
+                    self.launch()
+                    await self.wait_ready()
+                    failures = 0
+                    break
+                except Exception as e:
+                    failures += 1
+                    log.error("inference service restart failed: %s", e)
+                    await self._terminate()
+                    await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+            if not self._stopping:
+                self._up = True
+                metrics.INFERENCE_UP.set(1)
+                log.warning("inference service back (pid %s)", self.stats()["pid"])
+                self.on_up()
+
+    async def _watch(self) -> str:
+        """Returns why the service is gone: it exited or stopped answering its ping."""
+        proc = self._proc
+        assert proc is not None
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def on_exit() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        # The sentinel is a pipe the child holds open: readable the moment it exits.
+        loop.add_reader(proc.sentinel, on_exit)
+        timeout = self.settings.inference_probe_timeout_s
+        client = InferenceClient(self.socket_path, timeout_s=timeout)
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.shield(exited), self.settings.inference_probe_interval_s
+                    )
+                if exited.done() or not proc.is_alive():
+                    return await self._exit_reason(proc)
+                try:
+                    await asyncio.wait_for(client.ping(), timeout)
+                except (InferenceError, TimeoutError) as e:
+                    if not proc.is_alive():
+                        return await self._exit_reason(proc)
+                    return f"inference service stopped answering ({str(e) or type(e).__name__})"
+        finally:
+            loop.remove_reader(proc.sentinel)
+            exited.cancel()
+
+    @staticmethod
+    async def _exit_reason(proc: BaseProcess) -> str:
+        # Its sentinel closes a moment before the kernel has its exit status.
+        await asyncio.to_thread(proc.join, 1.0)
+        return f"inference service exited with code {proc.exitcode}"
+
+    async def _terminate(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.is_alive() and self._stopping:
+            proc.terminate()
+            await asyncio.to_thread(proc.join, 5.0)
+        if proc.is_alive():
+            proc.kill()  # also ends a stopped (SIGSTOP) one, which SIGTERM would not
+        await asyncio.to_thread(proc.join, 5.0)
+        with contextlib.suppress(ValueError):
+            proc.close()
+        self._proc = None
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._up = False
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        await self._terminate()
