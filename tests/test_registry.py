@@ -15,9 +15,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from redis_server import RedisServer
 
+from dragoman.fleet.call_request import CallRequest
+from dragoman.fleet.dispatcher import Dispatcher
+from dragoman.fleet.errors import NoAgentAvailable
 from dragoman.fleet.limits import ConcurrencyRule, RateRule
 from dragoman.fleet.memory_registry import MemoryRegistry
-from dragoman.fleet.ranking import free_slots, rank_nodes
+from dragoman.fleet.ranking import Packing, free_slots, rank_nodes
 from dragoman.fleet.redis_registry import RedisRegistry
 from dragoman.fleet.registry import (
     DRAINING,
@@ -514,17 +517,57 @@ def info(
     return NodeInfo(node_id, "", "", capacity, 0, state, load, age, alive)
 
 
-def test_rank_nodes_least_loaded_first_ties_by_id_full_last() -> None:
+def test_rank_nodes_packs_fullest_first_headroom_spill_then_full() -> None:
     nodes = [
-        info("d", 4),  # full
-        info("c", 1),  # 1/4
-        info("b", 2, capacity=8),  # 1/4, ties with c: b first by id
-        info("a", 3),  # 3/4
-        info("e", 0),
+        info("d", 10, capacity=10),  # full
+        info("c", 2, capacity=10),  # 20 %
+        info("b", 4, capacity=20),  # 20 %, more calls than c: b first
+        info("a", 6, capacity=10),  # 60 %: the fullest with packing room
+        info("e", 0, capacity=10),  # empty: packed last, so it can empty and be drained
+        info("h", 9, capacity=10),  # in its headroom (10 %: the last slot)
+        info("i", 8, capacity=8),  # full
         info("f", 9, capacity=8),  # over capacity (shrunk): full
         info("g", 0, capacity=0),  # no slots at all: full
     ]
-    assert rank_nodes(nodes) == ["e", "b", "c", "a", "d", "f", "g"]
+    packing = Packing(headroom=0.1, spread=1)
+    assert rank_nodes(nodes, "call", packing) == ["a", "b", "c", "e", "h", "d", "f", "g", "i"]
+
+
+def test_rank_nodes_fills_headroom_least_loaded_once_every_node_is_packed() -> None:
+    # Every node at its packing limit (capacity 10, headroom 20 %: 8 slots): the rest of
+    # the calls spread over the headroom, least-loaded first.
+    nodes = [info("a", 9, capacity=10), info("b", 8, capacity=10), info("c", 10, capacity=10)]
+    assert rank_nodes(nodes, "x", Packing(headroom=0.2, spread=4)) == ["b", "a", "c"]
+
+
+def test_rank_nodes_spreads_a_burst_over_the_fullest_few() -> None:
+    nodes = [info(f"n{i}", load, capacity=100) for i, load in enumerate([50, 40, 30, 20, 0, 0])]
+    packing = Packing(headroom=0.1, spread=3)
+    leads = Counter(rank_nodes(nodes, f"call-{i}", packing)[0] for i in range(3000))
+    # Only the three fullest nodes lead, in roughly equal shares; the rest stay in order.
+    assert set(leads) == {"n0", "n1", "n2"}
+    assert min(leads.values()) > 800
+    ranked = rank_nodes(nodes, "call-7", packing)
+    assert ranked[3:] == ["n3", "n4", "n5"] and sorted(ranked[:3]) == ["n0", "n1", "n2"]
+    # Deterministic per call id, and without a key it is plain packing order.
+    assert rank_nodes(nodes, "call-7", packing) == ranked
+    assert rank_nodes(nodes, "", packing) == ["n0", "n1", "n2", "n3", "n4", "n5"]
+
+
+def test_packing_empties_nodes_where_least_loaded_would_not() -> None:
+    """Calls come and go on four nodes: packing leaves whole nodes empty (drainable)."""
+    rng = random.Random(3)
+    load = {f"n{i}": 0 for i in range(4)}
+    calls: list[str] = []
+    for step in range(4000):
+        if calls and (len(calls) > 60 or rng.random() < 0.5):
+            load[calls.pop(rng.randrange(len(calls)))] -= 1
+        else:
+            snapshot = [info(n, c, capacity=40) for n, c in load.items()]
+            node = rank_nodes(snapshot, f"c{step}", Packing(headroom=0.1, spread=2))[0]
+            load[node] += 1
+            calls.append(node)
+    assert sum(1 for c in load.values() if c == 0) >= 1, load
 
 
 def test_rank_nodes_drops_draining_and_dead_nodes() -> None:
@@ -542,3 +585,40 @@ def test_free_slots_counts_only_ready_alive_nodes() -> None:
         info("e", 0, capacity=2),  # 2
     ]
     assert free_slots(nodes) == 5
+
+
+# --- dispatcher: a node that cannot take the call passes it on ------------------------------
+
+
+class _Worker:
+    def __init__(self, refuse: bool) -> None:
+        self.refuse = refuse
+        self.calls: list[str] = []
+
+    async def start_call(self, req: CallRequest) -> dict:
+        if self.refuse:
+            raise NoAgentAvailable("No interpreter process is ready yet.", 2)
+        self.calls.append(req.call_id)
+        return {"sdp": "", "type": "answer", "timings_ms": {}}
+
+    async def end_call(self, call_id: str, reason: str) -> bool:
+        return False
+
+
+async def test_dispatcher_tries_the_next_node_when_a_worker_cannot_take_the_call() -> None:
+    registry = MemoryRegistry()
+    workers = {"w-a": _Worker(refuse=True), "w-b": _Worker(refuse=False)}
+    await registry.register(NodeReport("a", "w-a", "", 10, 0, READY))
+    await registry.register(NodeReport("b", "w-b", "", 10, 0, READY))
+    await registry.reserve("old", ["a"], ttl_s=30)  # "a" is the fuller: packing tries it first
+    await registry.confirm("old")
+    dispatcher = Dispatcher(registry, workers.__getitem__, 10.0, 2, Packing(spread=1))
+    result = await dispatcher.start_call(CallRequest("new", "", "offer", "ja", "en"))
+    assert result["node_id"] == "b" and workers["w-b"].calls == ["new"]
+    assert await registry.lookup("new") == "b"
+    assert {n.node_id: n.load for n in await registry.nodes()} == {"a": 1, "b": 1}
+    # Every node refusing: the caller gets the worker's 503, and no slot stays taken.
+    workers["w-b"].refuse = True
+    with pytest.raises(NoAgentAvailable):
+        await dispatcher.start_call(CallRequest("third", "", "offer", "ja", "en"))
+    assert await registry.lookup("third") is None

@@ -14,7 +14,7 @@ from typing import Any
 from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.control_link import CLOSE_UNKNOWN_CALL, ControlLink, LinkClosed
 from dragoman.fleet.errors import AgentFailed, NoAgentAvailable
-from dragoman.fleet.ranking import free_slots, rank_nodes
+from dragoman.fleet.ranking import DEFAULT_PACKING, Packing, free_slots, rank_nodes
 from dragoman.fleet.registry import Registry, RegistryUnavailable, Reservation
 from dragoman.fleet.worker_client import WorkerClient
 
@@ -30,8 +30,10 @@ class Dispatcher:
         client_for: Callable[[str], WorkerClient],
         reservation_ttl_s: float,
         retry_after_s: int,
+        packing: Packing = DEFAULT_PACKING,
     ) -> None:
         self.registry = registry
+        self.packing = packing
         self._client_for = client_for  # worker address → client
         self._ttl = reservation_ttl_s
         self._retry_after = retry_after_s
@@ -40,7 +42,7 @@ class Dispatcher:
 
     async def _reserve(self, call_id: str, exclude: set[str]) -> Reservation:
         nodes = [n for n in await self.registry.nodes() if n.node_id not in exclude]
-        ranked = rank_nodes(nodes)
+        ranked = rank_nodes(nodes, call_id, self.packing)
         res = await self.registry.reserve(call_id, ranked, self._ttl)
         missed = res is None or (ranked and res.node_id != ranked[0])
         if missed and free_slots(nodes) > 0:
