@@ -48,8 +48,21 @@ class LanguageError(ValueError):
 
 @dataclass(frozen=True)
 class LanguagePair:
+    """One-way: the caller speaks ``source``, hears ``target``. Conversation: two people
+    share the call, one speaking ``source``, the other ``target``; each utterance is
+    translated into the other language of the pair."""
+
     source: str
     target: str
+    conversation: bool = False
+
+    @property
+    def mode(self) -> str:
+        return "conversation" if self.conversation else "one_way"
+
+    def other(self, lang: str) -> str:
+        """The pair's other language (conversation mode)."""
+        return self.target if lang == self.source else self.source
 
 
 def name_of(code: str) -> str:

@@ -166,6 +166,26 @@ def ja_speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+EN_SENTENCE = "The museum opens at nine tomorrow morning, so let us meet at the station."
+EN_KEYWORD = "museum"
+
+
+@pytest.fixture(scope="session")
+def en_speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An English sentence spoken by Piper (the bundled voice), with silence around it."""
+    from piper import PiperVoice
+
+    from dragoman.inference.models import resolve_piper
+
+    voice = PiperVoice.load(str(resolve_piper(None)))
+    pcm = np.concatenate([c.audio_int16_array for c in voice.synthesize(EN_SENTENCE)])
+    rate = int(voice.config.sample_rate)
+    lead, tail = np.zeros(rate // 2, np.int16), np.zeros(int(rate * 2.0), np.int16)
+    out = tmp_path_factory.mktemp("speech-en") / "en.wav"
+    _write_wav(out, np.concatenate([lead, pcm, tail]), rate)
+    return out
+
+
 # --- headless Chromium with a fake microphone (the page tests) --------------------------
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

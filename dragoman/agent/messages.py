@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from dragoman.languages import LanguagePair
+
 log = logging.getLogger(__name__)
 
 VERSION = 1
@@ -66,8 +68,20 @@ def state(value: State, reason: str | None = None) -> dict[str, Any]:
     return msg
 
 
-def languages(source: str, target: str) -> dict[str, Any]:
-    return {"v": VERSION, "type": "languages", "source": source, "target": target}
+def languages(pair: LanguagePair) -> dict[str, Any]:
+    return {
+        "v": VERSION,
+        "type": "languages",
+        "source": pair.source,
+        "target": pair.target,
+        "mode": pair.mode,
+    }
+
+
+def note(utterance_id: str, code: str, message: str) -> dict[str, Any]:
+    """Something the page should show next to an utterance's captions, e.g. why it was not
+    translated (never an untranslated text passed off as a translation)."""
+    return {"v": VERSION, "type": "note", "id": utterance_id, "code": code, "message": message}
 
 
 def metrics(utterance_id: str, marks: dict[str, float]) -> dict[str, Any]:

@@ -107,7 +107,9 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
         return  # "stop": the worker is shrinking its idle pool or shutting down
     t0 = time.perf_counter()
     try:
-        spec, pair = validate_call(msg.get("provider"), msg["source"], msg["target"], settings)
+        spec, pair = validate_call(
+            msg.get("provider"), msg["source"], msg["target"], settings, msg.get("mode", "one_way")
+        )
         glossary = read_glossary(settings.glossary_dir, msg.get("glossary"))
         peer = RtpPeer(**msg["peer"])
         media = RtpMedia(

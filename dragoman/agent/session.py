@@ -26,10 +26,11 @@ from dragoman.agent.rtp_transport import RtpTransport
 from dragoman.config import Settings
 from dragoman.fleet.limits import gcra
 from dragoman.inference.client import InferenceClient
-from dragoman.languages import LanguageError, LanguagePair, validate_pair
+from dragoman.languages import LanguageError, LanguagePair
 from dragoman.pipeline.chime import chime
+from dragoman.pipeline.echo_gate import EchoGate
 from dragoman.pipeline.providers.base import CallContext, ProviderError, build_interpretation
-from dragoman.pipeline.providers.catalog import ProviderSpec
+from dragoman.pipeline.providers.catalog import ProviderSpec, validate_for_mode
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,13 @@ class CallSession:
                 glossary=glossary,
             ),
         )
+        # Two people, one device: the agent must not interpret its own voice from the room.
+        self.echo_gate = EchoGate() if pair.conversation and provider.uses_vad else None
         pipeline = Pipeline(
             [
                 self.transport.input(),
                 *([VADProcessor(vad_analyzer=vad)] if vad and provider.uses_vad else []),
+                *([self.echo_gate] if self.echo_gate else []),
                 *self.interpretation.stages,
                 self.transport.output(),
             ]
@@ -124,7 +128,7 @@ class CallSession:
                 audio=self._chime, sample_rate=self.settings.audio_out_sample_rate, num_channels=1
             )
         )
-        self.notify(messages.languages(self.pair.source, self.pair.target))
+        self.notify(messages.languages(self.pair))
         self.notify(messages.state("listening"))
 
     async def on_control(self, raw: Any) -> None:
@@ -143,20 +147,19 @@ class CallSession:
             if wait > 0:
                 why = f"Too many language changes; try again in {math.ceil(wait)} s."
                 self.notify(messages.error("rate_limited", why))
-                self.notify(messages.languages(self.pair.source, self.pair.target))
+                self.notify(messages.languages(self.pair))
                 return
         spec = self.provider
         try:
-            title = None if spec.name == "local" else spec.title
-            pair = validate_pair(msg.source, msg.target, spec.targets, title)
+            pair = validate_for_mode(spec, msg.source, msg.target, self.pair.mode)
             await self.interpretation.set_pair(pair)
         except (LanguageError, ProviderError) as e:
             # The call goes on with the pair it had; the page is told why.
             self.notify(messages.error(e.code, e.message))
-            self.notify(messages.languages(self.pair.source, self.pair.target))
+            self.notify(messages.languages(self.pair))
             return
         self.pair = pair
-        self.notify(messages.languages(pair.source, pair.target))
+        self.notify(messages.languages(pair))
 
     async def end(self, reason: str) -> None:
         if self.end_reason is not None:

@@ -61,6 +61,7 @@ class PcmTrack(MediaStreamTrack):
         super().__init__()
         self._send = send  # False: a muted mic that sends no packets at all (cheap load)
         self._pending = np.zeros(0, dtype=np.int16)
+        self._echo = np.zeros(0, dtype=np.int16)  # the "room": mixed in, never queued behind
         self._pts = 0
         self._start: float | None = None
         # time.monotonic() when the last frame with speech in it was handed to the sender:
@@ -69,6 +70,11 @@ class PcmTrack(MediaStreamTrack):
 
     def play(self, pcm: np.ndarray) -> None:
         self._pending = np.concatenate([self._pending, pcm.astype(np.int16)])
+
+    def leak(self, pcm: np.ndarray) -> None:
+        """Sound from the device's own speaker, heard by this microphone as it plays (mixed
+        with whatever is being said, at most a quarter second behind)."""
+        self._echo = np.concatenate([self._echo, pcm.astype(np.int16)])[-RATE // 4 :]
 
     @property
     def playing(self) -> bool:
@@ -90,6 +96,11 @@ class PcmTrack(MediaStreamTrack):
             self.last_voiced_sent_at = time.monotonic()
         if len(chunk) < FRAME_SAMPLES:
             chunk = np.pad(chunk, (0, FRAME_SAMPLES - len(chunk)))
+        if self._echo.size:
+            echo, self._echo = self._echo[:FRAME_SAMPLES], self._echo[FRAME_SAMPLES:]
+            mixed = chunk.astype(np.int32)
+            mixed[: len(echo)] += echo
+            chunk = np.clip(mixed, -32768, 32767).astype(np.int16)
         frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = RATE
         frame.pts = self._pts
@@ -195,6 +206,8 @@ class Caller:
         ice_servers: list[RTCIceServer] | None = None,
         mic: MediaStreamTrack | None = None,
         ticket: str | None = None,
+        mode: str | None = None,
+        echo: float = 0.0,
     ) -> None:
         # send_audio=False: a muted mic that sends no packets. keep_listening=False: stop
         # decoding the agent's audio once it has been heard. Both keep a load client cheap
@@ -204,6 +217,10 @@ class Caller:
         self.provider = provider
         self.glossary = glossary
         self.ticket = ticket  # a call ticket, for servers that require one
+        self.mode = mode  # "conversation": two people on this one "device"
+        # > 0: what the "speaker" plays leaks back into the "microphone" at this gain, as on
+        # a device shared by two people (conversation mode's echo test).
+        self.echo = echo
         # No STUN server: aiortc would otherwise wait for a public one first.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers or []))
         self.mic: Any = mic or PcmTrack(send=send_audio)
@@ -264,6 +281,10 @@ class Caller:
                 return
             pcm = frame.to_ndarray().astype(np.float32)
             rms = float(np.sqrt(np.mean(pcm * pcm))) if pcm.size else 0.0
+            if self.echo > 0 and isinstance(self.mic, PcmTrack):
+                # Interleaved channels → mono at the mic's rate (both 48 kHz), attenuated.
+                mono = pcm.reshape(-1, len(frame.layout.channels)).mean(axis=1)
+                self.mic.leak((mono * self.echo).astype(np.int16))
             self.result.audio_rms.append(rms)
             self.result.audio_at.append(time.monotonic())
             if rms > AUDIBLE_RMS and self.result.first_audio_ms is None:
@@ -307,6 +328,8 @@ class Caller:
             body["provider"] = self.provider
         if self.glossary:
             body["glossary"] = self.glossary
+        if self.mode:
+            body["mode"] = self.mode
         own = client is None
         client = client or httpx.AsyncClient(timeout=30)
         try:

@@ -20,6 +20,7 @@ class CallRequest:
     # This call's duration cap (the server's, or lower from the caller's ticket); None: the
     # node's own max_call_s.
     max_call_s: float | None = None
+    mode: str = "one_way"  # or "conversation" (see languages.LanguagePair)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

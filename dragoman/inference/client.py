@@ -52,6 +52,20 @@ class InferenceClient:
             header["text"], header["language"], header["duration_s"], header["compute_ms"]
         )
 
+    async def identify(self, pcm16_16k: bytes, candidates: list[str]) -> str:
+        """Which of ``candidates`` is spoken in this utterance."""
+        reader, writer = await self._open()
+        try:
+            await write_message(writer, {"op": "identify", "candidates": candidates}, pcm16_16k)
+            header, _ = await asyncio.wait_for(read_message(reader), self.timeout_s)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
+            raise InferenceError(f"language identification failed: {e}") from e
+        finally:
+            writer.close()
+        if not header.get("ok"):
+            raise InferenceError(header.get("error", "language identification failed"))
+        return str(header["language"])
+
     async def tts(self, text: str) -> AsyncIterator[tuple[bytes, int]]:
         """Yield (PCM16 mono, sample_rate) chunks as the service synthesises them."""
         reader, writer = await self._open()

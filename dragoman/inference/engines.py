@@ -70,6 +70,19 @@ class WhisperEngine:
             compute_ms=(time.perf_counter() - t0) * 1000,
         )
 
+    def identify(self, pcm16: bytes, candidates: list[str]) -> tuple[str, dict[str, float]]:
+        """Which of ``candidates`` is spoken (conversation mode: the pair's two languages).
+
+        Whisper's language head scores every language; restricting the choice to the pair
+        is far more reliable than its open guess on a short sentence. The encoder output is
+        the one the following transcribe/translate of the same audio reuse."""
+        audio = np.frombuffer(pcm16, dtype=np.int16).astype(np.float32) / 32768.0
+        window = pcm16[: WINDOW_S * WHISPER_RATE * 2]
+        encoded = self._encoded(window, audio[: WINDOW_S * WHISPER_RATE])
+        scores = dict(self._model.model.detect_language(encoded)[0])
+        probs = {c: float(scores.get(f"<|{c}|>", 0.0)) for c in candidates}
+        return max(candidates, key=lambda c: probs[c]), probs
+
     def _encoded(self, pcm16: bytes, audio: np.ndarray) -> Any:
         """The encoder output for this audio, computed once even when asked concurrently."""
         key = hashlib.blake2b(pcm16, digest_size=16).digest()

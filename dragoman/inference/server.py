@@ -69,6 +69,16 @@ class InferenceServer:
                             header.get("task", "transcribe"),
                         )
                         await write_message(writer, {"ok": True, **result.__dict__})
+                    elif op == "identify":
+                        language, probs = await loop.run_in_executor(
+                            self._stt_pool,
+                            self.whisper.identify,
+                            payload,
+                            [str(c) for c in header.get("candidates", [])],
+                        )
+                        await write_message(
+                            writer, {"ok": True, "language": language, "probs": probs}
+                        )
                     elif op == "tts":
                         await self._stream_tts(writer, str(header.get("text", "")))
                     elif op == "ping":

@@ -29,7 +29,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from dragoman.agent import messages
 from dragoman.inference.client import InferenceError
-from dragoman.languages import LanguagePair
+from dragoman.languages import LanguagePair, name_of
 from dragoman.pipeline.frames import SpeakTranslationFrame
 from dragoman.pipeline.translator import SpeechTranslator
 
@@ -152,8 +152,11 @@ class Interpreter(FrameProcessor):
             if utt is None or utt.partial_busy or len(utt.pcm) < BYTES_PER_S * 0.8:
                 continue
             utt.partial_busy = True
+            pcm, pair, lang = bytes(utt.pcm), self.pair, self.pair.source
             try:
-                text = await self._translator.transcribe(bytes(utt.pcm), self.pair.source)
+                if pair.conversation:
+                    lang = await self._translator.identify(pcm, [pair.source, pair.target])
+                text = await self._translator.transcribe(pcm, lang)
             except Exception as e:  # partials are a nicety; the final caption still comes
                 log.warning("partial transcription failed: %s", e)
                 text = ""
@@ -161,7 +164,7 @@ class Interpreter(FrameProcessor):
                 utt.partial_busy = False
             if text and self._current is utt:
                 utt.sent_partial = True
-                self._caption(utt, "source", self.pair.source, text, final=False)
+                self._caption(utt, "source", lang, text, final=False)
 
     async def _finalise_loop(self) -> None:
         while True:
@@ -183,32 +186,50 @@ class Interpreter(FrameProcessor):
     async def _finalise(self, utt: _Utterance, pair: LanguagePair) -> None:
         pcm = bytes(utt.pcm) + bytes(int(TRAILING_SILENCE_S * BYTES_PER_S))
         marks = {"vad_stop": utt.vad_stop_at, "finalise": time.monotonic()}
+        spoken, into = pair.source, pair.target
+        if pair.conversation:
+            # Which of the two people spoke: the language is identified within the pair
+            # (one encoder pass, reused by the decodes below); the other one is the target.
+            spoken = await self._translator.identify(pcm, [pair.source, pair.target])
+            into = pair.other(spoken)
+            marks["identified"] = time.monotonic()
         # Both decodes share one Whisper encoding (see inference.engines); the translation
         # is spoken as soon as it is ready, the source caption follows when it is.
-        source_task = asyncio.ensure_future(self._translator.transcribe(pcm, pair.source))
-        try:
-            translation = (await self._translator.translate(pcm, pair)).strip()
-        except BaseException:
-            # Its sibling fails the same way (same service): collect it, or asyncio logs
-            # "Task exception was never retrieved".
-            source_task.cancel()
-            await asyncio.gather(source_task, return_exceptions=True)
-            raise
-        marks["translated"] = time.monotonic()
-        if translation:
-            await self.push_frame(
-                SpeakTranslationFrame(
-                    text=translation, utterance_id=utt.uid, lang=pair.target, marks=marks
+        source_task = asyncio.ensure_future(self._translator.transcribe(pcm, spoken))
+        translation = ""
+        speakable = self._translator.speaks(into)
+        if speakable:
+            try:
+                translated = await self._translator.translate(pcm, LanguagePair(spoken, into))
+            except BaseException:
+                # Its sibling fails the same way (same service): collect it, or asyncio logs
+                # "Task exception was never retrieved".
+                source_task.cancel()
+                await asyncio.gather(source_task, return_exceptions=True)
+                raise
+            translation = translated.strip()
+            marks["translated"] = time.monotonic()
+            if translation:
+                await self.push_frame(
+                    SpeakTranslationFrame(
+                        text=translation, utterance_id=utt.uid, lang=into, marks=marks
+                    )
                 )
-            )
         source = (await source_task).strip()
         if not source and not translation:
             if utt.sent_partial:
-                self._caption(utt, "source", pair.source, "", final=True)
+                self._caption(utt, "source", spoken, "", final=True)
             self._notify(messages.state("listening"))
             return
-        self._caption(utt, "source", pair.source, source, final=True)
+        self._caption(utt, "source", spoken, source, final=True)
         if translation:
-            self._caption(utt, "translation", pair.target, translation, final=True)
-        else:
-            self._notify(messages.state("listening"))
+            self._caption(utt, "translation", into, translation, final=True)
+            return
+        if not speakable:
+            # Never the source text passed off as a translation: the page says why not.
+            why = (
+                f"Speaking {name_of(into)} needs a cloud provider (openai-cascade); this "
+                f"{name_of(spoken)} sentence is shown untranslated."
+            )
+            self._notify(messages.note(utt.uid, "needs_cloud_provider", why))
+        self._notify(messages.state("listening"))

@@ -1,7 +1,8 @@
 """Speech translators: utterance audio in, source text and translated text out.
 
 The local one asks the node's inference service: Whisper ``transcribe`` for the source
-caption and Whisper ``translate`` (any language → English) for the translation.
+caption, Whisper ``translate`` (any language → English) for the translation, and Whisper's
+language head to tell which of a conversation's two languages was spoken.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from dragoman.languages import LanguagePair, target_unavailable_reason
 
 
 class SpeechTranslator(Protocol):
+    async def identify(self, pcm16_16k: bytes, candidates: list[str]) -> str: ...
+
     async def transcribe(self, pcm16_16k: bytes, language: str) -> str: ...
+
+    def speaks(self, language: str) -> bool:
+        """Whether ``translate`` can produce (and the pipeline speak) this language."""
+        ...
 
     async def translate(self, pcm16_16k: bytes, pair: LanguagePair) -> str: ...
 
@@ -22,8 +29,14 @@ class WhisperTranslator:
     def __init__(self, client: InferenceClient) -> None:
         self._client = client
 
+    async def identify(self, pcm16_16k: bytes, candidates: list[str]) -> str:
+        return await self._client.identify(pcm16_16k, candidates)
+
     async def transcribe(self, pcm16_16k: bytes, language: str) -> str:
         return (await self._client.stt(pcm16_16k, language, "transcribe")).text
+
+    def speaks(self, language: str) -> bool:
+        return target_unavailable_reason(language) is None
 
     async def translate(self, pcm16_16k: bytes, pair: LanguagePair) -> str:
         reason = target_unavailable_reason(pair.target)

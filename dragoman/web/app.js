@@ -42,6 +42,9 @@ const ABNORMAL_END_REASONS = new Set(['memory_limit', 'agent_lost', 'agent_unres
 
 const $ = (id) => document.getElementById(id);
 const ui = {
+  interpMode: $('interp-mode'),
+  sourceLabel: $('source-label'),
+  targetLabel: $('target-label'),
   source: $('source'),
   target: $('target'),
   provider: $('provider'),
@@ -68,6 +71,8 @@ const dragoman = {
   answerMs: null,
   maxRemoteRms: 0,
   captions: [],
+  notes: [], // {id, code, message}: notes about utterances (e.g. why one is untranslated)
+  conversation: false, // the current call interprets two people (A ⇄ B)
   languages: null,
   mode: null, // 'agent' | 'direct' once a call is answered
   directReason: null, // 'overflow' | 'requested' in direct mode
@@ -100,6 +105,7 @@ function updateButtons() {
   ui.call.disabled = active || !languagesLoaded;
   ui.hangup.disabled = !active;
   ui.provider.disabled = active; // a call keeps its provider; languages can change mid-call
+  ui.interpMode.disabled = active; // and its mode
 }
 
 function setNotice(text) {
@@ -188,6 +194,12 @@ function fillProviders(providers, defaultName) {
 function fillTargets(wanted) {
   const provider = providerInfo(ui.provider.value);
   let targets = catalogue?.targets ?? [];
+  if (conversation()) {
+    // Either person may speak either language: both pickers list what can be heard; the
+    // server says on Call when the pair needs another provider (and which side it cannot speak).
+    fillSelect(ui.target, catalogue?.sources ?? [], wanted ?? ui.target.value);
+    return;
+  }
   if (provider && provider.name !== catalogue?.provider) {
     targets = (catalogue?.sources ?? []).map(({ code, name }) => {
       const available = provider.targets.includes(code);
@@ -227,6 +239,25 @@ function updateTargetNote() {
   ui.targetNote.hidden = !unavailable;
 }
 
+function conversation() {
+  return ui.interpMode.value === 'conversation';
+}
+
+/** The mode picker relabels the language pickers; a call keeps the mode it started with. */
+function onModeChange() {
+  const two = conversation();
+  ui.sourceLabel.textContent = two ? 'Person A speaks' : 'I speak';
+  ui.targetLabel.textContent = two ? 'Person B speaks' : 'Translate to';
+  const info = providerInfo(ui.provider.value);
+  if (two && info && info.conversation === false) {
+    ui.targetNote.textContent = info.conversation_reason || `${info.title} cannot interpret a conversation.`;
+    ui.targetNote.hidden = false;
+  } else {
+    fillTargets(ui.target.value);
+    updateTargetNote();
+  }
+}
+
 function onPickerChange() {
   updateTargetNote();
   // Mid-call switch over the data channel; no reconnect.
@@ -243,6 +274,7 @@ function clearCaptions() {
   captionRows.clear();
   ui.captions.replaceChildren();
   dragoman.captions = [];
+  dragoman.notes = [];
 }
 
 function upsertCaption({ id, side, lang, final, text }) {
@@ -293,10 +325,30 @@ function renderCaption(entry) {
     else row.append(el);
   }
   Object.assign(el.dataset, { id: entry.id, side: entry.side, lang: entry.lang, final: String(entry.final) });
-  el.querySelector('.who').textContent = `${entry.side === 'source' ? 'You' : 'Interpreter'} (${entry.lang})`;
+  const speaker = dragoman.conversation ? `Speaker (${langName(entry.lang)})` : `You (${entry.lang})`;
+  el.querySelector('.who').textContent = entry.side === 'source' ? speaker : `Interpreter (${entry.lang})`;
   el.querySelector('.text').textContent = entry.text;
 
   if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function langName(code) {
+  return (catalogue?.sources ?? []).find((l) => l.code === code)?.name ?? code;
+}
+
+/** A note about one utterance (e.g. "Korean speech needs a cloud provider"), under its captions. */
+function renderNote({ id, code, message }) {
+  dragoman.notes.push({ id, code, message });
+  let row = captionRows.get(id);
+  if (!row) {
+    row = Object.assign(document.createElement('li'), { className: 'utterance' });
+    row.dataset.id = id;
+    ui.captions.append(row);
+    captionRows.set(id, row);
+  }
+  const el = Object.assign(document.createElement('div'), { className: 'caption-note', textContent: message });
+  el.dataset.code = code;
+  row.append(el);
 }
 
 // ---------------------------------------------------------------- call lifecycle
@@ -349,7 +401,9 @@ async function startCall() {
     target: ui.target.value,
     provider: ui.provider.value || null,
     ticket: TICKET,
+    mode: ui.interpMode.value,
   }));
+  dragoman.conversation = call.mode === 'conversation';
   dragoman.callTimings = call.timings; // live: filled in as the call is set up
   wireCall(s, call);
   try {
@@ -406,6 +460,7 @@ function wireCall(s, call) {
     else if (SERVER_STATES.has(state)) setState(state);
   });
   on('caption', upsertCaption);
+  on('note', renderNote);
   on('languages', ({ source, target }) => {
     dragoman.languages = { source, target }; // what the agent confirmed it now uses
     selectValue(ui.source, source);
@@ -498,7 +553,9 @@ ui.source.addEventListener('change', onPickerChange);
 ui.provider.addEventListener('change', () => {
   fillTargets();
   updateTargetNote();
+  onModeChange();
 });
+ui.interpMode.addEventListener('change', onModeChange);
 ui.target.addEventListener('change', onPickerChange);
 ui.error.addEventListener('click', hideError);
 // Free the interpreter right away if the tab closes mid-call.

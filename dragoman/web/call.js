@@ -12,7 +12,8 @@
 //   connection   {state}                      RTCPeerConnection.connectionState changed
 //   state        {state, reason, message}     server "state" message
 //   caption      {id, side, lang, final, text, t_start_ms, t_end_ms}
-//   languages    {source, target}             server acknowledged a language switch
+//   languages    {source, target, mode}       server acknowledged a language switch
+//   note         {id, code, message}          about one utterance (e.g. why it is untranslated)
 //   error        {code, message, fatal}       server "error" message
 //   channelclose —                            control channel closed for good by the server
 //   direct       {reason, provider, expiresAt} the call goes straight to the provider
@@ -52,12 +53,13 @@ export class Call extends EventTarget {
 
   /** @param {{source: string, target: string, provider?: string, ticket?: string}} options
    *  ticket: the call ticket the operator's site signed, when the server requires one. */
-  constructor({ source, target, provider = null, ticket = null }) {
+  constructor({ source, target, provider = null, ticket = null, mode = 'one_way' }) {
     super();
     this.source = source;
     this.target = target;
     this.provider = provider;
     this.ticket = ticket;
+    this.mode = mode; // 'one_way' | 'conversation' (two people: source ⇄ target)
     this.direct = false; // true once the call talks to the provider itself
     this.callId = null;
     this.pc = null;
@@ -230,6 +232,7 @@ export class Call extends EventTarget {
           sdp: this.pc.localDescription.sdp,
           type: 'offer',
           ...this.#requested,
+          mode: this.mode,
           ...(this.provider ? { provider: this.provider } : {}),
         }),
       });
@@ -322,11 +325,14 @@ export class Call extends EventTarget {
         this.#emit('caption', { id: String(id), side, lang, final: msg.final === true, text: text ?? '', t_start_ms, t_end_ms });
         break;
       }
+      case 'note':
+        this.#emit('note', { id: String(msg.id ?? ''), code: msg.code ?? '', message: msg.message ?? '' });
+        break;
       case 'languages':
         this.source = msg.source;
         this.target = msg.target;
         this.#requested = { source: msg.source, target: msg.target };
-        this.#emit('languages', { source: msg.source, target: msg.target });
+        this.#emit('languages', { source: msg.source, target: msg.target, mode: msg.mode ?? 'one_way' });
         break;
       case 'error':
         this.#emit('error', { code: msg.code ?? 'error', message: msg.message || 'Unknown server error', fatal: msg.fatal === true });

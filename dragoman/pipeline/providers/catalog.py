@@ -118,12 +118,54 @@ def resolve(name: str | None, settings: Settings) -> ProviderSpec:
     return spec
 
 
+MODES = ("one_way", "conversation")
+
+
+def conversation_unavailable_reason(spec: ProviderSpec) -> str | None:
+    """Why ``spec`` cannot interpret a conversation (each utterance into the pair's other
+    language), or None."""
+    if spec.kind == "speech-to-speech":
+        # One output language per session: a second session routed by the identified
+        # language would double the provider bill and both would hear every word.
+        return (
+            f"{spec.title} translates into one language per session, so it cannot interpret "
+            "a conversation; use openai-cascade or the offline provider."
+        )
+    return None
+
+
+def validate_for_mode(
+    spec: ProviderSpec, source: object, target: object, mode: object
+) -> LanguagePair:
+    """The pair for a call in ``mode`` ("one_way" or "conversation"), or LanguageError."""
+    title = None if spec.name == "local" else spec.title
+    if mode not in MODES:
+        raise LanguageError("bad_mode", f"Unknown mode {mode!r}; use 'one_way' or 'conversation'.")
+    if mode == "one_way":
+        return validate_pair(source, target, spec.targets, title)
+    reason = conversation_unavailable_reason(spec)
+    if reason:
+        raise LanguageError("mode_unsupported", reason)
+    pair = validate_pair(source, target, ALL, title)  # known and different
+    if pair.source not in spec.targets and pair.target not in spec.targets:
+        spoken = ", ".join(name_of(c) for c in sorted(spec.targets))
+        raise LanguageError(
+            "unsupported_pair",
+            f"The offline pipeline speaks only {spoken}, so a conversation needs {spoken} on "
+            f"one side; {name_of(pair.source)} ⇄ {name_of(pair.target)} needs openai-cascade.",
+        )
+    return LanguagePair(pair.source, pair.target, conversation=True)
+
+
 def validate_call(
-    provider: str | None, source: object, target: object, settings: Settings
+    provider: str | None,
+    source: object,
+    target: object,
+    settings: Settings,
+    mode: object = "one_way",
 ) -> tuple[ProviderSpec, LanguagePair]:
     spec = resolve(provider, settings)
-    title = None if spec.name == "local" else spec.title
-    return spec, validate_pair(source, target, spec.targets, title)
+    return spec, validate_for_mode(spec, source, target, mode)
 
 
 def _language_list(codes: frozenset[str]) -> list[dict[str, str]]:
@@ -155,9 +197,12 @@ def catalogue(settings: Settings) -> dict[str, object]:
             "sources": sorted(spec.sources),
             "targets": sorted(spec.targets),
             "note": spec.note,
+            "conversation": conversation_unavailable_reason(spec) is None,
         }
         if why:
             item["reason"] = why
+        if not item["conversation"]:
+            item["conversation_reason"] = conversation_unavailable_reason(spec)
         providers.append(item)
     return {
         "sources": _language_list(default.sources),
@@ -166,10 +211,22 @@ def catalogue(settings: Settings) -> dict[str, object]:
         "default_target": settings.default_target,
         "provider": default.name,
         "providers": providers,
-        "direct": {"overflow": direct_overflow_enabled(settings), "provider": "openai-translate"},
+        "direct": {
+            "overflow": direct_overflow_enabled(settings),
+            "provider": settings.direct_provider,
+            "providers": [p for p in DIRECT_PROVIDERS if direct_usable(p, settings)],
+        },
     }
+
+
+# Providers a page can talk to itself with a credential the server mints (direct mode).
+DIRECT_PROVIDERS = ("openai-translate", "gemini-live-translate")
+
+
+def direct_usable(name: str, settings: Settings) -> bool:
+    return name in DIRECT_PROVIDERS and unavailable_reason(PROVIDERS[name], settings) is None
 
 
 def direct_overflow_enabled(settings: Settings) -> bool:
     """Direct mode is offered when the fleet is full only if it is switched on and usable."""
-    return settings.direct_overflow and settings.openai_api_key is not None
+    return settings.direct_overflow and any(direct_usable(p, settings) for p in DIRECT_PROVIDERS)

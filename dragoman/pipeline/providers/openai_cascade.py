@@ -3,7 +3,10 @@
 For pairs or voices the translation model does not cover: any target, a voice of your
 choice, a server-side system prompt and an optional per-call glossary.
 
-    [VAD] → ProviderErrors → OpenAISTTService → Translator → OpenAITTSService → SpeechState
+    [VAD] → [LanguageIdentifier] → ProviderErrors → OpenAISTTService → Translator
+          → OpenAITTSService → SpeechState
+
+(``LanguageIdentifier`` in conversation mode only: see ``pipeline.language_id``.)
 
 Pipecat's services do the transcription (segmented by our Silero VAD; ``/audio/
 transcriptions``) and the speech (``/audio/speech``, streamed PCM). The translation step is
@@ -15,6 +18,7 @@ the same ``openai`` client library.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +40,7 @@ from pipecat.transcriptions.language import Language
 
 from dragoman.agent import messages
 from dragoman.languages import LanguagePair, name_of
+from dragoman.pipeline.language_id import LanguageIdentifier, UtteranceLanguageFrame
 from dragoman.pipeline.providers.base import CallContext
 
 NAME = "openai-cascade"
@@ -87,10 +92,16 @@ class Translator(FrameProcessor):
         self._client = client
         self.pair = ctx.pair
         self._seq = 0
+        # Conversation mode: the language of each utterance on its way through the STT,
+        # oldest first (from the LanguageIdentifier, in utterance order).
+        self._spoken: deque[str] = deque()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, InterimTranscriptionFrame):
+            return
+        if isinstance(frame, UtteranceLanguageFrame):
+            self._spoken.append(frame.language)
             return
         if isinstance(frame, TranscriptionFrame) and direction == FrameDirection.DOWNSTREAM:
             await self._translate(frame.text.strip())
@@ -99,9 +110,14 @@ class Translator(FrameProcessor):
 
     async def _translate(self, text: str) -> None:
         if not text:
+            if self._spoken:
+                self._spoken.popleft()  # its utterance came to nothing
             return
         self._seq += 1
         uid, pair = f"c{self._seq}", self.pair
+        if pair.conversation:
+            spoken = self._spoken.popleft() if self._spoken else pair.source
+            pair = LanguagePair(spoken, pair.other(spoken))  # this utterance's direction
         self._ctx.notify(messages.caption(uid, "source", pair.source, text, True, 0, 0))
         self._ctx.notify(messages.state("translating"))
         s = self._ctx.settings
@@ -167,6 +183,15 @@ class CascadeInterpretation:
         )
         client = AsyncOpenAI(api_key=key, base_url=s.openai_base_url, max_retries=1)
         self.translator = Translator(ctx, client)
+        self.identifier: LanguageIdentifier | None = None
+        if ctx.pair.conversation:
+            if ctx.client is None:
+                raise ValueError("conversation mode needs the node's inference service")
+            self.identifier = LanguageIdentifier(
+                ctx.client,
+                ctx.pair,
+                lambda lang: OpenAISTTService.Settings(language=Language(lang)),
+            )
         self._speech_state = SpeechState(ctx)
         self.tts = OpenAITTSService(
             api_key=key,
@@ -177,12 +202,17 @@ class CascadeInterpretation:
 
     @property
     def stages(self) -> Sequence[FrameProcessor]:
-        return (self._errors, self.stt, self.translator, self.tts, self._speech_state)
+        first = (self.identifier,) if self.identifier else ()
+        return (*first, self._errors, self.stt, self.translator, self.tts, self._speech_state)
 
     async def set_pair(self, pair: LanguagePair) -> None:
-        # From the next sentence on: the transcription language and the prompt follow.
-        delta = OpenAISTTService.Settings(language=Language(pair.source))
-        await self.stt.queue_frame(STTUpdateSettingsFrame(delta=delta))
+        # From the next sentence on: the transcription language and the prompt follow (in a
+        # conversation, each utterance's language is identified within the new pair).
+        if self.identifier is not None:
+            self.identifier.pair = pair
+        else:
+            delta = OpenAISTTService.Settings(language=Language(pair.source))
+            await self.stt.queue_frame(STTUpdateSettingsFrame(delta=delta))
         self.translator.pair = pair
 
 

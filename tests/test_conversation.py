@@ -1,0 +1,118 @@
+"""Conversation mode on a real ``dragoman serve`` (local provider): two people share one
+device, each utterance is identified within the pair and translated into the other
+language — or, where the offline pipeline cannot speak that language, captioned with a note
+saying why, never passed off as translated. And the agent does not interpret its own voice
+coming back from the device's speaker."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from conftest import EN_KEYWORD, JA_KEYWORD, Server
+
+from dragoman.bench.caller import AUDIBLE_RMS, Caller, load_wav_mono
+
+
+def is_caption(side: str, uid: str | None = None):
+    def match(m: dict) -> bool:
+        return (
+            m.get("type") == "caption"
+            and m.get("side") == side
+            and m.get("final") is True
+            and bool(m.get("text"))
+            and (uid is None or m.get("id") == uid)
+        )
+
+    return match
+
+
+def source_captions(caller: Caller, since: int = 0) -> list[dict]:
+    return [m for m in caller.result.messages[since:] if is_caption("source")(m)]
+
+
+async def test_ja_en_conversation_translates_one_side_and_notes_the_other(
+    server: Server, ja_speech: Path, en_speech: Path
+) -> None:
+    caller = Caller(server.url, source="ja", target="en", mode="conversation")
+    try:
+        result = await caller.call()
+        assert result.status == 201, result.error
+        await caller.wait_open()
+        langs = await caller.wait_for(lambda m: m.get("type") == "languages", 10)
+        assert langs["mode"] == "conversation"
+        await caller.wait_for(lambda m: m.get("state") == "listening", 10)
+
+        # Person A speaks Japanese: identified as Japanese, translated into English, spoken.
+        mark = caller.mark()
+        caller.mic.play(load_wav_mono(ja_speech))
+        ja = await caller.wait_for(is_caption("source"), 40, since=mark)
+        assert ja["lang"] == "ja" and JA_KEYWORD in ja["text"], ja
+        translation = await caller.wait_for(is_caption("translation", ja["id"]), 30, mark)
+        assert translation["lang"] == "en" and translation["text"].isascii(), translation
+        speaking = await caller.wait_for(lambda m: m.get("state") == "speaking", 20, mark)
+        await asyncio.sleep(2.5)  # let the sentence play
+        assert caller.max_rms_after(speaking, 5.0) > AUDIBLE_RMS
+        await asyncio.sleep(2.0)  # and end, before person B answers
+
+        # Person B answers in English: identified as English; the offline pipeline cannot
+        # speak Japanese, so the page gets the English caption and a note — no translation.
+        mark = caller.mark()
+        caller.mic.play(load_wav_mono(en_speech))
+        en = await caller.wait_for(is_caption("source"), 40, since=mark)
+        assert en["lang"] == "en" and EN_KEYWORD in en["text"].lower(), en
+        note = await caller.wait_for(lambda m: m.get("type") == "note", 10, since=mark)
+        assert note["id"] == en["id"] and note["code"] == "needs_cloud_provider"
+        assert "Japanese" in note["message"] and "cloud provider" in note["message"]
+        await asyncio.sleep(1.0)
+        assert not [
+            m for m in caller.result.messages[mark:] if is_caption("translation", en["id"])(m)
+        ], "an English sentence was 'translated' by a pipeline that cannot speak Japanese"
+    finally:
+        await caller.close()
+
+
+async def test_the_agent_does_not_interpret_its_own_voice(server: Server, ja_speech: Path) -> None:
+    """The device's speaker leaks the translation back into its microphone (echo gain 0.5,
+    no echo cancellation at all). In conversation mode the agent ignores itself; the same
+    echo in one-way mode — where the page relies on the browser's echo canceller — comes
+    back as a new utterance, which shows the measurement can see an echo."""
+    counts: dict[str, int] = {}
+    for mode in ("conversation", "one_way"):
+        caller = Caller(server.url, source="ja", target="en", mode=mode, echo=0.5)
+        try:
+            result = await caller.call()
+            assert result.status == 201, result.error
+            await caller.wait_open()
+            await caller.wait_for(lambda m: m.get("state") == "listening", 10)
+            await asyncio.sleep(1.0)  # the connect chime and its echo are over
+            mark = caller.mark()
+            caller.mic.play(load_wav_mono(ja_speech))
+            first = await caller.wait_for(is_caption("source"), 40, since=mark)
+            await caller.wait_for(is_caption("translation", first["id"]), 30, mark)
+            speaking = await caller.wait_for(lambda m: m.get("state") == "speaking", 20, mark)
+            await asyncio.sleep(2.5)
+            assert caller.max_rms_after(speaking, 5.0) > AUDIBLE_RMS  # the echo was loud
+            await asyncio.sleep(8.0)  # time for an echo to be heard, cut and transcribed
+            counts[mode] = len(source_captions(caller, mark))
+        finally:
+            await caller.close()
+    print(f"utterances from one sentence with its echo: {counts}")
+    assert counts["conversation"] == 1, counts
+    assert counts["one_way"] >= 2, counts
+
+
+def test_conversation_pairs_the_offline_pipeline_cannot_serve_are_refused(server: Server) -> None:
+    body = {"sdp": "v=0", "type": "offer", "source": "ja", "target": "ko", "mode": "conversation"}
+    r = httpx.post(f"{server.url}/v1/calls", json=body, timeout=10)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "unsupported_pair" and "English" in err["message"], err
+    r = httpx.post(f"{server.url}/v1/calls", json={**body, "mode": "duet"}, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_mode", r.text
+    langs = httpx.get(f"{server.url}/v1/languages", timeout=10).json()
+    by_name = {p["name"]: p for p in langs["providers"]}
+    assert by_name["local"]["conversation"] and by_name["openai-cascade"]["conversation"]
+    assert not by_name["openai-translate"]["conversation"]
+    assert "one language per session" in by_name["openai-translate"]["conversation_reason"]
