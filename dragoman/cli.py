@@ -6,6 +6,7 @@
 ``bench``   measurements
 ``simulate`` the fleet under a call trace: connect times, refusals, KRW per user-minute
 ``token``   mint a call ticket (signed with DRAGOMAN_CALL_TOKEN_SECRET) for testing
+``providers check`` a short session per configured cloud provider (after setting keys)
 """
 
 from __future__ import annotations
@@ -299,6 +300,26 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _providers_check(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from dragoman.pipeline.providers.check import CHECKED, check_all
+
+    settings = _settings(args)
+    names = [n.strip() for n in args.provider.split(",")] if args.provider else list(CHECKED)
+    unknown = sorted(set(names) - set(CHECKED))
+    if unknown:
+        raise SystemExit(f"unknown provider(s) {unknown}; checked ones: {', '.join(CHECKED)}")
+    results = asyncio.run(check_all(settings, names, args.listen))
+    for result in results:
+        _say(result.line())
+    configured = [r for r in results if r.configured]
+    if not configured:
+        _say("no cloud provider is configured: set its key (see the README, Providers)")
+        return 1
+    return 0 if all(r.ok for r in configured) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dragoman", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -384,6 +405,17 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--sweep", action="store_true", help="cost vs p99 over --floors")
     sim.add_argument("--floors", default="1000,2000,3000,3500,3750,4000,5000,6000")
     sim.set_defaults(func=_simulate)
+
+    providers = sub.add_parser("providers", help="the cloud providers this server is set for")
+    providers_sub = providers.add_subparsers(dest="providers", required=True)
+    check = providers_sub.add_parser(
+        "check",
+        help="open a short session per configured provider (a second of generated speech): "
+        "connected?, first-audio latency, errors",
+    )
+    check.add_argument("--provider", help="comma-separated (default: every cloud provider)")
+    check.add_argument("--listen", type=float, default=6.0, help="seconds to wait for audio")
+    check.set_defaults(func=_providers_check)
 
     token = sub.add_parser(
         "token", help="print a call ticket signed with DRAGOMAN_CALL_TOKEN_SECRET (testing)"

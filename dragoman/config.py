@@ -298,8 +298,9 @@ class Settings(BaseSettings):
     )
     gemini_api_key: SecretStr | None = None
     gemini_base_url: str = Field(
-        "wss://generativelanguage.googleapis.com",
-        description="Gemini Live WebSocket host; the BidiGenerateContent path is appended.",
+        "https://generativelanguage.googleapis.com",
+        description="Gemini API base URL given to the google-genai SDK (it derives the Live "
+        "API's wss:// URL; a wss:// value is read as https://).",
     )
     gemini_model: str = "gemini-3.5-live-translate-preview"
     provider_connect_timeout_s: float = Field(
@@ -314,7 +315,14 @@ class Settings(BaseSettings):
     direct_overflow: bool = Field(
         True,
         description="When the fleet has no free slot, answer with a direct-mode session "
-        "(browser ↔ OpenAI, ephemeral key) instead of 503. Needs openai_api_key.",
+        "(browser ↔ provider, ephemeral credential) instead of 503. Needs a direct "
+        "provider's key.",
+    )
+    direct_provider: str = Field(
+        "openai-translate",
+        pattern="^(openai-translate|gemini-live-translate)$",
+        description="Direct mode's provider when the call names none (and, when it is not "
+        "configured or cannot speak the target, the other one is tried).",
     )
     direct_secret_ttl_s: int = Field(
         60, ge=10, le=60, description="Lifetime of a direct-mode ephemeral client secret."

@@ -21,10 +21,21 @@ GEMINI_KEY = "gm-test-not-a-real-key-77aa"
 class Fake:
     url: str  # http://127.0.0.1:PORT
     proc: subprocess.Popen
+    tls_url: str  # https://127.0.0.1:TLS_PORT: the same routes over TLS (Gemini's SDK needs it)
+    ca_file: Path  # the TLS port's self-signed certificate
 
     @property
     def openai_base(self) -> str:
         return f"{self.url}/v1"
+
+    @property
+    def gemini_base(self) -> str:
+        return self.tls_url
+
+    def trusting_env(self) -> dict[str, str]:
+        """Settings for a server that talks to the fake's TLS port: its certificate is the
+        one the SDKs trust (they read SSL_CERT_FILE)."""
+        return {"SSL_CERT_FILE": str(self.ca_file)}
 
     def state(self) -> dict[str, Any]:
         return httpx.get(f"{self.url}/fake/state", timeout=5).json()
@@ -37,7 +48,8 @@ class Fake:
 
 
 def start_fake(log_dir: Path) -> Fake:
-    port = free_port()
+    port, tls_port = free_port(), free_port()
+    cert_dir = log_dir / "tls"
     log = (log_dir / f"fake-{port}.log").open("w")
     proc = subprocess.Popen(
         [
@@ -46,6 +58,10 @@ def start_fake(log_dir: Path) -> Fake:
             "dragoman.fakes.server",
             "--port",
             str(port),
+            "--tls-port",
+            str(tls_port),
+            "--cert-dir",
+            str(cert_dir),
             "--key",
             KEY,
             "--gemini-key",
@@ -54,7 +70,9 @@ def start_fake(log_dir: Path) -> Fake:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    fake = Fake(f"http://127.0.0.1:{port}", proc)
+    fake = Fake(
+        f"http://127.0.0.1:{port}", proc, f"https://127.0.0.1:{tls_port}", cert_dir / "cert.pem"
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -63,7 +81,8 @@ def start_fake(log_dir: Path) -> Fake:
             )
         try:
             fake.state()
-            return fake
+            if fake.ca_file.exists():
+                return fake
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()

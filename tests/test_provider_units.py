@@ -1,28 +1,46 @@
-"""Pure pieces of the providers: the catalogue, caption segmentation, wire parsing,
-glossaries, secrets in settings. No network, no process."""
+"""Pure pieces of the providers: the catalogue, caption segmentation, the mapping of the
+SDKs' typed events, the setups our SDK configs produce, direct-mode minting errors,
+glossaries, secrets in settings; and the fakes' validation against the SDKs' own models
+(in-process, on a loopback port). No provider, no dragoman process."""
 
 from __future__ import annotations
 
 import base64
 import json
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
+import openai
 import pytest
+import websockets
+from aiohttp.test_utils import TestServer
+from google import genai
+from google.genai import _live_converters, types
+from openai.types.realtime import (
+    RealtimeError,
+    RealtimeErrorEvent,
+    RealtimeTranslationOutputAudioDeltaEvent,
+    RealtimeTranslationSessionCreatedEvent,
+)
 
+from dragoman import cli
 from dragoman.agent import messages
-from dragoman.api.direct import mint_session
+from dragoman.api import direct
+from dragoman.api.direct import ProviderClients, mint_session
 from dragoman.api.errors import ApiError
 from dragoman.config import Settings, settings_for_child
+from dragoman.fakes import sdk
+from dragoman.fakes.server import build_app
 from dragoman.languages import LanguageError, LanguagePair
 from dragoman.pipeline.glossary import read_glossary
+from dragoman.pipeline.providers import gemini_live, openai_translate
 from dragoman.pipeline.providers.base import CallContext, ProviderError
 from dragoman.pipeline.providers.captions import CaptionStream
 from dragoman.pipeline.providers.catalog import catalogue, validate_call
-from dragoman.pipeline.providers.gemini_live import GeminiLiveWire
-from dragoman.pipeline.providers.openai_translate import OpenAITranslateWire, websocket_base
 from dragoman.pipeline.providers.streaming import ProviderEvent, StreamingInterpretation
 
 # What a provider might say about itself: it must reach the server log, never the page.
@@ -74,59 +92,97 @@ def test_caption_stream_joins_deltas_into_lines_closed_by_a_pause() -> None:
     assert c.add("", 2.1) is None
 
 
-def test_openai_wire_parses_events_and_maps_errors() -> None:
-    wire = OpenAITranslateWire(Settings(openai_api_key="k", openai_base_url="http://h:1/v1"))
-    assert wire.url() == "ws://h:1/v1/realtime/translations?model=gpt-realtime-translate"
-    assert websocket_base("https://api.example/v1") == "wss://api.example/v1"
-    pcm = b"\x01\x00" * 10
-    [audio] = wire.parse(
-        {"type": "session.output_audio.delta", "delta": base64.b64encode(pcm).decode()}
+def _openai_error(code: str, message: str) -> RealtimeErrorEvent:
+    return RealtimeErrorEvent(
+        type="error", event_id="e1", error=RealtimeError(type="x", code=code, message=message)
     )
+
+
+def test_openai_sdk_events_map_to_ours_and_errors_keep_their_words_apart() -> None:
+    pcm = b"\x01\x00" * 10
+    delta = RealtimeTranslationOutputAudioDeltaEvent(
+        type="session.output_audio.delta", event_id="e", delta=base64.b64encode(pcm).decode()
+    )
+    [audio] = openai_translate.events_of(delta)
     assert audio.kind == "audio" and audio.audio == pcm and audio.rate == 24000
-    [err] = wire.parse({"type": "error", "error": {"code": "invalid_api_key", "message": "no"}})
+    [err] = openai_translate.events_of(_openai_error("invalid_api_key", "no"))
     assert err.kind == "error" and err.fatal and err.code == "provider_refused"
-    [soft] = wire.parse({"type": "error", "error": {"code": "rate_limited", "message": "slow"}})
+    [soft] = openai_translate.events_of(_openai_error("rate_limited", "slow"))
     # The page gets our code; their code and words ride along for the log only.
     assert not soft.fatal and soft.code == "provider_error" and soft.text == "rate_limited: slow"
-    [gone] = wire.parse({"type": "error", "error": {"code": "session_expired", "message": "x"}})
+    [gone] = openai_translate.events_of(_openai_error("session_expired", "x"))
     assert gone.fatal and gone.code == "provider_error"
-    assert wire.parse({"type": "session.created"}) == []
-    assert wire.switch(LanguagePair("ja", "fr"))[0]["session"]["audio"]["output"] == {
-        "language": "fr"
+    created = RealtimeTranslationSessionCreatedEvent.model_construct(type="session.created")
+    assert openai_translate.events_of(created) == []
+    s = Settings(openai_api_key="k")
+    assert openai_translate.session_param(s, LanguagePair("ja", "fr")) == {
+        "audio": {
+            "input": {"transcription": {"model": "gpt-realtime-whisper"}},
+            "output": {"language": "fr"},
+        }
     }
 
 
-def test_gemini_wire_parses_server_content() -> None:
-    wire = GeminiLiveWire(Settings(gemini_api_key="g", gemini_base_url="ws://h:2"))
-    assert wire.headers() == {"x-goog-api-key": "g"} and "key=" not in wire.url()
-    [setup] = wire.setup(LanguagePair("ja", "ko"))
-    assert setup["setup"]["translationConfig"]["targetLanguageCode"] == "ko"
-    assert wire.switch(LanguagePair("ja", "fr")) is None  # a new connection instead
+def test_gemini_sdk_messages_map_to_ours() -> None:
     pcm = b"\x02\x00" * 8
-    events = wire.parse(
-        {
-            "serverContent": {
-                "inputTranscription": {"text": "こん"},
-                "modelTurn": {
-                    "parts": [
-                        {
-                            "inlineData": {
-                                "mimeType": "audio/pcm;rate=24000",
-                                "data": base64.b64encode(pcm).decode(),
-                            }
-                        }
-                    ]
-                },
-                "outputTranscription": {"text": "Hel"},
-            }
-        }
+    msg = types.LiveServerMessage(
+        server_content=types.LiveServerContent(
+            input_transcription=types.Transcription(text="こん"),
+            model_turn=types.Content(
+                parts=[
+                    types.Part(inline_data=types.Blob(data=pcm, mime_type="audio/pcm;rate=24000"))
+                ]
+            ),
+            output_transcription=types.Transcription(text="Hel"),
+        )
     )
+    events = gemini_live.events_of(msg)
     assert [e.kind for e in events] == ["source_text", "audio", "translation_text"]
     assert events[1].audio == pcm and events[1].rate == 24000
-    assert wire.parse({"setupComplete": {}})[0].kind == "ready"
-    assert wire.parse({"goAway": {"timeLeft": "10s"}})[0].code == "provider_closing"
-    [err] = wire.parse({"error": {"code": 429, "message": "quota of org-x"}})
-    assert err.code == "provider_error" and err.text == "quota of org-x"
+    ready = types.LiveServerMessage(setup_complete=types.LiveServerSetupComplete())
+    assert gemini_live.events_of(ready)[0].kind == "ready"
+    bye = types.LiveServerMessage(go_away=types.LiveServerGoAway(time_left="10s"))
+    assert gemini_live.events_of(bye)[0].code == "provider_closing"
+    # A closed socket reaches us as the SDK's APIError with the close code.
+    refused = gemini_live._closed(genai.errors.APIError(1008, {"message": "bad key of org-x"}))
+    assert isinstance(refused, ProviderError) and refused.code == "provider_refused"
+    assert "org-x" in refused.detail and "org-x" not in refused.message
+    assert not isinstance(gemini_live._closed(genai.errors.APIError(1011, {})), ProviderError)
+
+
+def _sdk_setup(settings: Settings, pair: LanguagePair) -> dict[str, Any]:
+    """The setup message google-genai sends for our config (its own converter)."""
+    api = gemini_live.client(settings)._api_client
+    params = types.LiveConnectParameters(
+        model=gemini_live.model_name(settings), config=gemini_live.live_config(pair)
+    )
+    return _live_converters._LiveConnectParameters_to_mldev(
+        api_client=api, from_object=params.model_dump(exclude_none=True)
+    )["setup"]
+
+
+def test_gemini_setup_is_the_sdks_and_the_page_sends_the_same() -> None:
+    s = Settings(gemini_api_key="g")
+    pair = LanguagePair("ja", "ko")
+    setup = _sdk_setup(s, pair)
+    # Where the SDK puts the translation config (the hand-written code had it one level up).
+    assert setup["generationConfig"]["translationConfig"] == {
+        "targetLanguageCode": "ko",
+        "echoTargetLanguage": True,
+    }
+    assert "translationConfig" not in setup
+    page = direct.gemini_setup(s, pair)
+    assert json.loads(json.dumps(setup, default=str)) == page
+    # …and the SDK's own client-message model accepts it (and refuses the old shape).
+    sdk.gemini_client_message(json.dumps({"setup": page}))
+    old = {"setup": {"model": setup["model"], "translationConfig": {"targetLanguageCode": "ko"}}}
+    with pytest.raises(sdk.Invalid):
+        sdk.gemini_client_message(json.dumps(old))
+    assert gemini_live.http_base("wss://h.example") == "https://h.example"
+    assert direct.gemini_constrained_url(Settings(gemini_base_url="http://127.0.0.1:9")) == (
+        "wss://127.0.0.1:9/ws/google.ai.generativelanguage.v1alpha."
+        "GenerativeService.BidiGenerateContentConstrained"
+    )
 
 
 def test_glossaries_are_read_by_name_from_the_server_folder(tmp_path: Path) -> None:
@@ -195,11 +251,9 @@ async def test_a_provider_error_event_reaches_the_page_as_our_sentence(
     s = Settings(openai_api_key="k", openai_base_url="http://h:1/v1")
     notes = _Notes()
     ctx = CallContext(pair=LanguagePair("ja", "en"), settings=s, notify=notes, end_call=_no_end)
-    wire = OpenAITranslateWire(s)
-    stage = StreamingInterpretation(ctx, wire)
+    stage = StreamingInterpretation(ctx, openai_translate.OpenAITranslate(s))
     caplog.set_level(logging.WARNING, logger="dragoman.agent.messages")
-    event = {"type": "error", "error": {"code": "rate_limited", "message": MARKER}}
-    for ev in wire.parse(event):
+    for ev in openai_translate.events_of(_openai_error("rate_limited", MARKER)):
         await stage._on_event(ev)
     [sent] = notes.sent
     assert sent["code"] == "provider_error" and not sent["fatal"]
@@ -214,39 +268,164 @@ async def test_a_provider_error_event_reaches_the_page_as_our_sentence(
     assert e.value.detail == MARKER
 
 
-def _minting(handler: Any) -> tuple[Settings, httpx.AsyncClient]:
-    s = Settings(openai_api_key="sk-x", openai_base_url="http://provider.test/v1")
-    return s, httpx.AsyncClient(transport=httpx.MockTransport(handler))
+def _minting(handler: Any) -> tuple[Settings, ProviderClients]:
+    """Direct-mode minting through the SDK clients, their HTTP answered by ``handler``."""
+    s = Settings(
+        openai_api_key="sk-x",
+        openai_base_url="http://provider.test/v1",
+        gemini_api_key="g-x",
+        gemini_base_url="http://provider.test",
+    )
+    oa = openai.AsyncOpenAI(
+        api_key="sk-x",
+        base_url=s.openai_base_url,
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
+    )
+    gm = genai.Client(
+        api_key="g-x",
+        http_options=types.HttpOptions(
+            base_url=s.gemini_base_url,
+            api_version="v1alpha",
+            httpx_async_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        ),
+    )
+    return s, ProviderClients(s, oa, gm)
 
 
+PROVIDERS = ["openai-translate", "gemini-live-translate"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize(
     ("status", "code"), [(401, "provider_refused"), (429, "provider_unavailable")]
 )
 async def test_direct_minting_errors_are_ours_with_their_words_in_the_log(
-    status: int, code: str, caplog: pytest.LogCaptureFixture
+    provider: str, status: int, code: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    body = {"error": {"message": f"quota exceeded for {MARKER}", "code": "x"}}
-    s, http = _minting(lambda _req: httpx.Response(status, json=body))
+    body = {"error": {"message": f"quota exceeded for {MARKER}", "code": "x", "status": "X"}}
+    s, clients = _minting(lambda _req: httpx.Response(status, json=body))
+    if provider == "openai-translate":
+        s, clients = _minting(lambda _req: httpx2.Response(status, json=body))
     caplog.set_level(logging.WARNING, logger="dragoman.api.direct")
     with pytest.raises(ApiError) as e:
-        await mint_session(s, http, LanguagePair("ko", "ja"), "requested")
+        await mint_session(s, clients, provider, LanguagePair("ko", "ja"), "requested")
     assert e.value.status == 503 and e.value.code == code
     sentence = messages.ERRORS[code].removesuffix(".")
     assert e.value.message == f"{sentence} (HTTP {status})."
     assert MARKER in caplog.text
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
 async def test_direct_minting_unreachable_or_garbled_is_ours(
-    caplog: pytest.LogCaptureFixture,
+    provider: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def unreachable(req: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError(f"no route to {MARKER}", request=req)
+    module = httpx2 if provider == "openai-translate" else httpx
+
+    def unreachable(req: Any) -> Any:
+        raise module.ConnectError(f"no route to {MARKER}", request=req)
 
     caplog.set_level(logging.WARNING, logger="dragoman.api.direct")
-    for handler in (unreachable, lambda _req: httpx.Response(200, json={"oops": MARKER})):
-        s, http = _minting(handler)
+    for handler in (unreachable, lambda _req: module.Response(200, json={"oops": MARKER})):
+        s, clients = _minting(handler)
         with pytest.raises(ApiError) as e:
-            await mint_session(s, http, LanguagePair("ko", "ja"), "requested")
+            await mint_session(s, clients, provider, LanguagePair("ko", "ja"), "requested")
         assert e.value.code == "provider_unavailable"
         assert e.value.message == messages.ERRORS["provider_unavailable"]
     assert caplog.text.count("provider_unavailable") == 2 and MARKER in caplog.text
+
+
+def test_direct_provider_choice() -> None:
+    both = Settings(openai_api_key="k", gemini_api_key="g")
+    assert direct.choose(both, "ko", "ja") == ("openai-translate", LanguagePair("ko", "ja"))
+    # Thai is not an output language of OpenAI's model: the other direct provider serves it.
+    assert direct.choose(both, "ko", "th")[0] == "gemini-live-translate"
+    with pytest.raises(LanguageError) as e:
+        direct.choose(both, "ko", "th", wanted="openai-translate")
+    assert e.value.code == "unsupported_pair"
+    with pytest.raises(LanguageError) as e:
+        direct.choose(both, "ko", "ja", wanted="local")
+    assert e.value.code == "unknown_provider"
+    only_gemini = Settings(gemini_api_key="g")
+    assert direct.choose(only_gemini, "ko", "ja")[0] == "gemini-live-translate"
+    # No key at all: the default is chosen and minting answers 503 (after admission counted).
+    assert direct.choose(Settings(), "ko", "ja")[0] == "openai-translate"
+    # Overflow: the call's own provider first when it has a direct mode.
+    pair = LanguagePair("ja", "ko")
+    assert direct.overflow_provider(both, pair, "gemini-live-translate") == "gemini-live-translate"
+    assert direct.overflow_provider(both, pair, "local") == "openai-translate"
+    no_openai = direct.overflow_provider(both, pair, "local", lambda p: p != "openai-translate")
+    assert no_openai == "gemini-live-translate"
+    assert direct.overflow_provider(Settings(), pair, "local") is None
+    body = catalogue(both)["direct"]
+    assert body == {
+        "overflow": True,
+        "provider": "openai-translate",
+        "providers": ["openai-translate", "gemini-live-translate"],
+    }
+
+
+# --- the fakes accept only what the SDKs' models accept --------------------------------------
+@pytest.fixture
+async def fake_url() -> AsyncIterator[str]:
+    server = TestServer(build_app("sk-unit", "gm-unit"), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+async def test_the_openai_fake_refuses_what_the_sdk_models_refuse(fake_url: str) -> None:
+    ws_url = fake_url.replace("http://", "ws://") + "/v1/realtime/translations?model=m"
+    headers = {"Authorization": "Bearer sk-unit"}
+    async with websockets.connect(ws_url, additional_headers=headers) as ws:
+        created = json.loads(await ws.recv())
+        # Built from the SDK's model: a complete session, not just an id.
+        assert created["type"] == "session.created"
+        assert {"id", "model", "expires_at", "type", "audio"} <= set(created["session"])
+        for bad in (
+            {"type": "session.update", "session": {"audio": {"output": {"languag": "fr"}}}},
+            {"type": "session.input_audio_buffer.append"},  # no audio
+            {"type": "input_audio_buffer.append", "audio": ""},  # the assistant API's name
+        ):
+            await ws.send(json.dumps(bad))
+            err = json.loads(await ws.recv())
+            assert err["type"] == "error" and err["error"]["code"] == "invalid_event", bad
+        # What the SDK itself sends is accepted.
+        await ws.send(json.dumps({"type": "session.update", "session": {"audio": {}}}))
+        assert json.loads(await ws.recv())["type"] == "session.updated"
+
+
+async def test_the_gemini_fake_refuses_what_the_sdk_models_refuse(fake_url: str) -> None:
+    ws_url = (
+        fake_url.replace("http://", "ws://")
+        + "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+    )
+    headers = {"x-goog-api-key": "gm-unit"}
+    old_setup = {"setup": {"model": "models/m", "translationConfig": {"targetLanguageCode": "ko"}}}
+    async with websockets.connect(ws_url, additional_headers=headers) as ws:
+        await ws.send(json.dumps(old_setup))
+        with pytest.raises(websockets.ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 1007
+    setup = direct.gemini_setup(Settings(gemini_api_key="g"), LanguagePair("ja", "ko"))
+    async with websockets.connect(ws_url, additional_headers=headers) as ws:
+        await ws.send(json.dumps({"setup": setup}))
+        assert "setupComplete" in json.loads(await ws.recv())
+        await ws.send(json.dumps({"realtimeInput": {"audio": {"data": "AAAA"}, "extra": 1}}))
+        with pytest.raises(websockets.ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 1007
+
+
+def test_providers_check_without_keys_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("DRAGOMAN_OPENAI_API_KEY", "DRAGOMAN_GEMINI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main(["providers", "check"]) == 1
+    out = capsys.readouterr().out
+    assert "openai-translate: not checked" in out and "DRAGOMAN_OPENAI_API_KEY" in out
+    assert "gemini-live-translate: not checked" in out and "DRAGOMAN_GEMINI_API_KEY" in out
+    assert "no cloud provider is configured" in out

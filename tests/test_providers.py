@@ -2,16 +2,24 @@
 direct mode against local FAKES of the providers' APIs (dragoman.fakes, a separate process):
 no real provider is reachable from CI.
 
-They check our side of the wire: session setup, audio streamed up at 24 kHz, translated
-audio and transcript deltas turned into sound and captions, a language switch on the open
-session, refusals, drops and stalls ending the call with a reason (never a hang), and the
-direct-mode secret minting and overflow switch.
+Our side talks through the providers' official SDKs (openai, google-genai), and the fakes
+parse every message they receive with those SDKs' client-side models and build every message
+they send from the server-side ones: a message either side gets wrong fails validation (the
+fake counts ``invalid_client_events``, which must stay 0).
+
+They check session setup, audio streamed up at the provider's rate, translated audio and
+transcript deltas turned into sound and captions, language switches, refusals, drops and
+stalls ending the call with a reason (never a hang), direct-mode credentials (OpenAI client
+secrets, Gemini ephemeral tokens) and the overflow switch, and `dragoman providers check`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -48,10 +56,11 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, fake: Fake) -> Iterator[Serv
         DRAGOMAN_OPENAI_API_KEY=KEY,
         DRAGOMAN_OPENAI_BASE_URL=fake.openai_base,
         DRAGOMAN_GEMINI_API_KEY=GEMINI_KEY,
-        DRAGOMAN_GEMINI_BASE_URL=fake.url.replace("http://", "ws://"),
+        DRAGOMAN_GEMINI_BASE_URL=fake.gemini_base,
         DRAGOMAN_MAX_CALLS="2",
         DRAGOMAN_PROVIDER_CONNECT_TIMEOUT_S="3",
         DRAGOMAN_NO_MEDIA_TIMEOUT_S="30",
+        **fake.trusting_env(),
     )
     yield srv
     assert stop_server(srv) == 0, srv.log_tail()
@@ -65,6 +74,10 @@ def _no_fault(fake: Fake, cloud: Server) -> Iterator[None]:
     wait_until(lambda: cloud.health()["idle_agents"] >= 2, 30, what="idle agents")
     yield
     fake.fault()
+    # Every message our side sent was one the provider's SDK models accept.
+    state = fake.state()
+    invalid = [s["invalid"] for s in state["sessions"] if s.get("invalid")]
+    assert state["counters"].get("invalid_client_events", 0) == 0, invalid
 
 
 def captions(caller: Caller, side: str) -> list[dict]:
@@ -211,8 +224,15 @@ def test_direct_mode_mints_a_short_lived_secret_and_never_the_key(
     assert minted["session"]["model"] == "gpt-realtime-translate"
     assert minted["session"]["audio"]["output"]["language"] == "ja"
 
-    bad = httpx.post(f"{cloud.url}/v1/calls/direct", json={"source": "ko", "target": "th"})
+    bad = httpx.post(
+        f"{cloud.url}/v1/calls/direct",
+        json={"source": "ko", "target": "th", "provider": "openai-translate"},
+    )
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "unsupported_pair"
+    unknown = httpx.post(
+        f"{cloud.url}/v1/calls/direct", json={"source": "ko", "target": "ja", "provider": "local"}
+    )
+    assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_provider"
     fake.fault(refuse=True)
     refused = httpx.post(f"{cloud.url}/v1/calls/direct", json={"source": "ko", "target": "ja"})
     assert refused.status_code == 503
@@ -253,8 +273,14 @@ async def test_a_call_can_choose_gemini_live(cloud: Server, fake: Fake, ja_speec
         assert len(sessions) == before + 1
         setup = sessions[-1]["setup"]
         assert setup["model"] == "models/gemini-3.5-live-translate-preview"
-        assert setup["translationConfig"]["targetLanguageCode"] == "th"
+        generation = setup["generationConfig"]
+        assert generation["translationConfig"] == {
+            "targetLanguageCode": "th",
+            "echoTargetLanguage": True,
+        }
+        assert generation["responseModalities"] == ["AUDIO"]
         assert "inputAudioTranscription" in setup and "outputAudioTranscription" in setup
+        assert not sessions[-1]["constrained"] and sessions[-1]["version"] == "v1beta"
         assert sessions[-1]["audio_bytes"] > 16000 * 2  # > 1 s of 16 kHz PCM16 went up
 
         # The setup is fixed per connection: a switch opens a new session, quietly.
@@ -266,7 +292,8 @@ async def test_a_call_can_choose_gemini_live(cloud: Server, fake: Fake, ja_speec
         )
         sessions = fake.sessions("gemini-live")
         assert len(sessions) == before + 2
-        assert sessions[-1]["setup"]["translationConfig"]["targetLanguageCode"] == "ko"
+        translation = sessions[-1]["setup"]["generationConfig"]["translationConfig"]
+        assert translation["targetLanguageCode"] == "ko"
         errors = [m for m in caller.result.messages if m.get("type") == "error"]
         assert errors == [], errors
     finally:

@@ -7,18 +7,17 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
-import httpx
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from dragoman.api import admission, metrics
-from dragoman.api.direct import PROVIDER as DIRECT_PROVIDER
-from dragoman.api.direct import can_overflow, direct_pair, mint_session
+from dragoman.api.direct import ProviderClients, mint_session, overflow_provider
+from dragoman.api.direct import choose as choose_direct
 from dragoman.api.errors import ApiError
 from dragoman.api.sdp import SdpError, check_offer
 from dragoman.api.turn import ice_servers
@@ -50,6 +49,7 @@ class CallOffer(BaseModel):
 class DirectRequest(BaseModel):
     source: str
     target: str
+    provider: str | None = None  # default: settings.direct_provider
 
 
 async def read_json_limited(request: Request, limit: int) -> Any:
@@ -129,10 +129,18 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
         )
     except NoAgentAvailable as e:
         await _release_quietly(registry, held, call_id)
-        if can_overflow(settings, pair) and admission.may_go_direct(caller):
+        direct = (
+            overflow_provider(settings, pair, spec.name, _allows(caller))
+            if admission.may_go_direct(caller)
+            else None
+        )
+        if direct is not None:
             # The fleet is full: the caller talks to the provider directly while nodes boot.
             await _guard(admission.check_direct(registry, settings, caller))
-            body = await mint_session(settings, _http(request), pair, "overflow")
+            max_s = admission.call_max_s(settings, caller)
+            body = await mint_session(
+                settings, _provider_clients(request), direct, pair, "overflow", max_s
+            )
             metrics.CALLS.labels("direct_overflow").inc()
             return JSONResponse(body, status_code=200)
         headers = {"Retry-After": str(e.retry_after_s)}
@@ -177,14 +185,19 @@ async def create_direct_call(request: Request) -> dict[str, Any]:
     raw = await read_json_limited(request, settings.max_body_bytes)
     try:
         req = DirectRequest.model_validate(raw)
-        pair = direct_pair(req.source, req.target)
+        provider, pair = choose_direct(
+            settings, req.source, req.target, req.provider, _allows(caller)
+        )
     except ValidationError as e:
         raise ApiError(400, "bad_request", e.errors()[0]["msg"]) from e
     except LanguageError as e:
         raise ApiError(400, e.code, e.message) from e
-    admission.check_provider(caller, DIRECT_PROVIDER)
+    admission.check_provider(caller, provider)
     await _guard(admission.check_direct(registry, settings, caller))
-    body = await mint_session(settings, _http(request), pair, "requested")
+    max_s = admission.call_max_s(settings, caller)
+    body = await mint_session(
+        settings, _provider_clients(request), provider, pair, "requested", max_s
+    )
     metrics.CALLS.labels("direct").inc()
     return body
 
@@ -218,12 +231,25 @@ async def _release_quietly(registry: Registry, keys: list[str], call_id: str) ->
         pass  # the hold lapses by itself once the registry has no such call
 
 
-def _http(request: Request) -> httpx.AsyncClient:
-    """One pooled HTTP client per app, for provider calls (created on first use)."""
+def _provider_clients(request: Request) -> ProviderClients:
+    """One set of provider SDK clients per app, for direct-mode minting (made on first use)."""
     state = request.app.state
-    if getattr(state, "provider_http", None) is None:
-        state.provider_http = httpx.AsyncClient()
-    return state.provider_http
+    if getattr(state, "provider_clients", None) is None:
+        state.provider_clients = ProviderClients(state.settings)
+    return state.provider_clients
+
+
+def _allows(caller: admission.Caller) -> Callable[[str], bool]:
+    """Whether this caller's ticket lets it use a provider (for choosing a direct one)."""
+
+    def allows(provider: str) -> bool:
+        try:
+            admission.check_provider(caller, provider)
+        except ApiError:
+            return False
+        return True
+
+    return allows
 
 
 @router.delete("/v1/calls/{call_id}", status_code=204)

@@ -1,10 +1,13 @@
 """FAKE of OpenAI's realtime translation endpoints (the subset dragoman uses).
 
-From OpenAI's public API reference ("Realtime translation", 2026-11):
-- ``GET /v1/realtime/translations?model=…`` WebSocket, Bearer API key or client secret;
-  events as in ``dragoman.pipeline.providers.openai_translate``.
-- ``POST /v1/realtime/translations/client_secrets`` → ``{"value": "ek_…", "expires_at",
-  "session"}``, the session config locked into the secret.
+From OpenAI's public API reference ("Realtime translation", 2026-11), checked against the
+``openai`` SDK's models (``dragoman.fakes.sdk``): every client event is parsed as a
+``RealtimeTranslationClientEvent`` and every server event is built from the SDK's
+``RealtimeTranslationServerEvent`` models.
+- ``GET /v1/realtime/translations?model=…`` WebSocket, Bearer API key or client secret.
+- ``POST /v1/realtime/translations/client_secrets`` (``ClientSecretCreateParams``) →
+  ``RealtimeTranslationClientSecretCreateResponse``, the session config locked into the
+  secret.
 - ``POST /v1/realtime/translations/calls`` (Content-Type application/sdp, Bearer ``ek_…``)
   → SDP answer; translated audio returns on a media track, events on the data channel.
 
@@ -17,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import fractions
-import json
 import logging
 import time
 import uuid
@@ -27,7 +30,23 @@ from typing import Any
 
 import numpy as np
 from aiohttp import WSMsgType, web
+from openai.types.realtime import (
+    RealtimeError,
+    RealtimeErrorEvent,
+    RealtimeTranslationInputTranscriptDeltaEvent,
+    RealtimeTranslationOutputAudioDeltaEvent,
+    RealtimeTranslationOutputTranscriptDeltaEvent,
+    RealtimeTranslationSession,
+    RealtimeTranslationSessionClosedEvent,
+    RealtimeTranslationSessionCreatedEvent,
+    RealtimeTranslationSessionUpdatedEvent,
+)
+from openai.types.realtime.realtime_translation_client_secret_create_response import (
+    RealtimeTranslationClientSecretCreateResponse,
+)
+from pydantic import BaseModel
 
+from dragoman.fakes import sdk
 from dragoman.fakes.state import FakeState
 
 log = logging.getLogger(__name__)
@@ -52,10 +71,17 @@ def _is_speech(pcm16: bytes) -> bool:
     return samples.size > 0 and float(np.sqrt(np.mean(samples**2))) > SPEECH_RMS
 
 
-class FakeTranslator:
-    """Turns caller audio into delayed synthetic translation events."""
+def _event_id() -> str:
+    return "evt_" + uuid.uuid4().hex[:12]
 
-    def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]], rate: int) -> None:
+
+Send = Callable[[BaseModel], Awaitable[None]]
+
+
+class FakeTranslator:
+    """Turns caller audio into delayed synthetic translation events (SDK models)."""
+
+    def __init__(self, send: Send, rate: int) -> None:
         self._send = send
         self._block = int(rate * BLOCK_S) * 2
         self._buf = bytearray()
@@ -73,7 +99,12 @@ class FakeTranslator:
                 first = not self._in_speech
                 self._in_speech = True
                 await self._send(
-                    {"type": "session.input_transcript.delta", "delta": "word ", "elapsed_ms": 0}
+                    RealtimeTranslationInputTranscriptDeltaEvent(
+                        type="session.input_transcript.delta",
+                        event_id=_event_id(),
+                        delta="word ",
+                        elapsed_ms=0,
+                    )
                 )
                 prefix = f"[{self.language}] " if first else ""
                 self._queue.put_nowait((time.monotonic() + DELAY_S, prefix + "word "))
@@ -85,9 +116,20 @@ class FakeTranslator:
             due, text = await self._queue.get()
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             await self._send(
-                {"type": "session.output_audio.delta", "delta": TONE_B64, "sample_rate": RATE}
+                RealtimeTranslationOutputAudioDeltaEvent(
+                    type="session.output_audio.delta",
+                    event_id=_event_id(),
+                    delta=TONE_B64,
+                    sample_rate=RATE,
+                    channels=1,
+                    format="pcm16",
+                )
             )
-            await self._send({"type": "session.output_transcript.delta", "delta": text})
+            await self._send(
+                RealtimeTranslationOutputTranscriptDeltaEvent(
+                    type="session.output_transcript.delta", event_id=_event_id(), delta=text
+                )
+            )
 
     def stop(self) -> None:
         self._task.cancel()
@@ -98,10 +140,41 @@ def _error(status: int, message: str, code: str) -> web.Response:
     return web.json_response(body, status=status)
 
 
+def _error_event(kind: str, code: str, message: str) -> RealtimeErrorEvent:
+    return RealtimeErrorEvent(
+        type="error",
+        event_id=_event_id(),
+        error=RealtimeError(type=kind, code=code, message=message),
+    )
+
+
 def add_routes(app: web.Application, state: FakeState) -> None:
     app.router.add_get("/v1/realtime/translations", _ws_handler(state))
     app.router.add_post("/v1/realtime/translations/client_secrets", _secrets_handler(state))
     app.router.add_post("/v1/realtime/translations/calls", _calls_handler(state))
+
+
+def new_session(model: str, config: dict[str, Any], ttl_s: float = 3600) -> dict[str, Any]:
+    """A session as the fake keeps it: the fields of the SDK's ``RealtimeTranslationSession``."""
+    return {
+        "id": "sess_" + uuid.uuid4().hex[:12],
+        "type": "translation",
+        "model": model,
+        "expires_at": int(time.time() + ttl_s),
+        "audio": config.get("audio") or {},
+    }
+
+
+def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def session_model(session: dict[str, Any]) -> RealtimeTranslationSession:
+    return RealtimeTranslationSession.model_validate(session)
 
 
 # --- WebSocket ---------------------------------------------------------------------------
@@ -113,26 +186,32 @@ def _ws_handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.Strea
             return _error(
                 401, fault.message("Incorrect API key provided (fake)."), "invalid_api_key"
             )
+        model = request.query.get("model")
+        if not model:
+            return _error(400, "The model query parameter is required.", "missing_model")
         ws = web.WebSocketResponse(autoping=fault.stall_after_s is None, max_msg_size=2**22)
         await ws.prepare(request)
         session: dict[str, Any] = {
             "kind": "openai-translate-ws",
-            "model": request.query.get("model"),
+            "model": model,
             "updates": [],
             "audio_bytes": 0,
+            "invalid": [],
         }
         state.sessions.append(session)
         state.count("ws_sessions")
+        live = new_session(model, {})
 
-        async def send(event: dict[str, Any]) -> None:
+        async def send(event: BaseModel) -> None:
             if not ws.closed:
-                event.setdefault("event_id", "evt_" + uuid.uuid4().hex[:12])
                 with contextlib.suppress(ConnectionError, RuntimeError):
-                    await ws.send_str(json.dumps(event))
+                    await ws.send_str(sdk.openai_wire(event))
 
         translator = FakeTranslator(send, RATE)
         await send(
-            {"type": "session.created", "session": {"id": "sess_fake", "type": "translation"}}
+            RealtimeTranslationSessionCreatedEvent(
+                type="session.created", event_id=_event_id(), session=session_model(live)
+            )
         )
         t0 = time.monotonic()
         soft_error_sent = False
@@ -150,24 +229,33 @@ def _ws_handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.Strea
                     if not fault.error_fatal:
                         if not soft_error_sent:
                             soft_error_sent = True
-                            err = {
-                                "type": "rate_limit_error",
-                                "code": "rate_limit_exceeded",
-                                "message": fault.message("fake: slow down"),
-                            }
-                            await send({"type": "error", "error": err})
+                            await send(
+                                _error_event(
+                                    "rate_limit_error",
+                                    "rate_limit_exceeded",
+                                    fault.message("fake: slow down"),
+                                )
+                            )
                     else:
-                        err = {
-                            "type": "server_error",
-                            "code": "session_expired",
-                            "message": fault.message("fake: the session failed"),
-                        }
-                        await send({"type": "error", "error": err})
+                        await send(
+                            _error_event(
+                                "server_error",
+                                "session_expired",
+                                fault.message("fake: the session failed"),
+                            )
+                        )
                         await ws.close()
                         break
                 if msg.type != WSMsgType.TEXT:
                     continue
-                await _on_client_event(json.loads(msg.data), session, translator, send, ws)
+                try:
+                    event = sdk.openai_client_event(msg.data)
+                except sdk.Invalid as e:
+                    session["invalid"].append(str(e))
+                    state.count("invalid_client_events")
+                    await send(_error_event("invalid_request_error", "invalid_event", str(e)))
+                    continue
+                await _on_client_event(event, session, live, translator, send, ws)
         finally:
             translator.stop()
         return ws
@@ -176,28 +264,32 @@ def _ws_handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.Strea
 
 
 async def _on_client_event(
-    event: dict[str, Any],
+    event: Any,
     session: dict[str, Any],
+    live: dict[str, Any],
     translator: FakeTranslator,
-    send: Callable[[dict[str, Any]], Awaitable[None]],
+    send: Send,
     ws: web.WebSocketResponse,
 ) -> None:
-    kind = event.get("type")
-    if kind == "session.update":
-        config = event.get("session") or {}
+    if event.type == "session.update":
+        config = event.session.model_dump(exclude_unset=True)
         session["updates"].append(config)
-        translator.language = config.get("audio", {}).get("output", {}).get("language", "en")
-        await send({"type": "session.updated", "session": config})
-    elif kind == "session.input_audio_buffer.append":
-        pcm = base64.b64decode(event.get("audio", ""))
+        _merge(live, copy.deepcopy(config))
+        translator.language = (live["audio"].get("output") or {}).get("language") or "en"
+        await send(
+            RealtimeTranslationSessionUpdatedEvent(
+                type="session.updated", event_id=_event_id(), session=session_model(live)
+            )
+        )
+    elif event.type == "session.input_audio_buffer.append":
+        pcm = base64.b64decode(event.audio)
         session["audio_bytes"] += len(pcm)
         await translator.feed(pcm)
-    elif kind == "session.close":
-        await send({"type": "session.closed"})
+    elif event.type == "session.close":
+        await send(
+            RealtimeTranslationSessionClosedEvent(type="session.closed", event_id=_event_id())
+        )
         await ws.close()
-    else:
-        err = {"type": "invalid_request_error", "code": "unknown_event", "message": str(kind)}
-        await send({"type": "error", "error": err})
 
 
 # --- client secrets (direct mode) --------------------------------------------------------
@@ -210,15 +302,25 @@ def _secrets_handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.
             )
         if fault.error_after_s is not None:
             return _error(500, fault.message("fake: the server had an error"), "server_error")
-        body = await request.json()
-        session = body.get("session") or {}
-        if not session.get("model"):
-            return _error(400, "session.model is required", "missing_required_parameter")
+        raw = await request.json()
+        try:
+            body = sdk.openai_secret_request(raw)
+        except sdk.Invalid as e:
+            state.count("invalid_client_events")
+            return _error(400, str(e), "invalid_request")
+        session = body["session"]
         ttl = (body.get("expires_after") or {}).get("seconds", 600)
+        if not 10 <= ttl <= 7200:
+            return _error(400, "expires_after.seconds must be 10..7200", "invalid_value")
         value, expires = state.mint_secret(ttl)
-        state.sessions.append({"kind": "client_secret", "request": body})
-        locked = {**session, "type": "translation", "expires_at": expires}
-        return web.json_response({"value": value, "expires_at": expires, "session": locked})
+        state.sessions.append({"kind": "client_secret", "request": raw})
+        locked = new_session(session["model"], session)
+        locked["expires_at"] = expires
+        state.locked[value] = locked
+        answer = RealtimeTranslationClientSecretCreateResponse(
+            value=value, expires_at=expires, session=session_model(locked)
+        )
+        return web.Response(text=sdk.openai_wire(answer), content_type="application/json")
 
     return handle
 
@@ -233,7 +335,8 @@ def _calls_handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.Re
         offer = await request.text()
         if "m=audio" not in offer:
             return _error(400, "The SDP offer has no audio section.", "invalid_sdp")
-        answer, call_id = await _answer(offer, state)
+        locked = state.locked.get(auth.removeprefix("Bearer ").strip(), new_session("?", {}))
+        answer, call_id = await _answer(offer, state, locked)
         state.sessions.append({"kind": "webrtc_call", "call_id": call_id})
         return web.Response(
             text=answer,
@@ -245,7 +348,18 @@ def _calls_handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.Re
     return handle
 
 
-async def _answer(offer: str, state: FakeState) -> tuple[str, str]:
+def _transcript_pair() -> list[BaseModel]:
+    return [
+        RealtimeTranslationInputTranscriptDeltaEvent(
+            type="session.input_transcript.delta", event_id=_event_id(), delta="word "
+        ),
+        RealtimeTranslationOutputTranscriptDeltaEvent(
+            type="session.output_transcript.delta", event_id=_event_id(), delta="word "
+        ),
+    ]
+
+
+async def _answer(offer: str, state: FakeState, locked: dict[str, Any]) -> tuple[str, str]:
     from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
     from av import AudioFrame
 
@@ -283,7 +397,10 @@ async def _answer(offer: str, state: FakeState) -> tuple[str, str]:
     @pc.on("datachannel")
     def on_channel(channel: Any) -> None:
         channels.append(channel)
-        channel.send(json.dumps({"type": "session.created", "session": {"id": call_id}}))
+        created = RealtimeTranslationSessionCreatedEvent(
+            type="session.created", event_id=_event_id(), session=session_model(locked)
+        )
+        channel.send(sdk.openai_wire(created))
 
     @pc.on("track")
     def on_track(track: Any) -> None:
@@ -299,11 +416,8 @@ async def _answer(offer: str, state: FakeState) -> tuple[str, str]:
                         if blocks % 10 == 1:  # ~every 200 ms of speech
                             for ch in channels:
                                 if ch.readyState == "open":
-                                    for kind, text in (
-                                        ("session.input_transcript.delta", "word "),
-                                        ("session.output_transcript.delta", "word "),
-                                    ):
-                                        ch.send(json.dumps({"type": kind, "delta": text}))
+                                    for event in _transcript_pair():
+                                        ch.send(sdk.openai_wire(event))
 
         asyncio.ensure_future(listen())
 

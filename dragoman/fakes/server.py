@@ -1,8 +1,12 @@
 """One local process serving the FAKE provider APIs (see ``dragoman.fakes``).
 
     python -m dragoman.fakes.server --port 9900 --key sk-fake [--gemini-key g-fake]
+        [--tls-port 9901 --cert-dir DIR]
 
-OpenAI-shaped routes live under ``/v1``, Gemini Live under its BidiGenerateContent path.
+OpenAI-shaped routes live under ``/v1``, Gemini Live under its BidiGenerateContent path and
+``/v1alpha/auth_tokens``. With ``--tls-port`` the same routes are also served over TLS with
+a self-signed certificate written to ``--cert-dir`` (``cert.pem``): the Gemini SDK reaches
+the Live API over ``wss://`` only.
 ``/fake/state`` (GET) shows what our side sent; ``/fake/fault`` (POST) makes the fake
 misbehave for the next sessions (refuse, drop, stall, error). Both are fake-only.
 """
@@ -13,10 +17,12 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import ssl
+from pathlib import Path
 
 from aiohttp import web
 
-from dragoman.fakes import gemini_live, openai_cascade, openai_translate
+from dragoman.fakes import gemini_live, openai_cascade, openai_translate, tls
 from dragoman.fakes.state import FakeState, Fault
 
 STATE = web.AppKey("state", FakeState)
@@ -63,19 +69,39 @@ def build_app(api_key: str, gemini_key: str | None = None) -> web.Application:
     return app
 
 
+async def serve(app: web.Application, host: str, port: int, tls_port: int, cert_dir: Path) -> None:
+    runner = web.AppRunner(app, handle_signals=True)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    if tls_port:
+        cert, key = tls.self_signed(cert_dir)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        await web.TCPSite(runner, host, tls_port, ssl_context=context).start()
+    note = f" and https://{host}:{tls_port}" if tls_port else ""
+    print(f"FAKE providers on http://{host}:{port}{note} (not a translator)", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="FAKE provider APIs for protocol tests/bench.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9900)
+    parser.add_argument("--tls-port", type=int, default=0, help="also serve over TLS (0: no)")
+    parser.add_argument("--cert-dir", type=Path, default=Path("fake-provider-tls"))
     parser.add_argument("--key", default="sk-fake", help="the API key the fake accepts")
     parser.add_argument("--gemini-key", default="gm-fake")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     app = build_app(args.key, args.gemini_key)
-    print(f"FAKE providers on http://{args.host}:{args.port} (not a translator)", flush=True)
-    web.run_app(app, host=args.host, port=args.port, print=None, handle_signals=True)
+    try:
+        asyncio.run(serve(app, args.host, args.port, args.tls_port, args.cert_dir))
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":
-    asyncio.set_event_loop_policy(None)
     main()

@@ -33,6 +33,10 @@ class FakeState:
     fault: Fault = field(default_factory=Fault)
     # Direct-mode client secrets minted: value → expiry (epoch seconds).
     secrets: dict[str, float] = field(default_factory=dict)
+    # The session config each secret locks (value → session).
+    locked: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Gemini ephemeral tokens: name → {setup, mask, uses, expires, new_session_expires}.
+    gemini_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
     # One entry per session opened, for tests to check what our side sent.
     sessions: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)

@@ -1,104 +1,184 @@
-"""``gemini-live-translate``: Gemini Live's speech translation over its WebSocket API.
+"""``gemini-live-translate``: Gemini Live's speech translation, through the ``google-genai`` SDK.
 
-Protocol (Google AI for Developers, "Live translation with Gemini Live API" and the Live API
-WebSocket reference, 2026-11): connect to
-``wss://…/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent``
-with the key in ``x-goog-api-key``; send one ``setup`` message (model, AUDIO response,
-input/output transcription, ``translationConfig.targetLanguageCode``); the server answers
-``setupComplete``. Caller audio goes up as ``realtimeInput.audio`` (base64 PCM16, 16 kHz);
-``serverContent`` brings translated audio (``modelTurn.parts[].inlineData``, 24 kHz PCM16)
-and ``inputTranscription`` / ``outputTranscription`` text; ``goAway`` warns of a close.
-The setup is fixed for a connection, so a language switch reconnects.
+``genai.Client(...).aio.live.connect(model, config=LiveConnectConfig(...))`` opens the Live
+API WebSocket, sends the setup built from our config (AUDIO responses, input and output
+transcription, ``TranslationConfig(target_language_code, echo_target_language)``) and
+returns once the server answered ``setupComplete``. Caller audio goes up with
+``send_realtime_input(audio=Blob(16 kHz PCM16))``; the SDK's ``LiveServerMessage`` brings
+translated audio (``server_content.model_turn.parts[].inline_data``, 24 kHz PCM16),
+``input_transcription`` / ``output_transcription`` text and ``go_away``. The setup is fixed
+for a connection, so a language switch reconnects.
 
-Pipecat's Gemini Live service drives the conversational assistant through the google-genai
-SDK (tools, context, turns); translation sessions are a different, smaller configuration,
-so the wire format is written here on top of ``streaming.py``.
+Pipecat's Gemini Live service drives the conversational assistant (tools, context, turns);
+a translation session is a different, smaller configuration, so the SDK is used directly.
 """
 
 from __future__ import annotations
 
-import base64
+import contextlib
+import logging
 import re
+from collections.abc import AsyncIterator
 from typing import Any
+
+import websockets
+from google import genai
+from google.genai import errors, types
 
 from dragoman.config import Settings
 from dragoman.languages import LanguagePair
-from dragoman.pipeline.providers.base import CallContext
-from dragoman.pipeline.providers.streaming import ProviderEvent, StreamingInterpretation
+from dragoman.pipeline.providers.base import CallContext, ProviderError
+from dragoman.pipeline.providers.streaming import (
+    ProviderEvent,
+    SessionLost,
+    StreamingInterpretation,
+    websocket_options,
+)
 
-PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+log = logging.getLogger(__name__)
+
+NAME = "gemini-live-translate"
 RATE_IN = 16000
+RATE_OUT = 24000
+MIME_IN = f"audio/pcm;rate={RATE_IN}"
 RATE = re.compile(r"rate=(\d+)")
+POLICY_VIOLATION = 1008  # the Live API's close code for a bad key or setup
+LIVE_API_VERSION = "v1beta"
+TOKEN_API_VERSION = "v1alpha"  # ephemeral tokens and the constrained endpoint
 
 
-def setup_message(settings: Settings, pair: LanguagePair) -> dict[str, Any]:
-    return {
-        "setup": {
-            "model": f"models/{settings.gemini_model}",
-            "generationConfig": {"responseModalities": ["AUDIO"]},
-            "inputAudioTranscription": {},
-            "outputAudioTranscription": {},
-            "translationConfig": {"targetLanguageCode": pair.target, "echoTargetLanguage": True},
-        }
-    }
+def http_base(url: str) -> str:
+    """The SDK's base URL is an HTTP(S) one (it derives ``wss://`` for the Live API); a
+    WebSocket URL in the setting is accepted for older configurations."""
+    for ws, http in (("wss://", "https://"), ("ws://", "http://")):
+        if url.startswith(ws):
+            return http + url[len(ws) :]
+    return url.rstrip("/")
 
 
-class GeminiLiveWire:
-    name = "gemini-live-translate"
+def client(settings: Settings, *, api_version: str = LIVE_API_VERSION, **args: Any) -> genai.Client:
+    """The SDK client for this server's key and base URL. ``args``: options for the SDK's
+    WebSocket (``websockets.connect``) — only for clients that open Live sessions."""
+    if settings.gemini_api_key is None:
+        raise ValueError(f"{NAME} needs DRAGOMAN_GEMINI_API_KEY")
+    options = types.HttpOptions(
+        base_url=http_base(settings.gemini_base_url),
+        api_version=api_version,
+        timeout=int(settings.provider_connect_timeout_s * 1000),
+        async_client_args=args or None,
+    )
+    return genai.Client(api_key=settings.gemini_api_key.get_secret_value(), http_options=options)
+
+
+def model_name(settings: Settings) -> str:
+    return f"models/{settings.gemini_model}"
+
+
+def live_config(pair: LanguagePair) -> types.LiveConnectConfig:
+    """The session: translated speech into ``pair.target`` plus both transcripts. Also what a
+    direct-mode token locks."""
+    return types.LiveConnectConfig(
+        response_modalities=[types.Modality.AUDIO],
+        input_audio_transcription=types.AudioTranscriptionConfig(),
+        output_audio_transcription=types.AudioTranscriptionConfig(),
+        translation_config=types.TranslationConfig(
+            target_language_code=pair.target, echo_target_language=True
+        ),
+    )
+
+
+def events_of(msg: types.LiveServerMessage) -> list[ProviderEvent]:
+    """Our events for one of the SDK's server messages."""
+    out: list[ProviderEvent] = []
+    if msg.setup_complete is not None:
+        out.append(ProviderEvent("ready"))
+    if msg.go_away is not None:
+        left = msg.go_away.time_left or "soon"
+        out.append(ProviderEvent("error", code="provider_closing", text=f"goAway in {left}"))
+    content = msg.server_content
+    if content is None:
+        return out
+    if content.input_transcription is not None and content.input_transcription.text:
+        out.append(ProviderEvent("source_text", text=content.input_transcription.text))
+    for part in (content.model_turn.parts or []) if content.model_turn else []:
+        blob = part.inline_data
+        if blob is not None and blob.data:
+            match = RATE.search(blob.mime_type or "")
+            rate = int(match.group(1)) if match else RATE_OUT
+            out.append(ProviderEvent("audio", audio=blob.data, rate=rate))
+    if content.output_transcription is not None and content.output_transcription.text:
+        out.append(ProviderEvent("translation_text", text=content.output_transcription.text))
+    return out
+
+
+def _closed(e: errors.APIError) -> Exception:
+    """The SDK reports a closed Live socket as an APIError carrying the close code."""
+    detail = f"closed with {e.code}: {e.message or e.details}"
+    if e.code == POLICY_VIOLATION:  # a bad key or setup: retrying cannot help
+        return ProviderError("provider_refused", detail)
+    return SessionLost(detail)
+
+
+class GeminiLiveSession:
+    def __init__(self, session: Any) -> None:
+        self._session = session  # google.genai.live.AsyncSession
+        self._it: AsyncIterator[types.LiveServerMessage] | None = None
+        self._ready_told = False
+
+    async def receive(self) -> list[ProviderEvent]:
+        if not self._ready_told:  # connect() returned after the server's setupComplete
+            self._ready_told = True
+            return [ProviderEvent("ready")]
+        if self._it is None:
+            # The SDK's receive() ends after each completed turn: start the next one.
+            self._it = self._session.receive()
+        try:
+            msg = await anext(self._it)
+        except StopAsyncIteration:
+            self._it = None
+            return []
+        except errors.APIError as e:
+            raise _closed(e) from e
+        except ValueError as e:  # a message that is not JSON: skip it
+            log.warning("%s sent an unreadable message: %s", NAME, e)
+            self._it = None
+            return []
+        return events_of(msg)
+
+    async def send_audio(self, pcm16: bytes) -> None:
+        await self._session.send_realtime_input(audio=types.Blob(data=pcm16, mime_type=MIME_IN))
+
+    async def switch(self, pair: LanguagePair) -> bool:
+        return False  # the setup cannot change on an open connection: reconnect
+
+    async def close(self) -> None:
+        await self._session.close()  # closing the socket ends the session
+
+
+class GeminiLive:
+    name = NAME
     input_rate = RATE_IN
 
     def __init__(self, settings: Settings) -> None:
-        if settings.gemini_api_key is None:
-            raise ValueError("gemini-live-translate needs DRAGOMAN_GEMINI_API_KEY")
         self._settings = settings
-        self._key = settings.gemini_api_key.get_secret_value()
+        self._key_checked = client(settings)  # fails early without a key
 
-    def url(self) -> str:
-        return self._settings.gemini_base_url.rstrip("/") + PATH
-
-    def headers(self) -> dict[str, str]:
-        return {"x-goog-api-key": self._key}  # a header keeps the key out of URLs and logs
-
-    def setup(self, pair: LanguagePair) -> list[dict[str, Any]]:
-        return [setup_message(self._settings, pair)]
-
-    def audio(self, pcm16: bytes) -> dict[str, Any]:
-        data = base64.b64encode(pcm16).decode()
-        return {"realtimeInput": {"audio": {"data": data, "mimeType": f"audio/pcm;rate={RATE_IN}"}}}
-
-    def switch(self, pair: LanguagePair) -> list[dict[str, Any]] | None:
-        return None  # the setup cannot change on an open connection: reconnect
-
-    def close(self) -> dict[str, Any] | None:
-        return None  # closing the socket ends the session
-
-    def parse(self, event: dict[str, Any]) -> list[ProviderEvent]:
-        if "setupComplete" in event:
-            return [ProviderEvent("ready")]
-        if "goAway" in event:
-            left = (event["goAway"] or {}).get("timeLeft", "soon")
-            return [ProviderEvent("error", code="provider_closing", text=f"goAway in {left}")]
-        if "error" in event:
-            err = event["error"] or {}
-            text = str(err.get("message", err))  # their words, for the log
-            return [ProviderEvent("error", code="provider_error", text=text)]
-        content = event.get("serverContent")
-        if not isinstance(content, dict):
-            return []
-        out: list[ProviderEvent] = []
-        if text := (content.get("inputTranscription") or {}).get("text"):
-            out.append(ProviderEvent("source_text", text=text))
-        for part in (content.get("modelTurn") or {}).get("parts", []):
-            inline = part.get("inlineData") or {}
-            if inline.get("data"):
-                match = RATE.search(inline.get("mimeType", ""))
-                rate = int(match.group(1)) if match else 24000
-                pcm = base64.b64decode(inline["data"])
-                out.append(ProviderEvent("audio", audio=pcm, rate=rate))
-        if text := (content.get("outputTranscription") or {}).get("text"):
-            out.append(ProviderEvent("translation_text", text=text))
-        return out
+    @contextlib.asynccontextmanager
+    async def connect(self, pair: LanguagePair, timeout: float) -> AsyncIterator[GeminiLiveSession]:
+        sdk = client(self._settings, **websocket_options(timeout))
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                session = await stack.enter_async_context(
+                    sdk.aio.live.connect(model=model_name(self._settings), config=live_config(pair))
+                )
+            except websockets.InvalidStatus as e:
+                status = e.response.status_code
+                code = "provider_refused" if status in (401, 403) else "provider_unavailable"
+                raise ProviderError(code, f"HTTP {status} at the WebSocket upgrade") from e
+            except errors.APIError as e:
+                raise _closed(e) from e
+            yield GeminiLiveSession(session)
 
 
 def build(ctx: CallContext) -> StreamingInterpretation:
-    return StreamingInterpretation(ctx, GeminiLiveWire(ctx.settings))
+    return StreamingInterpretation(ctx, GeminiLive(ctx.settings))

@@ -1,106 +1,172 @@
-"""``openai-translate``: OpenAI's realtime translation model over its server-side WebSocket.
+"""``openai-translate``: OpenAI's realtime translation model, through the ``openai`` SDK.
 
-Protocol (OpenAI API reference, "Realtime translation", 2026-11):
-``wss://…/v1/realtime/translations?model=gpt-realtime-translate`` with a Bearer key; the
-client sends ``session.update`` (output language, input transcription),
-``session.input_audio_buffer.append`` (base64 24 kHz PCM16, silence included) and
-``session.close``; the server sends ``session.created`` / ``session.updated``,
-``session.input_transcript.delta`` (source), ``session.output_transcript.delta``
-(translation), ``session.output_audio.delta`` (200 ms of 24 kHz PCM16), ``session.closed``
-and ``error``. There is no response lifecycle: translation follows the audio stream.
+``AsyncOpenAI.realtime.translations.connect(model=…)`` opens the translation WebSocket (the
+SDK builds the URL from the client's base URL and authenticates); we send the typed client
+events ``session.update`` (output language, input transcription — a
+``RealtimeTranslationSessionUpdateRequest``), ``session.input_audio_buffer.append``
+(base64 24 kHz PCM16, silence included) and ``session.close``, and map the SDK's
+``RealtimeTranslationServerEvent`` union onto our ``ProviderEvent``: ``session.updated`` →
+ready, ``session.output_audio.delta`` → audio, ``session.input_transcript.delta`` /
+``session.output_transcript.delta`` → captions, ``session.closed``, ``error``. There is no
+response lifecycle: translation follows the audio stream.
 
-Pipecat has no service for this endpoint (its OpenAI realtime service drives the assistant
-endpoint), so the wire format is written here on top of ``streaming.py``.
+The SDK's own reconnection is off (``on_reconnecting`` unset): our policy (one reopen, the
+page told in our words) lives in ``streaming.py``.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any
-from urllib.parse import urlencode
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import openai
+import websockets
+from openai import AsyncOpenAI
+from openai.types.realtime import RealtimeTranslationServerEvent
+from openai.types.realtime.realtime_translation_session_update_request import (
+    Audio,
+    AudioInput,
+    AudioInputTranscription,
+    AudioOutput,
+    RealtimeTranslationSessionUpdateRequest,
+)
 
 from dragoman.config import Settings
 from dragoman.languages import LanguagePair
-from dragoman.pipeline.providers.base import CallContext
-from dragoman.pipeline.providers.streaming import ProviderEvent, StreamingInterpretation
+from dragoman.pipeline.providers.base import CallContext, ProviderError
+from dragoman.pipeline.providers.streaming import (
+    ProviderEvent,
+    SessionLost,
+    StreamingInterpretation,
+    websocket_options,
+)
 
+NAME = "openai-translate"
 RATE = 24000
 # Error codes after which the same session cannot go on (the others are recoverable).
 FATAL_CODES = {"invalid_api_key", "insufficient_quota", "model_not_found", "session_expired"}
 
 
-def websocket_base(rest_base: str) -> str:
-    """``https://host/v1`` → ``wss://host/v1`` (and http → ws for local fakes)."""
-    if rest_base.startswith("https://"):
-        return "wss://" + rest_base[len("https://") :]
-    if rest_base.startswith("http://"):
-        return "ws://" + rest_base[len("http://") :]
-    return rest_base
+def client(settings: Settings, *, timeout: float | None = None) -> AsyncOpenAI:
+    """The SDK client for this server's key and base URL; no SDK retries: a call has a
+    deadline, and reconnecting is our policy."""
+    if settings.openai_api_key is None:
+        raise ValueError(f"{NAME} needs DRAGOMAN_OPENAI_API_KEY")
+    return AsyncOpenAI(
+        api_key=settings.openai_api_key.get_secret_value(),
+        base_url=settings.openai_base_url,
+        max_retries=0,
+        timeout=timeout if timeout is not None else settings.provider_connect_timeout_s,
+    )
 
 
-def session_config(settings: Settings, pair: LanguagePair) -> dict[str, Any]:
-    """The translation session: also used, locked, for direct-mode client secrets."""
-    return {
-        "audio": {
-            "input": {"transcription": {"model": settings.openai_input_transcription_model}},
-            "output": {"language": pair.target},
-        }
-    }
+def session_config(
+    settings: Settings, pair: LanguagePair
+) -> RealtimeTranslationSessionUpdateRequest:
+    """The translation session (the SDK's model): also used, locked, for direct-mode client
+    secrets."""
+    return RealtimeTranslationSessionUpdateRequest(
+        audio=Audio(
+            input=AudioInput(
+                transcription=AudioInputTranscription(
+                    model=settings.openai_input_transcription_model
+                )
+            ),
+            output=AudioOutput(language=pair.target),
+        )
+    )
 
 
-class OpenAITranslateWire:
-    name = "openai-translate"
+def session_param(settings: Settings, pair: LanguagePair) -> dict[str, Any]:
+    """``session_config`` as the SDK's request parameter (a plain dict of set fields)."""
+    return session_config(settings, pair).model_dump(exclude_none=True)
+
+
+def events_of(event: RealtimeTranslationServerEvent) -> list[ProviderEvent]:
+    """Our events for one of the SDK's server events."""
+    kind = getattr(event, "type", None)
+    if kind == "session.updated":
+        return [ProviderEvent("ready")]
+    if kind == "session.output_audio.delta":
+        rate = int(getattr(event, "sample_rate", None) or RATE)
+        return [ProviderEvent("audio", audio=base64.b64decode(event.delta), rate=rate)]
+    if kind == "session.input_transcript.delta":
+        return [ProviderEvent("source_text", text=event.delta or "")]
+    if kind == "session.output_transcript.delta":
+        return [ProviderEvent("translation_text", text=event.delta or "")]
+    if kind == "session.closed":
+        return [ProviderEvent("closed")]
+    if kind == "error":
+        err = event.error
+        theirs = str(getattr(err, "code", None) or getattr(err, "type", None) or "unknown")
+        ours = "provider_refused" if theirs == "invalid_api_key" else "provider_error"
+        text = f"{theirs}: {getattr(err, 'message', '')}"  # their code and words, for the log
+        return [ProviderEvent("error", text=text, code=ours, fatal=theirs in FATAL_CODES)]
+    return []  # session.created and anything newer than this code
+
+
+class OpenAITranslateSession:
+    def __init__(self, connection: Any, settings: Settings) -> None:
+        self._conn = connection  # openai's AsyncTranslationsConnection
+        self._settings = settings
+
+    async def receive(self) -> list[ProviderEvent]:
+        try:
+            event = await self._conn.recv()
+        except openai.OpenAIError as e:
+            raise SessionLost(f"{type(e).__name__}: {e}") from e
+        return events_of(cast(RealtimeTranslationServerEvent, event))
+
+    async def send_audio(self, pcm16: bytes) -> None:
+        await self._conn.session.input_audio_buffer.append(audio=base64.b64encode(pcm16).decode())
+
+    async def switch(self, pair: LanguagePair) -> bool:
+        try:
+            await self._conn.session.update(session=session_param(self._settings, pair))
+        except openai.OpenAIError as e:
+            raise SessionLost(f"{type(e).__name__}: {e}") from e
+        return True  # the output language changes on the open session
+
+    async def close(self) -> None:
+        with contextlib.suppress(openai.OpenAIError, websockets.ConnectionClosed, OSError):
+            await self._conn.session.close()
+        await self._conn.close()
+
+
+class OpenAITranslate:
+    name = NAME
     input_rate = RATE
 
     def __init__(self, settings: Settings) -> None:
-        if settings.openai_api_key is None:
-            raise ValueError("openai-translate needs DRAGOMAN_OPENAI_API_KEY")
         self._settings = settings
-        self._key = settings.openai_api_key.get_secret_value()
+        self._client = client(settings)
 
-    def url(self) -> str:
-        query = urlencode({"model": self._settings.openai_translate_model})
-        return f"{websocket_base(self._settings.openai_base_url)}/realtime/translations?{query}"
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._key}"}
-
-    def setup(self, pair: LanguagePair) -> list[dict[str, Any]]:
-        return [{"type": "session.update", "session": session_config(self._settings, pair)}]
-
-    def audio(self, pcm16: bytes) -> dict[str, Any]:
-        return {
-            "type": "session.input_audio_buffer.append",
-            "audio": base64.b64encode(pcm16).decode(),
-        }
-
-    def switch(self, pair: LanguagePair) -> list[dict[str, Any]] | None:
-        return self.setup(pair)
-
-    def close(self) -> dict[str, Any] | None:
-        return {"type": "session.close"}
-
-    def parse(self, event: dict[str, Any]) -> list[ProviderEvent]:
-        kind = event.get("type")
-        if kind == "session.updated":
-            return [ProviderEvent("ready")]
-        if kind == "session.output_audio.delta":
-            rate = int(event.get("sample_rate") or RATE)
-            return [ProviderEvent("audio", audio=base64.b64decode(event["delta"]), rate=rate)]
-        if kind == "session.input_transcript.delta":
-            return [ProviderEvent("source_text", text=event.get("delta", ""))]
-        if kind == "session.output_transcript.delta":
-            return [ProviderEvent("translation_text", text=event.get("delta", ""))]
-        if kind == "session.closed":
-            return [ProviderEvent("closed")]
-        if kind == "error":
-            err = event.get("error") or {}
-            theirs = str(err.get("code") or err.get("type") or "unknown")
-            ours = "provider_refused" if theirs == "invalid_api_key" else "provider_error"
-            text = f"{theirs}: {err.get('message', '')}"  # their code and words, for the log
-            return [ProviderEvent("error", text=text, code=ours, fatal=theirs in FATAL_CODES)]
-        return []  # session.created and anything newer than this code
+    @contextlib.asynccontextmanager
+    async def connect(
+        self, pair: LanguagePair, timeout: float
+    ) -> AsyncIterator[OpenAITranslateSession]:
+        manager = self._client.realtime.translations.connect(
+            model=self._settings.openai_translate_model,
+            websocket_connection_options=cast(Any, websocket_options(timeout)),
+        )
+        try:
+            connection = await manager.enter()
+        except websockets.InvalidStatus as e:
+            status = e.response.status_code
+            code = "provider_refused" if status in (401, 403) else "provider_unavailable"
+            raise ProviderError(code, f"HTTP {status} at the WebSocket upgrade") from e
+        except openai.OpenAIError as e:
+            raise ProviderError("provider_unavailable", f"{type(e).__name__}: {e}") from e
+        session = OpenAITranslateSession(connection, self._settings)
+        try:
+            await connection.session.update(session=session_param(self._settings, pair))
+            yield session
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.close()
 
 
 def build(ctx: CallContext) -> StreamingInterpretation:
-    return StreamingInterpretation(ctx, OpenAITranslateWire(ctx.settings))
+    return StreamingInterpretation(ctx, OpenAITranslate(ctx.settings))

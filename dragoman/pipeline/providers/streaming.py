@@ -1,21 +1,22 @@
-"""A speech-to-speech provider over one WebSocket: caller audio streams up continuously,
-translated audio and transcript deltas stream back.
+"""A speech-to-speech provider session: caller audio streams up continuously, translated
+audio and transcript deltas stream back.
 
-What differs between providers (URL, auth, session setup, message shapes) sits behind
-``WireProtocol``; everything a call needs around it lives here once: connecting with a
-deadline, buffering the first words while the session opens, chunking and resampling the
-caller's audio, captions, speaking/listening state, language switches, and what happens
-when the provider fails (the page is told, in our words; one reconnect; then the call ends
-with a reason).
+The provider's official SDK does the wire work (URL, auth, framing, its typed events); each
+provider module adapts its SDK to ``SpeechProvider`` / ``SpeechSession`` below. Everything a
+call needs around it lives here once: connecting with a deadline, buffering the first words
+while the session opens, chunking and resampling the caller's audio, captions,
+speaking/listening state, language switches, and what happens when the provider fails (the
+page is told, in our words; one reconnect; then the call ends with a reason).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -30,7 +31,6 @@ from pipecat.frames.frames import (
     StartFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-from websockets.asyncio.client import ClientConnection, connect
 
 from dragoman.agent import messages
 from dragoman.languages import LanguagePair
@@ -43,7 +43,20 @@ PRECONNECT_BUFFER_S = 3.0  # speech said while the session opens is sent once it
 QUIET_S = 1.0  # no translated audio for this long → "listening"
 PING_INTERVAL_S = 5.0  # a provider that stops answering pings is dropped after 2 intervals
 RECONNECT_PAUSE_S = 0.5
-POLICY_VIOLATION = 1008  # WebSocket close code
+CLOSE_WAIT_S = 1.0
+
+
+def websocket_options(open_timeout: float) -> dict[str, Any]:
+    """What both SDKs pass on to ``websockets.connect``: our keepalive (a stalled provider is
+    noticed within two ping intervals), no size limit surprises, and no per-message deflate
+    (base64 PCM barely compresses; deflating it costs a call ~6 % of its CPU)."""
+    return {
+        "open_timeout": open_timeout,
+        "ping_interval": PING_INTERVAL_S,
+        "ping_timeout": PING_INTERVAL_S,
+        "max_size": 2**22,
+        "compression": None,
+    }
 
 
 @dataclass
@@ -56,44 +69,53 @@ class ProviderEvent:
     fatal: bool = False
 
 
-class WireProtocol(Protocol):
-    """One provider's wire format. Pure: builds and parses messages, does no I/O."""
+class SessionLost(RuntimeError):
+    """The provider session ended or broke (a reconnect may help); the text is for the log."""
 
+
+class SpeechSession(Protocol):
+    """One open provider session, on top of the provider's SDK connection."""
+
+    async def receive(self) -> list[ProviderEvent]:
+        """The events of the provider's next message (may be none). Raises ProviderError,
+        SessionLost, or what the SDK's transport raises when the connection breaks."""
+        ...
+
+    async def send_audio(self, pcm16: bytes) -> None: ...
+
+    async def switch(self, pair: LanguagePair) -> bool:
+        """Change languages in the open session; False: it cannot (reconnect instead)."""
+        ...
+
+    async def close(self) -> None:
+        """End the session politely (what the provider asks for), then close the socket."""
+        ...
+
+
+class SpeechProvider(Protocol):
     name: str
     input_rate: int  # the sample rate the provider wants caller audio at
 
-    def url(self) -> str: ...
-
-    def headers(self) -> dict[str, str]: ...
-
-    def setup(self, pair: LanguagePair) -> list[dict[str, Any]]:
-        """Messages sent right after connecting; the session is open at the "ready" event."""
+    def connect(self, pair: LanguagePair, timeout: float) -> AbstractAsyncContextManager[Any]:
+        """Open a session for ``pair`` (entered: a ``SpeechSession``); the session is open
+        at its "ready" event. Raises ProviderError when the provider refuses or is
+        unreachable."""
         ...
-
-    def audio(self, pcm16: bytes) -> dict[str, Any]: ...
-
-    def switch(self, pair: LanguagePair) -> list[dict[str, Any]] | None:
-        """Messages that change languages in the open session; None = reconnect instead."""
-        ...
-
-    def close(self) -> dict[str, Any] | None: ...
-
-    def parse(self, event: dict[str, Any]) -> list[ProviderEvent]: ...
 
 
 class StreamingInterpretation(FrameProcessor):
-    """The provider stage of a call (``Interpretation``) for WebSocket speech translation."""
+    """The provider stage of a call (``Interpretation``) for streaming speech translation."""
 
-    def __init__(self, ctx: CallContext, wire: WireProtocol, **kwargs: Any) -> None:
+    def __init__(self, ctx: CallContext, provider: SpeechProvider, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._ctx = ctx
-        self._wire = wire
+        self._provider = provider
         self.pair = ctx.pair
         s = ctx.settings
-        self._chunk_bytes = wire.input_rate * 2 * s.provider_chunk_ms // 1000
+        self._chunk_bytes = provider.input_rate * 2 * s.provider_chunk_ms // 1000
         self._resampler = create_stream_resampler()
         self._pending = bytearray()  # resampled caller audio not yet sent
-        self._ws: ClientConnection | None = None
+        self._session: SpeechSession | None = None
         self._open = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._t0 = time.monotonic()
@@ -117,43 +139,45 @@ class StreamingInterpretation(FrameProcessor):
             return
         if isinstance(frame, StartFrame):
             self._t0 = time.monotonic()
-            self._task = self.create_task(self._run(), f"{self._wire.name}-session")
+            self._task = self.create_task(self._run(), f"{self._provider.name}-session")
         elif isinstance(frame, (EndFrame, CancelFrame)):
             await self._shutdown()
         await self.push_frame(frame, direction)
 
     async def _on_caller_audio(self, frame: InputAudioRawFrame) -> None:
         pcm = frame.audio
-        if frame.sample_rate != self._wire.input_rate:
-            pcm = await self._resampler.resample(pcm, frame.sample_rate, self._wire.input_rate)
+        rate = self._provider.input_rate
+        if frame.sample_rate != rate:
+            pcm = await self._resampler.resample(pcm, frame.sample_rate, rate)
         self._pending += pcm
         if not self._open.is_set():
             # Keep the start of what was said while the session opens; drop older audio.
-            limit = int(PRECONNECT_BUFFER_S * self._wire.input_rate * 2)
+            limit = int(PRECONNECT_BUFFER_S * rate * 2)
             if len(self._pending) > limit:
                 del self._pending[: len(self._pending) - limit]
             return
         await self._send_pending()
 
     async def _send_pending(self) -> None:
-        ws = self._ws
-        while ws is not None and len(self._pending) >= self._chunk_bytes:
+        session = self._session
+        while session is not None and len(self._pending) >= self._chunk_bytes:
             chunk = bytes(self._pending[: self._chunk_bytes])
             del self._pending[: self._chunk_bytes]
             try:
-                await ws.send(json.dumps(self._wire.audio(chunk)))
-            except websockets.ConnectionClosed:
-                return  # the receive loop notices and reconnects
+                await session.send_audio(chunk)
+            except Exception as e:  # the receive loop notices the broken session
+                log.debug("%s: sending audio failed: %s", self._provider.name, e)
+                return
 
     # --- the provider session --------------------------------------------------------------
     async def _run(self) -> None:
         attempts = 0
-        name = self._wire.name
+        name = self._provider.name
         while not self._closing:
             # ``why``: the provider's or the library's words, for the log; the page is told
             # our sentence for the code (messages.failure).
             try:
-                await self._session()
+                await self._session_once()
                 if self._closing:
                     return
                 why = "the session was closed"
@@ -163,20 +187,14 @@ class StreamingInterpretation(FrameProcessor):
                     await self._ctx.end_call("provider_error")
                     return
                 why = f"{e.code}: {e.detail}"
-            except websockets.ConnectionClosedError as e:
-                if e.rcvd is not None and e.rcvd.code == POLICY_VIOLATION:
-                    # Gemini closes with 1008 for a bad key or setup: retrying cannot help.
-                    detail = f"closed with 1008: {e.rcvd.reason}"
-                    self._ctx.notify(
-                        messages.failure("provider_refused", detail, fatal=True, origin=name)
-                    )
-                    await self._ctx.end_call("provider_error")
-                    return
+            except SessionLost as e:
+                why = f"dropped: {e}"
+            except websockets.ConnectionClosed as e:
                 why = f"dropped: {e}"
             except (OSError, websockets.WebSocketException, TimeoutError) as e:
                 why = f"unreachable: {type(e).__name__}: {e}"
             self._open.clear()
-            self._ws = None
+            self._session = None
             if self._closing:
                 return
             if self._restart:
@@ -192,52 +210,31 @@ class StreamingInterpretation(FrameProcessor):
             )
             await asyncio.sleep(RECONNECT_PAUSE_S)
 
-    async def _session(self) -> None:
+    async def _session_once(self) -> None:
         timeout = self._ctx.settings.provider_connect_timeout_s
-        try:
-            ws = await asyncio.wait_for(
-                connect(
-                    self._wire.url(),
-                    additional_headers=self._wire.headers(),
-                    open_timeout=timeout,
-                    ping_interval=PING_INTERVAL_S,
-                    ping_timeout=PING_INTERVAL_S,
-                    max_size=2**22,
-                    # base64 PCM barely compresses; deflating it costs a call ~6 % of its CPU.
-                    compression=None,
-                ),
-                timeout,
+        deadline = time.monotonic() + timeout
+        async with contextlib.AsyncExitStack() as stack:
+            session: SpeechSession = await asyncio.wait_for(
+                stack.enter_async_context(self._provider.connect(self.pair, timeout)), timeout
             )
-        except websockets.InvalidStatus as e:
-            status = e.response.status_code
-            code = "provider_refused" if status in (401, 403) else "provider_unavailable"
-            raise ProviderError(code, f"HTTP {status} at the WebSocket upgrade") from e
-        async with ws:
-            self._ws = ws
-            for msg in self._wire.setup(self.pair):
-                await ws.send(json.dumps(msg))
+            self._session = session
             ticker = self.create_task(self._tick(), "captions")
             try:
-                await self._receive(ws, timeout)
+                await self._receive(session, deadline)
             finally:
+                self._session = None
                 await self.cancel_task(ticker)
 
-    async def _receive(self, ws: ClientConnection, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    async def _receive(self, session: SpeechSession, deadline: float) -> None:
         while True:
             if not self._open.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError("the session was not accepted in time")
-                raw = await asyncio.wait_for(ws.recv(), left)
+                events = await asyncio.wait_for(session.receive(), left)
             else:
-                raw = await ws.recv()
-            try:
-                event = json.loads(raw)
-            except (json.JSONDecodeError, TypeError):
-                log.warning("%s sent a non-JSON message", self._wire.name)
-                continue
-            for ev in self._wire.parse(event):
+                events = await session.receive()
+            for ev in events:
                 await self._on_event(ev)
                 if ev.kind == "closed":
                     return
@@ -262,7 +259,7 @@ class StreamingInterpretation(FrameProcessor):
             if line is not None:
                 self._partial[side] = line  # sent by _tick, at most four times a second
         elif ev.kind == "error":
-            # ev.code is ours (the wire maps the provider's); ev.text is the provider's own.
+            # ev.code is ours (the provider module maps theirs); ev.text is the provider's own.
             if ev.fatal:
                 code = (
                     "provider_refused" if ev.code == "provider_refused" else "provider_unavailable"
@@ -270,7 +267,7 @@ class StreamingInterpretation(FrameProcessor):
                 raise ProviderError(code, ev.text or "a fatal error event")
             self._ctx.notify(
                 messages.failure(
-                    ev.code or "provider_error", ev.text, fatal=False, origin=self._wire.name
+                    ev.code or "provider_error", ev.text, fatal=False, origin=self._provider.name
                 )
             )
 
@@ -305,34 +302,27 @@ class StreamingInterpretation(FrameProcessor):
     # --- control -------------------------------------------------------------------------
     async def set_pair(self, pair: LanguagePair) -> None:
         old, self.pair = self.pair, pair
-        ws = self._ws
-        if ws is None or not self._open.is_set():
+        session = self._session
+        if session is None or not self._open.is_set():
             return  # the session being opened (or reopened) uses the new pair
-        update = self._wire.switch(pair)
         try:
-            if update is None:
+            if not await session.switch(pair):
                 self._restart = True
-                await ws.close()  # the run loop reconnects with the new pair
-                return
-            for msg in update:
-                await ws.send(json.dumps(msg))
-        except websockets.ConnectionClosed as e:
+                await session.close()  # the run loop reconnects with the new pair
+        except (SessionLost, websockets.ConnectionClosed, OSError) as e:
             self.pair = old
             # The session relays only ``message`` (our sentence) to the page: log the rest here.
-            log.warning("%s: language switch failed: %s", self._wire.name, messages.clip(e))
+            log.warning("%s: language switch failed: %s", self._provider.name, messages.clip(e))
             raise ProviderError("provider_unavailable", f"closed during a switch: {e}") from e
 
     async def _shutdown(self) -> None:
         self._closing = True
-        ws = self._ws
-        if ws is not None:
-            bye = self._wire.close()
+        session = self._session
+        if session is not None:
             try:
-                if bye is not None:
-                    await ws.send(json.dumps(bye))
-                await asyncio.wait_for(ws.close(), 1.0)
-            except (websockets.ConnectionClosed, TimeoutError, OSError):
-                pass
+                await asyncio.wait_for(session.close(), CLOSE_WAIT_S)
+            except Exception as e:  # the call is ending: nothing to tell anyone
+                log.debug("%s: closing the session: %s", self._provider.name, e)
         if self._task is not None:
             await self.cancel_task(self._task)
             self._task = None
