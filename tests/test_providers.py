@@ -16,6 +16,7 @@ secrets, Gemini ephemeral tokens) and the overflow switch, and `dragoman provide
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import subprocess
@@ -483,3 +484,91 @@ async def test_cascade_provider_errors_reach_the_page_in_our_words(
         _only_in_log(cloud, caller, marker)
     finally:
         await caller.close()
+
+
+# --- Gemini as a direct-mode provider ---------------------------------------------------------
+def test_gemini_direct_mode_mints_a_locked_one_use_token_and_never_the_key(
+    cloud: Server, fake: Fake
+) -> None:
+    pair = {"source": "ko", "target": "th"}  # Thai: only Gemini's direct mode speaks it
+    r = httpx.post(f"{cloud.url}/v1/calls/direct", json=pair)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert KEY not in r.text and GEMINI_KEY not in r.text
+    assert body["provider"] == "gemini-live-translate" and body["reason"] == "requested"
+    assert body["client_secret"].startswith("auth_tokens/")
+    assert 0 < body["expires_at"] - time.time() <= 61
+    host = fake.gemini_base.removeprefix("https://")
+    assert body["call_url"] == (
+        f"wss://{host}/ws/google.ai.generativelanguage.v1alpha."
+        "GenerativeService.BidiGenerateContentConstrained"
+    )
+    # What the page sends is the SDK's setup for this pair.
+    assert body["setup"]["generationConfig"]["translationConfig"]["targetLanguageCode"] == "th"
+    minted = fake.sessions("gemini-token")[-1]["request"]
+    assert minted["uses"] == 1
+    locked = minted["bidiGenerateContentSetup"]
+    assert locked["model"] == "models/gemini-3.5-live-translate-preview"
+    assert locked["generationConfig"]["translationConfig"]["targetLanguageCode"] == "th"
+    assert "inputAudioTranscription" in locked and "outputAudioTranscription" in locked
+    for field in ("model", "generationConfig.translationConfig", "inputAudioTranscription"):
+        assert field in minted["fieldMask"].split(","), minted["fieldMask"]
+    start_by = dt.datetime.fromisoformat(minted["newSessionExpireTime"]).timestamp()
+    assert 0 < start_by - time.time() <= 61
+
+    # Asked for by name; refused keys are ours to report.
+    named = httpx.post(
+        f"{cloud.url}/v1/calls/direct",
+        json={"source": "ko", "target": "ja", "provider": "gemini-live-translate"},
+    )
+    assert named.status_code == 200 and named.json()["provider"] == "gemini-live-translate"
+    fake.fault(refuse=True)
+    refused = httpx.post(f"{cloud.url}/v1/calls/direct", json=pair)
+    assert refused.status_code == 503 and refused.json()["error"] == {
+        "code": "provider_refused",
+        "message": f"{ERRORS['provider_refused'].removesuffix('.')} (HTTP 403).",
+    }
+
+
+async def test_a_full_fleet_overflows_a_gemini_call_to_gemini_direct(
+    cloud: Server, fake: Fake
+) -> None:
+    holders = [Caller(cloud.url, source="ja", target="en") for _ in range(2)]
+    try:
+        for h in holders:
+            assert (await h.call()).status == 201
+        await asyncio.sleep(0.5)
+        extra = Caller(cloud.url, source="ja", target="th", provider="gemini-live-translate")
+        offer_result = await extra.call()
+        await extra.close()
+        assert offer_result.status == 200
+        body = offer_result.direct
+        assert body is not None and body["reason"] == "overflow"
+        assert body["provider"] == "gemini-live-translate"
+        assert body["client_secret"].startswith("auth_tokens/") and GEMINI_KEY not in str(body)
+    finally:
+        for h in holders:
+            await h.close()
+
+
+def test_providers_check_reports_each_provider_against_the_fakes(fake: Fake) -> None:
+    """The operator's command, end to end through both SDKs (here against the fakes)."""
+    env = {
+        **os.environ,
+        "DRAGOMAN_OPENAI_API_KEY": KEY,
+        "DRAGOMAN_OPENAI_BASE_URL": fake.openai_base,
+        "DRAGOMAN_GEMINI_API_KEY": GEMINI_KEY,
+        "DRAGOMAN_GEMINI_BASE_URL": fake.gemini_base,
+        **fake.trusting_env(),
+    }
+    cmd = [sys.executable, "-m", "dragoman.cli", "providers", "check", "--listen", "1.5"]
+    ok = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    for name in ("openai-translate", "gemini-live-translate"):
+        line = next(x for x in ok.stdout.splitlines() if x.startswith(name))
+        assert "connected in" in line and "first translated audio" in line, line
+    fake.fault(refuse=True)
+    refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    assert "openai-translate: did NOT connect: provider_refused" in refused.stdout
+    assert "gemini-live-translate: did NOT connect: provider_refused" in refused.stdout
