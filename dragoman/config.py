@@ -93,7 +93,9 @@ class Settings(BaseSettings):
         1024, description="Memory the idle agent processes may use together."
     )
     idle_process_estimate_mb: int = Field(
-        60, description="Assumed unique memory of one idle agent, to size the idle pool."
+        60,
+        description="Unique memory of one idle agent assumed (conservatively) until the worker "
+        "has measured its own idle agents' USS right after start; then that sizes the pool.",
     )
     agent_answer_timeout_s: float = Field(
         5.0, description="An agent that has not answered an offer by then is killed."
@@ -355,6 +357,31 @@ class Settings(BaseSettings):
     def _empty_key_is_none(cls, value: object) -> object:
         # compose passes an unset variable as "": that means no key, not an empty one.
         return None if value == "" else value
+
+    # --- surge cost: overflow-aware floor, Kubernetes scale-down (README: Surges and cost)
+    warm_buffer_overflow_slots: int | None = Field(
+        None,
+        ge=0,
+        description="The autoscale floor when direct-mode overflow is available (a full "
+        "fleet answers with a provider session), instead of warm_buffer_slots; None: the same.",
+    )
+    pod_deletion_cost: bool = Field(
+        True,
+        description="In Kubernetes, keep this worker pod's controller.kubernetes.io/"
+        "pod-deletion-cost at its call count, so a scale-down removes empty pods first.",
+    )
+    pod_deletion_cost_interval_s: float = Field(
+        10.0,
+        ge=0,
+        description="Least time between two updates of the pod-deletion cost, except when "
+        "the pod becomes empty or stops being empty (those are written at once).",
+    )
+    pod_name: str | None = Field(
+        None, description="This worker's pod (Kubernetes downward API, metadata.name)."
+    )
+    pod_namespace: str | None = Field(
+        None, description="Its namespace; default: the service account's namespace file."
+    )
 
     # --- node-local inference service (one per node, shared by all agent processes) -----
     inference_socket: Path | None = Field(

@@ -206,3 +206,63 @@ async def test_endpoint_reports_the_policy_and_sets_the_gauge() -> None:
     assert isinstance(body["desired_workers"], int)
     assert body["autoscale"]["drain_candidates"] == ["n2"]
     assert REGISTRY.get_sample_value("dragoman_autoscale_desired_workers") == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(fleets(), histories, configs, st.integers(0, 20))
+def test_never_asks_for_fewer_nodes_than_carry_calls(nodes, history, cfg, booting) -> None:
+    """A scale-down removes the pods with the lowest deletion cost (their calls): asking for
+    at least the nodes that carry calls means only empty ones are ever removed."""
+    active = sum(n.load for n in nodes)
+    d = autoscale(nodes, history, active, cfg, booting=booting)
+    carrying = sum(1 for n in nodes if n.state == READY and n.alive and n.load > 0)
+    assert d.desired_nodes >= min(carrying, cfg.max_nodes)
+    empty = sorted(
+        (n for n in nodes if n.state == READY and n.alive), key=lambda n: (n.load, n.node_id)
+    )
+    surplus = len(empty) + booting - d.desired_nodes
+    removed = empty[: max(0, surplus - booting)]  # after the booting ones
+    if d.desired_nodes >= carrying:
+        assert all(n.load == 0 for n in removed)
+
+
+def test_overflow_available_lowers_the_floor() -> None:
+    base = AutoscaleConfig(slots_per_node=100, buffer_floor_slots=4000, overflow_floor_slots=200)
+    assert base.floor_slots == 4000  # no provider key: overflow is not available
+    assert autoscale([], [], 0, base).need_slots == 4000
+    direct = AutoscaleConfig(
+        slots_per_node=100, buffer_floor_slots=4000, overflow_floor_slots=200,
+        overflow_available=True,
+    )  # fmt: skip
+    assert direct.floor_slots == 200
+    d = autoscale([], [], 350, direct)
+    assert d.need_slots == 550 and d.desired_nodes == 6
+    # A recent rate still counts: the floor only bounds the buffer from below.
+    assert autoscale([], [10.0] * 60, 0, direct).need_slots == 10 * 55
+    # None: the same floor with or without overflow.
+    same = AutoscaleConfig(slots_per_node=100, buffer_floor_slots=300, overflow_available=True)
+    assert same.floor_slots == 300
+
+
+def test_policy_from_settings() -> None:
+    s = Settings(max_calls=120, warm_buffer_slots=4000, warm_buffer_overflow_slots=240)
+    cfg = AutoscaleConfig.from_settings(s, overflow_available=True)
+    assert (cfg.slots_per_node, cfg.floor_slots, cfg.max_nodes) == (120, 240, s.max_nodes)
+    assert AutoscaleConfig.from_settings(s, overflow_available=False).floor_slots == 4000
+    unset = Settings()  # no overflow floor set: the same floor either way
+    assert AutoscaleConfig.from_settings(unset, True).floor_slots == unset.warm_buffer_slots
+
+
+def test_idle_pool_is_sized_from_the_measured_idle_agent() -> None:
+    import os
+
+    from dragoman.worker.pool import idle_target, idle_uss_mb
+
+    s = Settings(max_calls=120, idle_memory_budget_mb=1024)
+    assert idle_target(s) == 1024 // 60  # the conservative estimate until measured
+    assert idle_target(s, measured_mb=17.3) == 59
+    assert idle_target(s, measured_mb=5.0) == 120  # never more than the slots
+    assert idle_target(Settings(max_calls=120, idle_target=7), measured_mb=5.0) == 7
+    mine = idle_uss_mb([os.getpid()])
+    assert mine is not None and mine > 1
+    assert idle_uss_mb([]) is None

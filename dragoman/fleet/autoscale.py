@@ -10,6 +10,11 @@ met before its capacity runs out; and it is never smaller than a floor, which is
 a jump no history foresees (from idle to thousands). The floor and the rate-based part are
 not added: each covers the same next ``lead_s`` seconds. Departures during the lead time are
 deliberately not subtracted: that surplus is a margin that grows with the traffic.
+
+Where direct-mode overflow is available (a provider key: a call that finds no slot is
+answered with a provider session instead of 503), a jump is carried by the provider until
+new nodes are ready, so the floor can be much smaller (``overflow_floor_slots``): the AI fee
+per minute is the same either way, and it is outside the server budget.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 READY = "READY"  # same strings as dragoman.fleet.registry (kept import-free: pure module)
 DRAINING = "DRAINING"
@@ -49,6 +54,8 @@ class AutoscaleConfig:
     min_nodes: int = 1
     max_nodes: int = 200
     headroom: float = 1.0  # multiplies the expected arrivals during the lead time
+    overflow_available: bool = False  # a full fleet answers in direct mode (not 503)
+    overflow_floor_slots: int | None = None  # the floor then; None: buffer_floor_slots
     short_window_s: int = 10  # "the rate now": mean over this many seconds
     trend_window_s: int = 60  # least-squares slope of the rate over this many seconds
     hold_s: int = 120  # the highest 10-s rate seen this recently is not forgotten
@@ -56,6 +63,29 @@ class AutoscaleConfig:
     @property
     def lead_s(self) -> float:
         return self.reaction_s + self.node_ready_s
+
+    @property
+    def floor_slots(self) -> int:
+        """The floor in effect: the lower one when direct-mode overflow is available."""
+        if self.overflow_available and self.overflow_floor_slots is not None:
+            return self.overflow_floor_slots
+        return self.buffer_floor_slots
+
+    @classmethod
+    def from_settings(cls, settings: Any, overflow_available: bool) -> AutoscaleConfig:
+        """The policy as ``dragoman.config.Settings`` configures it (``overflow_available``:
+        ``pipeline.providers.catalog.direct_overflow_enabled(settings)``)."""
+        return cls(
+            slots_per_node=settings.max_calls,
+            buffer_floor_slots=settings.warm_buffer_slots,
+            node_ready_s=settings.autoscale_node_ready_s,
+            reaction_s=settings.autoscale_reaction_s,
+            min_nodes=settings.autoscale_min_nodes,
+            max_nodes=settings.max_nodes,
+            headroom=settings.autoscale_headroom,
+            overflow_available=overflow_available,
+            overflow_floor_slots=settings.warm_buffer_overflow_slots,
+        )
 
 
 @dataclass(frozen=True)
@@ -133,9 +163,12 @@ def autoscale(
     them itself, as Kubernetes does).
     """
     expected, rate = expected_arrivals(arrivals_per_s, cfg)
-    need = active_calls + max(cfg.buffer_floor_slots, math.ceil(expected))
+    need = active_calls + max(cfg.floor_slots, math.ceil(expected))
     desired = math.ceil(need / max(1, cfg.slots_per_node))
-    desired = max(cfg.min_nodes, min(cfg.max_nodes, desired))
+    # Never fewer nodes than are carrying calls: a scale-down removes pods by their deletion
+    # cost (calls), so with this it only ever removes empty ones — none is cut mid-call.
+    carrying = sum(1 for n in serving(nodes) if n.load > 0)
+    desired = max(cfg.min_nodes, min(cfg.max_nodes, max(desired, carrying)))
     surplus = len(serving(nodes)) + booting - desired
     cancel = min(booting, max(0, surplus))
     drain = choose_drain(nodes, surplus - cancel)

@@ -89,12 +89,25 @@ def forkserver_preload(settings: Settings) -> list[str]:
     return [AGENT_MODULE, *providers, *vad, FREEZE_MODULE]
 
 
-def idle_target(settings: Settings) -> int:
-    """How many idle processes to keep: every call slot, within the idle memory budget."""
+def idle_target(settings: Settings, measured_mb: float | None = None) -> int:
+    """How many idle processes to keep: every call slot, within the idle memory budget.
+
+    The budget is divided by the unique memory (USS) of an idle agent as measured on this
+    node once its pool is up (``measured_mb``), or until then by the configured estimate."""
     if settings.idle_target is not None:
         return settings.idle_target
-    by_memory = settings.idle_memory_budget_mb // max(1, settings.idle_process_estimate_mb)
+    per_agent = measured_mb if measured_mb else settings.idle_process_estimate_mb
+    by_memory = int(settings.idle_memory_budget_mb // max(1.0, per_agent))
     return max(1, min(settings.max_calls, by_memory))
+
+
+def idle_uss_mb(pids: list[int], sample: int = 5) -> float | None:
+    """Median unique memory (MB) of up to ``sample`` idle agents; None if none could be read."""
+    found = []
+    for pid in pids[:sample]:
+        with contextlib.suppress(psutil.Error):
+            found.append(psutil.Process(pid).memory_full_info().uss / 2**20)
+    return round(sorted(found)[len(found) // 2], 1) if found else None
 
 
 class InferenceStatus(Protocol):
@@ -211,6 +224,8 @@ class AgentPool:
         self.gateway = gateway
         self.hub = hub
         self.idle_target = idle_target(settings)
+        self.idle_agent_mb: float | None = None  # measured USS of an idle agent
+        self.refill_ms: deque[float] = deque(maxlen=64)  # recent forks: requested → ready
         self.draining = False
         self.force_stop = False  # set by a second Ctrl-C: end running calls now
         # Pipecat logs its banner at import through loguru; the forkserver imports it once.
@@ -250,6 +265,8 @@ class AgentPool:
             "idle_agents": len(self._idle),
             "starting_agents": self.starting,
             "idle_target": self.idle_target,
+            "idle_agent_mb": self.idle_agent_mb,
+            "agent_ready_ms": list(self.refill_ms),
             "draining": self.draining,
             "calls_total": self.calls_total,
             "outcomes": dict(self.outcomes),
@@ -274,6 +291,12 @@ class AgentPool:
             self._idle_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle_changed.wait(), 1.0)
+        # Size the pool from what an idle agent really holds, then fill it to that size.
+        measured = await asyncio.to_thread(idle_uss_mb, [a.pid for a in self._idle])
+        if measured is not None:
+            self.idle_agent_mb = measured
+            self.idle_target = idle_target(self.settings, measured)
+            self._top_up()
 
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -343,6 +366,8 @@ class AgentPool:
                 if kind == "msg":
                     self.hub.publish(agent.call_id, msg["msg"])
                 elif kind == "ready" and agent.state == "starting":
+                    ready_ms = (time.monotonic() - agent.fork_requested_at) * 1000
+                    self.refill_ms.append(round(ready_ms, 1))
                     agent.state = "idle"
                     agent.rtp_port = int(msg["rtp_port"])
                     self._startup_failures = 0
@@ -427,6 +452,8 @@ class AgentPool:
                 raise NoAgentAvailable("All interpreters are busy.", self.settings.retry_after_s)
             if self._idle:
                 return self._idle.popleft()
+            if self.starting == 0:
+                self._top_up()  # a slot is free: fork its agent now (unless backing off)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.starting == 0:
                 raise NoAgentAvailable(
