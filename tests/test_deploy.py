@@ -12,6 +12,7 @@ checked on top. Negative tests prove each validator can fail.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import re
 import shlex
@@ -48,8 +49,23 @@ class UnsupportedKustomization(Exception):
 
 
 SUPPORTED_KEYS = {"apiVersion", "kind", "namespace", "labels", "images", "resources"}
-CLUSTER_SCOPED = {"Namespace", "PriorityClass"}
-NAMESPACED = {"Deployment", "Service", "ConfigMap", "Secret", "PodDisruptionBudget", "ScaledObject"}
+CLUSTER_SCOPED = {
+    "Namespace",
+    "PriorityClass",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
+NAMESPACED = {
+    "Deployment",
+    "Service",
+    "ConfigMap",
+    "Secret",
+    "PodDisruptionBudget",
+    "ScaledObject",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+}
 POD_TEMPLATE_KINDS = {"Deployment"}  # kinds whose spec.template this renderer edits
 OTHER_WORKLOADS = {"StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
 
@@ -555,6 +571,67 @@ def test_worker_pod_shape(rendered: list[dict]) -> None:
     assert ann["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
 
 
+def test_scale_down_picks_empty_workers_by_pod_deletion_cost(rendered: list[dict]) -> None:
+    """The worker keeps its pod's controller.kubernetes.io/pod-deletion-cost current: it
+    needs its own pod's name, a token of a service account that may patch pods, and nothing
+    more (an admission policy narrows the patch to that annotation on its own pod)."""
+    worker = one(rendered, "Deployment", "dragoman-worker")
+    spec = worker["spec"]["template"]["spec"]
+    c = container(worker)
+    fields = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in env_list(c)
+        if "fieldRef" in e.get("valueFrom", {})
+    }
+    assert fields["DRAGOMAN_POD_NAME"] == "metadata.name", "hostNetwork: HOSTNAME is the node"
+    assert fields["DRAGOMAN_POD_NAMESPACE"] == "metadata.namespace"
+    assert spec["automountServiceAccountToken"] is True
+    sa = one(rendered, "ServiceAccount", spec["serviceAccountName"])
+    assert sa.get("automountServiceAccountToken") is False, "only pods that ask get the token"
+    # No other workload gets a token.
+    for d in by_kind(rendered, "Deployment").values():
+        if d is not worker:
+            assert d["spec"]["template"]["spec"].get("automountServiceAccountToken") is False
+
+    # RBAC: patch on pods, nothing else, for this service account, in this namespace.
+    bindings = [
+        b
+        for b in by_kind(rendered, "RoleBinding").values()
+        if {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
+        in b["subjects"]
+    ]
+    (binding,) = bindings
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"]["kind"] == "Role", "namespaced, not a ClusterRole"
+    role = one(rendered, "Role", binding["roleRef"]["name"])
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]
+
+    # The admission policy matches that service account's pod updates in this namespace.
+    vap = one(rendered, "ValidatingAdmissionPolicy", "dragoman-worker-pod-deletion-cost")
+    (cond,) = vap["spec"]["matchConditions"]
+    assert f"'system:serviceaccount:{NAMESPACE}:{sa['metadata']['name']}'" in cond["expression"]
+    (rule,) = vap["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["pods"] and "UPDATE" in rule["operations"]
+    assert vap["spec"]["failurePolicy"] == "Fail"
+    text = " ".join(v["expression"] for v in vap["spec"]["validations"])
+    for needed in (
+        "authentication.kubernetes.io/pod-name",
+        "object.spec == oldObject.spec",
+        "controller.kubernetes.io/pod-deletion-cost",
+    ):
+        assert needed in text, needed
+    vapb = one(rendered, "ValidatingAdmissionPolicyBinding", vap["metadata"]["name"])
+    assert vapb["spec"]["policyName"] == vap["metadata"]["name"]
+    assert vapb["spec"]["validationActions"] == ["Deny"]
+    ns_labels = vapb["spec"]["matchResources"]["namespaceSelector"]["matchLabels"]
+    assert ns_labels == {"kubernetes.io/metadata.name": NAMESPACE}
+
+    # The worker sets exactly the annotation Kubernetes reads.
+    from dragoman.worker.k8s_cost import ANNOTATION
+
+    assert ANNOTATION == "controller.kubernetes.io/pod-deletion-cost" and ANNOTATION in text
+
+
 def test_env_references_are_defined_before_use(rendered: list[dict]) -> None:
     for d in by_kind(rendered, "Deployment").values():
         for c in d["spec"]["template"]["spec"]["containers"]:
@@ -909,3 +986,140 @@ def test_compose_coturn_is_configured_by_args(compose: dict) -> None:
     env_example = (COMPOSE.parent / "env.example").read_text()
     for var in re.findall(r"\$\{(\w+):\?", COMPOSE.read_text()):
         assert re.search(rf"^{var}=", env_example, re.M), f"{var} missing from env.example"
+
+
+# --------------------------------------------------------------------------------------
+# The worker's side: dragoman.worker.k8s_cost against a fake API server
+# --------------------------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def _fake_api_server(status: list[int]) -> tuple[Any, list[dict]]:
+    """A local HTTP server that answers pod PATCHes like the API server (``status[0]``)."""
+    from aiohttp import web
+
+    seen: list[dict] = []
+
+    async def patch(request: web.Request) -> web.Response:
+        seen.append(
+            {
+                "path": request.path,
+                "auth": request.headers.get("Authorization"),
+                "type": request.headers.get("Content-Type"),
+                "body": await request.json(),
+            }
+        )
+        return web.json_response({"kind": "Pod"}, status=status[0])
+
+    app = web.Application()
+    app.router.add_patch("/api/v1/namespaces/{ns}/pods/{name}", patch)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, seen
+
+
+def _sa_dir(tmp_path: Path, namespace: str = "dragoman") -> Path:
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text("token-1\n")
+    (sa / "namespace").write_text(namespace)
+    return sa
+
+
+def test_pod_deletion_cost_is_a_no_op_outside_kubernetes(tmp_path: Path) -> None:
+    from dragoman.config import Settings
+    from dragoman.worker.k8s_cost import in_cluster
+
+    sa = _sa_dir(tmp_path)
+    env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    named = Settings(pod_name="dragoman-worker-abc")
+    assert in_cluster(Settings(), env, sa) is None  # no pod name (not set by the manifest)
+    assert in_cluster(named, {}, sa) is None  # not in a cluster
+    assert in_cluster(named, env, tmp_path / "none") is None  # no token mounted
+    assert in_cluster(Settings(pod_name="x", pod_deletion_cost=False), env, sa) is None
+    pod = in_cluster(named, env, sa)
+    assert pod is not None
+    assert pod.url == "https://10.0.0.1:443/api/v1/namespaces/dragoman/pods/dragoman-worker-abc"
+    ipv6 = in_cluster(named, {**env, "KUBERNETES_SERVICE_HOST": "fd00::1"}, sa)
+    assert ipv6 is not None and ipv6.api_url == "https://[fd00::1]:443"
+
+
+async def test_pod_deletion_cost_follows_calls_against_a_fake_api_server(tmp_path: Path) -> None:
+    from dragoman.worker.k8s_cost import ANNOTATION, DeletionCost, PodRef
+
+    status = [200]
+    runner, seen = await _fake_api_server(status)
+    port = runner.addresses[0][1]
+    sa = _sa_dir(tmp_path)
+    pod = PodRef(f"http://127.0.0.1:{port}", "dragoman", "w-1", sa / "token", None)
+    clock = _Clock()
+    cost = DeletionCost(pod, interval_s=10.0, clock=clock)
+    try:
+        assert await cost.update(0)  # the first value is written at once
+        assert seen[-1] == {
+            "path": "/api/v1/namespaces/dragoman/pods/w-1",
+            "auth": "Bearer token-1",
+            "type": "application/merge-patch+json",
+            "body": {"metadata": {"annotations": {ANNOTATION: "0"}}},
+        }
+        assert await cost.update(1)  # no longer empty: at once
+        assert len(seen) == 2 and seen[-1]["body"]["metadata"]["annotations"][ANNOTATION] == "1"
+        assert not await cost.update(5)  # a busy pod's count: at most every 10 s
+        assert len(seen) == 2
+        clock.t += 10
+        (sa / "token").write_text("token-2")  # the kubelet rotated the token
+        assert await cost.update(5)
+        assert seen[-1]["auth"] == "Bearer token-2"
+        assert await cost.update(5) and len(seen) == 3  # unchanged: nothing sent
+        assert await cost.update(0)  # empty again: at once
+        assert seen[-1]["body"]["metadata"]["annotations"][ANNOTATION] == "0"
+
+        status[0] = 403  # e.g. the admission policy refused it
+        assert not await cost.update(2)
+        assert cost.failures == 1 and cost.written == 0
+        status[0] = 200
+        assert not await cost.update(2)  # a failed write is retried, but not at once
+        clock.t += 5
+        assert await cost.update(2) and cost.failures == 0 and cost.written == 2
+    finally:
+        await cost.stop()
+        await runner.cleanup()
+
+
+async def test_pod_deletion_cost_poller_runs_in_the_background(tmp_path: Path) -> None:
+    from dragoman.worker.k8s_cost import ANNOTATION, DeletionCost, PodRef
+
+    runner, seen = await _fake_api_server([200])
+    port = runner.addresses[0][1]
+    pod = PodRef(f"http://127.0.0.1:{port}", "ns", "w", _sa_dir(tmp_path) / "token", None)
+    calls = [3]
+    cost = DeletionCost(pod, interval_s=0.0)
+    try:
+        cost.start(lambda: calls[0])
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if cost.written == 3:
+                break
+        calls[0] = 0
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if cost.written == 0:
+                break
+        values = [s["body"]["metadata"]["annotations"][ANNOTATION] for s in seen]
+        assert values == ["3", "0"]
+    finally:
+        await cost.stop()
+        await runner.cleanup()
+    idle = DeletionCost(None, 10.0)  # outside Kubernetes: start and update do nothing
+    idle.start(lambda: 1)
+    assert not idle.enabled and not await idle.update(1)
+    await idle.stop()

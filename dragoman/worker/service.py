@@ -19,7 +19,7 @@ from dragoman.fleet.registry import (
     Registry,
     RegistryUnavailable,
 )
-from dragoman.worker import metrics
+from dragoman.worker import k8s_cost, metrics
 from dragoman.worker.node import Node
 
 log = logging.getLogger("dragoman.worker")
@@ -43,6 +43,8 @@ class WorkerService:
             settings.worker_url or f"http://{settings.worker_host}:{settings.worker_port}"
         )
         self._heartbeat: asyncio.Task | None = None
+        # In Kubernetes: this pod's deletion cost follows its calls (empty pods go first).
+        self.deletion_cost = k8s_cost.from_settings(settings)
         self._stopping: asyncio.Task | None = None
         self.ready = False
 
@@ -116,6 +118,7 @@ class WorkerService:
                 await asyncio.sleep(1.0)
         self.ready = True
         self._heartbeat = asyncio.create_task(self._heartbeat_loop())
+        self.deletion_cost.start(lambda: self.pool.busy)
         on_progress(f"node {self.settings.node_id} registered at {self.address}")
 
     async def _heartbeat_loop(self) -> None:
@@ -170,6 +173,7 @@ class WorkerService:
         with contextlib.suppress(RegistryUnavailable):
             await self.registry.heartbeat(self.report())
         await self.node.stop(timeout)
+        await self.deletion_cost.stop()
         if self._heartbeat:
             self._heartbeat.cancel()
         with contextlib.suppress(RegistryUnavailable):
