@@ -222,6 +222,13 @@ class Settings(BaseSettings):
     call_memory_limit_mb: int = Field(
         400, description="End a call whose process resident memory grows past this."
     )
+    room_invite_ttl_s: int = Field(
+        600,
+        ge=30,
+        le=86400,
+        description="How long a room invitation link is valid; a slot next to the host is "
+        "held for the guest meanwhile.",
+    )
     drain_timeout_s: float = Field(
         60.0, description="On shutdown, how long running calls may continue before exit."
     )

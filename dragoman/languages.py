@@ -55,9 +55,14 @@ class LanguagePair:
     source: str
     target: str
     conversation: bool = False
+    # A two-party room: this participant speaks ``source``; the other person hears ``target``
+    # (what the pipeline cannot speak is captioned with a note, as in a conversation).
+    room: bool = False
 
     @property
     def mode(self) -> str:
+        if self.room:
+            return "room"
         return "conversation" if self.conversation else "one_way"
 
     def other(self, lang: str) -> str:

@@ -30,6 +30,7 @@ END_REASONS: dict[str, str] = {
     "disconnected": "The connection to your browser was lost.",
     "draining": "The server is shutting down.",
     "agent_lost": "The interpreter process was lost.",
+    "room_ended": "The person who invited you had left before you joined.",
     "agent_unresponsive": "The interpreter stopped responding; please call again.",
     "media_lost": "The server's media gateway restarted; please call again.",
     "error": "The interpreter hit an internal error.",

@@ -10,11 +10,13 @@ answer.
 
 Pipe messages, worker → agent: ``offer`` (the call and the Janus side of its RTP),
 ``media_up``/``media_down`` (the caller's WebRTC came up / went down), ``control`` (a
-message from the page), ``end``, ``stop`` (while idle). Agent → worker: ``ready``,
-``accepted``/``error`` (the offer), ``msg`` (for the page), ``pacing``, ``ended``, and
-``ping`` every ``agent_heartbeat_s`` from the event loop, idle or in a call: an agent whose
-loop is stuck (or that is stopped) falls silent and the worker kills it
-(``worker.supervision``).
+message from the page), ``end``, ``stop`` (while idle), and in a two-party room
+``room_joined`` (our call became a room's host), ``room_audio`` (the other participant's
+translated speech, to play) and ``room_left``. Agent → worker: ``ready``,
+``accepted``/``error`` (the offer), ``msg`` (for the page), ``pacing``, ``ended``,
+``room_audio`` (our translation, for the other participant), and ``ping`` every
+``agent_heartbeat_s`` from the event loop, idle or in a call: an agent whose loop is stuck
+(or that is stopped) falls silent and the worker kills it (``worker.supervision``).
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
             report_pacing=lambda frames, late: chan.send(
                 {"kind": "pacing", "frames": frames, "late": late}
             ),
+            to_peer=lambda pcm, rate: chan.send({"kind": "room_audio", "pcm": pcm, "rate": rate}),
         )
     except Exception:
         log.exception("could not build the call's pipeline")
@@ -170,6 +173,12 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
                     await session.on_control(m.get("msg"))
                 elif kind == "end":
                     await session.end(m.get("reason", "remote_hangup"))
+                elif kind == "room_audio":
+                    await session.play_from_peer(m["pcm"], int(m["rate"]))
+                elif kind == "room_joined":
+                    await session.room_joined(str(m["language"]))
+                elif kind == "room_left":
+                    session.room_left()
         except ChannelClosed:
             await session.end("agent_lost")
 

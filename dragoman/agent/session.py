@@ -31,6 +31,7 @@ from dragoman.pipeline.chime import chime
 from dragoman.pipeline.echo_gate import EchoGate
 from dragoman.pipeline.providers.base import CallContext, ProviderError, build_interpretation
 from dragoman.pipeline.providers.catalog import ProviderSpec, validate_for_mode
+from dragoman.pipeline.room_router import RoomRouter
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class CallSession:
         provider: ProviderSpec,
         glossary: str | None = None,
         report_pacing: Callable[[int, int], None] | None = None,
+        to_peer: Callable[[bytes, int], None] | None = None,
     ) -> None:
         self.media = media
         self._send = notify
@@ -90,14 +92,20 @@ class CallSession:
                 glossary=glossary,
             ),
         )
-        # Two people, one device: the agent must not interpret its own voice from the room.
-        self.echo_gate = EchoGate() if pair.conversation and provider.uses_vad else None
+        # Two people, one device (or a room: each device also plays the other person): the
+        # agent must not interpret its own output coming back through the microphone.
+        self.echo_gate = (
+            EchoGate(enabled=pair.conversation or pair.room) if provider.uses_vad else None
+        )
+        # A room's translations are for the other person (see pipeline.room_router).
+        self.router = RoomRouter(to_peer or (lambda _pcm, _rate: None), active=pair.room)
         pipeline = Pipeline(
             [
                 self.transport.input(),
                 *([VADProcessor(vad_analyzer=vad)] if vad and provider.uses_vad else []),
                 *([self.echo_gate] if self.echo_gate else []),
                 *self.interpretation.stages,
+                self.router,
                 self.transport.output(),
             ]
         )
@@ -130,6 +138,32 @@ class CallSession:
         )
         self.notify(messages.languages(self.pair))
         self.notify(messages.state("listening"))
+
+    # --- two-party rooms ------------------------------------------------------------------
+    async def play_from_peer(self, pcm: bytes, rate: int) -> None:
+        """The other participant's words, translated by their agent, for our caller."""
+        await self.transport.output().queue_frame(
+            OutputAudioRawFrame(audio=pcm, sample_rate=rate, num_channels=1)
+        )
+
+    async def room_joined(self, language: str) -> None:
+        """Our call became a room's host: translate into the guest's language, for them."""
+        try:
+            pair = validate_for_mode(self.provider, self.pair.source, language, "room")
+            await self.interpretation.set_pair(pair)
+        except (LanguageError, ProviderError) as e:
+            # The guest still hears nothing from us, and both pages are told why.
+            self.notify(messages.error(e.code, e.message))
+            return
+        self.pair = pair
+        self.router.active = True
+        if self.echo_gate is not None:
+            self.echo_gate.enabled = True
+        self.notify(messages.languages(pair))
+
+    def room_left(self) -> None:
+        """The other person left: our translations are ours to hear again."""
+        self.router.active = False
 
     async def on_control(self, raw: Any) -> None:
         try:

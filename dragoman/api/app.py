@@ -14,6 +14,8 @@ from dragoman import __version__
 from dragoman.api.calls import router
 from dragoman.api.control import router as control_router
 from dragoman.api.errors import install_error_handlers
+from dragoman.api.rooms import room_key
+from dragoman.api.rooms import router as rooms_router
 from dragoman.config import Settings
 from dragoman.fleet.autoscale import ArrivalMeter
 from dragoman.fleet.dispatcher import Dispatcher
@@ -33,8 +35,10 @@ def create_app(
     app.state.dispatcher = dispatcher
     app.state.local_pool = local_pool
     app.state.arrival_meter = ArrivalMeter()
+    app.state.room_key = room_key(settings.internal_token)
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(control_router)
+    app.include_router(rooms_router)
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

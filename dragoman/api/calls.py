@@ -19,6 +19,7 @@ from dragoman.api import admission, metrics
 from dragoman.api.direct import ProviderClients, mint_session, overflow_provider
 from dragoman.api.direct import choose as choose_direct
 from dragoman.api.errors import ApiError
+from dragoman.api.rooms import verify as verify_room
 from dragoman.api.sdp import SdpError, check_offer
 from dragoman.api.turn import ice_servers
 from dragoman.fleet.autoscale import AutoscaleConfig
@@ -44,6 +45,11 @@ class CallOffer(BaseModel):
     target: str
     provider: str | None = None  # default: settings.provider
     glossary: str | None = None  # the NAME of a server-side glossary (openai-cascade)
+    # "one_way": the caller hears its own words translated; "conversation": two people on
+    # one device, each utterance into the pair's other language.
+    mode: str = "one_way"
+    # A room invitation's token (from its link): this caller is the room's second person.
+    room: str | None = None
 
 
 class DirectRequest(BaseModel):
@@ -95,8 +101,15 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ApiError(400, "bad_request", f"{where}: {err['msg']}" if where else err["msg"]) from e
+    invitation = None
+    if offer.room is not None:
+        # The room decides the provider and what the guest's words are translated into.
+        invitation = verify_room(offer.room, request.app.state.room_key)
+        offer.provider, offer.target, offer.mode = invitation.provider, invitation.language, "room"
+    elif offer.mode == "room":
+        raise ApiError(400, "bad_mode", "A room is joined with its invitation link ('room').")
     try:
-        spec, pair = validate_call(offer.provider, offer.source, offer.target, settings)
+        spec, pair = validate_call(offer.provider, offer.source, offer.target, settings, offer.mode)
         check_glossary_name(offer.glossary)
     except LanguageError as e:
         status = 503 if e.code == "provider_unavailable" else 400
@@ -108,7 +121,7 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
         raise ApiError(400, "bad_sdp", f"Malformed SDP offer: {e}") from e
 
     request.app.state.arrival_meter.record()  # every valid request, retries included
-    call_id = uuid.uuid4().hex
+    call_id = invitation.guest_call_id if invitation else uuid.uuid4().hex
     held = await _guard(admission.hold_call(registry, settings, caller, call_id))
     # The page's key to this call's control channel.
     control_token = admission.control_token(settings, caller, call_id, secrets.token_urlsafe(24))
@@ -125,13 +138,16 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
                 glossary=offer.glossary,
                 control_token=control_token,
                 max_call_s=admission.call_max_s(settings, caller),
+                mode=pair.mode,
+                room_host=invitation.host_call_id if invitation else None,
             )
         )
     except NoAgentAvailable as e:
         await _release_quietly(registry, held, call_id)
+        # (A conversation or a room needs both directions: a direct session is one-way.)
         direct = (
             overflow_provider(settings, pair, spec.name, _allows(caller))
-            if admission.may_go_direct(caller)
+            if admission.may_go_direct(caller) and pair.mode == "one_way"
             else None
         )
         if direct is not None:
@@ -160,6 +176,7 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
     metrics.ANSWER_SECONDS.observe(timings["total"] / 1000)
     return {
         "mode": "agent",
+        "interpretation": pair.mode,
         "provider": spec.name,
         "call_id": call_id,
         "sdp": result["sdp"],

@@ -208,6 +208,7 @@ class Caller:
         ticket: str | None = None,
         mode: str | None = None,
         echo: float = 0.0,
+        room: str | None = None,
     ) -> None:
         # send_audio=False: a muted mic that sends no packets. keep_listening=False: stop
         # decoding the agent's audio once it has been heard. Both keep a load client cheap
@@ -218,6 +219,7 @@ class Caller:
         self.glossary = glossary
         self.ticket = ticket  # a call ticket, for servers that require one
         self.mode = mode  # "conversation": two people on this one "device"
+        self.room = room  # a room invitation's token: join that room as its second person
         # > 0: what the "speaker" plays leaks back into the "microphone" at this gain, as on
         # a device shared by two people (conversation mode's echo test).
         self.echo = echo
@@ -330,6 +332,8 @@ class Caller:
             body["glossary"] = self.glossary
         if self.mode:
             body["mode"] = self.mode
+        if self.room:
+            body["room"] = self.room
         own = client is None
         client = client or httpx.AsyncClient(timeout=30)
         try:

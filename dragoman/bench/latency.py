@@ -65,6 +65,9 @@ class LatencyParams:
     sentences: int = 8
     voice: str = "auto"  # auto | ja | en
     url: str | None = None
+    # A two-party room instead of one caller: the host speaks the sentences, the guest
+    # (English) hears their translation from the host's agent, through the worker.
+    room: bool = False
 
 
 def speak_sentences(voice: str, count: int) -> tuple[str, str, list[np.ndarray]]:
@@ -117,8 +120,11 @@ def _piper(text: str) -> np.ndarray:
     return soxr.resample(pcm, rate, RATE).astype(np.int16) if rate != RATE else pcm
 
 
-async def measure(url: str, source: str, clips: list[np.ndarray], progress: Any) -> list[dict]:
+async def measure(
+    url: str, source: str, clips: list[np.ndarray], progress: Any, room: bool = False
+) -> list[dict]:
     caller = Caller(url, source=source, target="en", keep_listening=True)
+    listener = caller
     rows: list[dict[str, Any]] = []
     try:
         result = await caller.call()
@@ -126,16 +132,45 @@ async def measure(url: str, source: str, clips: list[np.ndarray], progress: Any)
             raise SystemExit(f"the call was refused: {result.error}")
         await caller.wait_open()
         await caller.wait_for(lambda m: m.get("state") == "listening", 10)
+        if room:
+            listener = await _join_room(url, caller)
         await asyncio.sleep(1.0)  # let the chime pass
         for i, clip in enumerate(clips):
-            rows.append(await _one_sentence(caller, clip, i))
+            rows.append(await _one_sentence(caller, listener, clip, i))
             progress(i + 1, len(clips), rows[-1])
     finally:
         await caller.close()
+        if listener is not caller:
+            await listener.close()
     return rows
 
 
-async def _one_sentence(caller: Caller, clip: np.ndarray, i: int) -> dict[str, Any]:
+async def _join_room(url: str, host: Caller) -> Caller:
+    """Invite a second (English-speaking) person to the host's call; returns its caller."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.post(
+            f"{url}/v1/calls/{host.result.call_id}/invite",
+            json={"control_token": host.result.control_token},
+        )
+    if r.status_code != 200:
+        raise SystemExit(f"the invitation was refused: {r.text}")
+    guest = Caller(url, source="en", target="en", keep_listening=True)  # silent, not muted
+    guest.room = r.json()["room_token"]
+    result = await guest.call()
+    if result.status != 201:
+        raise SystemExit(f"the guest's call was refused: {result.error}")
+    await guest.wait_open()
+    await host.wait_for(lambda m: m.get("type") == "room", 10)
+    return guest
+
+
+async def _one_sentence(
+    caller: Caller, listener: Caller, clip: np.ndarray, i: int
+) -> dict[str, Any]:
+    """``caller`` speaks ``clip`` (and gets its agent's metrics); ``listener`` hears the
+    translation (the same caller one-way, the other participant in a room)."""
     seen_metrics = sum(1 for m in caller.result.messages if m.get("type") == "metrics")
     caller.mic.play(np.concatenate([clip, np.zeros(int(GAP_S * RATE), np.int16)]))
     while caller.mic.playing:
@@ -144,7 +179,7 @@ async def _one_sentence(caller: Caller, clip: np.ndarray, i: int) -> dict[str, A
     deadline = time.monotonic() + SENTENCE_WAIT_S
     heard: float | None = None
     while time.monotonic() < deadline and heard is None:
-        res = caller.result
+        res = listener.result
         heard = next(
             (
                 t
@@ -175,7 +210,7 @@ async def _one_sentence(caller: Caller, clip: np.ndarray, i: int) -> dict[str, A
     row.update(stages)
     row["total"] = round((heard - speech_end) * 1000, 1)
     # Wait for the translation to finish playing before the next sentence.
-    while time.monotonic() < deadline and _recently_audible(caller.result, 0.6):
+    while time.monotonic() < deadline and _recently_audible(listener.result, 0.6):
         await asyncio.sleep(0.1)
     return row
 
@@ -230,18 +265,24 @@ def main(p: LatencyParams, out: Path) -> dict[str, Any]:
             f"  {i}/{n}: speech {row['speech_s']} s → first translated audio {total} ms", flush=True
         )
 
+    if p.room and source == "en":
+        raise SystemExit(
+            "a room needs the host to speak another language than the English guest: "
+            "--voice ja (Kokoro) is required"
+        )
     if p.url:
-        rows = asyncio.run(measure(p.url, source, clips, progress))
+        rows = asyncio.run(measure(p.url, source, clips, progress, p.room))
     else:
         print("  starting an embedded dragoman serve (local pipeline)…", flush=True)
-        with embedded_server(out / "serve.log", DRAGOMAN_MAX_CALLS="2") as url:
-            rows = asyncio.run(measure(url, source, clips, progress))
+        with embedded_server(out / "serve.log", DRAGOMAN_MAX_CALLS="3") as url:
+            rows = asyncio.run(measure(url, source, clips, progress, p.room))
     rep = report(rows, p, voice)
     (out / "latency.json").write_text(json.dumps(rep, indent=2))
+    where = "room: host speaks, guest hears" if p.room else voice
     plot(
         rows,
         out / "latency.png",
-        f"end of speech → first translated audio ({voice}, {rep['machine']['cores']} cores)",
+        f"end of speech → first translated audio ({where}, {rep['machine']['cores']} cores)",
     )
     t = rep["total_ms"]
     print(

@@ -20,7 +20,9 @@ class CallRequest:
     # This call's duration cap (the server's, or lower from the caller's ticket); None: the
     # node's own max_call_s.
     max_call_s: float | None = None
-    mode: str = "one_way"  # or "conversation" (see languages.LanguagePair)
+    mode: str = "one_way"  # or "conversation", "room" (see languages.LanguagePair)
+    # A room's second participant: the call that invited it (on the same node).
+    room_host: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

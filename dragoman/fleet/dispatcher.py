@@ -13,7 +13,7 @@ from typing import Any
 
 from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.control_link import CLOSE_UNKNOWN_CALL, ControlLink, LinkClosed
-from dragoman.fleet.errors import AgentFailed, NoAgentAvailable
+from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable, UnknownCall
 from dragoman.fleet.ranking import DEFAULT_PACKING, Packing, free_slots, rank_nodes
 from dragoman.fleet.registry import Registry, RegistryUnavailable, Reservation
 from dragoman.fleet.worker_client import WorkerClient
@@ -52,8 +52,35 @@ class Dispatcher:
             raise NoAgentAvailable("All interpreters are busy.", self._retry_after)
         return res
 
+    async def _reserve_next_to_host(self, req: CallRequest) -> Reservation:
+        """A room guest goes where its host is: the slot its invitation reserved there (or,
+        if that lapsed, a free one on the host's node) — never another node, since the two
+        agents hand each other audio locally."""
+        assert req.room_host is not None
+        node_id = await self.registry.lookup(req.call_id) or await self.registry.lookup(
+            req.room_host
+        )
+        if node_id is None:
+            raise CallRejected("room_ended", "The person who invited you has left the call.")
+        res = await self.registry.reserve(req.call_id, [node_id], self._ttl)
+        if res is None:
+            raise NoAgentAvailable(
+                "The room's server is full right now; try again in a moment.", self._retry_after
+            )
+        return res
+
     async def start_call(self, req: CallRequest) -> dict[str, Any]:
         t0 = time.perf_counter()
+        if req.room_host is not None:
+            res = await self._reserve_next_to_host(req)
+            try:
+                result = await self._client_for(res.address).start_call(req)
+            except Exception:
+                await self._release_quietly(req.call_id)
+                raise
+            result["timings_ms"] = dict(result.get("timings_ms", {}))
+            result["node_id"] = res.node_id
+            return result
         tried: set[str] = set()
         last_error: Exception | None = None
         for _ in range(MAX_NODE_ATTEMPTS):
@@ -88,6 +115,14 @@ class Dispatcher:
         if node is None:
             return False
         return await self._client_for(node.address).end_call(call_id, reason)
+
+    async def invite(self, call_id: str, control_token: str, ttl_s: float) -> dict[str, Any]:
+        """Turn a call into a room: its node reserves the second person's slot."""
+        node_id = await self.registry.lookup(call_id)
+        node = await self.registry.node(node_id) if node_id else None
+        if node is None:
+            raise UnknownCall(call_id)
+        return await self._client_for(node.address).invite(call_id, control_token, ttl_s)
 
     async def open_control(self, call_id: str, token: str) -> ControlLink:
         """The call's control channel on whichever node hosts it (RegistryUnavailable and

@@ -22,3 +22,11 @@ class CallRejected(Exception):
 
 class AgentFailed(Exception):
     """The agent (or its whole node) died or stalled before answering."""
+
+
+class UnknownCall(Exception):
+    """No such call (anymore): 404."""
+
+
+class WrongCallToken(Exception):
+    """The call exists but the token presented for it is not its control token: 403."""

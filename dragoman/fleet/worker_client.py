@@ -18,7 +18,13 @@ from dragoman.fleet.control_link import (
     ControlLink,
     LinkClosed,
 )
-from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
+from dragoman.fleet.errors import (
+    AgentFailed,
+    CallRejected,
+    NoAgentAvailable,
+    UnknownCall,
+    WrongCallToken,
+)
 
 TOKEN_HEADER = "X-Dragoman-Token"
 CALL_TOKEN_HEADER = "X-Dragoman-Call-Token"
@@ -28,6 +34,11 @@ class WorkerClient(Protocol):
     async def start_call(self, req: CallRequest) -> dict[str, Any]: ...
 
     async def end_call(self, call_id: str, reason: str) -> bool: ...
+
+    async def invite(self, call_id: str, control_token: str, ttl_s: float) -> dict[str, Any]:
+        """Reserve a room's second slot next to the call (UnknownCall, WrongCallToken,
+        CallRejected, NoAgentAvailable, AgentFailed)."""
+        ...
 
     async def open_control(self, call_id: str, token: str) -> ControlLink:
         """Attach to a call's control channel; LinkClosed (4401/4404/4503) if refused."""
@@ -45,6 +56,9 @@ class LocalWorkerClient:
 
     async def end_call(self, call_id: str, reason: str) -> bool:
         return await self._service.end_call(call_id, reason)
+
+    async def invite(self, call_id: str, control_token: str, ttl_s: float) -> dict[str, Any]:
+        return await self._service.invite(call_id, control_token, ttl_s)
 
     async def open_control(self, call_id: str, token: str) -> ControlLink:
         return self._service.node.hub.attach(call_id, token)
@@ -94,6 +108,30 @@ class HttpWorkerClient:
         except httpx.HTTPError as e:
             raise AgentFailed(f"worker {self._base} unreachable: {e!r}") from e
         return resp.status_code == 204
+
+    async def invite(self, call_id: str, control_token: str, ttl_s: float) -> dict[str, Any]:
+        try:
+            resp = await self._http.post(
+                f"{self._base}/internal/calls/{call_id}/invite",
+                json={"control_token": control_token, "ttl_s": ttl_s},
+                headers=self._headers,
+                timeout=self._timeout,
+            )
+        except httpx.HTTPError as e:
+            raise AgentFailed(f"worker {self._base} unreachable: {e!r}") from e
+        if resp.status_code == 200:
+            return resp.json()
+        err = _error_of(resp)
+        if resp.status_code == 404:
+            raise UnknownCall(call_id)
+        if resp.status_code == 403:
+            raise WrongCallToken(call_id)
+        if resp.status_code == 400:
+            raise CallRejected(err.get("code", "bad_request"), err.get("message", resp.text))
+        if resp.status_code == 503:
+            retry = int(resp.headers.get("retry-after", "1"))
+            raise NoAgentAvailable(err.get("message", "node full"), retry)
+        raise AgentFailed(f"worker {self._base} answered {resp.status_code}: {resp.text[:200]}")
 
     async def open_control(self, call_id: str, token: str) -> ControlLink:
         url = "ws" + self._base.removeprefix("http") + f"/internal/calls/{call_id}/control"

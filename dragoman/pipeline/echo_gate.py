@@ -30,8 +30,11 @@ ECHO_TAIL_S = 0.4
 
 
 class EchoGate(FrameProcessor):
-    def __init__(self, tail_s: float = ECHO_TAIL_S, **kwargs: Any) -> None:
+    def __init__(self, tail_s: float = ECHO_TAIL_S, enabled: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # Off for a one-way call (one person, whose browser cancels the echo); on once it
+        # becomes a room, where each device also plays the other person's voice.
+        self.enabled = enabled
         self._tail_s = tail_s
         self._agent_speaking = False
         self._agent_quiet_at = 0.0
@@ -40,6 +43,8 @@ class EchoGate(FrameProcessor):
         self.ignored_starts = 0  # speech starts swallowed while the agent spoke (measured)
 
     def _closed(self) -> bool:
+        if not self.enabled:
+            return False
         return self._agent_speaking or time.monotonic() - self._agent_quiet_at < self._tail_s
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:

@@ -14,16 +14,18 @@ const LANGUAGES_RETRY_MS = 3000;
 // The call ticket, when the server requires one: the operator's site links to this page
 // with ?ticket=… (or sets window.DRAGOMAN_TICKET before this script runs). It is taken out
 // of the address bar at once, so a copied link never carries it.
-const TICKET = takeTicket();
+const TICKET = takeParam('ticket') || window.DRAGOMAN_TICKET || null;
+// A room invitation (/?room=…): this page joins someone's call as its second person.
+const ROOM = takeParam('room');
 
-function takeTicket() {
+function takeParam(name) {
   const url = new URL(window.location.href);
-  const fromUrl = url.searchParams.get('ticket');
-  if (fromUrl) {
-    url.searchParams.delete('ticket');
+  const value = url.searchParams.get(name);
+  if (value) {
+    url.searchParams.delete(name);
     window.history.replaceState(null, '', url.pathname + url.search + url.hash);
   }
-  return fromUrl || window.DRAGOMAN_TICKET || null;
+  return value;
 }
 
 const ACTIVE_STATES = new Set(['connecting', 'connected', 'listening', 'translating', 'speaking']);
@@ -43,6 +45,11 @@ const ABNORMAL_END_REASONS = new Set(['memory_limit', 'agent_lost', 'agent_unres
 const $ = (id) => document.getElementById(id);
 const ui = {
   interpMode: $('interp-mode'),
+  invite: $('invite'),
+  roomInvited: $('room-invited'),
+  roomShare: $('room-share'),
+  roomLink: $('room-link'),
+  roomMinutes: $('room-minutes'),
   sourceLabel: $('source-label'),
   targetLabel: $('target-label'),
   source: $('source'),
@@ -72,6 +79,9 @@ const dragoman = {
   maxRemoteRms: 0,
   captions: [],
   notes: [], // {id, code, message}: notes about utterances (e.g. why one is untranslated)
+  inviteUrl: null, // the room link this call handed out
+  room: null, // {language} of the room this page joined, or null
+  roomEvents: [], // 'joined' / 'peer_left', in order
   conversation: false, // the current call interprets two people (A ⇄ B)
   languages: null,
   mode: null, // 'agent' | 'direct' once a call is answered
@@ -105,7 +115,10 @@ function updateButtons() {
   ui.call.disabled = active || !languagesLoaded;
   ui.hangup.disabled = !active;
   ui.provider.disabled = active; // a call keeps its provider; languages can change mid-call
-  ui.interpMode.disabled = active; // and its mode
+  ui.interpMode.disabled = active || Boolean(ROOM); // and its mode
+  // Only a connected one-way agent call can become a room, once.
+  ui.invite.disabled = !active || dragoman.mode !== 'agent' || dragoman.conversation || Boolean(ROOM) || Boolean(dragoman.inviteUrl);
+  ui.invite.hidden = Boolean(ROOM);
 }
 
 function setNotice(text) {
@@ -277,7 +290,7 @@ function clearCaptions() {
   dragoman.notes = [];
 }
 
-function upsertCaption({ id, side, lang, final, text }) {
+function upsertCaption({ id, side, lang, final, text, from = 'self' }) {
   if (side !== 'source' && side !== 'translation') return;
   const key = `${id}\n${side}`;
   // Ordered channel, but be safe: a partial must never overwrite its final.
@@ -294,7 +307,7 @@ function upsertCaption({ id, side, lang, final, text }) {
     }
     return;
   }
-  const entry = { id, side, lang, final, text, at: performance.now() };
+  const entry = { id, side, lang, final, text, from, at: performance.now() };
   captionStore.set(key, entry);
   dragoman.captions = [...captionStore.values()];
   renderCaption(entry);
@@ -325,7 +338,8 @@ function renderCaption(entry) {
     else row.append(el);
   }
   Object.assign(el.dataset, { id: entry.id, side: entry.side, lang: entry.lang, final: String(entry.final) });
-  const speaker = dragoman.conversation ? `Speaker (${langName(entry.lang)})` : `You (${entry.lang})`;
+  let speaker = dragoman.conversation ? `Speaker (${langName(entry.lang)})` : `You (${entry.lang})`;
+  if (entry.from === 'peer') speaker = `Other person (${langName(entry.lang)})`;
   el.querySelector('.who').textContent = entry.side === 'source' ? speaker : `Interpreter (${entry.lang})`;
   el.querySelector('.text').textContent = entry.text;
 
@@ -349,6 +363,51 @@ function renderNote({ id, code, message }) {
   const el = Object.assign(document.createElement('div'), { className: 'caption-note', textContent: message });
   el.dataset.code = code;
   row.append(el);
+}
+
+// ---------------------------------------------------------------- rooms
+
+async function inviteSomeone() {
+  const call = session?.call;
+  if (!call) return;
+  ui.invite.disabled = true;
+  try {
+    const room = await call.invite();
+    dragoman.inviteUrl = new URL(room.room_url, window.location.origin).href;
+    ui.roomLink.value = dragoman.inviteUrl;
+    ui.roomMinutes.textContent = String(Math.round((room.expires_at * 1000 - Date.now()) / 60000));
+    ui.roomShare.hidden = false;
+    ui.roomLink.select();
+  } catch (err) {
+    showError(err.message || String(err), { autoHide: true });
+  }
+  updateButtons();
+}
+
+/** A room invitation: the host's language is fixed, this person picks their own. */
+async function loadRoom() {
+  const res = await fetch(`/v1/rooms/${encodeURIComponent(ROOM)}`);
+  const data = await readBody(res);
+  if (!res.ok) {
+    showError(data?.error?.message || `This invitation cannot be used (HTTP ${res.status}).`);
+    ui.call.hidden = true;
+    return;
+  }
+  dragoman.room = { language: data.language };
+  ui.roomInvited.textContent = `You are invited to talk with someone who speaks ${data.language_name}. Pick the language you speak and press Call.`;
+  ui.roomInvited.hidden = false;
+  ui.interpMode.closest('.field').hidden = true;
+  ui.target.closest('.field').hidden = true;
+  ui.provider.closest('.field').hidden = true;
+  fillSelect(ui.target, [{ code: data.language, name: data.language_name }], data.language);
+}
+
+async function readBody(res) {
+  try {
+    return await res.json();
+  } catch {
+    return null;
+  }
 }
 
 // ---------------------------------------------------------------- call lifecycle
@@ -401,7 +460,8 @@ async function startCall() {
     target: ui.target.value,
     provider: ui.provider.value || null,
     ticket: TICKET,
-    mode: ui.interpMode.value,
+    mode: ROOM ? 'room' : ui.interpMode.value,
+    room: ROOM,
   }));
   dragoman.conversation = call.mode === 'conversation';
   dragoman.callTimings = call.timings; // live: filled in as the call is set up
@@ -461,6 +521,11 @@ function wireCall(s, call) {
   });
   on('caption', upsertCaption);
   on('note', renderNote);
+  on('room', ({ event, language }) => {
+    dragoman.roomEvents.push(event);
+    if (event === 'joined') setNotice(`The other person joined (speaks ${langName(language)}).`);
+    if (event === 'peer_left') setNotice('The other person left the call. Hang up when you are done.');
+  });
   on('languages', ({ source, target }) => {
     dragoman.languages = { source, target }; // what the agent confirmed it now uses
     selectValue(ui.source, source);
@@ -556,6 +621,7 @@ ui.provider.addEventListener('change', () => {
   onModeChange();
 });
 ui.interpMode.addEventListener('change', onModeChange);
+ui.invite.addEventListener('click', inviteSomeone);
 ui.target.addEventListener('change', onPickerChange);
 ui.error.addEventListener('click', hideError);
 // Free the interpreter right away if the tab closes mid-call.
@@ -566,4 +632,4 @@ window.addEventListener('pagehide', () => {
 });
 
 setState('idle');
-loadLanguages();
+loadLanguages().then(() => ROOM && loadRoom());

@@ -128,6 +128,10 @@ class ControlHub:
         if control is not None:
             control.publish(msg)
 
+    def authorized(self, call_id: str, token: str) -> bool:
+        control = self._calls.get(call_id)
+        return control is not None and control.authorized(token)
+
     def attach(self, call_id: str, token: str) -> LocalControlLink:
         control = self._calls.get(call_id)
         if control is None:

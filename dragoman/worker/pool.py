@@ -43,13 +43,20 @@ import psutil
 from dragoman.agent import messages
 from dragoman.config import Settings, settings_for_child
 from dragoman.fleet.call_request import CallRequest
-from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
+from dragoman.fleet.errors import (
+    AgentFailed,
+    CallRejected,
+    NoAgentAvailable,
+    UnknownCall,
+    WrongCallToken,
+)
 from dragoman.media.plain_sdp import PlainOffer, opus_payload_type, plain_answer
 from dragoman.pipeline.providers.catalog import PROVIDERS, ProviderSpec, unavailable_reason
 from dragoman.worker import metrics
 from dragoman.worker.channel import ChannelClosed, PipeChannel
 from dragoman.worker.control import ControlHub
 from dragoman.worker.gateway import Handle, MediaGateway, MediaUnavailable, OfferRejected
+from dragoman.worker.rooms import Rooms, for_peer, room_event
 from dragoman.worker.supervision import (
     EXIT_GRACE_S,
     AgentVitals,
@@ -111,7 +118,7 @@ def idle_uss_mb(pids: list[int], sample: int = 5) -> float | None:
 
 
 class InferenceStatus(Protocol):
-    """The node's inference service as the pool sees it (``worker.inference_service.InferenceService``)."""
+    """The node's inference service as the pool sees it (see ``worker.inference_service``)."""
 
     @property
     def up(self) -> bool: ...
@@ -136,6 +143,7 @@ class Agent:
     last_seen: float = 0.0  # its last pipe message (a heartbeat at least every second)
     call_started_at: float | None = None
     call_cap_s: float | None = None  # this call's max_call_s (None: the node's)
+    request: CallRequest | None = None  # the call it holds (languages, provider, mode)
     ending_since: float | None = None
     pid: int = -1  # set once forked (the Process object is closed after its exit)
 
@@ -236,6 +244,7 @@ class AgentPool:
         self._agents: set[Agent] = set()
         self._idle: deque[Agent] = deque()
         self._calls: dict[str, Agent] = {}
+        self.rooms = Rooms()
         self._idle_changed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self.calls_total = 0
@@ -365,6 +374,14 @@ class AgentPool:
                     continue
                 if kind == "msg":
                     self.hub.publish(agent.call_id, msg["msg"])
+                    peer = self.rooms.peer(agent.call_id)
+                    shared = for_peer(msg["msg"]) if peer else None
+                    if shared is not None:
+                        self.hub.publish(peer, shared)
+                elif kind == "room_audio":
+                    peer_agent = self._calls.get(self.rooms.peer(agent.call_id) or "")
+                    if peer_agent is not None:
+                        peer_agent.chan.send(msg)  # its caller hears our caller, translated
                 elif kind == "ready" and agent.state == "starting":
                     ready_ms = (time.monotonic() - agent.fork_requested_at) * 1000
                     self.refill_ms.append(round(ready_ms, 1))
@@ -401,6 +418,10 @@ class AgentPool:
             self._spawn_task(self.on_call_ended(agent.call_id, agent.end_reason or "agent_lost"))
         if agent in self._idle:
             self._idle.remove(agent)
+        alone = self.rooms.unlink(agent.call_id)
+        if alone is not None and alone in self._calls:
+            self._calls[alone].chan.send({"kind": "room_left"})
+            self.hub.publish(alone, room_event("peer_left"))
         if agent.call_id and self._calls.get(agent.call_id) is agent:
             del self._calls[agent.call_id]
         agent.state = "gone"
@@ -514,6 +535,35 @@ class AgentPool:
         for agent in list(self._idle):
             self._spawn_task(self._prepare(agent))
 
+    def call_ids(self) -> set[str]:
+        return set(self._calls)
+
+    def _room_host(self, req: CallRequest) -> Agent | None:
+        """A room guest's host, still on its call and alone; CallRejected otherwise."""
+        if req.room_host is None:
+            return None
+        host = self._calls.get(req.room_host)
+        if host is None or host.state != "active":
+            raise CallRejected("room_ended", "The person who invited you has left the call.")
+        if self.rooms.peer(req.room_host) is not None:
+            raise CallRejected("room_full", "This room already has two people.")
+        return host
+
+    def invitable(self, call_id: str, control_token: str) -> CallRequest:
+        """The call a room invitation is for, if the token is its control token and it can
+        take a second person; UnknownCall, WrongCallToken or CallRejected otherwise."""
+        agent = self._calls.get(call_id)
+        if agent is None or agent.state != "active" or agent.request is None:
+            raise UnknownCall(call_id)
+        if not self.hub.authorized(call_id, control_token):
+            raise WrongCallToken(call_id)
+        req = agent.request
+        if req.mode != "one_way":
+            raise CallRejected("bad_mode", "Only a one-way call can invite a second person.")
+        if self.rooms.peer(call_id) is not None:
+            raise CallRejected("room_full", "This call already has a second person.")
+        return req
+
     async def start_call(self, req: CallRequest) -> dict[str, Any]:
         t0 = time.perf_counter()
         opus_pt = opus_payload_type(req.sdp)
@@ -524,6 +574,7 @@ class AgentPool:
             raise NoAgentAvailable("This node's media gateway is restarting.", 1)
         if self.inference is not None and not self.inference.up and self._uses_inference(req):
             raise NoAgentAvailable("This node's speech service is restarting.", 1)
+        host = self._room_host(req)
         agent = await self._take_idle()
         agent.state = "reserved"
         agent.call_id = req.call_id
@@ -560,6 +611,14 @@ class AgentPool:
         agent.state = "active"
         agent.call_started_at = time.monotonic()
         agent.call_cap_s = req.max_call_s
+        agent.request = req
+        if host is not None:
+            if host.state == "active" and self.rooms.peer(host.call_id) is None:
+                self.rooms.link(req.call_id, host.call_id or "")
+                host.chan.send({"kind": "room_joined", "language": req.source})
+                self.hub.publish(host.call_id, room_event("joined", language=req.source))
+            else:  # the host left while this call was being answered
+                self._request_end(agent, "room_ended")
         self.calls_total += 1
         timings = dict(reply.get("timings_ms", {}))
         timings["wait_agent"] = round((t_taken - t0) * 1000, 2)

@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from typing import Any
 
 from dragoman.config import Settings
 from dragoman.fleet.call_request import CallRequest
+from dragoman.fleet.errors import NoAgentAvailable
 from dragoman.fleet.registry import (
     DRAINING,
     NOT_READY,
@@ -46,6 +48,7 @@ class WorkerService:
         # In Kubernetes: this pod's deletion cost follows its calls (empty pods go first).
         self.deletion_cost = k8s_cost.from_settings(settings)
         self._stopping: asyncio.Task | None = None
+        self._invites: dict[str, str] = {}  # host call id -> its room guest's reserved id
         self.ready = False
 
     @property
@@ -141,12 +144,37 @@ class WorkerService:
             log.warning("could not confirm call %s: %s", req.call_id, e)
         return result
 
+    async def invite(self, call_id: str, control_token: str, ttl_s: float) -> dict[str, Any]:
+        """Make a call a two-party room: a slot for the second person is reserved on this
+        node now (both agents must share a node), for as long as the invitation lasts."""
+        req = self.pool.invitable(call_id, control_token)
+        stale = self._invites.pop(call_id, None)
+        if stale is not None and stale not in self.pool.call_ids():
+            await self._release(stale)  # a new link replaces an unused one: one slot held
+        guest = uuid.uuid4().hex
+        if await self.registry.reserve(guest, [self.settings.node_id], ttl_s) is None:
+            raise NoAgentAvailable(
+                "This node has no free slot for a second person right now; try again.",
+                self.settings.retry_after_s,
+            )
+        self._invites[call_id] = guest
+        return {
+            "guest_call_id": guest,
+            "host_call_id": call_id,
+            "language": req.source,
+            "provider": req.provider,
+            "node_id": self.settings.node_id,
+        }
+
     async def end_call(self, call_id: str, reason: str = "remote_hangup") -> bool:
         return await self.pool.end_call(call_id, reason)
 
     async def _on_call_ended(self, call_id: str, reason: str) -> None:
         metrics.CALLS_ENDED.labels(reason).inc()
         await self._release(call_id)
+        guest = self._invites.pop(call_id, None)
+        if guest is not None and guest not in self.pool.call_ids():
+            await self._release(guest)  # nobody will join a room whose host has left
 
     async def _release(self, call_id: str) -> None:
         # A slot must come back even if Redis blinks at this moment: retry briefly.

@@ -118,7 +118,7 @@ def resolve(name: str | None, settings: Settings) -> ProviderSpec:
     return spec
 
 
-MODES = ("one_way", "conversation")
+MODES = ("one_way", "conversation", "room")
 
 
 def conversation_unavailable_reason(spec: ProviderSpec) -> str | None:
@@ -140,9 +140,18 @@ def validate_for_mode(
     """The pair for a call in ``mode`` ("one_way" or "conversation"), or LanguageError."""
     title = None if spec.name == "local" else spec.title
     if mode not in MODES:
-        raise LanguageError("bad_mode", f"Unknown mode {mode!r}; use 'one_way' or 'conversation'.")
+        raise LanguageError(
+            "bad_mode", f"Unknown mode {mode!r}; use 'one_way' or 'conversation'."
+        )
     if mode == "one_way":
         return validate_pair(source, target, spec.targets, title)
+    if mode == "room":
+        # Each person has their own agent: one direction each, like one-way, except that a
+        # direction the provider cannot speak is captioned with a note (the other person's
+        # direction may still be spoken).
+        speakable = spec.targets if spec.kind == "speech-to-speech" else ALL
+        pair = validate_pair(source, target, speakable, title)
+        return LanguagePair(pair.source, pair.target, room=True)
     reason = conversation_unavailable_reason(spec)
     if reason:
         raise LanguageError("mode_unsupported", reason)

@@ -1,0 +1,274 @@
+"""Two-party rooms on a real ``dragoman serve`` (local provider): a call invites a second
+person through a link; each keeps their own agent; each hears the other translated and sees
+both sides' captions; either can leave."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import EN_KEYWORD, JA_KEYWORD, Server, wait_until
+
+from dragoman.bench.caller import AUDIBLE_RMS, Caller, load_wav_mono
+
+
+def final_caption(side: str, frm: str | None = None):
+    def match(m: dict) -> bool:
+        return (
+            m.get("type") == "caption"
+            and m.get("side") == side
+            and m.get("final") is True
+            and bool(m.get("text"))
+            and (frm is None or m.get("from", "self") == frm)
+        )
+
+    return match
+
+
+async def quiet(caller: Caller, for_s: float = 1.0, timeout: float = 20.0) -> None:
+    """Until the caller has heard nothing loud for ``for_s``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        recent = [
+            r
+            for r, t in zip(caller.result.audio_rms, caller.result.audio_at, strict=True)
+            if t > now - for_s
+        ]
+        if recent and max(recent) < AUDIBLE_RMS:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("the other side's audio never went quiet")
+
+
+def invite(server: Server, caller: Caller) -> dict:
+    r = httpx.post(
+        f"{server.url}/v1/calls/{caller.result.call_id}/invite",
+        json={"control_token": caller.result.control_token},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_a_call_invites_a_second_person_and_each_hears_the_other(
+    server: Server, ja_speech: Path, en_speech: Path
+) -> None:
+    host = Caller(server.url, source="ja", target="en")
+    guest: Caller | None = None
+    try:
+        assert (await host.call()).status == 201
+        await host.wait_open()
+        await host.wait_for(lambda m: m.get("state") == "listening", 10)
+
+        # Only the caller (its control token) can invite; the link names the host's language.
+        r = httpx.post(
+            f"{server.url}/v1/calls/{host.result.call_id}/invite",
+            json={"control_token": "not-the-token"},
+            timeout=10,
+        )
+        assert r.status_code == 403 and r.json()["error"]["code"] == "wrong_call_token"
+        room = invite(server, host)
+        assert room["language"] == "ja" and room["room_url"].startswith("/?room=")
+        info = httpx.get(f"{server.url}/v1/rooms/{room['room_token']}", timeout=10).json()
+        assert info["language_name"] == "Japanese"
+        bogus = httpx.get(f"{server.url}/v1/rooms/{room['room_token'][:-4]}abcd", timeout=10)
+        assert bogus.status_code == 404 and bogus.json()["error"]["code"] == "unknown_room"
+
+        # The guest speaks English and joins with the link's token.
+        # (The room sets the target: the host's language.)
+        guest = Caller(server.url, source="en", target="xx", room=room["room_token"])
+        result = await guest.call()
+        assert result.status == 201, result.error
+        await guest.wait_open()
+        await guest.wait_for(lambda m: m.get("state") == "listening", 10)
+        joined = await host.wait_for(lambda m: m.get("type") == "room", 10)
+        assert joined["event"] == "joined" and joined["language"] == "en"
+        langs = await host.wait_for(
+            lambda m: m.get("type") == "languages" and m.get("mode") == "room", 10
+        )
+        assert (langs["source"], langs["target"]) == ("ja", "en")
+        # Each keeps their own agent process.
+        h = server.health()
+        assert h["active_calls"] == 2 and len(set(h["call_pids"])) == 2, h
+
+        # The host speaks Japanese: the guest's page gets the host's words and their English
+        # translation, and hears it after the caption.
+        mark = guest.mark()
+        host.mic.play(load_wav_mono(ja_speech))
+        ja = await guest.wait_for(final_caption("source", "peer"), 40, since=mark)
+        assert ja["lang"] == "ja" and JA_KEYWORD in ja["text"], ja
+        en = await guest.wait_for(final_caption("translation", "peer"), 30, since=mark)
+        assert en["lang"] == "en" and en["text"].isascii(), en
+        await asyncio.sleep(3.0)  # the translation plays on the guest's side
+        assert guest.max_rms_after(en, 6.0) > AUDIBLE_RMS
+        # The host saw its own captions too (not marked as the other person's).
+        assert any(final_caption("translation", "self")(m) for m in host.result.messages)
+
+        # Each side's agent ignores its microphone while it plays the other person (the
+        # echo gate): the guest answers once the translation has finished playing.
+        await quiet(guest)
+
+        # The guest answers in English: the host's page shows it, with a note that the
+        # offline pipeline cannot speak Japanese (no fake translation).
+        mark = host.mark()
+        guest.mic.play(load_wav_mono(en_speech))
+        said = await host.wait_for(final_caption("source", "peer"), 40, since=mark)
+        assert said["lang"] == "en" and EN_KEYWORD in said["text"].lower(), said
+        note = await host.wait_for(lambda m: m.get("type") == "note", 10, since=mark)
+        assert note["code"] == "needs_cloud_provider" and note["id"] == said["id"]
+
+        # A room has two people: the link cannot be used again.
+        third = Caller(server.url, source="fr", target="xx", room=room["room_token"])
+        try:
+            res = await third.call()
+            assert res.status == 400 and res.error["code"] == "room_full", res
+        finally:
+            await third.close()
+
+        # The guest leaves: the host is told and its call goes on; then the host leaves.
+        mark = host.mark()
+        guest.send({"v": 1, "type": "hangup"})
+        await guest.wait_for(lambda m: m.get("state") == "ended", 10)
+        left = await host.wait_for(lambda m: m.get("type") == "room", 10, since=mark)
+        assert left["event"] == "peer_left"
+        assert host.channel_open
+        host.send({"v": 1, "type": "hangup"})
+        await host.wait_for(lambda m: m.get("state") == "ended", 10)
+        wait_until(lambda: server.health()["active_calls"] == 0, 15, what="both calls to end")
+    finally:
+        await host.close()
+        if guest is not None:
+            await guest.close()
+
+
+async def test_an_invitation_whose_host_left_cannot_be_used(server: Server) -> None:
+    host = Caller(server.url, source="ja", target="en", send_audio=False)
+    try:
+        assert (await host.call()).status == 201
+        await host.wait_open()
+        await host.wait_for(lambda m: m.get("state") == "listening", 10)
+        room = invite(server, host)
+        free_with_invite = server.health()["free_slots"]
+        host.send({"v": 1, "type": "hangup"})
+        await host.wait_for(lambda m: m.get("state") == "ended", 10)
+        # The slot held for the guest is given back with the host's call.
+        wait_until(
+            lambda: server.health()["free_slots"] >= free_with_invite + 2,
+            15,
+            what="the host's and the reserved guest slot to be freed",
+        )
+    finally:
+        await host.close()
+    guest = Caller(server.url, source="en", target="xx", send_audio=False, room=room["room_token"])
+    try:
+        t0 = time.monotonic()
+        res = await guest.call()
+        assert res.status == 400 and res.error["code"] == "room_ended", res
+        assert time.monotonic() - t0 < 10
+    finally:
+        await guest.close()
+
+
+@pytest.mark.parametrize("mode", ["room"])
+def test_room_mode_is_only_joined_through_a_link(server: Server, mode: str) -> None:
+    body = {"sdp": "v=0", "type": "offer", "source": "en", "target": "ja", "mode": mode}
+    r = httpx.post(f"{server.url}/v1/calls", json=body, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_mode", r.text
+
+
+def chromium(p, wav: Path):
+    """A headless Chromium whose fake microphone plays ``wav`` (in a loop)."""
+    from conftest import CHROMIUM
+
+    return p.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--headless",
+            "--no-sandbox",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}",
+            "--autoplay-policy=no-user-gesture-required",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+        ],
+    )
+
+
+def test_two_browsers_in_a_room(server: Server, ja_speech: Path, en_speech: Path) -> None:
+    """A Japanese speaker calls and invites; an English speaker opens the link in another
+    browser. Each page shows the other's words; the English page hears the Japanese
+    speaker's translation after its caption; leaving ends both agents."""
+    from playwright import sync_api as playwright
+
+    with playwright.sync_playwright() as p:
+        host_browser, guest_browser = chromium(p, ja_speech), chromium(p, en_speech)
+        try:
+            host, guest = host_browser.new_page(), guest_browser.new_page()
+            host.goto(server.url)
+            host.wait_for_function("document.querySelectorAll('#source option').length > 5")
+            host.select_option("#source", "ja")
+            host.select_option("#target", "en")
+            host.click("#call")
+            host.wait_for_function("() => window.dragoman.state === 'listening'", timeout=20_000)
+            host.wait_for_function("() => !document.querySelector('#invite').disabled")
+            host.click("#invite")
+            host.wait_for_function("() => window.dragoman.inviteUrl", timeout=10_000)
+            link = host.evaluate("window.dragoman.inviteUrl")
+            assert "?room=" in link and host.is_visible("#room-link")
+
+            guest.goto(link)
+            guest.wait_for_function("() => window.dragoman.room?.language === 'ja'")
+            assert "Japanese" in guest.inner_text("#room-invited")
+            assert "room=" not in guest.url  # the capability left the address bar
+            guest.select_option("#source", "en")
+            guest.click("#call")
+            host.wait_for_function(
+                "() => window.dragoman.roomEvents.includes('joined')", timeout=20_000
+            )
+
+            # The Japanese speaker's words and their English translation on the English page,
+            # heard there after the translation's caption arrived.
+            guest.wait_for_function(
+                """kw => window.dragoman.captions.some(c => c.from === 'peer'
+                    && c.side === 'source' && c.lang === 'ja' && c.final && c.text.includes(kw))""",
+                arg=JA_KEYWORD,
+                timeout=90_000,
+            )
+            guest.wait_for_function(
+                """() => {
+                    const d = window.dragoman;
+                    const t = d.captions.find(c => c.from === 'peer' && c.side === 'translation'
+                        && c.lang === 'en' && c.final && c.text.trim());
+                    return t && d.remoteLevels.some(([at, rms]) => at >= t.at && rms > 0.05);
+                }""",
+                timeout=30_000,
+            )
+            # The English speaker's words on the Japanese page (captioned, with the note
+            # that the offline pipeline cannot speak Japanese).
+            host.wait_for_function(
+                """() => window.dragoman.captions.some(c => c.from === 'peer'
+                    && c.side === 'source' && c.lang === 'en' && c.final && c.text.trim())""",
+                timeout=90_000,
+            )
+            host.wait_for_function(
+                "() => window.dragoman.notes.some(n => n.code === 'needs_cloud_provider')",
+                timeout=30_000,
+            )
+
+            # Either can leave; the room is over when both have, and so are both agents.
+            guest.click("#hangup")
+            host.wait_for_function(
+                "() => window.dragoman.roomEvents.includes('peer_left')", timeout=15_000
+            )
+            assert host.evaluate("window.dragoman.state") != "ended"
+            host.click("#hangup")
+            wait_until(lambda: server.health()["active_calls"] == 0, 20, what="both agents gone")
+        finally:
+            host_browser.close()
+            guest_browser.close()
