@@ -98,7 +98,11 @@ class CallSession:
             EchoGate(enabled=pair.conversation or pair.room) if provider.uses_vad else None
         )
         # A room's translations are for the other person (see pipeline.room_router).
-        self.router = RoomRouter(to_peer or (lambda _pcm, _rate: None), active=pair.room)
+        self.router = RoomRouter(
+            to_peer or (lambda _pcm, _rate: None),
+            on_quiet=lambda: self.notify(messages.state("listening")),
+            active=pair.room,
+        )
         pipeline = Pipeline(
             [
                 self.transport.input(),
