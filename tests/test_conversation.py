@@ -7,10 +7,13 @@ coming back from the device's speaker."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from conftest import EN_KEYWORD, JA_KEYWORD, Server
+import pytest
+from conftest import EN_KEYWORD, JA_KEYWORD, Server, start_server, stop_server
+from fake_provider import KEY, Fake, start_fake, stop_fake
 
 from dragoman.bench.caller import AUDIBLE_RMS, Caller, load_wav_mono
 
@@ -116,3 +119,52 @@ def test_conversation_pairs_the_offline_pipeline_cannot_serve_are_refused(server
     assert by_name["local"]["conversation"] and by_name["openai-cascade"]["conversation"]
     assert not by_name["openai-translate"]["conversation"]
     assert "one language per session" in by_name["openai-translate"]["conversation_reason"]
+
+
+@pytest.fixture(scope="module")
+def cascade(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Fake]]:
+    fake = start_fake(tmp_path_factory.mktemp("fake"))
+    srv = start_server(
+        tmp_path_factory.mktemp("cascade"),
+        DRAGOMAN_PROVIDER="openai-cascade",
+        DRAGOMAN_OPENAI_API_KEY=KEY,
+        DRAGOMAN_OPENAI_BASE_URL=fake.openai_base,
+        DRAGOMAN_MAX_CALLS="1",
+    )
+    try:
+        yield srv, fake
+    finally:
+        assert stop_server(srv) == 0, srv.log_tail()
+        stop_fake(fake)
+
+
+async def test_cascade_conversation_routes_each_sentence_by_its_language(
+    cascade: tuple[Server, Fake], ja_speech: Path, en_speech: Path
+) -> None:
+    """Protocol test against the local fake of OpenAI's REST API: the language is identified
+    on the node, and each direction goes through the provider — transcription in the
+    speaker's language, a prompt into the other one, speech of the result."""
+    server, fake = cascade
+    caller = Caller(server.url, source="ja", target="en", mode="conversation")
+    try:
+        assert (await caller.call()).status == 201
+        await caller.wait_open()
+        await caller.wait_for(lambda m: m.get("state") == "listening", 10)
+        for wav, spoken, into in ((ja_speech, "ja", "en"), (en_speech, "en", "ja")):
+            mark = caller.mark()
+            caller.mic.play(load_wav_mono(wav))
+            src = await caller.wait_for(is_caption("source"), 40, since=mark)
+            assert src["lang"] == spoken, src
+            out = await caller.wait_for(is_caption("translation", src["id"]), 30, mark)
+            # The fake "translates" by naming the target it read from our prompt.
+            assert out["lang"] == into and out["text"].startswith(f"[{into}]"), out
+            await caller.wait_for(lambda m: m.get("state") == "speaking", 20, mark)
+            await caller.wait_for(lambda m: m.get("state") == "listening", 30, mark)
+        transcriptions = fake.sessions("transcription")
+        assert [t["language"] for t in transcriptions[-2:]] == ["ja", "en"], transcriptions
+        prompts = [c["system"] for c in fake.sessions("chat")[-2:]]
+        assert "from Japanese into English" in prompts[0], prompts
+        assert "from English into Japanese" in prompts[1], prompts
+        assert len(fake.sessions("speech")) >= 2
+    finally:
+        await caller.close()

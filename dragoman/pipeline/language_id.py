@@ -3,23 +3,22 @@ which of the pair's two languages each utterance is in, told before it is transc
 
 Sits between the VAD and the speech-to-text service. It keeps the utterance's audio; when the
 VAD says the speaker stopped, it asks the node's inference service (Whisper's language head,
-restricted to the pair — free, local and ~0.1 s) and pushes, ahead of the stop frame, the
-STT's language for this utterance and an ``UtteranceLanguageFrame`` for the translator.
-Frames keep their order, so the STT transcribes the utterance with the right language.
+restricted to the pair — free, local and ~0.1 s) and, before letting the stop frame on,
+hands the result to ``on_language``: the STT's language for this utterance and the
+translator's direction. A call, not a frame: the VAD's stop is a system frame, which
+overtakes queued control frames such as ``STTUpdateSettingsFrame`` (measured: the STT
+then transcribed an English sentence as Japanese).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pipecat.frames.frames import (
-    DataFrame,
     Frame,
     InputAudioRawFrame,
-    STTUpdateSettingsFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -34,25 +33,18 @@ PREROLL_BYTES = 16000 * 2 // 2  # 0.5 s at 16 kHz: the VAD confirms speech late
 MAX_BYTES = 16000 * 2 * 30  # Whisper's window
 
 
-@dataclass
-class UtteranceLanguageFrame(DataFrame):
-    """The language the utterance that is ending was spoken in."""
-
-    language: str = ""
-
-
 class LanguageIdentifier(FrameProcessor):
     def __init__(
         self,
         client: InferenceClient,
         pair: LanguagePair,
-        stt_language: Callable[[str], Any],
+        on_language: Callable[[str], Awaitable[None]],
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.pair = pair
         self._client = client
-        self._stt_settings = stt_language  # language code → the STT's settings delta
+        self._on_language = on_language
         self._audio = bytearray()
         self._speaking = False
 
@@ -76,6 +68,5 @@ class LanguageIdentifier(FrameProcessor):
                 # language rather than lose the sentence.
                 log.warning("language identification failed: %s", e)
                 spoken = pair.source
-            await self.push_frame(STTUpdateSettingsFrame(delta=self._stt_settings(spoken)))
-            await self.push_frame(UtteranceLanguageFrame(language=spoken))
+            await self._on_language(spoken)
         await self.push_frame(frame, direction)

@@ -40,7 +40,7 @@ from pipecat.transcriptions.language import Language
 
 from dragoman.agent import messages
 from dragoman.languages import LanguagePair, name_of
-from dragoman.pipeline.language_id import LanguageIdentifier, UtteranceLanguageFrame
+from dragoman.pipeline.language_id import LanguageIdentifier
 from dragoman.pipeline.providers.base import CallContext
 
 NAME = "openai-cascade"
@@ -94,14 +94,11 @@ class Translator(FrameProcessor):
         self._seq = 0
         # Conversation mode: the language of each utterance on its way through the STT,
         # oldest first (from the LanguageIdentifier, in utterance order).
-        self._spoken: deque[str] = deque()
+        self.spoken: deque[str] = deque()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, InterimTranscriptionFrame):
-            return
-        if isinstance(frame, UtteranceLanguageFrame):
-            self._spoken.append(frame.language)
             return
         if isinstance(frame, TranscriptionFrame) and direction == FrameDirection.DOWNSTREAM:
             await self._translate(frame.text.strip())
@@ -110,13 +107,13 @@ class Translator(FrameProcessor):
 
     async def _translate(self, text: str) -> None:
         if not text:
-            if self._spoken:
-                self._spoken.popleft()  # its utterance came to nothing
+            if self.spoken:
+                self.spoken.popleft()  # its utterance came to nothing
             return
         self._seq += 1
         uid, pair = f"c{self._seq}", self.pair
         if pair.conversation:
-            spoken = self._spoken.popleft() if self._spoken else pair.source
+            spoken = self.spoken.popleft() if self.spoken else pair.source
             pair = LanguagePair(spoken, pair.other(spoken))  # this utterance's direction
         self._ctx.notify(messages.caption(uid, "source", pair.source, text, True, 0, 0))
         self._ctx.notify(messages.state("translating"))
@@ -187,11 +184,7 @@ class CascadeInterpretation:
         if ctx.pair.conversation:
             if ctx.client is None:
                 raise ValueError("conversation mode needs the node's inference service")
-            self.identifier = LanguageIdentifier(
-                ctx.client,
-                ctx.pair,
-                lambda lang: OpenAISTTService.Settings(language=Language(lang)),
-            )
+            self.identifier = LanguageIdentifier(ctx.client, ctx.pair, self._utterance_language)
         self._speech_state = SpeechState(ctx)
         self.tts = OpenAITTSService(
             api_key=key,
@@ -199,6 +192,12 @@ class CascadeInterpretation:
             sample_rate=RATE_OUT,
             settings=OpenAITTSService.Settings(model=s.openai_tts_model, voice=s.openai_tts_voice),
         )
+
+    async def _utterance_language(self, lang: str) -> None:
+        """Conversation mode: the utterance that just ended is in ``lang``. Set directly on
+        the STT (see ``pipeline.language_id`` for why not a frame), before it transcribes."""
+        await self.stt._update_settings(OpenAISTTService.Settings(language=Language(lang)))
+        self.translator.spoken.append(lang)
 
     @property
     def stages(self) -> Sequence[FrameProcessor]:
