@@ -1,9 +1,11 @@
 """The page in headless Chromium, against a server whose only slot is taken: the second
-caller is answered in DIRECT mode and talks to the provider itself over WebRTC.
+caller is answered in DIRECT mode and talks to the provider itself — OpenAI's realtime
+translation over WebRTC, or Gemini Live over a WebSocket with an AudioWorklet (16 kHz PCM
+up, 24 kHz down).
 
-The provider is the local FAKE of OpenAI's realtime translation (dragoman.fakes): this is a
-protocol test of the page's direct path (secret → SDP offer to the provider → audio track
-and transcript events), not of a real provider.
+The providers are the local FAKES (dragoman.fakes), which check every message against the
+providers' SDK models: this is a protocol test of the page's direct paths (credential →
+provider session → audio and transcript events), not of a real provider.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import Server, start_server, stop_server, wait_until
-from fake_provider import KEY, Fake, start_fake, stop_fake
+from fake_provider import GEMINI_KEY, KEY, Fake, start_fake, stop_fake
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,9 @@ def one_slot(tmp_path_factory: pytest.TempPathFactory, fake: Fake) -> Iterator[S
         DRAGOMAN_MAX_CALLS="1",
         DRAGOMAN_OPENAI_API_KEY=KEY,
         DRAGOMAN_OPENAI_BASE_URL=fake.openai_base,
+        DRAGOMAN_GEMINI_API_KEY=GEMINI_KEY,
+        DRAGOMAN_GEMINI_BASE_URL=fake.gemini_base,
+        **fake.trusting_env(),
     )
     yield srv
     assert stop_server(srv) == 0, srv.log_tail()
@@ -52,6 +57,7 @@ def test_full_fleet_overflows_to_direct_mode_in_the_page(
     calls_before = len(fake.sessions("webrtc_call"))
     second = page.context.browser.new_page()
     second.on("console", lambda m: print(f"[page2] {m.type}: {m.text}"))
+    second.on("pageerror", lambda e: print(f"[page2] error: {e}"))
     second.goto(one_slot.url)
     second.wait_for_function("document.querySelectorAll('#provider option').length >= 4")
     second.select_option("#source", "ja")
@@ -78,6 +84,73 @@ def test_full_fleet_overflows_to_direct_mode_in_the_page(
 
     second.click("#hangup")
     second.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)
+    page.click("#hangup")
+    page.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)
+    wait_until(lambda: one_slot.health()["active_calls"] == 0, 30, what="the agent call to end")
+
+
+def _take_the_only_slot(one_slot: Server, page) -> None:
+    page.goto(one_slot.url)
+    page.wait_for_function("document.querySelectorAll('#provider option').length >= 4")
+    page.select_option("#provider", "local")
+    page.select_option("#source", "ja")
+    page.select_option("#target", "en")
+    page.click("#call")
+    page.wait_for_function("() => window.dragoman.mode === 'agent'", timeout=30_000)
+    wait_until(lambda: one_slot.health()["active_calls"] == 1, 10, what="the slot to be taken")
+
+
+def test_a_gemini_call_overflows_to_gemini_live_from_the_page(
+    one_slot: Server, fake: Fake, page
+) -> None:
+    _take_the_only_slot(one_slot, page)
+    before = len(fake.sessions("gemini-live"))
+    # The fake serves the Live API over TLS with its own certificate (as the real one is
+    # only reached over wss://): this browser context trusts it.
+    context = page.context.browser.new_context(ignore_https_errors=True)
+    second = context.new_page()
+    second.on("console", lambda m: print(f"[page2] {m.type}: {m.text}"))
+    second.on("pageerror", lambda e: print(f"[page2] error: {e}"))
+    second.goto(one_slot.url)
+    second.wait_for_function("document.querySelectorAll('#provider option').length >= 4")
+    second.select_option("#provider", "gemini-live-translate")
+    second.select_option("#source", "ja")
+    second.select_option("#target", "th")
+    second.click("#call")
+    second.wait_for_function("() => window.dragoman.mode === 'direct'", timeout=30_000)
+    assert second.evaluate("window.dragoman.directReason") == "overflow"
+    assert second.evaluate("window.dragoman.provider") == "gemini-live-translate"
+    badge = second.inner_text("#mode")
+    assert "Direct to Gemini Live translation" in badge and "overflow" in badge, badge
+
+    # The page opened the constrained Live endpoint with the one-use token, sent the setup
+    # and its microphone as 16 kHz PCM; the fake's audio and transcripts came back.
+    wait_until(lambda: len(fake.sessions("gemini-live")) == before + 1, 15, what="a session")
+    second.wait_for_function("() => window.dragoman.maxRemoteRms > 0.02", timeout=30_000)
+    second.wait_for_function(
+        """() => window.dragoman.captions.some(
+            c => c.side === 'translation' && c.text.includes('[th] word'))""",
+        timeout=30_000,
+    )
+    second.wait_for_function(
+        "() => window.dragoman.captions.some(c => c.side === 'source' && c.text.includes('word'))"
+    )
+    session = fake.sessions("gemini-live")[-1]
+    assert session["constrained"] and session["version"] == "v1alpha"
+    assert session["invalid"] == [], session["invalid"]
+    translation = session["setup"]["generationConfig"]["translationConfig"]
+    assert translation["targetLanguageCode"] == "th"
+    assert "inputAudioTranscription" in session["setup"]
+    # The microphone keeps streaming: over a second of 16 kHz PCM16 soon went up.
+    wait_until(
+        lambda: fake.sessions("gemini-live")[-1]["audio_bytes"] > 16000 * 2, 10, what="audio"
+    )
+    state = second.evaluate("JSON.stringify(window.dragoman)") + second.content()
+    assert GEMINI_KEY not in state and KEY not in state
+
+    second.click("#hangup")
+    second.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)
+    context.close()
     page.click("#hangup")
     page.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)
     wait_until(lambda: one_slot.health()["active_calls"] == 0, 30, what="the agent call to end")

@@ -17,7 +17,9 @@
 //   error        {code, message, fatal}       server "error" message
 //   channelclose —                            control channel closed for good by the server
 //   direct       {reason, provider, expiresAt} the call goes straight to the provider
-//                                             (direct mode: fleet full, or requested)
+//                                             (direct mode: fleet full, or requested):
+//                                             OpenAI over WebRTC, Gemini Live over a
+//                                             WebSocket (gemini_direct.js)
 
 const PROTOCOL_VERSION = 1;
 const MAX_BUSY_RETRIES = 3;
@@ -33,6 +35,7 @@ const FINAL_CLOSE_CODES = new Set([1000, 4401, 4404, 4409]);
 const CONTROL_RETRY_MS = [250, 500, 1000, 2000, 4000];
 // Direct mode: the provider streams transcript deltas; a pause this long closes a caption line.
 const DIRECT_CAPTION_GAP_MS = 1200;
+const GEMINI = 'gemini-live-translate';
 
 /** A signalling failure, carrying the server's error code and message when it sent one. */
 export class CallError extends Error {
@@ -64,6 +67,7 @@ export class Call extends EventTarget {
     this.callId = null;
     this.pc = null;
     this.dc = null; // direct mode only: the provider's own data channel
+    this.gemini = null; // direct mode with Gemini Live: its WebSocket session
     this.closed = false;
     // Milliseconds from start() to each step (ice_servers, offer, gathered, answered).
     this.timings = {};
@@ -124,6 +128,10 @@ export class Call extends EventTarget {
     this.direct = true;
     this.#teardown(); // the offer made for an agent is not used
     this.#emit('direct', { reason: answer.reason, provider: answer.provider, expiresAt: answer.expires_at });
+    if (answer.provider === GEMINI) {
+      await this.#startGeminiDirect(answer, localStream);
+      return;
+    }
     const pc = (this.pc = new RTCPeerConnection({ iceServers: [] }));
     pc.addTransceiver(localStream.getAudioTracks()[0], { direction: 'sendrecv', streams: [localStream] });
     const dc = (this.dc = pc.createDataChannel('oai-events'));
@@ -160,6 +168,42 @@ export class Call extends EventTarget {
     this.#throwIfClosed();
     this.#emit('answer', { callId: null, timings: {}, at: performance.now() });
     await pc.setRemoteDescription({ type: 'answer', sdp });
+  }
+
+  /** Gemini Live over a WebSocket, with the one-use token the server minted. */
+  async #startGeminiDirect(answer, localStream) {
+    const { GeminiDirect } = await import('/gemini_direct.js');
+    this.#throwIfClosed();
+    const captions = new DirectCaptions((c) => this.#emit('caption', c));
+    const session = (this.gemini = new GeminiDirect({
+      url: answer.call_url,
+      token: answer.client_secret,
+      setup: answer.setup,
+      stream: localStream,
+      onEvent: (type, detail) => {
+        if (this.closed) return;
+        if (type === 'track') this.#emit('track', detail);
+        else if (type === 'ready') {
+          this.#emit('open');
+          this.#emit('connection', { state: 'connected' });
+        } else if (type === 'source') captions.add('source', this.source, detail.text);
+        else if (type === 'translation') captions.add('translation', this.target, detail.text);
+        else if (type === 'notice') this.#emit('error', { code: detail.code, message: 'The translation service is ending this session.', fatal: false });
+        else if (type === 'closed') {
+          captions.flush();
+          this.#emit('channelclose');
+        }
+      },
+    }));
+    try {
+      await session.start();
+    } catch (err) {
+      this.#throwIfClosed();
+      console.warn('dragoman: direct call refused', err);
+      throw new CallError('The translation service refused the direct call. Please try again later.', { code: 'direct_refused' });
+    }
+    this.#throwIfClosed();
+    this.#emit('answer', { callId: null, timings: {}, at: performance.now() });
   }
 
   /** OpenAI realtime translation events on the direct call's data channel. */
@@ -359,6 +403,7 @@ export class Call extends EventTarget {
     this.#ws = null;
     ws?.close(1000);
     this.dc?.close();
+    this.gemini?.close();
     this.pc?.close();
   }
 
