@@ -284,6 +284,34 @@ async def test_two_api_replicas_share_the_abuse_limits(fleet: Fleet) -> None:
             proc.wait(10)
 
 
+async def test_a_rooms_guest_lands_on_its_hosts_node(fleet: Fleet) -> None:
+    """A room's two agents share a node (they hand each other audio locally): the invite
+    reserves the guest's slot on the host's node, and the guest's call goes there, whichever
+    api replica or node the ranking would otherwise pick."""
+    host = Caller(fleet.api_url, send_audio=False)
+    guest: Caller | None = None
+    try:
+        assert (await host.call()).status == 201
+        await host.wait_open()
+        await host.wait_for(lambda m: m.get("state") == "listening", 20)
+        r = httpx.post(
+            f"{fleet.api_url}/v1/calls/{host.result.call_id}/invite",
+            json={"control_token": host.result.control_token},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        guest = Caller(fleet.api_url, source="en", send_audio=False, room=r.json()["room_token"])
+        result = await guest.call()
+        assert result.status == 201, result.error
+        assert guest.result.node_id == host.result.node_id
+        joined = await host.wait_for(lambda m: m.get("type") == "room", 20)
+        assert joined["event"] == "joined"
+    finally:
+        await host.close()
+        if guest is not None:
+            await guest.close()
+
+
 async def test_redis_restart_gives_quick_503_then_recovers(fleet: Fleet) -> None:
     assert fleet.redis is not None
     fleet.redis.terminate()

@@ -272,3 +272,32 @@ def test_two_browsers_in_a_room(server: Server, ja_speech: Path, en_speech: Path
         finally:
             host_browser.close()
             guest_browser.close()
+
+
+async def test_a_full_node_refuses_the_invitation_not_a_guest(server: Server) -> None:
+    """The guest's slot is reserved next to the host when the link is made: a node with no
+    free slot says so to the host then (try again), never to a guest mid-way."""
+    cap = server.health()["capacity"]
+    callers = [Caller(server.url, source="ja", target="en", send_audio=False) for _ in range(cap)]
+    try:
+        for c in callers:
+            assert (await c.call()).status == 201
+            await c.wait_open()
+        host = callers[0]
+        await host.wait_for(lambda m: m.get("state") == "listening", 10)
+        r = httpx.post(
+            f"{server.url}/v1/calls/{host.result.call_id}/invite",
+            json={"control_token": host.result.control_token},
+            timeout=10,
+        )
+        assert r.status_code == 503 and r.json()["error"]["code"] == "no_agent", r.text
+        assert int(r.headers["retry-after"]) >= 1
+        # One call leaves: now the invitation holds a slot for the guest.
+        await callers.pop().close()
+        wait_until(lambda: server.health()["active_calls"] == cap - 1, 20, what="a free slot")
+        room = invite(server, host)
+        assert room["room_token"]
+        assert server.health()["free_slots"] == 0  # the guest's slot is held
+    finally:
+        for c in callers:
+            await c.close()
