@@ -265,9 +265,26 @@ def _bench_latency(args: argparse.Namespace) -> int:
     from dragoman.bench.latency import LatencyParams, main
 
     rep = main(
-        LatencyParams(sentences=args.sentences, voice=args.voice, url=args.url), Path(args.out)
+        LatencyParams(sentences=args.sentences, voice=args.voice, url=args.url, room=args.room),
+        Path(args.out),
     )
     return 0 if rep["failed"] == 0 else 1
+
+
+def _bench_calibrate(args: argparse.Namespace) -> int:
+    from dragoman.sim.measure import CalibrateParams, run
+
+    params = CalibrateParams(
+        bursts=tuple(int(x) for x in args.bursts.split(",")),
+        loads=tuple(int(x) for x in args.loads.split(",")) if args.loads else (),
+        direct_calls=args.direct_calls,
+        density=not args.no_density,
+        density_runs=args.density_runs,
+        connect=not args.density_only,
+        server_cpus=args.server_cpus,
+    )
+    run(params, Path(args.out))
+    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -278,6 +295,7 @@ def _simulate(args: argparse.Namespace) -> int:
     given = {
         "trace": args.trace,
         "profile": args.profile,
+        "direct": False if args.no_direct else None,
         "slots_per_node": args.slots,
         "idle_target": args.idle_target,
         "floor_slots": args.floor,
@@ -285,19 +303,31 @@ def _simulate(args: argparse.Namespace) -> int:
         "node_ready_s": args.node_ready,
         "interval_s": args.interval,
         "scaler": args.scaler,
-        "overflow": args.overflow,
+        "scale_down": args.scale_down,
+        "no_idle": args.no_idle,
+        "pack_headroom": args.pack_headroom,
+        "pack_spread": args.pack_spread,
+        "caller_rtt_s": args.caller_rtt,
+        "provider_rtt_s": args.provider_rtt,
         "krw_per_usd": args.krw_per_usd,
         "scale": args.scale,
         "seed": args.seed,
         "calibrate": args.calibrate,
+        "uncalibrated": args.uncalibrated or None,
     }
     params = SimParams(**{k: v for k, v in given.items() if v is not None})
+    suffix = "" if params.direct else "-no-direct"
     if args.sweep:
-        floors = [int(x) for x in args.floors.split(",")]
-        sweep(params, floors, Path(args.out or "results/sim/tradeoff"))
+        default = DEFAULT_SWEEP_DIRECT if params.direct else DEFAULT_SWEEP
+        floors = [int(x) for x in (args.floors or default).split(",")]
+        sweep(params, floors, Path(args.out or f"results/sim/tradeoff{suffix}"))
         return 0
-    sim_main(params, Path(args.out or f"results/sim/{Path(params.trace).stem}"))
+    sim_main(params, Path(args.out or f"results/sim/{Path(params.trace).stem}{suffix}"))
     return 0
+
+
+DEFAULT_SWEEP_DIRECT = "0,120,240,480,960,1920"
+DEFAULT_SWEEP = "1000,2000,3000,3500,4000,4500,5000,6000"
 
 
 def _providers_check(args: argparse.Namespace) -> int:
@@ -384,26 +414,64 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: Japanese (Kokoro) if installed, else English (Piper)",
     )
     latency.add_argument("--out", default="results/latency", help="folder for JSON and plots")
+    latency.add_argument(
+        "--room",
+        action="store_true",
+        help="a two-party room: the host speaks, an English guest hears the translation",
+    )
     latency.set_defaults(func=_bench_latency)
+
+    calibrate = bench_sub.add_parser(
+        "calibrate",
+        help="what `dragoman simulate` is calibrated from: connect at several burst sizes "
+        "and node loads, direct-mode overflow, density (≈ 10 min)",
+    )
+    calibrate.add_argument("--bursts", default="10,20,40", help="burst sizes on an idle node")
+    calibrate.add_argument("--loads", default="10,20", help="calls already on the node")
+    calibrate.add_argument("--direct-calls", type=int, default=10)
+    calibrate.add_argument("--no-density", action="store_true", help="skip bench density")
+    calibrate.add_argument("--density-runs", type=int, default=3, help="best of N (3)")
+    calibrate.add_argument("--density-only", action="store_true", help="only bench density")
+    calibrate.add_argument("--server-cpus", default="0")
+    calibrate.add_argument("--out", default="results/calibration")
+    calibrate.set_defaults(func=_bench_calibrate)
 
     sim = sub.add_parser("simulate", help="the fleet under a call trace: latency and cost")
     sim.add_argument("--trace", default="surge", help="surge | day | flash | a .csv file")
     sim.add_argument("--profile", help="machine profile (c7g-warm-pool; see dragoman/sim)")
+    sim.add_argument(
+        "--no-direct",
+        action="store_true",
+        help="no provider key: a full fleet answers 503 (the page retries), no direct overflow",
+    )
     sim.add_argument("--floor", type=int, help="the policy's warm-buffer floor, call slots")
     sim.add_argument("--headroom", type=float, help="× expected arrivals during the lead time")
-    sim.add_argument("--slots", type=int, help="call slots per node (default: profile)")
-    sim.add_argument("--idle-target", type=int, help="pre-forked processes per node (all)")
+    sim.add_argument("--slots", type=int, help="call slots per node (default: calibration)")
+    sim.add_argument("--idle-target", type=int, help="pre-forked processes per node")
     sim.add_argument("--node-ready", type=float, help="boot time the policy assumes, s")
     sim.add_argument("--interval", type=float, help="scaler period, s (HPA sync, 15)")
     sim.add_argument("--scaler", choices=("hpa", "direct"), help="via the k8s HPA (hpa)")
-    sim.add_argument("--overflow", choices=("wait", "retry"), help="no idle agent: wait|503")
+    sim.add_argument(
+        "--scale-down", choices=("cost", "random"), help="pods removed: by deletion cost"
+    )
+    sim.add_argument("--no-idle", choices=("wait", "retry"), help="no idle agent: wait|503")
+    sim.add_argument("--pack-headroom", type=float, help="ranking's per-node headroom (0.1)")
+    sim.add_argument("--pack-spread", type=int, help="fullest nodes a burst is shared by (4)")
+    sim.add_argument("--caller-rtt", type=float, help="caller ↔ node round trip, s (0.05)")
+    sim.add_argument("--provider-rtt", type=float, help="↔ provider round trip, s (0.1)")
     sim.add_argument("--krw-per-usd", type=float, help="exchange rate (1,400)")
     sim.add_argument("--scale", type=float, help="multiply a built-in trace's concurrency")
     sim.add_argument("--seed", type=int)
-    sim.add_argument("--calibrate", help="a `dragoman bench` JSON (e.g. connect.json)")
+    sim.add_argument(
+        "--calibrate",
+        help="a `bench calibrate` folder or one bench JSON (default: results/calibration)",
+    )
+    sim.add_argument(
+        "--uncalibrated", action="store_true", help="assumed constants, not measurements"
+    )
     sim.add_argument("--out", help="folder for report.json and plots (results/sim/TRACE)")
     sim.add_argument("--sweep", action="store_true", help="cost vs p99 over --floors")
-    sim.add_argument("--floors", default="1000,2000,3000,3500,3750,4000,5000,6000")
+    sim.add_argument("--floors", help="comma-separated floors, slots (a default per mode)")
     sim.set_defaults(func=_simulate)
 
     providers = sub.add_parser("providers", help="the cloud providers this server is set for")

@@ -1,4 +1,5 @@
-"""``dragoman simulate``: short runs whose reports must be complete and add up."""
+"""``dragoman simulate``: short runs whose reports must be complete and add up; the
+calibration it loads; direct-mode overflow; packing and Kubernetes' scale-down choice."""
 
 from __future__ import annotations
 
@@ -11,102 +12,236 @@ import pytest
 
 from dragoman import cli
 from dragoman.fleet.registry import DRAINING
-from dragoman.sim import report
-from dragoman.sim.engine import SimParams, simulate
+from dragoman.sim import calibrate, report
+from dragoman.sim.engine import SimParams, Simulation, simulate
 from dragoman.sim.hpa import Hpa, HpaBehavior
 from dragoman.sim.node import GONE
 from dragoman.sim.run import sweep
 
+ROOT = Path(__file__).resolve().parent.parent
+
 # A surge scaled down to 250 concurrent calls on 8-slot nodes: the same shape in ~1 s.
-SMALL = SimParams(trace="surge", scale=0.05, slots_per_node=8, floor_slots=200, seed=3)
+SMALL = SimParams(
+    trace="surge", scale=0.05, slots_per_node=8, floor_slots=200, seed=3, direct=False
+)
 
 
-def _run(params: SimParams) -> tuple[object, dict]:
+def _run(params: SimParams) -> tuple[Simulation, dict]:
     sim, end, wall = simulate(params, on_progress=lambda _line: None)
     return sim, report.build(sim, end, wall)
 
 
-def test_report_is_complete_and_adds_up(tmp_path: Path) -> None:
-    sim, rep = _run(SMALL)
-    for key in ("trace", "params", "connect_ms", "calls", "user_minutes", "nodes", "capacity",
-                "cost", "targets", "timeline", "wall_s"):  # fmt: skip
-        assert key in rep
-    for key in ("p50", "p95", "p99", "max"):
-        assert rep["connect_ms"][key] is not None
-    c = rep["connect_ms"]
-    assert 0 < c["p50"] <= c["p95"] <= c["p99"] <= c["max"]
-
-    calls = rep["calls"]
-    assert calls["arrivals"] == sim.trace.calls > 300
+def _check_adds_up(sim: Simulation, rep: dict) -> None:
+    calls, um = rep["calls"], rep["user_minutes"]
+    assert calls["arrivals"] == sim.trace.calls
     assert calls["served"] + calls["refused"] == calls["arrivals"]
-    assert calls["refused"] == 0
-    # Every caller of the trace was served for exactly their minutes.
-    assert rep["user_minutes"]["served"] == pytest.approx(sim.trace.user_minutes, abs=0.01)
-    assert rep["user_minutes"]["served"] == rep["user_minutes"]["trace"]
-
+    assert calls["served_agent"] + calls["served_direct"] == calls["served"]
+    assert um["agent"] + um["direct"] == pytest.approx(um["served"], abs=0.02)
+    lost = um["refused"] + um["cut"]
+    assert um["served"] + lost == pytest.approx(um["trace"], abs=0.02)
     # Cost is every node-second, from the boot request to removal, times the price.
     end = rep["simulated_s"]
     node_s = sum((n.removed_at if n.removed_at is not None else end) - n.requested_at
                  for n in sim.nodes.values())  # fmt: skip
     assert rep["nodes"]["node_seconds"] == pytest.approx(node_s, abs=1)
     cost = rep["cost"]
-    assert cost["usd"] == pytest.approx(node_s * cost["usd_per_hour"] / 3600, rel=1e-4)
-    assert cost["krw"] == pytest.approx(cost["usd"] * cost["krw_per_usd"], rel=1e-4)
-    krw_per_minute = cost["krw"] / rep["user_minutes"]["served"]
-    assert cost["krw_per_user_minute"] == pytest.approx(krw_per_minute, rel=1e-3)
-    # Idle capacity: paid slot-seconds not holding a call.
-    busy = rep["capacity"]["busy_slot_seconds"]
-    assert busy >= rep["user_minutes"]["served"] * 60  # + the seconds to answer
-    assert rep["capacity"]["slot_seconds"] == pytest.approx(node_s * 8, rel=1e-6)
-    assert 0 < rep["capacity"]["idle_fraction"] < 1
-
+    usd = node_s * cost["usd_per_hour"] / 3600
+    assert cost["usd"] == pytest.approx(usd, rel=1e-4, abs=1e-4)  # rounded to 4 decimals
+    assert cost["krw"] == pytest.approx(usd * cost["krw_per_usd"], rel=1e-4, abs=0.01)
+    per_minute = cost["krw"] / um["served"]
+    assert cost["krw_per_user_minute"] == pytest.approx(per_minute, rel=1e-3, abs=1e-4)
+    if um["agent"]:
+        per_agent_minute = cost["krw"] / um["agent"]
+        assert cost["krw_per_agent_minute"] == pytest.approx(per_agent_minute, rel=1e-3, abs=1e-4)
     # No node ever held more calls than its slots.
     assert all(n.max_busy <= n.capacity for n in sim.nodes.values())
     assert rep["nodes"]["max_load_fraction"] <= 1.0
+
+
+def test_report_is_complete_and_adds_up(tmp_path: Path) -> None:
+    sim, rep = _run(SMALL)
+    for key in ("trace", "params", "connect_ms", "connect_agent_ms", "connect_direct_ms",
+                "calls", "user_minutes", "nodes", "capacity", "cost", "targets", "timeline",
+                "wall_s"):  # fmt: skip
+        assert key in rep
+    c = rep["connect_ms"]
+    assert 0 < c["p50"] <= c["p95"] <= c["p99"] <= c["max"]
+    assert rep["calls"]["arrivals"] > 300 and rep["calls"]["refused"] == 0
+    assert rep["calls"]["served_direct"] == 0  # no provider key: no overflow
+    _check_adds_up(sim, rep)
+    # Every caller of the trace was served for exactly their minutes.
+    assert rep["user_minutes"]["served"] == pytest.approx(sim.trace.user_minutes, abs=0.01)
+    busy = rep["capacity"]["busy_slot_seconds"]
+    assert busy >= rep["user_minutes"]["served"] * 60  # + the seconds to answer
+    assert 0 < rep["capacity"]["idle_fraction"] < 1
     assert rep["nodes"]["peak_paid"] <= SMALL.max_nodes
-    # The fleet grew for the surge.
     assert rep["nodes"]["peak_warm"] * 8 > rep["trace"]["peak_concurrent"]
+    assert rep["targets"]["krw_per_user_minute"] == report.TARGET_KRW
 
     paths = report.write(rep, sim.connect_s[~np.isnan(sim.connect_s)] * 1000, tmp_path)
     assert all(p.stat().st_size > 1000 for p in paths)
-    assert json.loads((tmp_path / "report.json").read_text())["calls"] == calls
+    assert json.loads((tmp_path / "report.json").read_text())["calls"] == rep["calls"]
 
 
-def test_nodes_are_drained_only_when_empty_and_removed() -> None:
+# --- direct-mode overflow ---------------------------------------------------------------------
+
+
+def test_direct_overflow_serves_what_no_node_takes_and_is_accounted() -> None:
+    tight = replace(SMALL, floor_slots=0, max_nodes=4)
+    sim, rep = _run(replace(tight, direct=True))
+    calls, um = rep["calls"], rep["user_minutes"]
+    assert calls["refused"] == 0 and calls["retried"] == 0  # overflow, never a 503 retry
+    assert 0 < calls["served_direct"] < calls["arrivals"]
+    assert calls["direct_share"] == pytest.approx(
+        calls["served_direct"] / calls["arrivals"], abs=1e-4
+    )
+    assert um["direct_share"] == pytest.approx(um["direct"] / um["served"], abs=1e-4)
+    # The direct calls are the ones the trace says, for their whole length, on no node.
+    assert um["direct"] == pytest.approx(sim.trace.durations[sim.direct].sum() / 60, abs=0.01)
+    assert all(sim.call_node[i] is None for i in np.flatnonzero(sim.direct))
+    assert rep["trace"]["peak_direct"] > 0
+    assert rep["targets"]["krw_per_user_minute"] == report.TARGET_KRW_DIRECT
+    _check_adds_up(sim, rep)
+    # A direct call's connect: the press plus the modelled direct set-up, no agent wait.
+    d = sim.connect_s[sim.direct]
+    assert np.all(d >= sim.direct_extra_s)
+    # Without a provider key the same fleet refuses calls after the page's retries.
+    sim2, rep2 = _run(replace(tight, direct=False))
+    assert rep2["calls"]["served_direct"] == 0
+    assert rep2["calls"]["refused"] > 0 and rep2["calls"]["retried"] > 0
+    assert rep2["calls"]["requests"] > rep2["calls"]["arrivals"]  # retries are requests too
+    _check_adds_up(sim2, rep2)
+
+
+def test_overflow_lowers_the_policys_floor() -> None:
+    with_key = Simulation(replace(SMALL, direct=True, floor_slots=None), _trace(), _cal())
+    without = Simulation(replace(SMALL, direct=False, floor_slots=None), _trace(), _cal())
+    assert with_key.policy.floor_slots < without.policy.floor_slots
+    assert with_key.policy.overflow_available and not without.policy.overflow_available
+
+
+def _trace():  # noqa: ANN202
+    from dragoman.sim import traces
+
+    return traces.load("surge", traces.Sessions(), 1, 0.01)
+
+
+def _cal() -> calibrate.Calibration:
+    return calibrate.load(uncalibrated=True)
+
+
+# --- packing and scale-down ------------------------------------------------------------------
+
+
+def test_packing_leaves_nodes_empty_and_scale_down_removes_only_those() -> None:
     sim, rep = _run(replace(SMALL, scaler="direct"))
-    assert rep["nodes"]["drained"] > 0
+    assert rep["nodes"]["drained"] > 0 and rep["nodes"]["drained_with_calls"] == 0
+    assert rep["calls"]["cut_by_scale_down"] == 0
     gone = [n for n in sim.nodes.values() if n.state == GONE]
     assert gone and all(n.busy == 0 and n.removed_at is not None for n in gone)
-    # Only empty nodes are drained, so none lingers DRAINING with calls.
     assert not any(n.state == DRAINING for n in sim.nodes.values())
-    # The fleet shrank after the surge, but never below what the floor asks for.
     left = sum(1 for n in sim.nodes.values() if n.state != GONE)
     assert 200 // 8 <= left < rep["nodes"]["peak_paid"]
+    # Packing: while calls run, some READY nodes stay empty (drainable).
+    assert rep["nodes"]["mean_empty_ready"] > 1
 
 
-def test_refusals_and_retries_add_up_when_the_fleet_is_too_small() -> None:
-    sim, rep = _run(replace(SMALL, floor_slots=0, max_nodes=3))
-    calls = rep["calls"]
-    assert calls["refused"] > 0 and calls["retried"] > 0
-    assert calls["served"] + calls["refused"] == calls["arrivals"]
-    assert calls["requests"] > calls["arrivals"]  # retries are requests too
-    um = rep["user_minutes"]
-    assert um["served"] + um["refused"] == pytest.approx(um["trace"], abs=0.02)
-    assert rep["nodes"]["peak_paid"] <= 3
-    assert not rep["targets"]["none_refused"]
+def test_without_the_deletion_cost_kubernetes_removes_busy_pods_and_cuts_calls() -> None:
+    params = replace(SMALL, scaler="direct", scale_down="random", drain_timeout_s=30.0)
+    sim, rep = _run(params)
+    assert rep["nodes"]["drained_with_calls"] > 0
+    assert rep["calls"]["cut_by_scale_down"] > 0
+    assert rep["user_minutes"]["cut"] > 0
+    cut = np.flatnonzero(sim.cut)
+    assert np.all(sim.served_s[cut] < sim.trace.durations[cut])
+    _check_adds_up(sim, rep)
 
 
-def test_overflow_wait_or_503_when_no_agent_process_is_ready() -> None:
+def test_wait_or_503_when_no_agent_process_is_ready() -> None:
     # One pre-forked process per node: back-to-back calls find the next still forking.
     base = replace(SMALL, idle_target=1)
-    _, waited = _run(replace(base, overflow="wait"))
-    _, refused = _run(replace(base, overflow="retry"))
+    _, waited = _run(replace(base, no_idle="wait"))
+    _, refused = _run(replace(base, no_idle="retry"))
     assert waited["calls"]["waited_for_agent"] > 0
     assert refused["calls"]["waited_for_agent"] == 0
     assert refused["calls"]["retried"] > waited["calls"]["retried"]
 
 
-def test_calibration_from_a_bench_connect_file(tmp_path: Path) -> None:
+# --- calibration -----------------------------------------------------------------------------
+
+
+def _rows(ms: list[float], server: list[float] | None = None) -> list[dict]:
+    server = server or [m / 10 for m in ms]
+    return [
+        {"status": 201, "first_packet_ms": m, "server_ms": s}
+        for m, s in zip(ms, server, strict=False)
+    ]
+
+
+def _write_calibration(d: Path) -> Path:
+    d.mkdir()
+    runs = [
+        {"burst": 1, "background_calls": 0, "per_call": _rows([50.0] * 10),
+         "agent_ready_ms": [100.0, 300.0]},
+        {"burst": 10, "background_calls": 0, "per_call": _rows([200.0] * 10, [20.0] * 10)},
+        {"burst": 20, "background_calls": 0, "per_call": _rows([400.0] * 10)},
+        {"burst": 10, "background_calls": 15, "per_call": _rows([300.0] * 10, [60.0] * 10),
+         "agent_ready_ms": [500.0]},
+    ]  # fmt: skip
+    (d / "connect.json").write_text(
+        json.dumps({"server_cpus": 1, "idle_agent_mb": 16.0, "runs": runs})
+    )
+    (d / "direct.json").write_text(
+        json.dumps({"per_call": [{"connected_ms": 600.0}, {"connected_ms": None}]})
+    )
+    (d / "density.json").write_text(
+        json.dumps({"calls_per_core": 30.0, "cpu_per_call_pct": 2.9, "call_uss_mb": 21.0})
+    )
+    return d
+
+
+def test_calibration_is_loaded_from_bench_calibrate_outputs(tmp_path: Path) -> None:
+    cal = calibrate.load(_write_calibration(tmp_path / "cal"))
+    assert cal.calibrated and len(cal.sources) == 3
+    m = cal.connect
+    assert m is not None and m.sizes == (1, 10, 20)
+    # Interpolated in the handshakes in flight; past the last size, the last slope.
+    assert m.quantile(1, 0.5) == pytest.approx(0.05)
+    assert m.quantile(15, 0.5) == pytest.approx(0.3)
+    assert m.quantile(40, 0.5) == pytest.approx(0.8)
+    # Node load: 15 calls on a 30-call core (fill 0.5) tripled the server's own part.
+    assert m.fills == (0.0, 0.5) and m.factors == pytest.approx((1.0, 3.0))
+    assert m.factor(0.25) == pytest.approx(2.0) and m.factor(0.75) == pytest.approx(4.0)
+    rng = np.random.default_rng(0)
+    # At fill 0.5 and 10 handshakes: 200 ms + (3 - 1) × the server's 20 ms.
+    assert m.draw(rng, 10, 0.5) == pytest.approx(0.24)
+    assert sorted(cal.refill_samples_s) == pytest.approx([0.1, 0.3, 0.5])
+    assert cal.direct_samples_s == (0.6,)
+    assert cal.idle_agent_mb == 16.0 and cal.calls_per_core == 30.0
+
+    sim = Simulation(replace(SMALL, slots_per_node=None, direct=True), _trace(), cal)
+    assert sim.slots == 30 * 4  # calls per core × the c7g.xlarge's vCPUs
+    assert sim.idle_target == min(120, 1024 // 16)  # the idle memory budget ÷ measured USS
+    assert sim.agent_extra_s == pytest.approx(4.5 * 0.05 + 3 * 0.1)
+    assert sim.direct_extra_s == pytest.approx(1 * 0.05 + 7 * 0.1)
+    summary = cal.summary()
+    assert summary["connect"]["burst_sizes"] == [1, 10, 20]
+    assert summary["calls_per_core"] == 30.0
+
+
+def test_simulation_draws_connect_times_from_the_calibration(tmp_path: Path) -> None:
+    d = _write_calibration(tmp_path / "cal")
+    sim, rep = _run(replace(SMALL, calibrate=str(d), slots_per_node=None, floor_slots=240))
+    agent = ~np.isnan(sim.connect_s) & ~sim.direct & (sim.tries == 1) & ~sim.forked_wait
+    measured = sim.connect_s[agent] - sim.agent_extra_s
+    assert measured.min() >= 0.05 - 1e-9  # a single call's 50 ms, at least
+    assert rep["params"]["calibration"]["source"] == str(d)
+    assert rep["params"]["slots_per_node"] == 120
+    assert rep["handshakes_per_node"]["max"] >= 2
+    assert rep["params"]["node_memory"]["instance_gib"] == 8.0
+
+
+def test_a_single_bench_file_still_calibrates(tmp_path: Path) -> None:
     bench = {
         "per_call": [
             {"status": 201, "first_audio_ms": 100.0},
@@ -118,10 +253,27 @@ def test_calibration_from_a_bench_connect_file(tmp_path: Path) -> None:
     path = tmp_path / "connect.json"
     path.write_text(json.dumps(bench))
     sim, rep = _run(replace(SMALL, calibrate=str(path)))
-    assert rep["params"]["calibration"]["connect_samples"] == 2
-    assert sim.cal.refill_s == pytest.approx(0.05)
+    assert sim.cal.refill_samples_s == (0.05,)
     first_try = ~np.isnan(sim.connect_s) & (sim.tries == 1) & ~sim.forked_wait
-    assert set(np.round(sim.connect_s[first_try], 3)) == {0.1, 0.3}  # exactly the measurements
+    measured = sim.connect_s[first_try] - sim.agent_extra_s
+    assert measured.min() >= 0.1 - 1e-9 and measured.max() <= 0.3 + 1e-9
+
+
+def test_the_committed_calibration_is_the_default() -> None:
+    committed = ROOT / "results" / "calibration"
+    assert (committed / "connect.json").is_file() and (committed / "density.json").is_file()
+    cal = calibrate.load()
+    assert cal.calibrated and cal.connect is not None and cal.calls_per_core
+    assert cal.connect.sizes[0] == 1 and len(cal.connect.sizes) >= 3
+    assert len(cal.connect.fills) >= 2, "a burst on a loaded node was measured"
+    assert cal.refill_samples_s and cal.direct_samples_s and cal.idle_agent_mb
+    for name in ("connect.json", "direct.json", "density.json"):
+        assert (committed / name).stat().st_size < 100_000
+    # Uncalibrated is possible, and says so.
+    assert not calibrate.load(uncalibrated=True).calibrated
+
+
+# --- CLI, sweep, HPA -----------------------------------------------------------------------
 
 
 def test_cli_runs_a_csv_trace(tmp_path: Path) -> None:
@@ -133,17 +285,22 @@ def test_cli_runs_a_csv_trace(tmp_path: Path) -> None:
         f"{a:.3f},{d:.3f}\n" for a, d in zip(arrivals, durations, strict=True)))  # fmt: skip
     out = tmp_path / "out"
     argv = ["simulate", "--trace", str(csv), "--slots", "4", "--floor", "8", "--out", str(out)]
-    assert cli.main(argv + ["--interval", "5", "--scaler", "direct"]) == 0
+    assert cli.main(argv + ["--interval", "5", "--scaler", "direct", "--no-direct"]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["trace"]["calls"] == 120
+    assert rep["params"]["direct"] is False
     assert rep["user_minutes"]["trace"] == pytest.approx(durations.sum() / 60, abs=0.01)
     assert (out / "demand_vs_capacity.png").exists() and (out / "connect_cdf.png").exists()
 
 
-def test_sweep_writes_the_tradeoff(tmp_path: Path) -> None:
-    params = replace(SMALL, scale=0.01, slots_per_node=4)
+def test_sweep_writes_the_tradeoff_with_the_direct_share(tmp_path: Path) -> None:
+    params = replace(SMALL, scale=0.01, slots_per_node=4, direct=True)
     result = sweep(params, [0, 40], tmp_path)
     assert [p["floor_slots"] for p in result["points"]] == [0, 40]
+    for p in result["points"]:
+        assert 0 <= p["surge_direct_calls"] <= 1 and 0 <= p["day_direct_minutes"] <= 1
+    # A smaller floor sends more of the surge to the provider.
+    assert result["points"][0]["surge_direct_calls"] >= result["points"][1]["surge_direct_calls"]
     assert (tmp_path / "cost_vs_p99.png").stat().st_size > 1000
     assert json.loads((tmp_path / "tradeoff.json").read_text())["points"] == result["points"]
 

@@ -2,9 +2,10 @@
 
 The node models what decides a caller's wait on a worker: its pre-forked agent pool. Like
 ``dragoman.worker.pool``, it keeps ``min(idle_target, free slots)`` processes forked; a call
-takes the oldest; a process that ends its call exits and a replacement is forked, ready
-``refill_s`` later. With no idle process, the worker waits up to ``agent_wait_s`` for one being
-forked, else answers 503 (and the dispatcher tries the next node).
+takes the oldest; a process that ends its call exits and a replacement is forked, ready a
+measured refill time later (``refill()``). With no idle process, the worker waits up to
+``agent_wait_s`` for one being forked, else answers 503 (and the dispatcher tries the next
+node). It also tracks the handshakes it is doing at once, which the connect time depends on.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class SimNode:
     node_id: str
     capacity: int
     idle_target: int
-    refill_s: float
+    refill: Callable[[], float]  # seconds from fork to a ready agent (a draw)
     requested_at: float  # cost runs from here…
     ready_at: float
     removed_at: float | None = None  # …to here (or the end of the simulation)
@@ -35,6 +36,8 @@ class SimNode:
     busy: int = 0
     max_busy: int = 0
     _procs: list[float] = field(default_factory=list)  # when each forked process is/was ready
+    calls: set[int] = field(default_factory=set)  # the simulation's call indices
+    _handshakes: list[float] = field(default_factory=list)  # when each one in flight ends
 
     @property
     def address(self) -> str:
@@ -73,7 +76,16 @@ class SimNode:
             return
         want = min(self.idle_target, self.capacity - self.busy) - len(self._procs)
         for _ in range(want):
-            heapq.heappush(self._procs, now + self.refill_s)
+            heapq.heappush(self._procs, now + self.refill())
+
+    def handshakes_at(self, now: float) -> int:
+        """Calls still being connected on this node."""
+        while self._handshakes and self._handshakes[0] <= now:
+            heapq.heappop(self._handshakes)
+        return len(self._handshakes)
+
+    def handshake_until(self, t: float) -> None:
+        heapq.heappush(self._handshakes, t)
 
     def seconds(self, end: float) -> float:
         return (self.removed_at if self.removed_at is not None else end) - self.requested_at

@@ -27,7 +27,9 @@ def demand_vs_capacity(rep: dict[str, Any], path: Path, title: str) -> None:
         ax.plot(cx, rep["curve"]["concurrent"], color="0.7", lw=1, label="trace's target curve")
     if tl["retrying_calls"].any():
         ax.plot(x, tl["retrying_calls"], label="callers waiting to retry", color="tab:red", lw=1)
-    ax.plot(x, tl["active_calls"], label="calls in progress", color="tab:blue")
+    ax.plot(x, tl["active_calls"], label="calls on agents", color="tab:blue")
+    if tl["direct_calls"].any():
+        ax.plot(x, tl["direct_calls"], label="calls in direct mode", color="tab:purple", lw=1)
     ax.plot(x, tl["warm_slots"], label="warm slots (READY nodes)", color="tab:green")
     ax.plot(x, tl["warm_slots"] + tl["booting_slots"], label="+ slots booting",
             color="tab:green", ls="--", lw=1)  # fmt: skip
@@ -43,6 +45,8 @@ def demand_vs_capacity(rep: dict[str, Any], path: Path, title: str) -> None:
         inset = ax.inset_axes((0.62, 0.08, 0.35, 0.4))
         shown = x <= until
         inset.plot(x[shown], active[shown], color="tab:blue")
+        if tl["direct_calls"][shown].any():
+            inset.plot(x[shown], tl["direct_calls"][shown], color="tab:purple", lw=1)
         inset.plot(x[shown], tl["warm_slots"][shown], color="tab:green")
         inset.plot(x[shown], (tl["warm_slots"] + tl["booting_slots"])[shown], color="tab:green",
                    ls="--", lw=1)  # fmt: skip
@@ -76,8 +80,11 @@ def connect_cdf(connect_ms: np.ndarray, path: Path, title: str, target_ms: float
     plt.close(fig)
 
 
-def cost_vs_p99(points: list[dict[str, Any]], path: Path, title: str) -> None:
-    """One point per buffer floor: the day's KRW/user-minute against the surge's p99."""
+def cost_vs_p99(
+    points: list[dict[str, Any]], path: Path, title: str, target_krw: float = 0.25
+) -> None:
+    """One point per buffer floor: the day's KRW/user-minute against the surge's p99, labelled
+    with the share of calls served in direct mode (surge / day) where there is any."""
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     xs = [pt["day_krw_per_user_minute"] for pt in points]
     ys = [pt["surge_p99_ms"] / 1000 for pt in points]
@@ -92,9 +99,12 @@ def cost_vs_p99(points: list[dict[str, Any]], path: Path, title: str) -> None:
             stacked += 1
         else:
             label, dy = f"floor {pt['floor_slots']}", 8 - 18 * (k % 2)
+            if pt.get("surge_direct_calls") or pt.get("day_direct_calls"):
+                label += f" (direct {pt['surge_direct_calls']:.0%} / {pt['day_direct_calls']:.1%})"
         ax.annotate(label, (x, y), xytext=(6, dy), textcoords="offset points", fontsize=8)
     ax.axhline(2.0, color="tab:red", ls="--", lw=1, label="surge target: p99 ≤ 2 s")
-    ax.axvline(0.3, color="tab:orange", ls="--", lw=1, label="day target: ≤ 0.3 KRW")
+    ax.axvline(target_krw, color="tab:orange", ls="--", lw=1,
+               label=f"day target: ≤ {target_krw:g} KRW")  # fmt: skip
     ax.set_ylim(0, max(ys + [2.0]) * 1.3)
     ax.set_xlabel("day trace: KRW per user-minute (warm buffer included)")
     ax.set_ylabel("surge trace: p99 press → agent heard, s")

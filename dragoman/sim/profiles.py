@@ -13,9 +13,9 @@ from dataclasses import dataclass
 # year). A parameter: `dragoman simulate --krw-per-usd`.
 KRW_PER_USD = 1400.0
 
-# Calls per vCPU in cloud-AI mode (speech AI behind an API, no local models): the DESIGN.md
-# target "≥ 20 concurrent calls per CPU core", not yet measured; `--calibrate` with a density
-# result or `--slots` overrides it.
+# Calls per vCPU in cloud-AI mode when nothing is measured (`--uncalibrated`, or no
+# results/calibration): an old assumption. Normally slots per node = the calls per core that
+# `bench density` measured (results/calibration/density.json) × vCPUs.
 CALLS_PER_VCPU = 20
 
 
@@ -27,6 +27,7 @@ class MachineProfile:
     usd_per_hour: float
     boot_s: tuple[float, float]  # uniform range, asked for → warm slots registered
     source: str
+    memory_gib: float = 8.0  # every profile here is an xlarge: 4 vCPU, 8 GiB
 
     @property
     def slots(self) -> int:

@@ -10,29 +10,49 @@ from typing import Any
 import numpy as np
 
 from dragoman.bench.stats import summarize
+from dragoman.sim.calibrate import (
+    AGENT_CALLER_RTTS,
+    AGENT_PROVIDER_RTTS,
+    DIRECT_CALLER_RTTS,
+    DIRECT_PROVIDER_RTTS,
+)
 from dragoman.sim.engine import SAMPLE_FIELDS, Simulation
 
-TARGET_P99_MS = 2000.0  # surge: p99 connect ≤ 2 s …
-TARGET_KRW_PER_USER_MINUTE = 0.3  # day: ≤ 0.3 KRW per user-minute …
+TARGET_P99_MS = 2000.0  # surge: p99 connect ≤ 2 s, none refused …
+TARGET_KRW_DIRECT = 0.15  # day: ≤ 0.15 KRW per user-minute with direct-mode overflow …
+TARGET_KRW = 0.25  # … ≤ 0.25 without (DESIGN.md)
 CEILING_KRW_PER_USER_MINUTE = 2.0  # … hard ceiling 2 KRW
+
+
+def target_krw(direct: bool) -> float:
+    return TARGET_KRW_DIRECT if direct else TARGET_KRW
+
+
 MAX_TIMELINE_POINTS = 1500
 
 
 def build(sim: Simulation, end_s: float, wall_s: float) -> dict[str, Any]:
     p, trace, machine = sim.p, sim.trace, sim.machine
     served = ~np.isnan(sim.connect_s)
+    direct = sim.direct
+    agent = served & ~direct
     connect_ms = sim.connect_s[served] * 1000
     node_seconds = sum(nd.seconds(end_s) for nd in sim.nodes.values())
     usd = node_seconds * machine.usd_per_hour / 3600
     krw = usd * p.krw_per_usd
-    served_minutes = float(trace.durations[served].sum()) / 60
-    busy_slot_s = float(sim.held_s[served].sum())
+    served_minutes = float(sim.served_s[served].sum()) / 60
+    agent_minutes = float(sim.served_s[agent].sum()) / 60
+    direct_minutes = float(sim.served_s[direct].sum()) / 60
+    busy_slot_s = float(sim.held_s[agent].sum())
     slot_s = node_seconds * sim.slots
     samples = np.array(sim.samples, dtype=float).reshape(-1, len(SAMPLE_FIELDS))
     col = {name: samples[:, k] for k, name in enumerate(SAMPLE_FIELDS)}
     p99 = float(np.percentile(connect_ms, 99)) if connect_ms.size else None
     krw_per_um = krw / served_minutes if served_minutes else None
     refused = int(sim.refused.sum())
+    target = target_krw(p.direct)
+    n_samples = len(col["t_s"])
+    n_direct = int(direct.sum())
     return {
         "trace": {
             "name": trace.name,
@@ -40,20 +60,38 @@ def build(sim: Simulation, end_s: float, wall_s: float) -> dict[str, Any]:
             "calls": trace.calls,
             "user_minutes": round(trace.user_minutes, 2),
             "horizon_s": trace.horizon_s,
-            "peak_concurrent": int(col["active_calls"].max(initial=0)),
+            "peak_concurrent": int((col["active_calls"] + col["direct_calls"]).max(initial=0)),
+            "peak_direct": int(col["direct_calls"].max(initial=0)),
         },
         "params": {
             **asdict(p),
             "machine": asdict(machine),
             "slots_per_node": sim.slots,
-            "idle_target": p.idle_target or sim.slots,
+            "idle_target": sim.idle_target,
+            "floor_slots": p.floor,
+            "node_memory": _memory(sim),
             "policy": {**asdict(sim.policy), "lead_s": sim.policy.lead_s},
             "calibration": sim.cal.summary(),
+            "assumed": {
+                "agent_network_s": round(sim.agent_extra_s, 3),
+                "direct_network_s": round(sim.direct_extra_s, 3),
+                "why": f"loopback measurements + round trips: agent {AGENT_CALLER_RTTS:g} × "
+                f"caller RTT {p.caller_rtt_s:g} s + {AGENT_PROVIDER_RTTS:g} × provider RTT "
+                f"{p.provider_rtt_s:g} s (its session start); direct {DIRECT_CALLER_RTTS:g} × "
+                f"caller RTT + {DIRECT_PROVIDER_RTTS:g} × provider RTT",
+            },
         },
         "connect_ms": summarize(connect_ms.tolist()),
+        "connect_agent_ms": summarize((sim.connect_s[agent] * 1000).tolist()),
+        "connect_direct_ms": summarize((sim.connect_s[direct] * 1000).tolist()),
+        "handshakes_per_node": summarize(sim.handshakes[agent].astype(float).tolist()),
         "calls": {
             "arrivals": trace.calls,
             "served": int(served.sum()),
+            "served_agent": int(agent.sum()),
+            "served_direct": n_direct,
+            "direct_share": round(n_direct / trace.calls, 5) if trace.calls else 0.0,
+            "cut_by_scale_down": int(sim.cut.sum()),
             "refused": refused,
             "retried": int((sim.tries > 1).sum()),  # got at least one 503 and retried
             "waited_for_agent": int(sim.forked_wait.sum()),  # a process was still forking
@@ -63,7 +101,11 @@ def build(sim: Simulation, end_s: float, wall_s: float) -> dict[str, Any]:
         "user_minutes": {
             "trace": round(trace.user_minutes, 2),
             "served": round(served_minutes, 2),
+            "agent": round(agent_minutes, 2),
+            "direct": round(direct_minutes, 2),
+            "direct_share": round(direct_minutes / served_minutes, 5) if served_minutes else 0.0,
             "refused": round(float(trace.durations[sim.refused].sum()) / 60, 2),
+            "cut": round(float((trace.durations - sim.served_s)[sim.cut].sum()) / 60, 2),
         },
         "nodes": {
             "peak_paid": int(col["paid_nodes"].max(initial=0)),
@@ -71,7 +113,9 @@ def build(sim: Simulation, end_s: float, wall_s: float) -> dict[str, Any]:
             "asked_for": len(sim.nodes),
             "cancelled_boots": sim.cancelled,
             "drained": sim.drained,
+            "drained_with_calls": sim.drained_busy,
             "node_seconds": round(node_seconds, 1),
+            "mean_empty_ready": round(float(np.mean(col["empty_nodes"])), 1) if n_samples else 0,
             "max_load_fraction": round(sim.max_load_fraction, 4),
         },
         "capacity": {
@@ -85,20 +129,37 @@ def build(sim: Simulation, end_s: float, wall_s: float) -> dict[str, Any]:
             "krw_per_usd": p.krw_per_usd,
             "usd": round(usd, 4),
             "krw": round(krw, 2),
+            # Server cost over every minute a caller was interpreted (agent or direct: the AI
+            # fee, outside this budget, is the same per minute either way) …
             "krw_per_user_minute": round(krw_per_um, 4) if krw_per_um is not None else None,
+            # … and over the minutes agents served.
+            "krw_per_agent_minute": round(krw / agent_minutes, 4) if agent_minutes else None,
         },
         "targets": {
             "surge_p99_ms": TARGET_P99_MS,
             "p99_met": p99 is not None and p99 <= TARGET_P99_MS,
             "none_refused": refused == 0,
-            "krw_per_user_minute": TARGET_KRW_PER_USER_MINUTE,
-            "cost_met": krw_per_um is not None and krw_per_um <= TARGET_KRW_PER_USER_MINUTE,
+            "krw_per_user_minute": target,
+            "cost_met": krw_per_um is not None and krw_per_um <= target,
             "under_ceiling": krw_per_um is not None and krw_per_um <= CEILING_KRW_PER_USER_MINUTE,
         },
         "simulated_s": round(end_s, 1),
         "wall_s": round(wall_s, 2),
         "timeline": _timeline(col),
         "curve": _curve(trace.curve),
+    }
+
+
+def _memory(sim: Simulation) -> dict[str, Any] | None:
+    """Does a full node fit the instance? Calls and idle agents at their measured USS."""
+    cal = sim.cal
+    if not (cal.call_uss_mb and cal.idle_agent_mb):
+        return None
+    used = sim.slots * cal.call_uss_mb + sim.idle_target * cal.idle_agent_mb
+    return {
+        "calls_and_idle_agents_gib": round(used / 1024, 2),
+        "instance_gib": sim.machine.memory_gib,
+        "note": "plus the worker, Janus and the (idle) inference service",
     }
 
 
@@ -123,7 +184,8 @@ def write(rep: dict[str, Any], connect_ms: np.ndarray, out: Path) -> list[Path]:
     path = out / "report.json"
     path.write_text(json.dumps(rep, indent=2))
     prm = rep["params"]
-    title = f"{rep['trace']['name']}: {prm['profile']}, floor {prm['floor_slots']} slots"
+    mode = "direct overflow" if prm["direct"] else "no overflow"
+    title = f"{rep['trace']['name']}: {prm['profile']}, floor {prm['floor_slots']} slots, {mode}"
     demand = out / "demand_vs_capacity.png"
     cdf = out / "connect_cdf.png"
     plots.demand_vs_capacity(rep, demand, title)
@@ -149,9 +211,24 @@ def rows(rep: dict[str, Any]) -> list[tuple[str, str]]:
             f"{ok(t['p99_met'])} p99 ≤ {t['surge_p99_ms'] / 1000:.0f} s",
         ),
         (
+            "agent p50 / p99 · direct p50 / p99",
+            f"{_s(rep['connect_agent_ms']['p50'])} / {_s(rep['connect_agent_ms']['p99'])} · "
+            f"{_s(rep['connect_direct_ms']['p50'])} / {_s(rep['connect_direct_ms']['p99'])}",
+        ),
+        (
             "refused / retried / waited for agent",
             f"{calls['refused']} {ok(t['none_refused'])} / {calls['retried']} / "
             f"{calls['waited_for_agent']}  (over 2 s: {calls['over_2s']})",
+        ),
+        (
+            "served direct: calls / user-minutes",
+            f"{calls['served_direct']:,} ({calls['direct_share']:.2%}) / "
+            f"{rep['user_minutes']['direct']:,.0f} ({rep['user_minutes']['direct_share']:.2%})"
+            + ("" if rep["params"]["direct"] else "  (no provider key: no overflow)"),
+        ),
+        (
+            "cut by a scale-down / drained with calls",
+            f"{calls['cut_by_scale_down']} / {rep['nodes']['drained_with_calls']}",
         ),
         (
             "slots per node / peak nodes",
@@ -167,10 +244,21 @@ def rows(rep: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "KRW per user-minute",
-            f"{cost['krw_per_user_minute']:.3f}  {ok(t['cost_met'])} ≤ {t['krw_per_user_minute']}",
+            f"{cost['krw_per_user_minute']:.3f}  {ok(t['cost_met'])} ≤ {t['krw_per_user_minute']}"
+            f"  (per agent-minute {cost['krw_per_agent_minute']:.3f})",
         ),
+        ("calibration", _calibration(rep["params"])),
         ("simulated / wall time", f"{rep['simulated_s'] / 3600:.2f} h / {rep['wall_s']:.1f} s"),
     ]
+
+
+def _calibration(prm: dict[str, Any]) -> str:
+    cal = prm["calibration"]
+    if not cal["calibrated"]:
+        return "NONE — assumed constants: " + "; ".join(cal["notes"])
+    per_core = cal["calls_per_core"]
+    slots = f"{per_core:g} calls/core × {prm['machine']['vcpus']} vCPU" if per_core else "given"
+    return f"{cal['source']} ({slots} = {prm['slots_per_node']} slots/node)"
 
 
 def _s(ms: float | None) -> str:

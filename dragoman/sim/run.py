@@ -16,9 +16,10 @@ from dragoman.sim.engine import SimParams, simulate
 
 
 def main(params: SimParams, out: Path) -> dict[str, Any]:
+    mode = "direct-mode overflow" if params.direct else "no overflow (no provider key)"
     print(
-        f"simulate {params.trace}: profile {params.profile}, floor {params.floor_slots} slots, "
-        f"scaler {params.scaler}, overflow {params.overflow}",
+        f"simulate {params.trace}: profile {params.profile}, floor {params.floor} slots, "
+        f"scaler {params.scaler}, {mode}",
         flush=True,
     )
     sim, end, wall = simulate(params, on_progress=lambda line: print(line, flush=True))
@@ -37,17 +38,18 @@ def _point(job: tuple[SimParams, str]) -> dict[str, Any]:
 
 
 def sweep(params: SimParams, floors: list[int], out: Path) -> dict[str, Any]:
-    """For each buffer floor: the surge's p99 connect and the day's KRW per user-minute."""
+    """For each buffer floor: the surge's p99 connect and direct share, the day's KRW per
+    user-minute and direct share."""
     jobs = [(replace(params, floor_slots=f), t) for f in floors for t in ("surge", "day")]
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     print(f"sweep: {len(floors)} floors × (surge, day) on {workers} processes…", flush=True)
     results: dict[tuple[int, str], dict[str, Any]] = {}
     with ProcessPoolExecutor(workers) as pool:
         for (p, trace), rep in zip(jobs, pool.map(_point, jobs), strict=True):
-            results[(p.floor_slots, trace)] = rep
+            results[(p.floor, trace)] = rep
             print(
-                f"  floor {p.floor_slots:5d} {trace:5s}: p99 {rep['connect_ms']['p99']} ms, "
-                f"refused {rep['calls']['refused']}, "
+                f"  floor {p.floor:5d} {trace:5s}: p99 {rep['connect_ms']['p99']} ms, "
+                f"refused {rep['calls']['refused']}, direct {rep['calls']['direct_share']:.2%}, "
                 f"{rep['cost']['krw_per_user_minute']} KRW/user-min ({rep['wall_s']} s)",
                 flush=True,
             )
@@ -62,7 +64,13 @@ def sweep(params: SimParams, floors: list[int], out: Path) -> dict[str, Any]:
                 "surge_refused": s["calls"]["refused"],
                 "surge_over_2s": s["calls"]["over_2s"],
                 "surge_peak_nodes": s["nodes"]["peak_paid"],
+                "surge_direct_calls": s["calls"]["direct_share"],
+                "surge_direct_minutes": s["user_minutes"]["direct_share"],
                 "day_krw_per_user_minute": d["cost"]["krw_per_user_minute"],
+                "day_krw_per_agent_minute": d["cost"]["krw_per_agent_minute"],
+                "day_direct_calls": d["calls"]["direct_share"],
+                "day_direct_minutes": d["user_minutes"]["direct_share"],
+                "day_cut": d["calls"]["cut_by_scale_down"],
                 "day_p99_ms": d["connect_ms"]["p99"],
                 "day_refused": d["calls"]["refused"],
                 "day_idle_fraction": d["capacity"]["idle_fraction"],
@@ -74,7 +82,7 @@ def sweep(params: SimParams, floors: list[int], out: Path) -> dict[str, Any]:
         for pt in points
         if pt["surge_p99_ms"] <= report.TARGET_P99_MS
         and pt["surge_refused"] == 0
-        and pt["day_krw_per_user_minute"] <= report.TARGET_KRW_PER_USER_MINUTE
+        and pt["day_krw_per_user_minute"] <= report.target_krw(params.direct)
     ]
     best = min(ok, key=lambda pt: pt["day_krw_per_user_minute"]) if ok else None
     result = {"params": asdict(params), "points": points, "cheapest_meeting_both": best}
@@ -82,8 +90,9 @@ def sweep(params: SimParams, floors: list[int], out: Path) -> dict[str, Any]:
     (out / "tradeoff.json").write_text(json.dumps(result, indent=2))
     from dragoman.sim.plots import cost_vs_p99
 
-    title = f"buffer floor: cost vs surge latency ({params.profile}, scaler {params.scaler})"
-    cost_vs_p99(points, out / "cost_vs_p99.png", title)
+    mode = "direct overflow" if params.direct else "no overflow"
+    title = f"buffer floor: cost vs surge latency ({params.profile}, {mode})"
+    cost_vs_p99(points, out / "cost_vs_p99.png", title, report.target_krw(params.direct))
     print(f"cheapest floor meeting both targets: {best['floor_slots'] if best else 'none'}")
     print(f"saved {out / 'tradeoff.json'}, {out / 'cost_vs_p99.png'}", flush=True)
     return result
