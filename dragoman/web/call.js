@@ -14,6 +14,7 @@
 //   caption      {id, side, lang, final, text, t_start_ms, t_end_ms}
 //   languages    {source, target, mode}       server acknowledged a language switch
 //   note         {id, code, message}          about one utterance (e.g. why it is untranslated)
+//   room         {event, language}            two-party room: 'joined' (guest's language), 'peer_left'
 //   error        {code, message, fatal}       server "error" message
 //   channelclose —                            control channel closed for good by the server
 //   direct       {reason, provider, expiresAt} the call goes straight to the provider
@@ -56,13 +57,14 @@ export class Call extends EventTarget {
 
   /** @param {{source: string, target: string, provider?: string, ticket?: string}} options
    *  ticket: the call ticket the operator's site signed, when the server requires one. */
-  constructor({ source, target, provider = null, ticket = null, mode = 'one_way' }) {
+  constructor({ source, target, provider = null, ticket = null, mode = 'one_way', room = null }) {
     super();
     this.source = source;
     this.target = target;
     this.provider = provider;
     this.ticket = ticket;
     this.mode = mode; // 'one_way' | 'conversation' (two people: source ⇄ target)
+    this.room = room; // a room invitation's token: this call is the room's second person
     this.direct = false; // true once the call talks to the provider itself
     this.callId = null;
     this.pc = null;
@@ -278,6 +280,7 @@ export class Call extends EventTarget {
           ...this.#requested,
           mode: this.mode,
           ...(this.provider ? { provider: this.provider } : {}),
+          ...(this.room ? { room: this.room } : {}),
         }),
       });
       const data = await readJson(res);
@@ -313,6 +316,21 @@ export class Call extends EventTarget {
       this.#emit('retry', { attempt: attempt + 1, seconds, message: err.message });
       await sleep(seconds * 1000, this.#abort.signal);
     }
+  }
+
+  /** Turns this call into a two-party room: returns {room_url, expires_at, language}. */
+  async invite() {
+    if (!this.callId || !this.#control?.token) throw new CallError('The call is not connected yet.', { code: 'not_connected' });
+    const res = await fetch(`/v1/calls/${encodeURIComponent(this.callId)}/invite`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ control_token: this.#control.token }),
+    });
+    const data = await readJson(res);
+    if (!res.ok) {
+      throw new CallError(data?.error?.message || `The server answered HTTP ${res.status}`, { code: data?.error?.code || `http_${res.status}`, status: res.status });
+    }
+    return data;
   }
 
   #deleteCall() {
@@ -366,11 +384,15 @@ export class Call extends EventTarget {
         break;
       case 'caption': {
         const { id, side, lang, text, t_start_ms, t_end_ms } = msg;
-        this.#emit('caption', { id: String(id), side, lang, final: msg.final === true, text: text ?? '', t_start_ms, t_end_ms });
+        const from = msg.from === 'peer' ? 'peer' : 'self'; // rooms: the other person's words
+        this.#emit('caption', { id: String(id), side, lang, final: msg.final === true, text: text ?? '', t_start_ms, t_end_ms, from });
         break;
       }
       case 'note':
         this.#emit('note', { id: String(msg.id ?? ''), code: msg.code ?? '', message: msg.message ?? '' });
+        break;
+      case 'room':
+        this.#emit('room', { event: msg.event, language: msg.language ?? null });
         break;
       case 'languages':
         this.source = msg.source;
