@@ -326,8 +326,8 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_SWEEP_DIRECT = "0,120,240,480,960,1920"
-DEFAULT_SWEEP = "1000,2000,3000,3500,4000,4500,5000,6000"
+DEFAULT_SWEEP_DIRECT = "0,100,200,400,800,1600"
+DEFAULT_SWEEP = "3000,3500,4000,4500,5000,6000"
 
 
 def _providers_check(args: argparse.Namespace) -> int:

@@ -56,8 +56,8 @@ HISTORY_S = 300  # arrival history handed to the policy
 MAX_RETRY_WAIT_S = 5.0  # dragoman/web/call.js: the page caps a Retry-After wait at 5 s
 # The policy's floor, in call slots, when nothing else is said: with direct-mode overflow
 # available (a provider key) and without. Chosen from `dragoman simulate --sweep` (README).
-DEFAULT_FLOOR_DIRECT = 240
-DEFAULT_FLOOR = 4000
+DEFAULT_FLOOR_DIRECT = 800  # 8 nodes: day 0.076 KRW/user-min, 0.6 % of its calls direct
+DEFAULT_FLOOR = 4000  # 40 nodes: the smallest swept that keeps the surge's p99 under 2 s
 # A direct-mode call when direct.json has no measurement: our api, mint and the provider's
 # SDP answer on loopback (the round trips are added on top).
 UNMEASURED_DIRECT_S = 0.3

@@ -83,9 +83,11 @@ def connect_cdf(connect_ms: np.ndarray, path: Path, title: str, target_ms: float
 def cost_vs_p99(
     points: list[dict[str, Any]], path: Path, title: str, target_krw: float = 0.25
 ) -> None:
-    """One point per buffer floor: the day's KRW/user-minute against the surge's p99, labelled
-    with the share of calls served in direct mode (surge / day) where there is any."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    """One point per buffer floor: the day's KRW/user-minute against the surge's p99; where
+    calls overflowed to direct mode, a second panel: the share of calls served direct."""
+    direct = any(pt.get("surge_direct_calls") or pt.get("day_direct_calls") for pt in points)
+    fig, axes = plt.subplots(1, 2 if direct else 1, figsize=(12 if direct else 7.5, 4.6))
+    ax = axes[0] if direct else axes
     xs = [pt["day_krw_per_user_minute"] for pt in points]
     ys = [pt["surge_p99_ms"] / 1000 for pt in points]
     ax.plot(xs, ys, color="0.8", lw=1, zorder=1)  # in floor order
@@ -98,19 +100,34 @@ def cost_vs_p99(
             label, dy = f"floor {pt['floor_slots']}: {refused} refused", 8 + 13 * stacked
             stacked += 1
         else:
-            label, dy = f"floor {pt['floor_slots']}", 8 - 18 * (k % 2)
-            if pt.get("surge_direct_calls") or pt.get("day_direct_calls"):
-                label += f" (direct {pt['surge_direct_calls']:.0%} / {pt['day_direct_calls']:.1%})"
-        ax.annotate(label, (x, y), xytext=(6, dy), textcoords="offset points", fontsize=8)
+            label, dy = f"{pt['floor_slots']}", 8 - 18 * (k % 2)
+        ax.annotate(label, (x, y), xytext=(4, dy), textcoords="offset points", fontsize=8)
     ax.axhline(2.0, color="tab:red", ls="--", lw=1, label="surge target: p99 ≤ 2 s")
     ax.axvline(target_krw, color="tab:orange", ls="--", lw=1,
                label=f"day target: ≤ {target_krw:g} KRW")  # fmt: skip
     ax.set_ylim(0, max(ys + [2.0]) * 1.3)
+    ax.set_xlim(0, max(xs + [target_krw]) * 1.1)
     ax.set_xlabel("day trace: KRW per user-minute (warm buffer included)")
-    ax.set_ylabel("surge trace: p99 press → agent heard, s")
-    ax.set_title(title, fontsize=10)
+    ax.set_ylabel("surge trace: p99 press → heard, s")
+    ax.set_title(f"{title} — labels: floor, slots", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(loc="center right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)
+    if direct:
+        bx = axes[1]
+        for key, name, color in (("surge_direct_calls", "surge", "tab:purple"),
+                                 ("day_direct_calls", "day", "tab:green")):  # fmt: skip
+            share = [100 * pt[key] for pt in points]
+            bx.plot(xs, share, marker="o", color=color, label=f"{name}: calls served direct")
+            for pt, x, y in zip(points, xs, share, strict=True):
+                bx.annotate(f"{pt['floor_slots']}", (x, y), xytext=(3, 4),
+                            textcoords="offset points", fontsize=7)  # fmt: skip
+        bx.axvline(target_krw, color="tab:orange", ls="--", lw=1)
+        bx.set_xlim(0, max(xs + [target_krw]) * 1.1)
+        bx.set_xlabel("day trace: KRW per user-minute")
+        bx.set_ylabel("% of the trace's calls answered in direct mode")
+        bx.set_title("direct-mode share by floor (slots)", fontsize=9)
+        bx.grid(alpha=0.3)
+        bx.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -91,7 +91,7 @@ def sweep(params: SimParams, floors: list[int], out: Path) -> dict[str, Any]:
     from dragoman.sim.plots import cost_vs_p99
 
     mode = "direct overflow" if params.direct else "no overflow"
-    title = f"buffer floor: cost vs surge latency ({params.profile}, {mode})"
+    title = f"cost vs surge p99 ({params.profile}, {mode})"
     cost_vs_p99(points, out / "cost_vs_p99.png", title, report.target_krw(params.direct))
     print(f"cheapest floor meeting both targets: {best['floor_slots'] if best else 'none'}")
     print(f"saved {out / 'tradeoff.json'}, {out / 'cost_vs_p99.png'}", flush=True)
