@@ -210,6 +210,9 @@ class Interpreter(FrameProcessor):
             translation = translated.strip()
             marks["translated"] = time.monotonic()
             if translation:
+                # Its caption first: on the page (or the other person's, in a room) the words
+                # never come after the voice saying them; the source caption follows.
+                self._caption(utt, "translation", into, translation, final=True)
                 await self.push_frame(
                     SpeakTranslationFrame(
                         text=translation, utterance_id=utt.uid, lang=into, marks=marks
@@ -223,7 +226,6 @@ class Interpreter(FrameProcessor):
             return
         self._caption(utt, "source", spoken, source, final=True)
         if translation:
-            self._caption(utt, "translation", into, translation, final=True)
             return
         if not speakable:
             # Never the source text passed off as a translation: the page says why not.
