@@ -31,7 +31,11 @@ from dragoman.fleet.ranking import free_slots
 from dragoman.fleet.registry import Registry, RegistryUnavailable
 from dragoman.languages import LanguageError
 from dragoman.pipeline.glossary import check_name as check_glossary_name
-from dragoman.pipeline.providers.catalog import catalogue, validate_call
+from dragoman.pipeline.providers.catalog import (
+    catalogue,
+    direct_overflow_enabled,
+    validate_call,
+)
 
 router = APIRouter()
 log = logging.getLogger("dragoman.api")
@@ -311,15 +315,8 @@ async def fleet_summary(request: Request) -> dict[str, Any]:
         live,
         rate_history,
         active,
-        AutoscaleConfig(
-            slots_per_node=settings.max_calls,
-            buffer_floor_slots=settings.warm_buffer_slots,
-            node_ready_s=settings.autoscale_node_ready_s,
-            reaction_s=settings.autoscale_reaction_s,
-            min_nodes=settings.autoscale_min_nodes,
-            max_nodes=settings.max_nodes,
-            headroom=settings.autoscale_headroom,
-        ),
+        # A fleet whose full state overflows to direct mode keeps a lower warm floor.
+        AutoscaleConfig.from_settings(settings, direct_overflow_enabled(settings)),
     )
     metrics.FLEET_FREE_SLOTS.set(free_slots(nodes))
     for state in ("READY", "DRAINING", "NOT_READY"):
