@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+EPSILON_S = 1e-9
+
 
 @dataclass(frozen=True)
 class RateRule:
@@ -40,7 +42,8 @@ def gcra(tat: float | None, now: float, limit: int, window_s: float) -> tuple[fl
     base = now if tat is None or tat < now else tat
     new_tat = base + interval
     allow_at = new_tat - window_s  # a burst of `limit` fits in one window
-    if allow_at > now:  # only possible when base is the stored tat: it stays as it was
+    # (A rounding error's worth late is on time: base + w/l - w can exceed base by 1e-13.)
+    if allow_at - now > EPSILON_S:  # only when base is the stored tat: it stays as it was
         return allow_at - now, base
     return 0.0, new_tat
 
