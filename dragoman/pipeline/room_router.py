@@ -17,6 +17,8 @@ from typing import Any
 from pipecat.frames.frames import CancelFrame, EndFrame, Frame, OutputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+PIECE_BYTES = 9600  # 200 ms of 24 kHz PCM16: small next to a pipe's 64 KB buffer
+
 
 class RoomRouter(FrameProcessor):
     def __init__(
@@ -40,7 +42,10 @@ class RoomRouter(FrameProcessor):
             and isinstance(frame, OutputAudioRawFrame)
             and direction == FrameDirection.DOWNSTREAM
         ):
-            self._send(frame.audio, frame.sample_rate)
+            # In pieces: the pipes between agents and worker block on a full buffer, and a
+            # sentence of speech in one message (~150 KB) would stall both event loops.
+            for i in range(0, len(frame.audio), PIECE_BYTES):
+                self._send(frame.audio[i : i + PIECE_BYTES], frame.sample_rate)
             seconds = len(frame.audio) / 2 / frame.sample_rate
             self._playing_until = max(self._playing_until, time.monotonic()) + seconds
             if self._quiet_task is None:
