@@ -7,6 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dragoman.fleet.errors import CallRejected, NoAgentAvailable, UnknownCall, WrongCallToken
+
 
 class ApiError(Exception):
     def __init__(
@@ -17,6 +19,23 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
+
+
+# Why the fleet could not do what was asked, as HTTP: one mapping for the worker's internal
+# endpoint and the api (``fleet.worker_client`` reads it back into the same exceptions).
+FLEET_ERRORS = (UnknownCall, WrongCallToken, CallRejected, NoAgentAvailable)
+
+
+def fleet_error(e: Exception) -> ApiError:
+    if isinstance(e, UnknownCall):
+        return ApiError(404, "unknown_call", f"No active call {e}.")
+    if isinstance(e, WrongCallToken):
+        return ApiError(403, "wrong_call_token", "That is not this call's token.")
+    if isinstance(e, CallRejected):
+        return ApiError(400, e.code, e.message)
+    if isinstance(e, NoAgentAvailable):
+        return ApiError(503, "no_agent", str(e), {"Retry-After": str(e.retry_after_s)})
+    raise TypeError(f"not a fleet error: {e!r}")
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:

@@ -20,14 +20,8 @@ import jwt
 from fastapi import APIRouter, Request
 
 from dragoman.api import admission
-from dragoman.api.errors import ApiError
-from dragoman.fleet.errors import (
-    AgentFailed,
-    CallRejected,
-    NoAgentAvailable,
-    UnknownCall,
-    WrongCallToken,
-)
+from dragoman.api.errors import FLEET_ERRORS, ApiError, fleet_error
+from dragoman.fleet.errors import AgentFailed
 from dragoman.fleet.registry import RegistryUnavailable
 from dragoman.languages import name_of
 
@@ -100,14 +94,8 @@ async def invite(call_id: str, request: Request) -> dict[str, Any]:
     ttl = settings.room_invite_ttl_s
     try:
         placed = await dispatcher.invite(call_id, token, ttl)
-    except UnknownCall as e:
-        raise ApiError(404, "unknown_call", f"No active call {call_id!r}.") from e
-    except WrongCallToken as e:
-        raise ApiError(403, "wrong_call_token", "That is not this call's token.") from e
-    except CallRejected as e:
-        raise ApiError(400, e.code, e.message) from e
-    except NoAgentAvailable as e:
-        raise ApiError(503, "no_agent", str(e), {"Retry-After": str(e.retry_after_s)}) from e
+    except FLEET_ERRORS as e:
+        raise fleet_error(e) from e
     except (AgentFailed, RegistryUnavailable) as e:
         raise ApiError(503, "unavailable", "The call's server cannot be reached; try again.") from e
     inv = Invitation(

@@ -74,27 +74,7 @@ class HttpWorkerClient:
         self._timeout = timeout_s
 
     async def start_call(self, req: CallRequest) -> dict[str, Any]:
-        body = req.to_json()
-        try:
-            resp = await self._http.post(
-                f"{self._base}/internal/calls",
-                json=body,
-                headers=self._headers,
-                timeout=self._timeout,
-            )
-        except httpx.HTTPError as e:
-            raise AgentFailed(f"worker {self._base} unreachable: {e!r}") from e
-        if resp.status_code == 201:
-            return resp.json()
-        err = _error_of(resp)
-        if resp.status_code == 400:
-            raise CallRejected(err.get("code", "bad_request"), err.get("message", resp.text))
-        if resp.status_code == 503:
-            retry = int(resp.headers.get("retry-after", "1"))
-            if err.get("code") == "agent_failed":
-                raise AgentFailed(err.get("message", "agent failed"))
-            raise NoAgentAvailable(err.get("message", "worker full"), retry)
-        raise AgentFailed(f"worker {self._base} answered {resp.status_code}: {resp.text[:200]}")
+        return await self._post("/internal/calls", req.to_json(), req.call_id)
 
     async def end_call(self, call_id: str, reason: str) -> bool:
         try:
@@ -110,28 +90,30 @@ class HttpWorkerClient:
         return resp.status_code == 204
 
     async def invite(self, call_id: str, control_token: str, ttl_s: float) -> dict[str, Any]:
+        body = {"control_token": control_token, "ttl_s": ttl_s}
+        return await self._post(f"/internal/calls/{call_id}/invite", body, call_id)
+
+    async def _post(self, path: str, body: dict[str, Any], call_id: str) -> dict[str, Any]:
+        """POST to the worker; its errors (``api.errors.fleet_error``) back as exceptions."""
         try:
             resp = await self._http.post(
-                f"{self._base}/internal/calls/{call_id}/invite",
-                json={"control_token": control_token, "ttl_s": ttl_s},
-                headers=self._headers,
-                timeout=self._timeout,
+                f"{self._base}{path}", json=body, headers=self._headers, timeout=self._timeout
             )
         except httpx.HTTPError as e:
             raise AgentFailed(f"worker {self._base} unreachable: {e!r}") from e
-        if resp.status_code == 200:
+        if resp.status_code in (200, 201):
             return resp.json()
         err = _error_of(resp)
-        if resp.status_code == 404:
+        code, message = err.get("code", ""), err.get("message", resp.text[:200])
+        if resp.status_code == 404 and code == "unknown_call":
             raise UnknownCall(call_id)
-        if resp.status_code == 403:
+        if resp.status_code == 403 and code == "wrong_call_token":
             raise WrongCallToken(call_id)
         if resp.status_code == 400:
-            raise CallRejected(err.get("code", "bad_request"), err.get("message", resp.text))
-        if resp.status_code == 503:
-            retry = int(resp.headers.get("retry-after", "1"))
-            raise NoAgentAvailable(err.get("message", "node full"), retry)
-        raise AgentFailed(f"worker {self._base} answered {resp.status_code}: {resp.text[:200]}")
+            raise CallRejected(code or "bad_request", message)
+        if resp.status_code == 503 and code != "agent_failed":
+            raise NoAgentAvailable(message, int(resp.headers.get("retry-after", "1")))
+        raise AgentFailed(f"worker {self._base} answered {resp.status_code}: {message}")
 
     async def open_control(self, call_id: str, token: str) -> ControlLink:
         url = "ws" + self._base.removeprefix("http") + f"/internal/calls/{call_id}/control"

@@ -14,16 +14,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter
 
 from dragoman.api.calls import read_json_limited
-from dragoman.api.errors import ApiError, install_error_handlers
+from dragoman.api.errors import FLEET_ERRORS, ApiError, fleet_error, install_error_handlers
 from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.control_link import CLOSE_UNAUTHORIZED, LinkClosed, relay
-from dragoman.fleet.errors import (
-    AgentFailed,
-    CallRejected,
-    NoAgentAvailable,
-    UnknownCall,
-    WrongCallToken,
-)
+from dragoman.fleet.errors import AgentFailed
 from dragoman.fleet.worker_client import CALL_TOKEN_HEADER, TOKEN_HEADER
 from dragoman.worker.service import WorkerService
 
@@ -54,10 +48,8 @@ def create_worker_app(
             raise ApiError(400, "bad_request", str(e)) from e
         try:
             return await service.start_call(req)
-        except NoAgentAvailable as e:
-            raise ApiError(503, "no_agent", str(e), {"Retry-After": str(e.retry_after_s)}) from e
-        except CallRejected as e:
-            raise ApiError(400, e.code, e.message) from e
+        except FLEET_ERRORS as e:
+            raise fleet_error(e) from e
         except AgentFailed as e:
             raise ApiError(503, "agent_failed", str(e), {"Retry-After": "1"}) from e
 
@@ -69,14 +61,8 @@ def create_worker_app(
             raise ApiError(400, "bad_request", "control_token is required.")
         try:
             return await service.invite(call_id, raw["control_token"], float(raw.get("ttl_s", 600)))
-        except UnknownCall as e:
-            raise ApiError(404, "unknown_call", f"No active call {call_id!r}.") from e
-        except WrongCallToken as e:
-            raise ApiError(403, "wrong_call_token", "That is not this call's token.") from e
-        except CallRejected as e:
-            raise ApiError(400, e.code, e.message) from e
-        except NoAgentAvailable as e:
-            raise ApiError(503, "no_agent", str(e), {"Retry-After": str(e.retry_after_s)}) from e
+        except FLEET_ERRORS as e:
+            raise fleet_error(e) from e
 
     @app.delete("/internal/calls/{call_id}", status_code=204)
     async def end_call(call_id: str, request: Request, reason: str = "remote_hangup") -> Response:
