@@ -309,7 +309,10 @@ async def test_a_full_node_refuses_the_invitation_not_a_guest(server: Server) ->
         assert r.status_code == 503 and r.json()["error"]["code"] == "no_agent", r.text
         assert int(r.headers["retry-after"]) >= 1
         # One call leaves: now the invitation holds a slot for the guest.
-        await callers.pop().close()
+        leaving = callers.pop()
+        leaving.send({"v": 1, "type": "hangup"})  # not just a closed socket: ends at once
+        await leaving.wait_for(lambda m: m.get("state") == "ended", 10)
+        await leaving.close()
         wait_until(lambda: server.health()["active_calls"] == cap - 1, 20, what="a free slot")
         room = invite(server, host)
         assert room["room_token"]
