@@ -6,5 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 echo "==> lint"
 .venv/bin/ruff check dragoman tests
+echo "==> every imported package declared (deptry)"
+.venv/bin/deptry dragoman
 echo "==> tests"
 exec .venv/bin/python -m pytest "$@"
