@@ -42,3 +42,18 @@ def test_density_command_writes_a_well_formed_report(tmp_path: Path) -> None:
     assert rep["calls_per_core"] == rep["calls_at_goal"] / rep["server_cores"]
     assert (out / "density.png").stat().st_size > 10_000
     assert "calls/core" in proc.stdout
+
+
+def test_frame_counts_are_read_from_prometheus_text() -> None:
+    from dragoman.bench.density import parse_frame_counts
+
+    text = (
+        "# HELP dragoman_worker_audio_frames_total Audio frames sent\n"
+        "# TYPE dragoman_worker_audio_frames_total counter\n"
+        'dragoman_worker_audio_frames_total{outcome="on_time"} 1.5e+03\n'
+        'dragoman_worker_audio_frames_total{outcome="late"} 7.0\n'
+        'dragoman_worker_audio_frames_created{outcome="late"} 1.7e+09\n'
+        "# TYPE dragoman_worker_calls gauge\n"
+        "dragoman_worker_calls 3.0\n"
+    )
+    assert parse_frame_counts(text) == {"on_time": 1500.0, "late": 7.0}

@@ -25,7 +25,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import re
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from typing import Any
 import httpx
 import numpy as np
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from dragoman.bench.caller import Caller, PrecodedTrack, precode
 from dragoman.bench.connect import machine
@@ -133,12 +133,21 @@ def _client_process(url: str, starts: list[float], conn: Any, cpus: set[int] | N
 
 
 # --- measurements --------------------------------------------------------------------------
-FRAMES = re.compile(r'^dragoman_worker_audio_frames_total\{outcome="(\w+)"\} ([0-9.e+]+)$', re.M)
+FRAMES_SAMPLE = "dragoman_worker_audio_frames_total"
+
+
+def parse_frame_counts(text: str) -> dict[str, float]:
+    """Audio frames sent per outcome (on_time, late) from the worker's Prometheus text."""
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == FRAMES_SAMPLE and "outcome" in sample.labels
+    }
 
 
 def frame_counts(url: str) -> dict[str, float]:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    return {m.group(1): float(m.group(2)) for m in FRAMES.finditer(text)}
+    return parse_frame_counts(httpx.get(f"{url}/metrics", timeout=10).text)
 
 
 def tree_cpu_s(pid: int) -> float:
