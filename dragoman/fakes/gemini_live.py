@@ -37,13 +37,14 @@ from google.genai import types
 from pydantic import BaseModel
 
 from dragoman.fakes import sdk
-from dragoman.fakes.openai_translate import BLOCK_S, DELAY_S, STALL_MAX_S, _is_speech, _tone
+from dragoman.fakes.audio import is_speech, tone
+from dragoman.fakes.openai_translate import BLOCK_S, DELAY_S, STALL_MAX_S
 from dragoman.fakes.state import FakeState
 
 WS_PATH = "/ws/google.ai.generativelanguage.{version}.GenerativeService.{method}"
 RATE_IN, RATE_OUT = 16000, 24000
 MIME_IN = f"audio/pcm;rate={RATE_IN}"
-TONE = _tone(RATE_OUT, BLOCK_S, hz=392.0)
+TONE = tone(RATE_OUT, BLOCK_S, hz=392.0)
 TOKEN_FIELDS = {
     "uses",
     "expireTime",
@@ -261,7 +262,7 @@ def _handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.StreamRe
                 while len(buf) >= block:
                     chunk = bytes(buf[:block])
                     del buf[:block]
-                    if _is_speech(chunk):
+                    if is_speech(chunk):
                         await send(
                             types.LiveServerMessage(
                                 server_content=types.LiveServerContent(

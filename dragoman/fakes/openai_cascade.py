@@ -11,44 +11,22 @@ language name, and speech is a tone whose length follows the text.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from dragoman.fakes.openai_translate import _tone
+from dragoman.fakes.audio import tone
+from dragoman.fakes.openai_rest import error, guard
 from dragoman.fakes.state import FakeState
 from dragoman.languages import LANGUAGE_NAMES
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SECONDS_PER_CHAR = 0.03
 
 
-def _error(status: int, message: str, code: str) -> web.Response:
-    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-    return web.json_response(body, status=status)
-
-
 def add_routes(app: web.Application, state: FakeState) -> None:
-    app.router.add_post("/v1/audio/transcriptions", _guard(state, _transcribe))
-    app.router.add_post("/v1/chat/completions", _guard(state, _chat))
-    app.router.add_post("/v1/audio/speech", _guard(state, _speech))
-
-
-def _guard(
-    state: FakeState, handler: Callable[[web.Request, FakeState], Awaitable[web.StreamResponse]]
-) -> Handler:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        fault = state.fault
-        if not state.bearer_ok(request.headers.get("Authorization"), allow_secret=False):
-            return _error(
-                401, fault.message("Incorrect API key provided (fake)."), "invalid_api_key"
-            )
-        if fault.error_after_s is not None:
-            return _error(500, fault.message("fake: the server had an error"), "server_error")
-        return await handler(request, state)
-
-    return handle
+    app.router.add_post("/v1/audio/transcriptions", guard(state, _transcribe))
+    app.router.add_post("/v1/chat/completions", guard(state, _chat))
+    app.router.add_post("/v1/audio/speech", guard(state, _speech))
 
 
 async def _transcribe(request: web.Request, state: FakeState) -> web.Response:
@@ -112,8 +90,8 @@ async def _speech(request: web.Request, state: FakeState) -> web.StreamResponse:
         }
     )
     if body.get("response_format") != "pcm":
-        return _error(400, "the fake only speaks pcm", "unsupported_format")
-    pcm = _tone(24000, max(0.2, SECONDS_PER_CHAR * len(body.get("input") or "")), hz=294.0)
+        return error(400, "the fake only speaks pcm", "unsupported_format")
+    pcm = tone(24000, max(0.2, SECONDS_PER_CHAR * len(body.get("input") or "")), hz=294.0)
     resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     await resp.prepare(request)
     for i in range(0, len(pcm), 4800):  # streamed in 100 ms pieces, as the real one streams

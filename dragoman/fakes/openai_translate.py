@@ -47,6 +47,8 @@ from openai.types.realtime.realtime_translation_client_secret_create_response im
 from pydantic import BaseModel
 
 from dragoman.fakes import sdk
+from dragoman.fakes.audio import is_speech, tone
+from dragoman.fakes.openai_rest import error, guard
 from dragoman.fakes.state import FakeState
 
 log = logging.getLogger(__name__)
@@ -54,21 +56,10 @@ log = logging.getLogger(__name__)
 RATE = 24000
 BLOCK_S = 0.2  # the real service emits 200 ms audio deltas
 DELAY_S = 0.3  # fake "translation" latency
-SPEECH_RMS = 300.0
 STALL_MAX_S = 120.0
 
 
-def _tone(rate: int, seconds: float, hz: float = 330.0) -> bytes:
-    t = np.arange(int(rate * seconds)) / rate
-    return (np.sin(2 * np.pi * hz * t) * 6000).astype(np.int16).tobytes()
-
-
-TONE_B64 = base64.b64encode(_tone(RATE, BLOCK_S)).decode()
-
-
-def _is_speech(pcm16: bytes) -> bool:
-    samples = np.frombuffer(pcm16, dtype=np.int16).astype(np.float32)
-    return samples.size > 0 and float(np.sqrt(np.mean(samples**2))) > SPEECH_RMS
+TONE_B64 = base64.b64encode(tone(RATE, BLOCK_S)).decode()
 
 
 def _event_id() -> str:
@@ -95,7 +86,7 @@ class FakeTranslator:
         while len(self._buf) >= self._block:
             block = bytes(self._buf[: self._block])
             del self._buf[: self._block]
-            if _is_speech(block):
+            if is_speech(block):
                 first = not self._in_speech
                 self._in_speech = True
                 await self._send(
@@ -135,11 +126,6 @@ class FakeTranslator:
         self._task.cancel()
 
 
-def _error(status: int, message: str, code: str) -> web.Response:
-    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-    return web.json_response(body, status=status)
-
-
 def _error_event(kind: str, code: str, message: str) -> RealtimeErrorEvent:
     return RealtimeErrorEvent(
         type="error",
@@ -150,7 +136,7 @@ def _error_event(kind: str, code: str, message: str) -> RealtimeErrorEvent:
 
 def add_routes(app: web.Application, state: FakeState) -> None:
     app.router.add_get("/v1/realtime/translations", _ws_handler(state))
-    app.router.add_post("/v1/realtime/translations/client_secrets", _secrets_handler(state))
+    app.router.add_post("/v1/realtime/translations/client_secrets", guard(state, _mint_secret))
     app.router.add_post("/v1/realtime/translations/calls", _calls_handler(state))
 
 
@@ -183,12 +169,12 @@ def _ws_handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.Strea
         fault = state.fault
         if not state.bearer_ok(request.headers.get("Authorization"), allow_secret=True):
             state.count("ws_refused")
-            return _error(
+            return error(
                 401, fault.message("Incorrect API key provided (fake)."), "invalid_api_key"
             )
         model = request.query.get("model")
         if not model:
-            return _error(400, "The model query parameter is required.", "missing_model")
+            return error(400, "The model query parameter is required.", "missing_model")
         ws = web.WebSocketResponse(autoping=fault.stall_after_s is None, max_msg_size=2**22)
         await ws.prepare(request)
         session: dict[str, Any] = {
@@ -293,36 +279,26 @@ async def _on_client_event(
 
 
 # --- client secrets (direct mode) --------------------------------------------------------
-def _secrets_handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def handle(request: web.Request) -> web.Response:
-        fault = state.fault
-        if not state.bearer_ok(request.headers.get("Authorization"), allow_secret=False):
-            return _error(
-                401, fault.message("Incorrect API key provided (fake)."), "invalid_api_key"
-            )
-        if fault.error_after_s is not None:
-            return _error(500, fault.message("fake: the server had an error"), "server_error")
-        raw = await request.json()
-        try:
-            body = sdk.openai_secret_request(raw)
-        except sdk.Invalid as e:
-            state.count("invalid_client_events")
-            return _error(400, str(e), "invalid_request")
-        session = body["session"]
-        ttl = (body.get("expires_after") or {}).get("seconds", 600)
-        if not 10 <= ttl <= 7200:
-            return _error(400, "expires_after.seconds must be 10..7200", "invalid_value")
-        value, expires = state.mint_secret(ttl)
-        state.sessions.append({"kind": "client_secret", "request": raw})
-        locked = new_session(session["model"], session)
-        locked["expires_at"] = expires
-        state.locked[value] = locked
-        answer = RealtimeTranslationClientSecretCreateResponse(
-            value=value, expires_at=expires, session=session_model(locked)
-        )
-        return web.Response(text=sdk.openai_wire(answer), content_type="application/json")
-
-    return handle
+async def _mint_secret(request: web.Request, state: FakeState) -> web.Response:
+    raw = await request.json()
+    try:
+        body = sdk.openai_secret_request(raw)
+    except sdk.Invalid as e:
+        state.count("invalid_client_events")
+        return error(400, str(e), "invalid_request")
+    session = body["session"]
+    ttl = (body.get("expires_after") or {}).get("seconds", 600)
+    if not 10 <= ttl <= 7200:
+        return error(400, "expires_after.seconds must be 10..7200", "invalid_value")
+    value, expires = state.mint_secret(ttl)
+    state.sessions.append({"kind": "client_secret", "request": raw})
+    locked = new_session(session["model"], session)
+    locked["expires_at"] = expires
+    state.locked[value] = locked
+    answer = RealtimeTranslationClientSecretCreateResponse(
+        value=value, expires_at=expires, session=session_model(locked)
+    )
+    return web.Response(text=sdk.openai_wire(answer), content_type="application/json")
 
 
 # --- WebRTC calls (direct mode) ----------------------------------------------------------
@@ -331,10 +307,10 @@ def _calls_handler(state: FakeState) -> Callable[[web.Request], Awaitable[web.Re
         auth = request.headers.get("Authorization", "")
         if not state.bearer_ok(auth, allow_secret=True) or not auth.startswith("Bearer ek_"):
             # Only minted secrets here: the page must never hold the real key.
-            return _error(401, "A client secret (ek_…) is required (fake).", "invalid_api_key")
+            return error(401, "A client secret (ek_…) is required (fake).", "invalid_api_key")
         offer = await request.text()
         if "m=audio" not in offer:
-            return _error(400, "The SDP offer has no audio section.", "invalid_sdp")
+            return error(400, "The SDP offer has no audio section.", "invalid_sdp")
         locked = state.locked.get(auth.removeprefix("Bearer ").strip(), new_session("?", {}))
         answer, call_id = await _answer(offer, state, locked)
         state.sessions.append({"kind": "webrtc_call", "call_id": call_id})
@@ -377,7 +353,7 @@ async def _answer(offer: str, state: FakeState, locked: dict[str, Any]) -> tuple
             super().__init__()
             self._pts = 0
             self._start: float | None = None
-            self._tone = np.frombuffer(_tone(48000, 0.02), dtype=np.int16)
+            self._tone = np.frombuffer(tone(48000, 0.02), dtype=np.int16)
 
         async def recv(self) -> AudioFrame:
             if self._start is None:
@@ -410,7 +386,7 @@ async def _answer(offer: str, state: FakeState, locked: dict[str, Any]) -> tuple
                 while True:
                     frame = await track.recv()
                     pcm = frame.to_ndarray().tobytes()
-                    if _is_speech(pcm):
+                    if is_speech(pcm):
                         heard["speech_until"] = time.monotonic() + 1.0
                         blocks += 1
                         if blocks % 10 == 1:  # ~every 200 ms of speech
