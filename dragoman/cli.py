@@ -271,6 +271,13 @@ def _bench_latency(args: argparse.Namespace) -> int:
     return 0 if rep["failed"] == 0 else 1
 
 
+def _bench_registry(args: argparse.Namespace) -> int:
+    from dragoman.bench.registry_burst import RegistryParams, main
+
+    main(RegistryParams(args.url, args.pairs, args.concurrency), Path(args.out))
+    return 0
+
+
 def _bench_calibrate(args: argparse.Namespace) -> int:
     from dragoman.sim.measure import CalibrateParams, run
 
@@ -420,6 +427,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="a two-party room: the host speaks, an English guest hears the translation",
     )
     latency.set_defaults(func=_bench_latency)
+
+    registry = bench_sub.add_parser(
+        "registry",
+        help="Redis registry reservation throughput: concurrent reserve+release pairs "
+        "(keys under a throwaway prefix, removed afterwards)",
+        description="Many concurrent clients reserve a call slot on one of a few live nodes and "
+        "release it again; prints progress, then reserve+release pairs per second, and saves "
+        "them to OUT/registry.json. Keys go under a fresh prefix and are removed afterwards.",
+    )
+    registry.add_argument("url", metavar="REDIS_URL", help="redis://host:port/db")
+    registry.add_argument("-n", "--pairs", type=int, default=5000, help="reserve+release pairs")
+    registry.add_argument("--concurrency", type=int, default=50, help="concurrent clients")
+    registry.add_argument("--out", default="results/registry", help="folder for the JSON")
+    registry.set_defaults(func=_bench_registry)
 
     calibrate = bench_sub.add_parser(
         "calibrate",

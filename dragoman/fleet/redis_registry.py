@@ -17,10 +17,6 @@ dynamic), so this targets a single Redis primary, not Redis Cluster.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import time
-import uuid
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -32,7 +28,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dragoman.fleet.limits import ConcurrencyRule, RateRule
 from dragoman.fleet.registry import (
-    READY,
     NodeInfo,
     NodeReport,
     RegistryUnavailable,
@@ -364,46 +359,3 @@ class RedisRegistry:
                 )
             )
         return infos
-
-
-async def _bench(url: str, n: int, concurrency: int) -> float:
-    """Reserve+release pairs per second against live nodes with room for every task."""
-    registry = RedisRegistry(url, prefix=f"dragoman-bench-{uuid.uuid4().hex[:8]}")
-    ids = [f"bench-{i}" for i in range(4)]
-    try:
-        for node_id in ids:
-            report = NodeReport(node_id, f"http://{node_id}", "127.0.0.1", concurrency, 0, READY)
-            await registry.register(report)
-        remaining = n
-
-        async def client() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                call_id = uuid.uuid4().hex
-                ranked = ids[remaining % len(ids) :] + ids[: remaining % len(ids)]
-                if await registry.reserve(call_id, ranked, ttl_s=10) is None:
-                    raise RuntimeError("bench reservation refused")
-                await registry.release(call_id)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-        return n / (time.perf_counter() - start)
-    finally:
-        for node_id in ids:
-            await registry.remove_node(node_id)
-        await registry.close()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Redis registry reservation throughput.")
-    parser.add_argument("--bench", metavar="REDIS_URL", required=True)
-    parser.add_argument("-n", type=int, default=5000, help="reserve+release pairs")
-    parser.add_argument("--concurrency", type=int, default=50)
-    args = parser.parse_args()
-    rate = asyncio.run(_bench(args.bench, args.n, args.concurrency))
-    print(f"{rate:,.0f} reservations/s (reserve+release pairs, {args.concurrency} concurrent)")
-
-
-if __name__ == "__main__":
-    main()
