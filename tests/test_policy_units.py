@@ -40,7 +40,7 @@ def test_parse_control_messages() -> None:
     assert messages.parse_control({"v": 1, "type": "hangup"}) == messages.Hangup()
     assert messages.parse_control(
         {"v": 1, "type": "set_languages", "source": "ko", "target": "en"}
-    ) == messages.SetLanguages("ko", "en")
+    ) == messages.SetLanguages(source="ko", target="en")
     for bad in (
         "hangup",
         {"type": "hangup"},

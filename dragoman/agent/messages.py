@@ -1,24 +1,34 @@
-"""The control protocol between the page and its agent (JSON, version 1), carried on the
-call's control WebSocket (``/v1/calls/{id}/control``), relayed by the api and the worker.
-
-Agent → page: ``caption``, ``state``, ``languages``, ``error``, ``metrics``.
-Page → agent: ``set_languages``, ``hangup``. Documented in the README ("Control channel").
+"""Builders of the agent → page messages and the parser of page → agent ones, over the
+typed models of the control protocol in ``dragoman.contract.page`` (documented there), plus
+our sentences for end reasons and failures.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
+from dragoman.contract.page import (
+    VERSION,
+    Caption,
+    Control,
+    Error,
+    Hangup,
+    Languages,
+    Metrics,
+    Note,
+    SetLanguages,
+    Side,
+    State,
+    StateMessage,
+)
 from dragoman.languages import LanguagePair
 
+__all__ = ["VERSION", "Control", "Hangup", "SetLanguages", "Side", "State"]
+
 log = logging.getLogger(__name__)
-
-VERSION = 1
-
-Side = Literal["source", "translation"]
-State = Literal["listening", "translating", "speaking", "ended"]
 
 END_REASONS: dict[str, str] = {
     "hangup": "You hung up.",
@@ -48,54 +58,43 @@ def caption(
     t_start_ms: int,
     t_end_ms: int,
 ) -> dict[str, Any]:
-    return {
-        "v": VERSION,
-        "type": "caption",
-        "id": utterance_id,
-        "side": side,
-        "lang": lang,
-        "final": final,
-        "text": text,
-        "t_start_ms": t_start_ms,
-        "t_end_ms": t_end_ms,
-    }
+    return Caption(
+        id=utterance_id,
+        side=side,
+        lang=lang,
+        final=final,
+        text=text,
+        t_start_ms=t_start_ms,
+        t_end_ms=t_end_ms,
+    ).wire()
 
 
 def state(value: State, reason: str | None = None) -> dict[str, Any]:
-    msg: dict[str, Any] = {"v": VERSION, "type": "state", "state": value}
-    if reason is not None:
-        msg["reason"] = reason
-        msg["message"] = END_REASONS.get(reason, reason)
-    return msg
+    message = None if reason is None else END_REASONS.get(reason, reason)
+    return StateMessage(state=value, reason=reason, message=message).wire()
 
 
 def languages(pair: LanguagePair) -> dict[str, Any]:
-    return {
-        "v": VERSION,
-        "type": "languages",
-        "source": pair.source,
-        "target": pair.target,
-        "mode": pair.mode,
-    }
+    return Languages(source=pair.source, target=pair.target, mode=pair.mode).wire()
 
 
 def note(utterance_id: str, code: str, message: str) -> dict[str, Any]:
     """Something the page should show next to an utterance's captions, e.g. why it was not
     translated (never an untranslated text passed off as a translation)."""
-    return {"v": VERSION, "type": "note", "id": utterance_id, "code": code, "message": message}
+    return Note(id=utterance_id, code=code, message=message).wire()
 
 
 def metrics(utterance_id: str, marks: dict[str, float]) -> dict[str, Any]:
     """When each step of an utterance happened on the agent (``time.monotonic()`` seconds of
     the agent's host: comparable with a client's clock only on the same machine)."""
     rounded = {k: round(v, 4) for k, v in marks.items()}
-    return {"v": VERSION, "type": "metrics", "id": utterance_id, "marks": rounded}
+    return Metrics(id=utterance_id, marks=rounded).wire()
 
 
 def error(code: str, message: str, fatal: bool = False) -> dict[str, Any]:
     """An error in our own words (a bad message, a language the provider lacks). Text from a
     provider or an exception goes through ``failure`` instead."""
-    return {"v": VERSION, "type": "error", "code": code, "message": message, "fatal": fatal}
+    return Error(code=code, message=message, fatal=fatal).wire()
 
 
 # The page-facing codes of failures outside our control, each with the only sentence the page
@@ -141,22 +140,11 @@ def clip(detail: object, limit: int = DETAIL_MAX_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-@dataclass(frozen=True)
-class SetLanguages:
-    source: str
-    target: str
-
-
-@dataclass(frozen=True)
-class Hangup:
-    pass
-
-
-Control = SetLanguages | Hangup
-
-
 class BadMessage(ValueError):
     pass
+
+
+_CONTROL: TypeAdapter[Control] = TypeAdapter(Control)
 
 
 def parse_control(message: Any) -> Control:
@@ -166,11 +154,9 @@ def parse_control(message: Any) -> Control:
     if message.get("v") != VERSION:
         raise BadMessage(f"unsupported protocol version {message.get('v')!r}; expected {VERSION}")
     kind = message.get("type")
-    if kind == "hangup":
-        return Hangup()
-    if kind == "set_languages":
-        source, target = message.get("source"), message.get("target")
-        if not isinstance(source, str) or not isinstance(target, str):
-            raise BadMessage("set_languages needs string 'source' and 'target'")
-        return SetLanguages(source, target)
-    raise BadMessage(f"unknown message type {kind!r}")
+    if kind not in ("hangup", "set_languages"):
+        raise BadMessage(f"unknown message type {kind!r}")
+    try:
+        return _CONTROL.validate_python(message)
+    except ValidationError as e:
+        raise BadMessage("set_languages needs string 'source' and 'target'") from e

@@ -1,0 +1,63 @@
+"""The page protocol's typed models put on the wire exactly the JSON the page has always read
+(key order included), and page → agent messages parse into them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dragoman.agent import messages
+from dragoman.contract import page
+from dragoman.languages import LanguagePair
+
+
+def test_agent_messages_keep_their_wire_shape() -> None:
+    assert json.dumps(messages.caption("u1", "source", "ja", "こんにちは", False, 10, 20)) == (
+        json.dumps(
+            {
+                "v": 1,
+                "type": "caption",
+                "id": "u1",
+                "side": "source",
+                "lang": "ja",
+                "final": False,
+                "text": "こんにちは",
+                "t_start_ms": 10,
+                "t_end_ms": 20,
+            }
+        )
+    )
+    assert list(messages.state("listening")) == ["v", "type", "state"]
+    assert messages.state("ended", "hangup") == {
+        "v": 1,
+        "type": "state",
+        "state": "ended",
+        "reason": "hangup",
+        "message": "You hung up.",
+    }
+    assert list(messages.languages(LanguagePair("ja", "en"))) == [
+        "v",
+        "type",
+        "source",
+        "target",
+        "mode",
+    ]
+    assert list(messages.note("u1", "c", "m")) == ["v", "type", "id", "code", "message"]
+    assert messages.metrics("u1", {"vad_stop": 1.234567}) == {
+        "v": 1,
+        "type": "metrics",
+        "id": "u1",
+        "marks": {"vad_stop": 1.2346},
+    }
+    assert list(messages.error("x", "y")) == ["v", "type", "code", "message", "fatal"]
+
+
+def test_page_messages_parse_into_the_models() -> None:
+    msg = messages.parse_control(
+        {"v": 1, "type": "set_languages", "source": "ko", "target": "en", "extra": 1}
+    )
+    assert isinstance(msg, page.SetLanguages) and (msg.source, msg.target) == ("ko", "en")
+    assert isinstance(messages.parse_control({"v": 1, "type": "hangup"}), page.Hangup)
+    with pytest.raises(messages.BadMessage, match="string 'source'"):
+        messages.parse_control({"v": 1, "type": "set_languages", "source": "ko"})
