@@ -1,13 +1,27 @@
-"""Client of the node-local inference service, used inside agent processes."""
+"""Client of the node-local inference service, used inside agent processes.
+
+HTTP over the node's Unix socket (the API is in ``wire``), with one small connection pool
+per client, so an agent's utterances reuse a connection instead of opening one each.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from dragoman.inference.protocol import read_message, write_message
+import httpx
+
+from dragoman.inference import wire
+
+# httpx picks its network backend at the first request and imports it then; import it now,
+# so that agents forked from the preloading forkserver share it instead of each paying it.
+try:
+    import anyio._backends._asyncio  # noqa: F401
+    import httpcore._backends.anyio  # noqa: F401
+except ImportError:  # a layout change in those libraries costs only the import per agent
+    pass
 
 
 class InferenceError(RuntimeError):
@@ -22,76 +36,113 @@ class SttResult:
     compute_ms: float
 
 
+# A client never keeps an idle connection as long as the service does (see its
+# timeout_keep_alive), so it never reuses one the service is closing.
+_LIMITS = httpx.Limits(max_connections=8, max_keepalive_connections=2, keepalive_expiry=30.0)
+
+
 class InferenceClient:
     def __init__(self, socket_path: Path | str, timeout_s: float = 30.0) -> None:
         self.socket_path = str(socket_path)
         self.timeout_s = timeout_s
+        # Plain HTTP on a local socket: no TLS, so no CA bundle to load per agent (verify),
+        # and no proxy settings from the environment (trust_env).
+        transport = httpx.AsyncHTTPTransport(
+            uds=self.socket_path, verify=False, limits=_LIMITS, trust_env=False
+        )
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            base_url="http://inference",
+            timeout=timeout_s,
+            trust_env=False,
+        )
 
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _request(self, what: str, method: str, path: str, **kw: Any) -> Any:
         try:
-            return await asyncio.wait_for(
-                asyncio.open_unix_connection(self.socket_path), self.timeout_s
-            )
-        except (OSError, TimeoutError) as e:
+            response = await self._http.request(method, path, **kw)
+        except httpx.ConnectError as e:
             raise InferenceError(f"inference service unreachable: {e}") from e
+        except httpx.HTTPError as e:  # timeouts, a connection lost mid-request
+            raise InferenceError(f"{what} failed: {_why(e)}") from e
+        if response.status_code != 200:
+            raise InferenceError(_error(response, what))
+        try:
+            return response.json()
+        except ValueError as e:
+            raise InferenceError(f"{what} failed: the service answered {e}") from e
 
     async def stt(self, pcm16_16k: bytes, language: str | None, task: str) -> SttResult:
-        reader, writer = await self._open()
-        try:
-            await write_message(
-                writer, {"op": "stt", "language": language, "task": task}, pcm16_16k
-            )
-            header, _ = await asyncio.wait_for(read_message(reader), self.timeout_s)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
-            raise InferenceError(f"speech-to-text failed: {e}") from e
-        finally:
-            writer.close()
-        if not header.get("ok"):
-            raise InferenceError(header.get("error", "speech-to-text failed"))
-        return SttResult(
-            header["text"], header["language"], header["duration_s"], header["compute_ms"]
+        params = {"task": task} if language is None else {"task": task, "language": language}
+        body = await self._request(
+            "speech-to-text", "POST", wire.STT, params=params, **_audio(pcm16_16k)
         )
+        return SttResult(body["text"], body["language"], body["duration_s"], body["compute_ms"])
 
     async def identify(self, pcm16_16k: bytes, candidates: list[str]) -> str:
         """Which of ``candidates`` is spoken in this utterance."""
-        reader, writer = await self._open()
-        try:
-            await write_message(writer, {"op": "identify", "candidates": candidates}, pcm16_16k)
-            header, _ = await asyncio.wait_for(read_message(reader), self.timeout_s)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
-            raise InferenceError(f"language identification failed: {e}") from e
-        finally:
-            writer.close()
-        if not header.get("ok"):
-            raise InferenceError(header.get("error", "language identification failed"))
-        return str(header["language"])
+        body = await self._request(
+            "language identification",
+            "POST",
+            wire.IDENTIFY,
+            params={"candidates": candidates},
+            **_audio(pcm16_16k),
+        )
+        return str(body["language"])
 
     async def tts(self, text: str) -> AsyncIterator[tuple[bytes, int]]:
         """Yield (PCM16 mono, sample_rate) chunks as the service synthesises them."""
-        reader, writer = await self._open()
+        request = self._http.build_request(
+            "POST", wire.TTS, content=text.encode(), headers={"content-type": wire.TEXT}
+        )
         try:
-            await write_message(writer, {"op": "tts", "text": text})
-            while True:
-                try:
-                    header, payload = await asyncio.wait_for(read_message(reader), self.timeout_s)
-                except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
-                    raise InferenceError(f"text-to-speech failed: {e}") from e
-                if not header.get("ok"):
-                    raise InferenceError(header.get("error", "text-to-speech failed"))
-                if header.get("done"):
-                    return
-                yield payload, int(header["sample_rate"])
+            response = await self._http.send(request, stream=True)
+        except httpx.ConnectError as e:
+            raise InferenceError(f"inference service unreachable: {e}") from e
+        except httpx.HTTPError as e:
+            raise InferenceError(f"text-to-speech failed: {_why(e)}") from e
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                raise InferenceError(_error(response, "text-to-speech"))
+            rate = int(response.headers[wire.SAMPLE_RATE_HEADER])
+            odd = b""  # reads need not end on a sample: carry a split one to the next chunk
+            try:
+                async for data in response.aiter_raw():
+                    data = odd + data
+                    whole = len(data) & ~1
+                    odd = data[whole:]
+                    if whole:
+                        yield data[:whole], rate
+            except httpx.HTTPError as e:  # the service died or cut the stream short
+                raise InferenceError(f"text-to-speech failed: {_why(e)}") from e
         finally:
-            writer.close()
+            await response.aclose()
 
     async def ping(self) -> dict:
         """The service's health probe; InferenceError if it is down or does not answer."""
-        reader, writer = await self._open()
         try:
-            await write_message(writer, {"op": "ping"})
-            header, _ = await asyncio.wait_for(read_message(reader), self.timeout_s)
-            return header
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
+            response = await self._http.get(wire.PING)
+        except httpx.HTTPError as e:
             raise InferenceError(f"ping failed: {e!r}") from e
-        finally:
-            writer.close()
+        if response.status_code != 200:
+            raise InferenceError(_error(response, "ping"))
+        return response.json()
+
+    async def aclose(self) -> None:
+        """Close the pooled connections (an agent that exits need not)."""
+        await self._http.aclose()
+
+
+def _audio(pcm16: bytes) -> dict[str, Any]:
+    return {"content": pcm16, "headers": {"content-type": wire.AUDIO}}
+
+
+def _why(e: Exception) -> str:
+    return str(e) or type(e).__name__
+
+
+def _error(response: httpx.Response, what: str) -> str:
+    try:
+        return str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return f"{what} failed: HTTP {response.status_code}"

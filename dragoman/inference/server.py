@@ -1,8 +1,9 @@
 """The node-local inference service: one process per node, models loaded once.
 
 Agent processes never load Whisper or Piper themselves (that would cost hundreds of MB and
-seconds per call); they send utterances here over a Unix socket. Requests run concurrently
-on a small thread pool; the models release the GIL while computing.
+seconds per call); they send utterances here, as HTTP over a Unix socket (the API is in
+``wire``). Requests run concurrently on a small thread pool; the models release the GIL
+while computing.
 """
 
 from __future__ import annotations
@@ -12,19 +13,31 @@ import contextlib
 import logging
 import os
 import signal
+import socket
+import threading
 import time
+from collections.abc import AsyncIterator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any, TypeVar
+
+import uvicorn
+from starlette.applications import Starlette
 
 from dragoman.config import Settings
 from dragoman.inference.engines import PiperEngine, WhisperEngine
 from dragoman.inference.models import resolve_piper, resolve_whisper
-from dragoman.inference.protocol import read_message, write_message
+from dragoman.inference.routes import create_app
 
 log = logging.getLogger("dragoman.inference")
 
+T = TypeVar("T")
+
 
 class InferenceServer:
+    """The models and their thread pools; the HTTP routes in ``routes`` call these methods."""
+
     def __init__(self, settings: Settings) -> None:
         t0 = time.perf_counter()
         whisper_src = resolve_whisper(settings.whisper_model_path, settings.cache_dir)
@@ -50,100 +63,119 @@ class InferenceServer:
         for _ in self.piper.synthesize("Ready."):
             pass
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                try:
-                    header, payload = await read_message(reader)
-                except asyncio.IncompleteReadError:
-                    return
-                op = header.get("op")
-                try:
-                    if op == "stt":
-                        result = await loop.run_in_executor(
-                            self._stt_pool,
-                            self.whisper.run,
-                            payload,
-                            header.get("language"),
-                            header.get("task", "transcribe"),
-                        )
-                        await write_message(writer, {"ok": True, **result.__dict__})
-                    elif op == "identify":
-                        language, probs = await loop.run_in_executor(
-                            self._stt_pool,
-                            self.whisper.identify,
-                            payload,
-                            [str(c) for c in header.get("candidates", [])],
-                        )
-                        await write_message(
-                            writer, {"ok": True, "language": language, "probs": probs}
-                        )
-                    elif op == "tts":
-                        await self._stream_tts(writer, str(header.get("text", "")))
-                    elif op == "ping":
-                        await write_message(
-                            writer, {"ok": True, "pid": os.getpid(), "load_ms": self.load_ms}
-                        )
-                    else:
-                        await write_message(writer, {"ok": False, "error": f"unknown op {op!r}"})
-                except (ConnectionError, asyncio.CancelledError):
-                    raise  # the client hung up mid-answer (a call ended): nothing to report
-                except Exception as e:  # one bad request must not take the node's models down
-                    log.exception("inference request %s failed", op)
-                    await write_message(writer, {"ok": False, "error": str(e)})
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
+    async def _on(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
-    async def _stream_tts(self, writer: asyncio.StreamWriter, text: str) -> None:
+    async def stt(self, pcm16_16k: bytes, language: str | None, task: str) -> dict[str, Any]:
+        result = await self._on(self._stt_pool, self.whisper.run, pcm16_16k, language, task)
+        return asdict(result)
+
+    async def identify(self, pcm16_16k: bytes, candidates: list[str]) -> dict[str, Any]:
+        language, probs = await self._on(
+            self._stt_pool, self.whisper.identify, pcm16_16k, candidates
+        )
+        return {"language": language, "probs": probs}
+
+    @property
+    def tts_rate(self) -> int:
+        return self.piper.out_rate
+
+    async def tts(self, text: str) -> AsyncIterator[bytes]:
+        """PCM16 chunks as Piper produces them. Closing the iterator early (the caller hung
+        up) stops the synthesis at the next chunk, so the one TTS lane is free again."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
 
         def produce() -> None:
             try:
                 for pcm in self.piper.synthesize(text):
+                    if stop.is_set():
+                        return
                     loop.call_soon_threadsafe(queue.put_nowait, pcm)
+            except BaseException as e:  # handed to the request, which reports it
+                loop.call_soon_threadsafe(queue.put_nowait, e)
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
-        fut = loop.run_in_executor(self._tts_pool, produce)
-        rate = self.piper.out_rate
-        while (pcm := await queue.get()) is not None:
-            await write_message(writer, {"ok": True, "sample_rate": rate}, pcm)
-        await fut
-        await write_message(writer, {"ok": True, "done": True, "sample_rate": rate})
+        # Not awaited: once told to stop, it ends by itself after the chunk in progress.
+        loop.run_in_executor(self._tts_pool, produce)
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+    def ping(self) -> dict[str, Any]:
+        return {"ok": True, "pid": os.getpid(), "load_ms": self.load_ms}
+
+
+class Server(uvicorn.Server):
+    """uvicorn, minus its signal handlers: the worker decides when this process stops (a
+    terminal's Ctrl-C reaches the whole process group and must not end it)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def listen(socket_path: Path) -> socket.socket:
+    # Bound here rather than by uvicorn's ``uds=``, which makes the socket world-writable:
+    # it keeps the permissions of the directory it is created in, as before.
+    with contextlib.suppress(FileNotFoundError):
+        socket_path.unlink()  # left over by a crashed predecessor
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(socket_path))
+    return sock
 
 
 async def _serve(settings: Settings, socket_path: Path) -> None:
     server_impl = InferenceServer(settings)
     await asyncio.get_running_loop().run_in_executor(None, server_impl.warm_up)
-    server = await asyncio.start_unix_server(server_impl.handle, path=str(socket_path))
-    stop = asyncio.Event()
+    server = http_server(create_app(server_impl))
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("inference service listening on %s", socket_path)
+
+    def stop() -> None:
+        server.should_exit = True
+
+    loop.add_signal_handler(signal.SIGTERM, stop)
 
     async def follow_parent(ppid: int) -> None:
         # If the worker is killed (kill -9, OOM) nobody would stop us: leave with it.
         while os.getppid() == ppid:
             await asyncio.sleep(1.0)
-        stop.set()
+        stop()
 
     watcher = asyncio.create_task(follow_parent(os.getppid()))
-    async with server:
-        await stop.wait()
-    watcher.cancel()
+    log.info("inference service listening on %s", socket_path)
+    try:
+        await server.serve(sockets=[listen(socket_path)])
+    finally:
+        watcher.cancel()
+
+
+def http_server(app: Starlette) -> Server:
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        access_log=False,
+        log_config=None,  # keep the process's logging as set up; uvicorn's would replace it
+        http="h11",
+        # Longer than an agent's client keeps an idle connection, so the client always
+        # closes first and never sends a request on a connection the service is closing.
+        timeout_keep_alive=75,
+        timeout_graceful_shutdown=2,
+    )
+    return Server(config)
 
 
 def run_inference_service(settings_json: str, socket_path: str) -> None:
     """Process entry point (spawned by the worker)."""
     settings = Settings.model_validate_json(settings_json)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s inference %(message)s")
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # no start-up banner
     # SIGINT from a terminal's Ctrl-C goes to the whole group; the worker decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(FileNotFoundError):
-        Path(socket_path).unlink()  # left over by a crashed predecessor
     asyncio.run(_serve(settings, Path(socket_path)))

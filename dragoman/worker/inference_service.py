@@ -66,18 +66,21 @@ class InferenceService:
     async def wait_ready(self, timeout_s: float = INFERENCE_START_TIMEOUT_S) -> None:
         client = InferenceClient(self.socket_path, timeout_s=5.0)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            proc = self._proc
-            if proc is not None and not proc.is_alive():
-                raise RuntimeError(
-                    f"inference service exited with code {proc.exitcode}; see its log"
-                )
-            try:
-                await client.ping()
-                return
-            except (InferenceError, OSError):
-                await asyncio.sleep(0.2)
-        raise RuntimeError("inference service did not become ready in time")
+        try:
+            while time.monotonic() < deadline:
+                proc = self._proc
+                if proc is not None and not proc.is_alive():
+                    raise RuntimeError(
+                        f"inference service exited with code {proc.exitcode}; see its log"
+                    )
+                try:
+                    await client.ping()
+                    return
+                except (InferenceError, OSError):
+                    await asyncio.sleep(0.2)
+            raise RuntimeError("inference service did not become ready in time")
+        finally:
+            await client.aclose()
 
     def supervise(self) -> None:
         """It is up (``wait_ready`` returned): watch it from now on."""
@@ -148,6 +151,7 @@ class InferenceService:
         finally:
             loop.remove_reader(proc.sentinel)
             exited.cancel()
+            await client.aclose()
 
     @staticmethod
     async def _exit_reason(proc: BaseProcess) -> str:
