@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dragoman.contract.errors import LanguageError
+
 LANGUAGE_NAMES: dict[str, str] = {
     "ar": "Arabic",
     "de": "German",
@@ -35,15 +37,6 @@ LANGUAGE_NAMES: dict[str, str] = {
 LOCAL_TARGETS: frozenset[str] = frozenset({"en"})
 
 DEFAULT_VOICES: dict[str, str] = {"en": "en_US-joe-medium"}
-
-
-class LanguageError(ValueError):
-    """A language code or pair the service cannot serve; ``code`` is the API error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -279,8 +279,8 @@ class _DownGateway:
 
 
 async def test_a_node_without_its_media_gateway_refuses_calls_and_reports_not_ready() -> None:
-    from dragoman.fleet.call_request import CallRequest
-    from dragoman.fleet.errors import NoAgentAvailable
+    from dragoman.contract.calls import CallRequest
+    from dragoman.contract.errors import NoAgentAvailable
     from dragoman.fleet.memory_registry import MemoryRegistry
     from dragoman.fleet.registry import NOT_READY
     from dragoman.worker.pool import AgentPool
@@ -291,7 +291,7 @@ async def test_a_node_without_its_media_gateway_refuses_calls_and_reports_not_re
     pool = AgentPool(settings, "/nonexistent", gateway, ControlHub())
     with pytest.raises(NoAgentAvailable) as e:
         offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
-        await pool.start_call(CallRequest("c", offer, "offer", "ja", "en"))
+        await pool.start_call(CallRequest(call_id="c", sdp=offer, source="ja", target="en"))
     assert "media gateway" in str(e.value)
 
     node: Any = SimpleNamespace(gateway=gateway, pool=pool)

@@ -33,11 +33,12 @@ from dragoman.api import direct
 from dragoman.api.direct import ProviderClients, mint_session
 from dragoman.api.errors import ApiError
 from dragoman.config import Settings, settings_for_child
+from dragoman.contract.errors import GlossaryError, ProviderRejected, ProviderUnavailable
 from dragoman.fakes import sdk
 from dragoman.fakes.server import build_app
 from dragoman.languages import LanguageError, LanguagePair
 from dragoman.pipeline.glossary import read_glossary
-from dragoman.pipeline.providers import gemini_live, openai_translate
+from dragoman.pipeline.providers import gemini_live, openai_translate, sdk_sessions
 from dragoman.pipeline.providers.base import CallContext, ProviderError
 from dragoman.pipeline.providers.captions import CaptionStream
 from dragoman.pipeline.providers.catalog import catalogue, validate_call
@@ -54,10 +55,10 @@ def test_without_keys_only_the_local_provider_is_available() -> None:
     assert by_name["local"]["available"]
     for name in ("openai-translate", "openai-cascade", "gemini-live-translate"):
         assert not by_name[name]["available"] and "DRAGOMAN_" in by_name[name]["reason"]
-    with pytest.raises(LanguageError) as e:
+    with pytest.raises(ProviderUnavailable) as e:
         validate_call("openai-translate", "ja", "en", s)
     assert e.value.code == "provider_unavailable"
-    with pytest.raises(LanguageError) as e:
+    with pytest.raises(ProviderRejected) as e:
         validate_call("babel", "ja", "en", s)
     assert e.value.code == "unknown_provider"
 
@@ -178,7 +179,7 @@ def test_gemini_setup_is_the_sdks_and_the_page_sends_the_same() -> None:
     old = {"setup": {"model": setup["model"], "translationConfig": {"targetLanguageCode": "ko"}}}
     with pytest.raises(sdk.Invalid):
         sdk.gemini_client_message(json.dumps(old))
-    assert gemini_live.http_base("wss://h.example") == "https://h.example"
+    assert sdk_sessions.gemini_http_base("wss://h.example") == "https://h.example"
     assert direct.gemini_constrained_url(Settings(gemini_base_url="http://127.0.0.1:9")) == (
         "wss://127.0.0.1:9/ws/google.ai.generativelanguage.v1alpha."
         "GenerativeService.BidiGenerateContentConstrained"
@@ -190,10 +191,10 @@ def test_glossaries_are_read_by_name_from_the_server_folder(tmp_path: Path) -> N
     assert read_glossary(tmp_path, "med") == "fever = Fieber"
     assert read_glossary(tmp_path, None) is None
     for name, code in (("nope", "unknown_glossary"), ("../etc/passwd", "bad_glossary")):
-        with pytest.raises(LanguageError) as e:
+        with pytest.raises(GlossaryError) as e:
             read_glossary(tmp_path, name)
         assert e.value.code == code
-    with pytest.raises(LanguageError):
+    with pytest.raises(GlossaryError):
         read_glossary(None, "med")  # no folder configured
 
 
@@ -343,7 +344,7 @@ def test_direct_provider_choice() -> None:
     with pytest.raises(LanguageError) as e:
         direct.choose(both, "ko", "th", wanted="openai-translate")
     assert e.value.code == "unsupported_pair"
-    with pytest.raises(LanguageError) as e:
+    with pytest.raises(ProviderRejected) as e:
         direct.choose(both, "ko", "ja", wanted="local")
     assert e.value.code == "unknown_provider"
     only_gemini = Settings(gemini_api_key="g")

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from redis_server import RedisServer
 
-from dragoman.fleet.call_request import CallRequest
+from dragoman.contract.calls import CallAnswer, CallRequest
+from dragoman.contract.errors import NoAgentAvailable
 from dragoman.fleet.dispatcher import Dispatcher
-from dragoman.fleet.errors import NoAgentAvailable
 from dragoman.fleet.limits import ConcurrencyRule, RateRule
 from dragoman.fleet.memory_registry import MemoryRegistry
 from dragoman.fleet.ranking import Packing, free_slots, rank_nodes
@@ -595,11 +595,11 @@ class _Worker:
         self.refuse = refuse
         self.calls: list[str] = []
 
-    async def start_call(self, req: CallRequest) -> dict:
+    async def start_call(self, req: CallRequest) -> CallAnswer:
         if self.refuse:
             raise NoAgentAvailable("No interpreter process is ready yet.", 2)
         self.calls.append(req.call_id)
-        return {"sdp": "", "type": "answer", "timings_ms": {}}
+        return CallAnswer(sdp="")
 
     async def end_call(self, call_id: str, reason: str) -> bool:
         return False
@@ -613,12 +613,14 @@ async def test_dispatcher_tries_the_next_node_when_a_worker_cannot_take_the_call
     await registry.reserve("old", ["a"], ttl_s=30)  # "a" is the fuller: packing tries it first
     await registry.confirm("old")
     dispatcher = Dispatcher(registry, workers.__getitem__, 10.0, 2, Packing(spread=1))
-    result = await dispatcher.start_call(CallRequest("new", "", "offer", "ja", "en"))
-    assert result["node_id"] == "b" and workers["w-b"].calls == ["new"]
+    result = await dispatcher.start_call(
+        CallRequest(call_id="new", sdp="", source="ja", target="en")
+    )
+    assert result.node_id == "b" and workers["w-b"].calls == ["new"]
     assert await registry.lookup("new") == "b"
     assert {n.node_id: n.load for n in await registry.nodes()} == {"a": 1, "b": 1}
     # Every node refusing: the caller gets the worker's 503, and no slot stays taken.
     workers["w-b"].refuse = True
     with pytest.raises(NoAgentAvailable):
-        await dispatcher.start_call(CallRequest("third", "", "offer", "ja", "en"))
+        await dispatcher.start_call(CallRequest(call_id="third", sdp="", source="ja", target="en"))
     assert await registry.lookup("third") is None

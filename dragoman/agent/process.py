@@ -38,8 +38,8 @@ from dragoman.agent.inline_executor import InlineExecutor
 from dragoman.agent.rtp_media import RtpMedia, RtpPeer
 from dragoman.agent.session import CallSession
 from dragoman.config import Settings
+from dragoman.contract.errors import CallRejected
 from dragoman.inference.client import InferenceClient
-from dragoman.languages import LanguageError
 from dragoman.media import opus
 from dragoman.media.ports import bind_rtp_pair
 from dragoman.pipeline.glossary import read_glossary
@@ -125,7 +125,7 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
             opus_complexity=settings.opus_complexity,
             ptime_ms=settings.agent_ptime_ms,
         )
-    except LanguageError as e:
+    except CallRejected as e:  # languages, provider, glossary
         chan.send({"kind": "error", "code": e.code, "message": e.message})
         return
     # The call is valid: say so now, so the answer goes out while the pipeline is built

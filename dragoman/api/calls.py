@@ -2,34 +2,39 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from dragoman.api import admission, metrics
+from dragoman.api.body import json_body
 from dragoman.api.direct import ProviderClients, mint_session, overflow_provider
 from dragoman.api.direct import choose as choose_direct
-from dragoman.api.errors import ApiError
+from dragoman.api.errors import ApiError, fleet_error
 from dragoman.api.rooms import verify as verify_room
 from dragoman.api.sdp import SdpError, check_offer
 from dragoman.api.turn import ice_servers
+from dragoman.contract.calls import CallRequest
+from dragoman.contract.errors import (
+    AgentFailed,
+    CallRejected,
+    NoAgentAvailable,
+    RegistryUnavailable,
+)
 from dragoman.fleet.autoscale import AutoscaleConfig
 from dragoman.fleet.autoscale import autoscale as size_fleet
-from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.dispatcher import Dispatcher
-from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable
+from dragoman.fleet.node_state import NodeState
 from dragoman.fleet.ranking import free_slots
-from dragoman.fleet.registry import Registry, RegistryUnavailable
-from dragoman.languages import LanguageError
+from dragoman.fleet.registry import Registry
 from dragoman.pipeline.glossary import check_name as check_glossary_name
 from dragoman.pipeline.providers.catalog import (
     catalogue,
@@ -37,9 +42,12 @@ from dragoman.pipeline.providers.catalog import (
     validate_call,
 )
 
+# Every fleet error (contract.errors) that escapes a route is answered through the
+# contract's table (api.errors.install_error_handlers): a registry that is down answers
+# 503 ``registry_unavailable`` wherever it is met.
+
 router = APIRouter()
 log = logging.getLogger("dragoman.api")
-T = TypeVar("T")
 
 
 class CallOffer(BaseModel):
@@ -62,49 +70,41 @@ class DirectRequest(BaseModel):
     provider: str | None = None  # default: settings.direct_provider
 
 
-async def read_json_limited(request: Request, limit: int) -> Any:
-    """Read a JSON body, refusing (413) anything over ``limit`` bytes before it is buffered."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"Request body over {limit} bytes.")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, "body_too_large", f"Request body over {limit} bytes.")
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, "bad_json", f"Body is not valid JSON: {e}") from e
-
-
 def _dispatcher(request: Request) -> Dispatcher:
     return request.app.state.dispatcher
 
 
-def _fail(outcome: str, error: ApiError) -> ApiError:
-    metrics.CALLS.labels(outcome).inc()
-    return error
-
-
-@router.post("/v1/calls", status_code=201, response_model=None)
-async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
-    t0 = time.perf_counter()
+async def admitted(request: Request) -> admission.Caller:
+    """Who is calling, checked in admission's order before the body is read: JSON (415),
+    the address's request rate, the ticket, the subject's request rate (429, 401/403)."""
+    request.state.t0 = time.perf_counter()
     settings = request.app.state.settings
     registry = _dispatcher(request).registry
     admission.require_json(request)
-    await _guard(
-        admission.check_address_rate(registry, settings, admission.address_of(request, settings))
-    )
+    address = admission.address_of(request, settings)
+    await admission.check_address_rate(registry, settings, address)
     caller = admission.identify(request, settings)
-    await _guard(admission.check_subject_rate(registry, settings, caller))
-    raw = await read_json_limited(request, settings.max_body_bytes)
-    try:
-        offer = CallOffer.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ApiError(400, "bad_request", f"{where}: {err['msg']}" if where else err["msg"]) from e
+    await admission.check_subject_rate(registry, settings, caller)
+    return caller
+
+
+Admitted = Annotated[admission.Caller, Depends(admitted)]
+Offer = Annotated[CallOffer, Depends(json_body(CallOffer))]
+Direct = Annotated[DirectRequest, Depends(json_body(DirectRequest))]
+
+
+def _fail(outcome: str, e: Exception) -> ApiError:
+    metrics.CALLS.labels(outcome).inc()
+    return fleet_error(e)
+
+
+@router.post("/v1/calls", status_code=201, response_model=None)
+async def create_call(
+    request: Request, caller: Admitted, offer: Offer
+) -> dict[str, Any] | JSONResponse:
+    t0 = request.state.t0
+    settings = request.app.state.settings
+    registry = _dispatcher(request).registry
     invitation = None
     if offer.room is not None:
         # The room decides the provider and what the guest's words are translated into.
@@ -112,12 +112,9 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
         offer.provider, offer.target, offer.mode = invitation.provider, invitation.language, "room"
     elif offer.mode == "room":
         raise ApiError(400, "bad_mode", "A room is joined with its invitation link ('room').")
-    try:
-        spec, pair = validate_call(offer.provider, offer.source, offer.target, settings, offer.mode)
-        check_glossary_name(offer.glossary)
-    except LanguageError as e:
-        status = 503 if e.code == "provider_unavailable" else 400
-        raise ApiError(status, e.code, e.message) from e
+    # CallRejected (400; 503 for a provider not configured here) answers by itself.
+    spec, pair = validate_call(offer.provider, offer.source, offer.target, settings, offer.mode)
+    check_glossary_name(offer.glossary)
     admission.check_provider(caller, spec.name)
     try:
         check_offer(offer.sdp)
@@ -126,18 +123,18 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
 
     request.app.state.arrival_meter.record()  # every valid request, retries included
     call_id = invitation.guest_call_id if invitation else uuid.uuid4().hex
-    held = await _guard(admission.hold_call(registry, settings, caller, call_id))
+    held = await admission.hold_call(registry, settings, caller, call_id)
     # The page's key to this call's control channel.
     control_token = admission.control_token(settings, caller, call_id, secrets.token_urlsafe(24))
     t_checked = time.perf_counter()
     try:
         result = await _dispatcher(request).start_call(
             CallRequest(
-                call_id,
-                offer.sdp,
-                offer.type,
-                pair.source,
-                pair.target,
+                call_id=call_id,
+                sdp=offer.sdp,
+                sdp_type=offer.type,
+                source=pair.source,
+                target=pair.target,
                 provider=spec.name,
                 glossary=offer.glossary,
                 control_token=control_token,
@@ -156,24 +153,23 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
         )
         if direct is not None:
             # The fleet is full: the caller talks to the provider directly while nodes boot.
-            await _guard(admission.check_direct(registry, settings, caller))
+            await admission.check_direct(registry, settings, caller)
             max_s = admission.call_max_s(settings, caller)
             body = await mint_session(
                 settings, _provider_clients(request), direct, pair, "overflow", max_s
             )
             metrics.CALLS.labels("direct_overflow").inc()
             return JSONResponse(body, status_code=200)
-        headers = {"Retry-After": str(e.retry_after_s)}
-        raise _fail("no_agent", ApiError(503, "no_agent", str(e), headers)) from e
+        raise _fail("no_agent", e) from e
     except CallRejected as e:
         await _release_quietly(registry, held, call_id)
-        raise _fail("rejected", ApiError(400, e.code, e.message)) from e
+        raise _fail("rejected", e) from e
     except AgentFailed as e:
         await _release_quietly(registry, held, call_id)
-        raise _fail("agent_failed", agent_failed(e)) from e
+        raise _fail("agent_failed", e) from e
     except RegistryUnavailable as e:
-        raise _fail("registry_unavailable", registry_unavailable(e)) from e
-    timings = result["timings_ms"]
+        raise _fail("registry_unavailable", e) from e
+    timings = dict(result.timings_ms)
     timings["validate"] = round((t_checked - t0) * 1000, 2)
     timings["total"] = round((time.perf_counter() - t0) * 1000, 2)
     metrics.CALLS.labels("answered").inc()
@@ -183,9 +179,9 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
         "interpretation": pair.mode,
         "provider": spec.name,
         "call_id": call_id,
-        "sdp": result["sdp"],
+        "sdp": result.sdp,
         "type": "answer",
-        "node_id": result.get("node_id"),
+        "node_id": result.node_id,
         "control_url": f"/v1/calls/{call_id}/control",
         "control_token": control_token,
         "timings_ms": timings,
@@ -193,56 +189,19 @@ async def create_call(request: Request) -> dict[str, Any] | JSONResponse:
 
 
 @router.post("/v1/calls/direct")
-async def create_direct_call(request: Request) -> dict[str, Any]:
+async def create_direct_call(request: Request, caller: Admitted, req: Direct) -> dict[str, Any]:
     """A direct-mode session on request: an ephemeral secret, never the API key."""
     settings = request.app.state.settings
     registry = _dispatcher(request).registry
-    admission.require_json(request)
-    await _guard(
-        admission.check_address_rate(registry, settings, admission.address_of(request, settings))
-    )
-    caller = admission.identify(request, settings)
-    await _guard(admission.check_subject_rate(registry, settings, caller))
-    raw = await read_json_limited(request, settings.max_body_bytes)
-    try:
-        req = DirectRequest.model_validate(raw)
-        provider, pair = choose_direct(
-            settings, req.source, req.target, req.provider, _allows(caller)
-        )
-    except ValidationError as e:
-        raise ApiError(400, "bad_request", e.errors()[0]["msg"]) from e
-    except LanguageError as e:
-        raise ApiError(400, e.code, e.message) from e
+    provider, pair = choose_direct(settings, req.source, req.target, req.provider, _allows(caller))
     admission.check_provider(caller, provider)
-    await _guard(admission.check_direct(registry, settings, caller))
+    await admission.check_direct(registry, settings, caller)
     max_s = admission.call_max_s(settings, caller)
     body = await mint_session(
         settings, _provider_clients(request), provider, pair, "requested", max_s
     )
     metrics.CALLS.labels("direct").inc()
     return body
-
-
-async def _guard(check: Awaitable[T]) -> T:
-    """A limit check whose registry is down answers 503, like the call it guards would."""
-    try:
-        return await check
-    except RegistryUnavailable as e:
-        raise registry_unavailable(e) from e
-
-
-# Failures inside the fleet are logged with their detail (addresses, exception text) and
-# answered with a fixed sentence: a caller learns what to do, not how the fleet is built.
-def registry_unavailable(e: Exception) -> ApiError:
-    log.warning("registry unavailable: %s", e)
-    msg = "The call registry is unavailable; try again in a moment."
-    return ApiError(503, "registry_unavailable", msg, {"Retry-After": "1"})
-
-
-def agent_failed(e: Exception) -> ApiError:
-    log.warning("agent failed: %s", e)
-    msg = "The interpreter failed to start; try again in a moment."
-    return ApiError(503, "agent_failed", msg, {"Retry-After": "1"})
 
 
 async def _release_quietly(registry: Registry, keys: list[str], call_id: str) -> None:
@@ -275,12 +234,7 @@ def _allows(caller: admission.Caller) -> Callable[[str], bool]:
 
 @router.delete("/v1/calls/{call_id}", status_code=204)
 async def end_call(call_id: str, request: Request) -> Response:
-    try:
-        found = await _dispatcher(request).end_call(call_id, "remote_hangup")
-    except RegistryUnavailable as e:
-        raise registry_unavailable(e) from e
-    except AgentFailed as e:
-        raise agent_failed(e) from e
+    found = await _dispatcher(request).end_call(call_id, "remote_hangup")
     if not found:
         raise ApiError(404, "unknown_call", f"No active call {call_id!r}.")
     return Response(status_code=204)
@@ -319,7 +273,7 @@ async def fleet_summary(request: Request) -> dict[str, Any]:
         AutoscaleConfig.from_settings(settings, direct_overflow_enabled(settings)),
     )
     metrics.FLEET_FREE_SLOTS.set(free_slots(nodes))
-    for state in ("READY", "DRAINING", "NOT_READY"):
+    for state in NodeState:
         metrics.FLEET_NODES.labels(state).set(sum(1 for n in live if n.state == state))
     metrics.DESIRED_WORKERS.set(decision.desired_nodes)
     return {
@@ -340,10 +294,7 @@ async def fleet_summary(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/fleet/autoscale")
 async def autoscale(request: Request) -> dict[str, Any]:
-    try:
-        return await fleet_summary(request)
-    except RegistryUnavailable as e:
-        raise registry_unavailable(e) from e
+    return await fleet_summary(request)
 
 
 @router.get("/healthz")

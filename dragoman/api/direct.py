@@ -31,8 +31,9 @@ from google.genai import types as genai_types
 from dragoman.agent import messages
 from dragoman.api.errors import ApiError
 from dragoman.config import Settings
-from dragoman.languages import LanguageError, LanguagePair, validate_pair
-from dragoman.pipeline.providers import gemini_live, openai_translate
+from dragoman.contract.errors import LanguageError, ProviderRejected
+from dragoman.languages import LanguagePair, validate_pair
+from dragoman.pipeline.providers import sdk_sessions as sdk
 from dragoman.pipeline.providers.catalog import (
     DIRECT_PROVIDERS,
     PROVIDERS,
@@ -58,14 +59,12 @@ class ProviderClients:
 
     def openai(self) -> openai.AsyncOpenAI:
         if self._openai is None:
-            self._openai = openai_translate.client(self._settings)
+            self._openai = sdk.openai_client(self._settings)
         return self._openai
 
     def gemini(self) -> Any:
         if self._gemini is None:
-            self._gemini = gemini_live.client(
-                self._settings, api_version=gemini_live.TOKEN_API_VERSION
-            )
+            self._gemini = sdk.gemini_client(self._settings, api_version=sdk.TOKEN_API_VERSION)
         return self._gemini
 
     async def aclose(self) -> None:
@@ -88,10 +87,11 @@ def choose(
     caller named (only that one is tried); otherwise ``direct_provider`` first, then the
     other, preferring configured ones this caller may use. A provider without its key is
     still chosen when no other is: minting then answers 503 (after admission counted the
-    request). LanguageError when the pair is not one the chosen providers speak."""
+    request). LanguageError when the pair is not one the chosen providers speak,
+    ProviderRejected for a provider without a direct mode."""
     if wanted is not None and wanted not in DIRECT_PROVIDERS:
         known = ", ".join(DIRECT_PROVIDERS)
-        raise LanguageError(
+        raise ProviderRejected(
             "unknown_provider", f"Direct mode is offered by {known}, not {wanted!r}."
         )
     order = [wanted] if wanted else _order(settings)
@@ -151,7 +151,7 @@ async def mint_session(
         "source": pair.source,
         "target": pair.target,
     }
-    if provider == gemini_live.NAME:
+    if provider == sdk.GEMINI_LIVE_TRANSLATE:
         cap = max_call_s if max_call_s is not None else settings.max_call_s
         return body | await _mint_gemini(settings, clients, pair, cap)
     return body | await _mint_openai(settings, clients, pair)
@@ -162,7 +162,7 @@ async def _mint_openai(
 ) -> dict[str, Any]:
     session: Any = {
         "model": settings.openai_translate_model,
-        **openai_translate.session_param(settings, pair),
+        **sdk.openai_translation_param(settings, pair),
     }
     try:
         secret = await clients.openai().realtime.translations.client_secrets.create(
@@ -187,10 +187,10 @@ async def _mint_openai(
 
 def gemini_setup(settings: Settings, pair: LanguagePair) -> dict[str, Any]:
     """The Live API ``setup`` the page sends (the SDK's ``LiveClientSetup``, as JSON): the
-    same session as ``gemini_live.live_config``, which the token locks anyway."""
-    config = gemini_live.live_config(pair)
+    same session as ``sdk.gemini_live_config``, which the token locks anyway."""
+    config = sdk.gemini_live_config(pair)
     setup = genai_types.LiveClientSetup(
-        model=gemini_live.model_name(settings),
+        model=sdk.gemini_model_name(settings),
         generation_config=genai_types.GenerationConfig(
             response_modalities=config.response_modalities,
             translation_config=config.translation_config,
@@ -203,8 +203,8 @@ def gemini_setup(settings: Settings, pair: LanguagePair) -> dict[str, Any]:
 
 def gemini_constrained_url(settings: Settings) -> str:
     """The Live API endpoint an ephemeral token opens (the browser adds ``access_token``)."""
-    host = gemini_live.http_base(settings.gemini_base_url).split("://", 1)[-1]
-    version = gemini_live.TOKEN_API_VERSION
+    host = sdk.gemini_http_base(settings.gemini_base_url).split("://", 1)[-1]
+    version = sdk.TOKEN_API_VERSION
     return (
         f"wss://{host}/ws/google.ai.generativelanguage.{version}"
         ".GenerativeService.BidiGenerateContentConstrained"
@@ -222,7 +222,7 @@ async def _mint_gemini(
         expire_time=dt.datetime.fromtimestamp(now + max_call_s, dt.UTC),
         new_session_expire_time=dt.datetime.fromtimestamp(start_by, dt.UTC),
         live_connect_constraints=genai_types.LiveConnectConstraints(
-            model=gemini_live.model_name(settings), config=gemini_live.live_config(pair)
+            model=sdk.gemini_model_name(settings), config=sdk.gemini_live_config(pair)
         ),
         lock_additional_fields=[],  # lock every field set above, nothing else
     )

@@ -1,13 +1,18 @@
-"""JSON errors of the control plane: ``{"error": {"code", "message"}}`` for every failure."""
+"""JSON errors of the control plane: ``{"error": {"code", "message"}}`` for every failure.
+
+The fleet's errors (``contract.errors``) become answers through the contract's one table,
+here and on the worker's internal endpoint alike.
+"""
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dragoman.fleet.errors import CallRejected, NoAgentAvailable, UnknownCall, WrongCallToken
+from dragoman.contract.errors import FLEET_ERRORS, to_http
 
 
 class ApiError(Exception):
@@ -21,21 +26,19 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-# Why the fleet could not do what was asked, as HTTP: one mapping for the worker's internal
-# endpoint and the api (``fleet.worker_client`` reads it back into the same exceptions).
-FLEET_ERRORS = (UnknownCall, WrongCallToken, CallRejected, NoAgentAvailable)
-
-
 def fleet_error(e: Exception) -> ApiError:
-    if isinstance(e, UnknownCall):
-        return ApiError(404, "unknown_call", f"No active call {e}.")
-    if isinstance(e, WrongCallToken):
-        return ApiError(403, "wrong_call_token", "That is not this call's token.")
-    if isinstance(e, CallRejected):
-        return ApiError(400, e.code, e.message)
-    if isinstance(e, NoAgentAvailable):
-        return ApiError(503, "no_agent", str(e), {"Retry-After": str(e.retry_after_s)})
-    raise TypeError(f"not a fleet error: {e!r}")
+    """A fleet error (``contract.errors.FLEET_ERRORS``) as this app's answer."""
+    answer = to_http(e)
+    return ApiError(answer.status, answer.code, answer.message, answer.headers)
+
+
+def validation_message(e: ValidationError | RequestValidationError) -> str:
+    """The first problem with a body, as ``field: what is wrong``."""
+    errors = e.errors()
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    msg = first.get("msg", "invalid request")
+    return f"{where}: {msg}" if where else msg
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
@@ -47,12 +50,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=exc.headers)
 
+    async def _fleet_error(_req: Request, exc: Exception) -> JSONResponse:
+        return await _api_error(_req, fleet_error(exc))
+
+    for kind in FLEET_ERRORS:
+        app.add_exception_handler(kind, _fleet_error)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        msg = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
-        return JSONResponse(error_body("bad_request", msg), 400)
+        return JSONResponse(error_body("bad_request", validation_message(exc)), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -20,9 +20,8 @@ import jwt
 from fastapi import APIRouter, Request
 
 from dragoman.api import admission
-from dragoman.api.errors import FLEET_ERRORS, ApiError, fleet_error
-from dragoman.fleet.errors import AgentFailed
-from dragoman.fleet.registry import RegistryUnavailable
+from dragoman.api.errors import ApiError
+from dragoman.contract.errors import AgentFailed, RegistryUnavailable
 from dragoman.languages import name_of
 
 router = APIRouter()
@@ -94,15 +93,13 @@ async def invite(call_id: str, request: Request) -> dict[str, Any]:
     ttl = settings.room_invite_ttl_s
     try:
         placed = await dispatcher.invite(call_id, token, ttl)
-    except FLEET_ERRORS as e:
-        raise fleet_error(e) from e
-    except (AgentFailed, RegistryUnavailable) as e:
+    except (AgentFailed, RegistryUnavailable) as e:  # the others answer by the table
         raise ApiError(503, "unavailable", "The call's server cannot be reached; try again.") from e
     inv = Invitation(
         host_call_id=call_id,
-        guest_call_id=placed["guest_call_id"],
-        language=placed["language"],
-        provider=placed["provider"],
+        guest_call_id=placed.guest_call_id,
+        language=placed.language,
+        provider=placed.provider,
         expires_at=time.time() + ttl,
     )
     room = sign(inv, request.app.state.room_key)

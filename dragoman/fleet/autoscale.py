@@ -26,8 +26,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-READY = "READY"  # same strings as dragoman.fleet.registry (kept import-free: pure module)
-DRAINING = "DRAINING"
+from dragoman.fleet.node_state import NodeState
+
+READY, DRAINING = NodeState.READY, NodeState.DRAINING
 
 
 class NodeView(Protocol):

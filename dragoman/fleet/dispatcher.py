@@ -9,13 +9,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
-from dragoman.fleet.call_request import CallRequest
+from dragoman.contract.calls import CallAnswer, CallRequest, InviteAnswer
+from dragoman.contract.errors import (
+    AgentFailed,
+    CallRejected,
+    NoAgentAvailable,
+    RegistryUnavailable,
+    UnknownCall,
+)
 from dragoman.fleet.control_link import CLOSE_UNKNOWN_CALL, ControlLink, LinkClosed
-from dragoman.fleet.errors import AgentFailed, CallRejected, NoAgentAvailable, UnknownCall
 from dragoman.fleet.ranking import DEFAULT_PACKING, Packing, free_slots, rank_nodes
-from dragoman.fleet.registry import Registry, RegistryUnavailable, Reservation
+from dragoman.fleet.registry import Registry, Reservation
 from dragoman.fleet.worker_client import WorkerClient
 
 log = logging.getLogger("dragoman.api")
@@ -69,7 +74,7 @@ class Dispatcher:
             )
         return res
 
-    async def start_call(self, req: CallRequest) -> dict[str, Any]:
+    async def start_call(self, req: CallRequest) -> CallAnswer:
         t0 = time.perf_counter()
         if req.room_host is not None:
             res = await self._reserve_next_to_host(req)
@@ -78,9 +83,7 @@ class Dispatcher:
             except Exception:
                 await self._release_quietly(req.call_id)
                 raise
-            result["timings_ms"] = dict(result.get("timings_ms", {}))
-            result["node_id"] = res.node_id
-            return result
+            return result.model_copy(update={"node_id": res.node_id})
         tried: set[str] = set()
         last_error: Exception | None = None
         for _ in range(MAX_NODE_ATTEMPTS):
@@ -99,11 +102,8 @@ class Dispatcher:
             except Exception:
                 await self._release_quietly(req.call_id)
                 raise
-            timings = dict(result.get("timings_ms", {}))
-            timings["reserve"] = round((t_reserved - t0) * 1000, 2)
-            result["timings_ms"] = timings
-            result["node_id"] = res.node_id
-            return result
+            timings = {**result.timings_ms, "reserve": round((t_reserved - t0) * 1000, 2)}
+            return result.model_copy(update={"timings_ms": timings, "node_id": res.node_id})
         assert last_error is not None
         raise last_error
 
@@ -116,7 +116,7 @@ class Dispatcher:
             return False
         return await self._client_for(node.address).end_call(call_id, reason)
 
-    async def invite(self, call_id: str, control_token: str, ttl_s: float) -> dict[str, Any]:
+    async def invite(self, call_id: str, control_token: str, ttl_s: float) -> InviteAnswer:
         """Turn a call into a room: its node reserves the second person's slot."""
         node_id = await self.registry.lookup(call_id)
         node = await self.registry.node(node_id) if node_id else None

@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+# Raised by every registry; defined with the other errors that cross the api boundary.
+from dragoman.contract.errors import RegistryUnavailable as RegistryUnavailable
 from dragoman.fleet.limits import ConcurrencyRule, RateRule
+from dragoman.fleet.node_state import NodeState
 
-READY = "READY"
-DRAINING = "DRAINING"
-NOT_READY = "NOT_READY"  # up, but cannot take calls now (its media gateway is restarting)
+# The states by their short names, as ranking, the simulator and the tests use them.
+READY, DRAINING, NOT_READY = NodeState.READY, NodeState.DRAINING, NodeState.NOT_READY
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class NodeReport:
     media_address: str  # IP the worker's WebRTC candidates use
     capacity: int  # call slots
     idle: int  # idle agent processes right now
-    state: str  # READY | DRAINING | NOT_READY
+    state: str  # a NodeState (a str: as stored and sent)
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,6 @@ class Reservation:
     call_id: str
     node_id: str
     address: str
-
-
-class RegistryUnavailable(Exception):
-    """The registry's backend cannot be reached in time; the API answers 503 rather than hang."""
 
 
 class Registry(Protocol):

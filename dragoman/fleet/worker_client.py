@@ -4,13 +4,22 @@ and how it reaches a call's control channel on that worker."""
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import websockets
+from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 
-from dragoman.fleet.call_request import CallRequest
+from dragoman.contract.calls import (
+    CALL_TOKEN_HEADER,
+    TOKEN_HEADER,
+    CallAnswer,
+    CallRequest,
+    InviteAnswer,
+    InviteRequest,
+)
+from dragoman.contract.errors import AgentFailed, from_http
 from dragoman.fleet.control_link import (
     CLOSE_ENDED,
     CLOSE_UNAVAILABLE,
@@ -18,24 +27,16 @@ from dragoman.fleet.control_link import (
     ControlLink,
     LinkClosed,
 )
-from dragoman.fleet.errors import (
-    AgentFailed,
-    CallRejected,
-    NoAgentAvailable,
-    UnknownCall,
-    WrongCallToken,
-)
 
-TOKEN_HEADER = "X-Dragoman-Token"
-CALL_TOKEN_HEADER = "X-Dragoman-Call-Token"
+M = TypeVar("M", bound=BaseModel)
 
 
 class WorkerClient(Protocol):
-    async def start_call(self, req: CallRequest) -> dict[str, Any]: ...
+    async def start_call(self, req: CallRequest) -> CallAnswer: ...
 
     async def end_call(self, call_id: str, reason: str) -> bool: ...
 
-    async def invite(self, call_id: str, control_token: str, ttl_s: float) -> dict[str, Any]:
+    async def invite(self, call_id: str, control_token: str, ttl_s: float) -> InviteAnswer:
         """Reserve a room's second slot next to the call (UnknownCall, WrongCallToken,
         CallRejected, NoAgentAvailable, AgentFailed)."""
         ...
@@ -51,13 +52,13 @@ class LocalWorkerClient:
     def __init__(self, service: Any) -> None:
         self._service = service
 
-    async def start_call(self, req: CallRequest) -> dict[str, Any]:
+    async def start_call(self, req: CallRequest) -> CallAnswer:
         return await self._service.start_call(req)
 
     async def end_call(self, call_id: str, reason: str) -> bool:
         return await self._service.end_call(call_id, reason)
 
-    async def invite(self, call_id: str, control_token: str, ttl_s: float) -> dict[str, Any]:
+    async def invite(self, call_id: str, control_token: str, ttl_s: float) -> InviteAnswer:
         return await self._service.invite(call_id, control_token, ttl_s)
 
     async def open_control(self, call_id: str, token: str) -> ControlLink:
@@ -73,8 +74,9 @@ class HttpWorkerClient:
         self._headers = {TOKEN_HEADER: token}
         self._timeout = timeout_s
 
-    async def start_call(self, req: CallRequest) -> dict[str, Any]:
-        return await self._post("/internal/calls", req.to_json(), req.call_id)
+    async def start_call(self, req: CallRequest) -> CallAnswer:
+        answer = await self._post("/internal/calls", req.model_dump(), req.call_id)
+        return self._read(CallAnswer, answer)
 
     async def end_call(self, call_id: str, reason: str) -> bool:
         try:
@@ -89,12 +91,19 @@ class HttpWorkerClient:
             raise AgentFailed(f"worker {self._base} unreachable: {e!r}") from e
         return resp.status_code == 204
 
-    async def invite(self, call_id: str, control_token: str, ttl_s: float) -> dict[str, Any]:
-        body = {"control_token": control_token, "ttl_s": ttl_s}
-        return await self._post(f"/internal/calls/{call_id}/invite", body, call_id)
+    async def invite(self, call_id: str, control_token: str, ttl_s: float) -> InviteAnswer:
+        body = InviteRequest(control_token=control_token, ttl_s=ttl_s).model_dump()
+        answer = await self._post(f"/internal/calls/{call_id}/invite", body, call_id)
+        return self._read(InviteAnswer, answer)
+
+    def _read(self, model: type[M], answer: Any) -> M:
+        try:
+            return model.model_validate(answer)
+        except ValidationError as e:
+            raise AgentFailed(f"worker {self._base} answered something else: {e}") from e
 
     async def _post(self, path: str, body: dict[str, Any], call_id: str) -> dict[str, Any]:
-        """POST to the worker; its errors (``api.errors.fleet_error``) back as exceptions."""
+        """POST to the worker; its errors (``contract.errors.to_http``) back as exceptions."""
         try:
             resp = await self._http.post(
                 f"{self._base}{path}", json=body, headers=self._headers, timeout=self._timeout
@@ -105,15 +114,10 @@ class HttpWorkerClient:
             return resp.json()
         err = _error_of(resp)
         code, message = err.get("code", ""), err.get("message", resp.text[:200])
-        if resp.status_code == 404 and code == "unknown_call":
-            raise UnknownCall(call_id)
-        if resp.status_code == 403 and code == "wrong_call_token":
-            raise WrongCallToken(call_id)
-        if resp.status_code == 400:
-            raise CallRejected(code or "bad_request", message)
-        if resp.status_code == 503 and code != "agent_failed":
-            raise NoAgentAvailable(message, int(resp.headers.get("retry-after", "1")))
-        raise AgentFailed(f"worker {self._base} answered {resp.status_code}: {message}")
+        e = from_http(resp.status_code, code, message, resp.headers.get("retry-after"), call_id)
+        if isinstance(e, AgentFailed):
+            raise AgentFailed(f"worker {self._base} {e}")
+        raise e
 
     async def open_control(self, call_id: str, token: str) -> ControlLink:
         url = "ws" + self._base.removeprefix("http") + f"/internal/calls/{call_id}/control"

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 
 from dragoman.config import Settings
+from dragoman.contract.calls import CallRequest
+from dragoman.contract.errors import NoAgentAvailable
 from dragoman.fleet.autoscale import AutoscaleConfig, Decision, autoscale, serving
-from dragoman.fleet.call_request import CallRequest
 from dragoman.fleet.dispatcher import Dispatcher
-from dragoman.fleet.errors import NoAgentAvailable
 from dragoman.fleet.memory_registry import MemoryRegistry
 from dragoman.fleet.ranking import Packing
 from dragoman.fleet.registry import DRAINING, READY
@@ -266,7 +266,9 @@ class Simulation:
         self.arrivals_per_s[sec] += 1  # what the api's meter counts: every request
         self.tries[i] += 1
         try:
-            result = await self.dispatcher.start_call(CallRequest(str(i), "", "offer", "ja", "en"))
+            result = await self.dispatcher.start_call(
+                CallRequest(call_id=str(i), sdp="", source="ja", target="en")
+            )
         except NoAgentAvailable as e:
             if self.p.direct:  # dragoman/api/calls.py: a full fleet answers in direct mode
                 self._direct(i)
@@ -277,8 +279,8 @@ class Simulation:
             self.retrying += 1
             self._push(self.now + min(MAX_RETRY_WAIT_S, max(0.25, e.retry_after_s)), self._RETRY, i)
             return False
-        node = self.nodes[result["node_id"]]
-        wait = result["timings_ms"]["wait_agent"] / 1000
+        node = self.nodes[result.node_id]
+        wait = result.timings_ms["wait_agent"] / 1000
         self.forked_wait[i] = wait > 0
         k = node.handshakes_at(self.now) + 1  # this one included
         fill = max(0, node.busy - k) / node.capacity  # calls already up on the node

@@ -13,10 +13,9 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from dragoman.fleet.call_request import CallRequest
-from dragoman.fleet.errors import NoAgentAvailable
+from dragoman.contract.calls import CallAnswer, CallRequest
+from dragoman.contract.errors import NoAgentAvailable
 from dragoman.fleet.registry import DRAINING, READY, NodeReport, Registry
 
 BOOTING = "BOOTING"
@@ -108,14 +107,14 @@ class SimWorkerClient:
         self._wait_bound = wait_bound_s
         self._retry_after = retry_after_s
 
-    async def start_call(self, req: CallRequest) -> dict[str, Any]:
+    async def start_call(self, req: CallRequest) -> CallAnswer:
         if self.node.state != READY:
             raise NoAgentAvailable("This node is draining.", self._retry_after)
         wait = self.node.take(self._clock(), self._wait_bound)
         if wait is None:
             raise NoAgentAvailable("No interpreter process is ready yet.", self._retry_after)
         await self._registry.confirm(req.call_id)  # the worker confirms once its agent answered
-        return {"sdp": "", "type": "answer", "timings_ms": {"wait_agent": wait * 1000}}
+        return CallAnswer(sdp="", timings_ms={"wait_agent": wait * 1000})
 
     async def end_call(self, call_id: str, reason: str) -> bool:
         raise NotImplementedError("the simulator ends calls itself")

@@ -6,23 +6,27 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Annotated
 
-from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi import Depends, FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import TypeAdapter
 
-from dragoman.api.calls import read_json_limited
-from dragoman.api.errors import FLEET_ERRORS, ApiError, fleet_error, install_error_handlers
-from dragoman.fleet.call_request import CallRequest
+from dragoman.api.body import json_body
+from dragoman.api.errors import ApiError, install_error_handlers
+from dragoman.contract.calls import (
+    CALL_TOKEN_HEADER,
+    TOKEN_HEADER,
+    CallAnswer,
+    CallRequest,
+    InviteAnswer,
+    InviteRequest,
+)
 from dragoman.fleet.control_link import CLOSE_UNAUTHORIZED, LinkClosed, relay
-from dragoman.fleet.errors import AgentFailed
-from dragoman.fleet.worker_client import CALL_TOKEN_HEADER, TOKEN_HEADER
 from dragoman.worker.service import WorkerService
 
-# The hand-off body is a CallRequest as JSON (fleet/call_request.py); pydantic checks it.
-HANDOFF = TypeAdapter(CallRequest)
+HandOff = Annotated[CallRequest, Depends(json_body(CallRequest))]
+Invite = Annotated[InviteRequest, Depends(json_body(InviteRequest))]
 
 
 def create_worker_app(
@@ -31,6 +35,9 @@ def create_worker_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
     app = FastAPI(title="dragoman worker", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.settings = service.settings  # the body limit (api.body)
+    # The fleet's errors answer through the contract's table (api.errors), which
+    # fleet.worker_client reads back into the same exceptions.
     install_error_handlers(app)
 
     def authorize(request: Request) -> None:
@@ -38,35 +45,17 @@ def create_worker_app(
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise ApiError(401, "unauthorized", "Missing or wrong internal token.")
 
-    @app.post("/internal/calls", status_code=201)
-    async def start_call(request: Request) -> dict[str, Any]:
-        authorize(request)
-        raw = await read_json_limited(request, service.settings.max_body_bytes)
-        try:
-            req = HANDOFF.validate_python(raw)
-        except ValueError as e:
-            raise ApiError(400, "bad_request", str(e)) from e
-        try:
-            return await service.start_call(req)
-        except FLEET_ERRORS as e:
-            raise fleet_error(e) from e
-        except AgentFailed as e:
-            raise ApiError(503, "agent_failed", str(e), {"Retry-After": "1"}) from e
+    # Dependencies run in order: the secret is checked before the body is read.
+    @app.post("/internal/calls", status_code=201, dependencies=[Depends(authorize)])
+    async def start_call(req: HandOff) -> CallAnswer:
+        return await service.start_call(req)
 
-    @app.post("/internal/calls/{call_id}/invite")
-    async def invite(call_id: str, request: Request) -> dict[str, Any]:
-        authorize(request)
-        raw = await read_json_limited(request, service.settings.max_body_bytes)
-        if not isinstance(raw, dict) or not isinstance(raw.get("control_token"), str):
-            raise ApiError(400, "bad_request", "control_token is required.")
-        try:
-            return await service.invite(call_id, raw["control_token"], float(raw.get("ttl_s", 600)))
-        except FLEET_ERRORS as e:
-            raise fleet_error(e) from e
+    @app.post("/internal/calls/{call_id}/invite", dependencies=[Depends(authorize)])
+    async def invite(call_id: str, body: Invite) -> InviteAnswer:
+        return await service.invite(call_id, body.control_token, body.ttl_s)
 
-    @app.delete("/internal/calls/{call_id}", status_code=204)
-    async def end_call(call_id: str, request: Request, reason: str = "remote_hangup") -> Response:
-        authorize(request)
+    @app.delete("/internal/calls/{call_id}", status_code=204, dependencies=[Depends(authorize)])
+    async def end_call(call_id: str, reason: str = "remote_hangup") -> Response:
         if not await service.end_call(call_id, reason):
             raise ApiError(404, "unknown_call", f"No call {call_id!r} on this node.")
         return Response(status_code=204)

@@ -42,8 +42,8 @@ import psutil
 
 from dragoman.agent import messages
 from dragoman.config import Settings, settings_for_child
-from dragoman.fleet.call_request import CallRequest
-from dragoman.fleet.errors import (
+from dragoman.contract.calls import CallAnswer, CallRequest
+from dragoman.contract.errors import (
     AgentFailed,
     CallRejected,
     NoAgentAvailable,
@@ -564,7 +564,7 @@ class AgentPool:
             raise CallRejected("room_full", "This call already has a second person.")
         return req
 
-    async def start_call(self, req: CallRequest) -> dict[str, Any]:
+    async def start_call(self, req: CallRequest) -> CallAnswer:
         t0 = time.perf_counter()
         opus_pt = opus_payload_type(req.sdp)
         if opus_pt is None:  # nothing to bridge: refused before it costs anything
@@ -624,7 +624,7 @@ class AgentPool:
         timings["wait_agent"] = round((t_taken - t0) * 1000, 2)
         timings["gateway_offer"] = round((t_bridged - t_taken) * 1000, 2)
         timings["dispatch"] = round((time.perf_counter() - t0) * 1000, 2)
-        return {"sdp": answer_sdp, "type": "answer", "timings_ms": timings, "pid": agent.pid}
+        return CallAnswer(sdp=answer_sdp, timings_ms=timings, pid=agent.pid)
 
     async def _answer(
         self,
@@ -636,7 +636,7 @@ class AgentPool:
         """The agent takes the call while Janus finishes the WebRTC answer; both within the
         answer deadline, or the agent is killed (its exit frees the handle)."""
         agent.answer = asyncio.get_running_loop().create_future()
-        call = {k: v for k, v in req.to_json().items() if k not in ("sdp", "control_token")}
+        call = {k: v for k, v in req.model_dump().items() if k not in ("sdp", "control_token")}
         peer = {"address": plain.address, "port": plain.port, "payload_type": plain.opus_pt}
         agent.chan.send({"kind": "offer", **call, "peer": peer})
         try:

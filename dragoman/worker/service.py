@@ -10,21 +10,32 @@ import time
 import uuid
 from typing import Any
 
-from dragoman.config import Settings
-from dragoman.fleet.call_request import CallRequest
-from dragoman.fleet.errors import NoAgentAvailable
-from dragoman.fleet.registry import (
-    DRAINING,
-    NOT_READY,
-    READY,
-    NodeReport,
-    Registry,
-    RegistryUnavailable,
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_fixed,
+    wait_incrementing,
 )
+
+from dragoman.config import Settings
+from dragoman.contract.calls import CallAnswer, CallRequest, InviteAnswer
+from dragoman.contract.errors import NoAgentAvailable, RegistryUnavailable
+from dragoman.fleet.node_state import NodeState
+from dragoman.fleet.registry import NodeReport, Registry
 from dragoman.worker import k8s_cost, metrics
 from dragoman.worker.node import Node
 
 log = logging.getLogger("dragoman.worker")
+
+# Registering: a worker that is not in the registry takes no call, so it keeps trying (its
+# readiness probe fails meanwhile). Releasing a slot: a slot must come back even if Redis
+# blinks at that moment, so a few quick tries; past them its reservation expires by itself.
+REGISTER_RETRY_S = 1.0
+RELEASE_ATTEMPTS = 5
+RELEASE_WAIT_S = 0.2  # then 0.4, 0.6, ...
 
 
 class WorkerService:
@@ -56,12 +67,14 @@ class WorkerService:
         return self.pool.draining
 
     @property
-    def state(self) -> str:
+    def state(self) -> NodeState:
         """DRAINING, READY, or NOT_READY while its media gateway or its inference service
         is restarting."""
         if self.draining:
-            return DRAINING
-        return READY if self.gateway.up and self._inference_up else NOT_READY
+            return NodeState.DRAINING
+        if self.gateway.up and self._inference_up:
+            return NodeState.READY
+        return NodeState.NOT_READY
 
     @property
     def _inference_up(self) -> bool:
@@ -112,13 +125,18 @@ class WorkerService:
 
     async def start(self, on_progress: Any = print) -> None:
         await self.node.start(on_progress=on_progress)
-        while True:
-            try:
+
+        def retrying(state: RetryCallState) -> None:
+            e = state.outcome.exception() if state.outcome else None
+            on_progress(f"registry unavailable ({e}); retrying…")
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(RegistryUnavailable),
+            wait=wait_fixed(REGISTER_RETRY_S),
+            before_sleep=retrying,
+        ):
+            with attempt:
                 await self.registry.register(self.report())
-                break
-            except RegistryUnavailable as e:
-                on_progress(f"registry unavailable ({e}); retrying…")
-                await asyncio.sleep(1.0)
         self.ready = True
         self._heartbeat = asyncio.create_task(self._heartbeat_loop())
         self.deletion_cost.start(lambda: self.pool.busy)
@@ -129,7 +147,7 @@ class WorkerService:
             await asyncio.sleep(self.settings.heartbeat_s)
             await self._heartbeat_once()
 
-    async def start_call(self, req: CallRequest) -> dict[str, Any]:
+    async def start_call(self, req: CallRequest) -> CallAnswer:
         t0 = time.perf_counter()
         try:
             result = await self.pool.start_call(req)
@@ -144,7 +162,7 @@ class WorkerService:
             log.warning("could not confirm call %s: %s", req.call_id, e)
         return result
 
-    async def invite(self, call_id: str, control_token: str, ttl_s: float) -> dict[str, Any]:
+    async def invite(self, call_id: str, control_token: str, ttl_s: float) -> InviteAnswer:
         """Make a call a two-party room: a slot for the second person is reserved on this
         node now (both agents must share a node), for as long as the invitation lasts."""
         req = self.pool.invitable(call_id, control_token)
@@ -158,13 +176,13 @@ class WorkerService:
                 self.settings.retry_after_s,
             )
         self._invites[call_id] = guest
-        return {
-            "guest_call_id": guest,
-            "host_call_id": call_id,
-            "language": req.source,
-            "provider": req.provider,
-            "node_id": self.settings.node_id,
-        }
+        return InviteAnswer(
+            guest_call_id=guest,
+            host_call_id=call_id,
+            language=req.source,
+            provider=req.provider,
+            node_id=self.settings.node_id,
+        )
 
     async def end_call(self, call_id: str, reason: str = "remote_hangup") -> bool:
         return await self.pool.end_call(call_id, reason)
@@ -177,14 +195,16 @@ class WorkerService:
             await self._release(guest)  # nobody will join a room whose host has left
 
     async def _release(self, call_id: str) -> None:
-        # A slot must come back even if Redis blinks at this moment: retry briefly.
-        for attempt in range(5):
-            try:
-                await self.registry.release(call_id)
-                return
-            except RegistryUnavailable:
-                await asyncio.sleep(0.2 * (attempt + 1))
-        log.error("could not release call %s; its reservation will expire", call_id)
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(RegistryUnavailable),
+                stop=stop_after_attempt(RELEASE_ATTEMPTS),
+                wait=wait_incrementing(RELEASE_WAIT_S, RELEASE_WAIT_S),
+            ):
+                with attempt:
+                    await self.registry.release(call_id)
+        except RetryError:
+            log.error("could not release call %s; its reservation will expire", call_id)
 
     async def stop(self, drain_timeout_s: float | None = None) -> None:
         """Drain: DRAINING in the registry at once, let calls finish, then leave.

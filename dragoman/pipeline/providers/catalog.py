@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dragoman.config import Settings
+from dragoman.contract.errors import ProviderRejected, ProviderUnavailable
 from dragoman.languages import (
     DEFAULT_VOICES,
     LANGUAGE_NAMES,
@@ -106,15 +107,16 @@ def unavailable_reason(spec: ProviderSpec, settings: Settings) -> str | None:
 
 
 def resolve(name: str | None, settings: Settings) -> ProviderSpec:
-    """The provider a call asked for (or the default); LanguageError when it cannot serve."""
+    """The provider a call asked for (or the default); ProviderRejected or ProviderUnavailable
+    when it cannot serve."""
     name = name or settings.provider
     spec = PROVIDERS.get(name)
     if spec is None:
         known = ", ".join(PROVIDERS)
-        raise LanguageError("unknown_provider", f"Unknown provider {name!r}; known: {known}.")
+        raise ProviderRejected("unknown_provider", f"Unknown provider {name!r}; known: {known}.")
     reason = unavailable_reason(spec, settings)
     if reason:
-        raise LanguageError("provider_unavailable", reason)
+        raise ProviderUnavailable("provider_unavailable", reason)
     return spec
 
 

@@ -22,12 +22,19 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import websockets
-from google import genai
 from google.genai import errors, types
 
 from dragoman.config import Settings
 from dragoman.languages import LanguagePair
 from dragoman.pipeline.providers.base import CallContext, ProviderError
+
+# The SDK client and session are pure configuration, shared with the api's direct mode.
+from dragoman.pipeline.providers.sdk_sessions import GEMINI_LIVE_TRANSLATE as NAME
+from dragoman.pipeline.providers.sdk_sessions import LIVE_API_VERSION as LIVE_API_VERSION
+from dragoman.pipeline.providers.sdk_sessions import TOKEN_API_VERSION as TOKEN_API_VERSION
+from dragoman.pipeline.providers.sdk_sessions import gemini_client as client
+from dragoman.pipeline.providers.sdk_sessions import gemini_live_config as live_config
+from dragoman.pipeline.providers.sdk_sessions import gemini_model_name as model_name
 from dragoman.pipeline.providers.streaming import (
     ProviderEvent,
     SessionLost,
@@ -37,54 +44,11 @@ from dragoman.pipeline.providers.streaming import (
 
 log = logging.getLogger(__name__)
 
-NAME = "gemini-live-translate"
 RATE_IN = 16000
 RATE_OUT = 24000
 MIME_IN = f"audio/pcm;rate={RATE_IN}"
 RATE = re.compile(r"rate=(\d+)")
 POLICY_VIOLATION = 1008  # the Live API's close code for a bad key or setup
-LIVE_API_VERSION = "v1beta"
-TOKEN_API_VERSION = "v1alpha"  # ephemeral tokens and the constrained endpoint
-
-
-def http_base(url: str) -> str:
-    """The SDK's base URL is an HTTP(S) one (it derives ``wss://`` for the Live API); a
-    WebSocket URL in the setting is accepted for older configurations."""
-    for ws, http in (("wss://", "https://"), ("ws://", "http://")):
-        if url.startswith(ws):
-            return http + url[len(ws) :]
-    return url.rstrip("/")
-
-
-def client(settings: Settings, *, api_version: str = LIVE_API_VERSION, **args: Any) -> genai.Client:
-    """The SDK client for this server's key and base URL. ``args``: options for the SDK's
-    WebSocket (``websockets.connect``) — only for clients that open Live sessions."""
-    if settings.gemini_api_key is None:
-        raise ValueError(f"{NAME} needs DRAGOMAN_GEMINI_API_KEY")
-    options = types.HttpOptions(
-        base_url=http_base(settings.gemini_base_url),
-        api_version=api_version,
-        timeout=int(settings.provider_connect_timeout_s * 1000),
-        async_client_args=args or None,
-    )
-    return genai.Client(api_key=settings.gemini_api_key.get_secret_value(), http_options=options)
-
-
-def model_name(settings: Settings) -> str:
-    return f"models/{settings.gemini_model}"
-
-
-def live_config(pair: LanguagePair) -> types.LiveConnectConfig:
-    """The session: translated speech into ``pair.target`` plus both transcripts. Also what a
-    direct-mode token locks."""
-    return types.LiveConnectConfig(
-        response_modalities=[types.Modality.AUDIO],
-        input_audio_transcription=types.AudioTranscriptionConfig(),
-        output_audio_transcription=types.AudioTranscriptionConfig(),
-        translation_config=types.TranslationConfig(
-            target_language_code=pair.target, echo_target_language=True
-        ),
-    )
 
 
 def events_of(msg: types.LiveServerMessage) -> list[ProviderEvent]:

@@ -23,19 +23,16 @@ from typing import Any, cast
 
 import openai
 import websockets
-from openai import AsyncOpenAI
 from openai.types.realtime import RealtimeTranslationServerEvent
-from openai.types.realtime.realtime_translation_session_update_request import (
-    Audio,
-    AudioInput,
-    AudioInputTranscription,
-    AudioOutput,
-    RealtimeTranslationSessionUpdateRequest,
-)
 
 from dragoman.config import Settings
 from dragoman.languages import LanguagePair
 from dragoman.pipeline.providers.base import CallContext, ProviderError
+
+# The SDK client and session are pure configuration, shared with the api's direct mode.
+from dragoman.pipeline.providers.sdk_sessions import OPENAI_TRANSLATE as NAME
+from dragoman.pipeline.providers.sdk_sessions import openai_client as client
+from dragoman.pipeline.providers.sdk_sessions import openai_translation_param as session_param
 from dragoman.pipeline.providers.streaming import (
     ProviderEvent,
     SessionLost,
@@ -43,45 +40,9 @@ from dragoman.pipeline.providers.streaming import (
     websocket_options,
 )
 
-NAME = "openai-translate"
 RATE = 24000
 # Error codes after which the same session cannot go on (the others are recoverable).
 FATAL_CODES = {"invalid_api_key", "insufficient_quota", "model_not_found", "session_expired"}
-
-
-def client(settings: Settings, *, timeout: float | None = None) -> AsyncOpenAI:
-    """The SDK client for this server's key and base URL; no SDK retries: a call has a
-    deadline, and reconnecting is our policy."""
-    if settings.openai_api_key is None:
-        raise ValueError(f"{NAME} needs DRAGOMAN_OPENAI_API_KEY")
-    return AsyncOpenAI(
-        api_key=settings.openai_api_key.get_secret_value(),
-        base_url=settings.openai_base_url,
-        max_retries=0,
-        timeout=timeout if timeout is not None else settings.provider_connect_timeout_s,
-    )
-
-
-def session_config(
-    settings: Settings, pair: LanguagePair
-) -> RealtimeTranslationSessionUpdateRequest:
-    """The translation session (the SDK's model): also used, locked, for direct-mode client
-    secrets."""
-    return RealtimeTranslationSessionUpdateRequest(
-        audio=Audio(
-            input=AudioInput(
-                transcription=AudioInputTranscription(
-                    model=settings.openai_input_transcription_model
-                )
-            ),
-            output=AudioOutput(language=pair.target),
-        )
-    )
-
-
-def session_param(settings: Settings, pair: LanguagePair) -> dict[str, Any]:
-    """``session_config`` as the SDK's request parameter (a plain dict of set fields)."""
-    return session_config(settings, pair).model_dump(exclude_none=True)
 
 
 def events_of(event: RealtimeTranslationServerEvent) -> list[ProviderEvent]:
