@@ -6,6 +6,7 @@ per client, so an agent's utterances reuse a connection instead of opening one e
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,12 @@ class SttResult:
     compute_ms: float
 
 
+# Plain HTTP on a local socket never uses TLS, but httpx makes an SSL context per transport
+# unless given one: this one is made once, in the forkserver, and shared by every agent.
+_NO_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+_NO_TLS.check_hostname = False
+_NO_TLS.verify_mode = ssl.CERT_NONE
+
 # A client never keeps an idle connection as long as the service does (see its
 # timeout_keep_alive), so it never reuses one the service is closing.
 _LIMITS = httpx.Limits(max_connections=8, max_keepalive_connections=2, keepalive_expiry=30.0)
@@ -45,17 +52,24 @@ class InferenceClient:
     def __init__(self, socket_path: Path | str, timeout_s: float = 30.0) -> None:
         self.socket_path = str(socket_path)
         self.timeout_s = timeout_s
-        # Plain HTTP on a local socket: no TLS, so no CA bundle to load per agent (verify),
-        # and no proxy settings from the environment (trust_env).
-        transport = httpx.AsyncHTTPTransport(
-            uds=self.socket_path, verify=False, limits=_LIMITS, trust_env=False
-        )
-        self._http = httpx.AsyncClient(
-            transport=transport,
-            base_url="http://inference",
-            timeout=timeout_s,
-            trust_env=False,
-        )
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        # Made at the first request: an idle agent, or one whose call needs no local model
+        # (a cloud provider), pays none of its memory.
+        if self._client is None:
+            # No proxy settings from the environment (trust_env): this is a local socket.
+            transport = httpx.AsyncHTTPTransport(
+                uds=self.socket_path, verify=_NO_TLS, limits=_LIMITS, trust_env=False
+            )
+            self._client = httpx.AsyncClient(
+                transport=transport,
+                base_url="http://inference",
+                timeout=self.timeout_s,
+                trust_env=False,
+            )
+        return self._client
 
     async def _request(self, what: str, method: str, path: str, **kw: Any) -> Any:
         try:
@@ -130,7 +144,9 @@ class InferenceClient:
 
     async def aclose(self) -> None:
         """Close the pooled connections (an agent that exits need not)."""
-        await self._http.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
 
 def _audio(pcm16: bytes) -> dict[str, Any]:
