@@ -291,7 +291,7 @@ async def test_a_node_without_its_media_gateway_refuses_calls_and_reports_not_re
     pool = AgentPool(settings, "/nonexistent", gateway, ControlHub())
     with pytest.raises(NoAgentAvailable) as e:
         offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
-        await pool.start_call(CallRequest(call_id="c", sdp=offer, source="ja", target="en"))
+        await pool.calls.start_call(CallRequest(call_id="c", sdp=offer, source="ja", target="en"))
     assert "media gateway" in str(e.value)
 
     node: Any = SimpleNamespace(gateway=gateway, pool=pool)

@@ -21,7 +21,8 @@ from conftest import JA_KEYWORD, Server, start_server, stop_server, wait_until
 
 from dragoman.bench.caller import Caller, load_wav_mono
 from dragoman.config import Settings
-from dragoman.worker.pool import alive, reset_dead_forkserver
+from dragoman.worker.agent_process import alive
+from dragoman.worker.forkserver import reset_dead_forkserver
 from dragoman.worker.supervision import (
     AgentVitals,
     SupervisionLimits,

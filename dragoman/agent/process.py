@@ -2,20 +2,14 @@
 
 The worker forks these ahead of demand from a forkserver that has already imported this
 module, the providers this node can run and, where one uses it, the VAD (see
-``worker.pool.forkserver_preload``). While idle, the process binds its loopback RTP/RTCP
+``worker.forkserver.forkserver_preload``). While idle, the process binds its loopback RTP/RTCP
 port pair, loads libopus and readies the VAD where its default provider uses it, then
 reports its port. Janus terminates the caller's WebRTC; the agent only ever sees plain RTP
 from Janus, so taking a call is a pipe message: nothing slow sits between the POST and its
 answer.
 
-Pipe messages, worker → agent: ``offer`` (the call and the Janus side of its RTP),
-``media_up``/``media_down`` (the caller's WebRTC came up / went down), ``control`` (a
-message from the page), ``end``, ``stop`` (while idle), and in a two-party room
-``room_joined`` (our call became a room's host), ``room_audio`` (the other participant's
-translated speech, to play) and ``room_left``. Agent → worker: ``ready``,
-``accepted``/``error`` (the offer), ``msg`` (for the page), ``pacing``, ``ended``,
-``room_audio`` (our translation, for the other participant), and ``ping`` every
-``agent_heartbeat_s`` from the event loop, idle or in a call: an agent whose loop is stuck
+The pipe's messages are typed (``contract.pipe``). The agent sends ``ping`` every
+``agent_heartbeat_s`` from its event loop, idle or in a call: an agent whose loop is stuck
 (or that is stopped) falls silent and the worker kills it (``worker.supervision``).
 """
 
@@ -39,6 +33,25 @@ from dragoman.agent.rtp_media import RtpMedia, RtpPeer
 from dragoman.agent.session import CallSession
 from dragoman.config import Settings
 from dragoman.contract.errors import CallRejected
+from dragoman.contract.pipe import (
+    PING,
+    TO_AGENT,
+    Accepted,
+    Control,
+    End,
+    Ended,
+    MediaDown,
+    MediaUp,
+    Offer,
+    Pacing,
+    PageMessage,
+    Ready,
+    Refused,
+    RoomAudio,
+    RoomJoined,
+    RoomLeft,
+    ToAgent,
+)
 from dragoman.inference.client import InferenceClient
 from dragoman.media import opus
 from dragoman.media.ports import bind_rtp_pair
@@ -47,6 +60,7 @@ from dragoman.pipeline.providers.catalog import PROVIDERS, validate_call
 from dragoman.worker.channel import ChannelClosed, PipeChannel
 
 log = logging.getLogger("dragoman.agent")
+EXIT_FLUSH_S = 2.0  # well within the worker's EXIT_GRACE_S
 
 
 def quiet_pipecat(level: str) -> None:
@@ -67,10 +81,7 @@ def _worth_logging(record: dict) -> bool:
     return not any(n in record["message"] for n in _NOISE)
 
 
-PING = {"kind": "ping"}  # one constant dict: a beat allocates nothing but its pickle
-
-
-async def _heartbeat(chan: PipeChannel, period_s: float) -> None:
+async def _heartbeat(chan: PipeChannel[ToAgent], period_s: float) -> None:
     # Sent from the event loop itself, so it proves the loop runs, not merely the process.
     while chan.send(PING):
         await asyncio.sleep(period_s)
@@ -92,7 +103,7 @@ def _load_vad(settings: Settings, executor: InlineExecutor) -> SileroVADAnalyzer
     return vad
 
 
-async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: str) -> None:
+async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket_path: str) -> None:
     t_prep = time.perf_counter()
     inline = InlineExecutor()  # for the VAD's per-chunk analysis
     rtp, rtcp = bind_rtp_pair("127.0.0.1", settings.agent_rtp_port_range)
@@ -102,18 +113,17 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
     vad = _load_vad(settings, inline) if PROVIDERS[settings.provider].uses_vad else None
     client = InferenceClient(socket_path)
     port = rtp.getsockname()[1]
-    chan.send({"kind": "ready", "pid": os.getpid(), "rtp_port": port, "prep_ms": _ms(t_prep)})
+    chan.send(Ready(pid=os.getpid(), rtp_port=port, prep_ms=_ms(t_prep)))
 
-    msg = await chan.recv()
-    if msg.get("kind") != "offer":
+    offer = await chan.recv()
+    if not isinstance(offer, Offer):
         return  # "stop": the worker is shrinking its idle pool or shutting down
     t0 = time.perf_counter()
+    call = offer.call
     try:
-        spec, pair = validate_call(
-            msg.get("provider"), msg["source"], msg["target"], settings, msg.get("mode", "one_way")
-        )
-        glossary = read_glossary(settings.glossary_dir, msg.get("glossary"))
-        peer = RtpPeer(**msg["peer"])
+        spec, pair = validate_call(call.provider, call.source, call.target, settings, call.mode)
+        glossary = read_glossary(settings.glossary_dir, call.glossary)
+        peer = RtpPeer(**offer.peer.model_dump())
         media = RtpMedia(
             rtp,
             rtcp,
@@ -126,36 +136,34 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
             ptime_ms=settings.agent_ptime_ms,
         )
     except CallRejected as e:  # languages, provider, glossary
-        chan.send({"kind": "error", "code": e.code, "message": e.message})
+        chan.send(Refused(code=e.code, message=e.message))
         return
     # The call is valid: say so now, so the answer goes out while the pipeline is built
     # (the caller's WebRTC takes tens of milliseconds to come up anyway).
-    chan.send({"kind": "accepted", "timings_ms": {"agent_accept": _ms(t0)}})
+    chan.send(Accepted(timings_ms={"agent_accept": _ms(t0)}))
     try:
         if spec.uses_vad and vad is None:  # a provider the node's default does not need
             vad = _load_vad(settings, inline)
-        cap = msg.get("max_call_s")  # the caller's ticket may lower the node's cap
+        cap = call.max_call_s  # the caller's ticket may lower the node's cap
         if cap is not None and cap < settings.max_call_s:
             settings = settings.model_copy(update={"max_call_s": float(cap)})
         session = CallSession(
             media=media,
             peer=peer,
-            notify=lambda m: chan.send({"kind": "msg", "msg": m}),
+            notify=lambda m: chan.send(PageMessage(msg=m)),
             vad=vad,
             pair=pair,
             settings=settings,
             client=client,
             provider=spec,
             glossary=glossary,
-            report_pacing=lambda frames, late: chan.send(
-                {"kind": "pacing", "frames": frames, "late": late}
-            ),
-            to_peer=lambda pcm, rate: chan.send({"kind": "room_audio", "pcm": pcm, "rate": rate}),
+            report_pacing=lambda frames, late: chan.send(Pacing(frames=frames, late=late)),
+            to_peer=lambda pcm, rate: chan.send(RoomAudio(pcm=pcm, rate=rate)),
         )
     except Exception:
         log.exception("could not build the call's pipeline")
-        chan.send({"kind": "msg", "msg": messages.state("ended", "error")})
-        chan.send({"kind": "ended", "reason": "error"})
+        chan.send(PageMessage(msg=messages.state("ended", "error")))
+        chan.send(Ended(reason="error"))
         return
 
     async def follow_worker() -> None:
@@ -164,20 +172,19 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
         try:
             while True:
                 m = await chan.recv()
-                kind = m.get("kind")
-                if kind == "media_up":
+                if isinstance(m, MediaUp):
                     await session.media_up()
-                elif kind == "media_down":
+                elif isinstance(m, MediaDown):
                     await session.end("disconnected")
-                elif kind == "control":
-                    await session.on_control(m.get("msg"))
-                elif kind == "end":
-                    await session.end(m.get("reason", "remote_hangup"))
-                elif kind == "room_audio":
-                    await session.play_from_peer(m["pcm"], int(m["rate"]))
-                elif kind == "room_joined":
-                    await session.room_joined(str(m["language"]))
-                elif kind == "room_left":
+                elif isinstance(m, Control):
+                    await session.on_control(m.msg)
+                elif isinstance(m, End):
+                    await session.end(m.reason)
+                elif isinstance(m, RoomAudio):
+                    await session.play_from_peer(m.pcm, m.rate)
+                elif isinstance(m, RoomJoined):
+                    await session.room_joined(m.language)
+                elif isinstance(m, RoomLeft):
                     session.room_left()
         except ChannelClosed:
             await session.end("agent_lost")
@@ -187,7 +194,7 @@ async def _serve_one_call(chan: PipeChannel, settings: Settings, socket_path: st
         reason = await session.run()
     finally:
         follower.cancel()
-    chan.send({"kind": "ended", "reason": reason})
+    chan.send(Ended(reason=reason))
 
 
 def agent_main(conn: Connection, settings_json: str, socket_path: str) -> None:
@@ -202,7 +209,7 @@ def agent_main(conn: Connection, settings_json: str, socket_path: str) -> None:
     quiet_pipecat(settings.log_level)
 
     async def main() -> None:
-        chan = PipeChannel(conn)
+        chan = PipeChannel(conn, TO_AGENT)
         beat = asyncio.create_task(_heartbeat(chan, settings.agent_heartbeat_s))
         try:
             await _serve_one_call(chan, settings, socket_path)
@@ -210,6 +217,9 @@ def agent_main(conn: Connection, settings_json: str, socket_path: str) -> None:
             pass
         finally:
             beat.cancel()
+            # What is still queued for the worker ("ended", the last page messages) goes
+            # out before the process exits (the pipe never blocks the loop, see channel).
+            await chan.flush(EXIT_FLUSH_S)
             chan.close()
 
     asyncio.run(main())

@@ -44,7 +44,8 @@ class WorkerService:
         self.registry = registry
         self.node = node
         self.pool = node.pool
-        self.pool.on_call_ended = self._on_call_ended
+        self.calls = node.pool.calls
+        self.calls.on_call_ended = self._on_call_ended
         self.gateway = node.gateway
         self.gateway.on_down = self._media_down
         self.gateway.on_up = self._media_up
@@ -150,7 +151,7 @@ class WorkerService:
     async def start_call(self, req: CallRequest) -> CallAnswer:
         t0 = time.perf_counter()
         try:
-            result = await self.pool.start_call(req)
+            result = await self.calls.start_call(req)
         except Exception:
             await self._release(req.call_id)
             raise
@@ -165,9 +166,9 @@ class WorkerService:
     async def invite(self, call_id: str, control_token: str, ttl_s: float) -> InviteAnswer:
         """Make a call a two-party room: a slot for the second person is reserved on this
         node now (both agents must share a node), for as long as the invitation lasts."""
-        req = self.pool.invitable(call_id, control_token)
+        req = self.calls.invitable(call_id, control_token)
         stale = self._invites.pop(call_id, None)
-        if stale is not None and stale not in self.pool.call_ids():
+        if stale is not None and stale not in self.calls.call_ids():
             await self._release(stale)  # a new link replaces an unused one: one slot held
         guest = uuid.uuid4().hex
         if await self.registry.reserve(guest, [self.settings.node_id], ttl_s) is None:
@@ -185,13 +186,13 @@ class WorkerService:
         )
 
     async def end_call(self, call_id: str, reason: str = "remote_hangup") -> bool:
-        return await self.pool.end_call(call_id, reason)
+        return await self.calls.end_call(call_id, reason)
 
     async def _on_call_ended(self, call_id: str, reason: str) -> None:
         metrics.CALLS_ENDED.labels(reason).inc()
         await self._release(call_id)
         guest = self._invites.pop(call_id, None)
-        if guest is not None and guest not in self.pool.call_ids():
+        if guest is not None and guest not in self.calls.call_ids():
             await self._release(guest)  # nobody will join a room whose host has left
 
     async def _release(self, call_id: str) -> None:

@@ -4,8 +4,8 @@ Modelled on supervised process pools (LiveKit's agents: ping, init timeout, kill
 an agent proves its event loop runs by a heartbeat on its pipe; one that falls silent (a
 stuck loop, SIGSTOP), never becomes ready, ignores an end request, outgrows its memory or
 holds a call past its maximum duration is acted on by the worker, not trusted to act
-itself. The pool's supervision loop only gathers ``AgentVitals`` and carries out the
-``Verdict``.
+itself. Each ``worker.agent_process.AgentProcess`` gathers its ``AgentVitals``; the pool's
+supervision loop judges them and carries out the ``Verdict``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class SupervisionLimits:
 @dataclass(frozen=True)
 class AgentVitals:
     now: float  # time.monotonic()
-    state: str  # starting | idle | reserved | active | ending
+    state: str  # an AgentState's value: starting | idle | reserved | active | ending
     fork_requested_at: float
     forked_at: float | None  # Process.start() returned (None: still waiting on the forkserver)
     last_seen: float  # the last message (heartbeat or any other) from its pipe

@@ -1,0 +1,252 @@
+"""The calls on one node: how a call is bridged to an idle agent, which agent holds which
+call, and what flows between a call's agent, its page and, in a room, the other agent.
+
+Each idle agent has its Janus NoSIP handle attached ahead of time (``worker.pool``).
+Answering an offer is then: Janus turns the caller's WebRTC offer into a plain-RTP offer
+(``generate``), the agent takes the call while Janus gets the agent's plain answer
+(``process``) and returns the WebRTC answer — a few milliseconds. Janus' events for the
+handle (WebRTC up, hung up) go to the agent; the agent's messages for the page go to the
+call's control channel (``worker.control``); when the agent exits its handle is detached,
+which hangs up the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dragoman.agent import messages
+from dragoman.config import Settings
+from dragoman.contract.calls import CallAnswer, CallRequest
+from dragoman.contract.errors import (
+    AgentFailed,
+    CallRejected,
+    NoAgentAvailable,
+    UnknownCall,
+    WrongCallToken,
+)
+from dragoman.contract.pipe import Accepted, PageMessage, Refused, RoomAudio, RtpPeer
+from dragoman.media.plain_sdp import PlainOffer, opus_payload_type, plain_answer
+from dragoman.pipeline.providers.catalog import PROVIDERS
+from dragoman.worker.agent_process import IN_CALL, AgentProcess, AgentState
+from dragoman.worker.control import ControlHub
+from dragoman.worker.gateway import MediaGateway, MediaUnavailable, OfferRejected
+from dragoman.worker.rooms import Rooms, for_peer, room_event
+
+if TYPE_CHECKING:
+    from dragoman.worker.pool import AgentPool
+
+log = logging.getLogger("dragoman.worker")
+
+
+class InferenceStatus(Protocol):
+    """The node's inference service as the pool sees it (see ``worker.inference_service``)."""
+
+    @property
+    def up(self) -> bool: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class NodeCalls:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: AgentPool,
+        gateway: MediaGateway,
+        hub: ControlHub,
+        inference: InferenceStatus | None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.gateway = gateway
+        self.hub = hub
+        self.inference = inference
+        self.rooms = Rooms()
+        self._calls: dict[str, AgentProcess] = {}
+        self.calls_total = 0
+        self.outcomes: dict[str, int] = {}
+        # Called with (call_id, reason) once a call's process is gone, whatever ended it.
+        self.on_call_ended: Callable[[str, str], Awaitable[None]] | None = None
+
+    def call_ids(self) -> set[str]:
+        return set(self._calls)
+
+    def _count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    # --- placing a call ------------------------------------------------------------------
+    async def start_call(self, req: CallRequest) -> CallAnswer:
+        t0 = time.perf_counter()
+        opus_pt = opus_payload_type(req.sdp)
+        if opus_pt is None:  # nothing to bridge: refused before it costs anything
+            self._count("rejected")
+            raise CallRejected("bad_sdp", "Malformed SDP offer: no Opus audio offered")
+        if not self.gateway.up:
+            raise NoAgentAvailable("This node's media gateway is restarting.", 1)
+        if self.inference is not None and not self.inference.up and self._uses_inference(req):
+            raise NoAgentAvailable("This node's speech service is restarting.", 1)
+        host = self._room_host(req)
+        agent = await self.pool.take_idle()
+        agent.reserve(req.call_id)
+        self._calls[req.call_id] = agent
+        self.pool.top_up()  # fork the replacement now, while this call is being answered
+        t_taken = time.perf_counter()
+        assert agent.rtp_port is not None
+        try:
+            if not self.gateway.valid(agent.handle):
+                agent.handle = await self.gateway.attach()
+            handle = agent.handle
+            assert handle is not None
+            self.gateway.subscribe(handle, lambda kind, m: self.on_media_event(agent, kind, m))
+            answer = plain_answer(opus_pt, "127.0.0.1", agent.rtp_port)
+            plain, webrtc_answer = await self.gateway.bridge(handle, req.sdp, answer)
+        except OfferRejected as e:
+            self._back_to_idle(agent, req.call_id)
+            self._count("rejected")
+            raise CallRejected("bad_sdp", f"Malformed SDP offer: {e}") from e
+        except MediaUnavailable as e:
+            self._back_to_idle(agent, req.call_id)
+            raise NoAgentAvailable(f"This node's media gateway is unavailable: {e}", 1) from e
+        t_bridged = time.perf_counter()
+        self.hub.open(req.call_id, req.control_token, agent.control)
+        reply, answer_sdp = await self._answer(agent, req, plain, webrtc_answer)
+        if isinstance(reply, Refused):
+            self._count("rejected")
+            self.hub.drop(req.call_id)
+            raise CallRejected(reply.code, reply.message)
+        agent.activate(req)
+        if host is not None:
+            if host.state is AgentState.ACTIVE and self.rooms.peer(host.call_id) is None:
+                self.rooms.link(req.call_id, host.call_id or "")
+                host.room_joined(req.source)
+                self.hub.publish(host.call_id, room_event("joined", language=req.source))
+            else:  # the host left while this call was being answered
+                agent.request_end("room_ended")
+        self.calls_total += 1
+        timings = dict(reply.timings_ms)
+        timings["wait_agent"] = round((t_taken - t0) * 1000, 2)
+        timings["gateway_offer"] = round((t_bridged - t_taken) * 1000, 2)
+        timings["dispatch"] = round((time.perf_counter() - t0) * 1000, 2)
+        return CallAnswer(sdp=answer_sdp, timings_ms=timings, pid=agent.pid)
+
+    async def _answer(
+        self,
+        agent: AgentProcess,
+        req: CallRequest,
+        plain: PlainOffer,
+        webrtc_answer: asyncio.Future[str],
+    ) -> tuple[Accepted | Refused, str]:
+        """The agent takes the call while Janus finishes the WebRTC answer; both within the
+        answer deadline, or the agent is killed (its exit frees the handle)."""
+        peer = RtpPeer(address=plain.address, port=plain.port, payload_type=plain.opus_pt)
+        reply = agent.offer(req, peer)
+        try:
+            return await asyncio.wait_for(
+                asyncio.gather(reply, webrtc_answer), self.settings.agent_answer_timeout_s
+            )
+        except (TimeoutError, AgentFailed, MediaUnavailable) as e:
+            webrtc_answer.cancel()
+            agent.kill("answer_timeout")
+            self.hub.drop(req.call_id)
+            self._count("agent_failed")
+            raise AgentFailed(f"agent {agent.pid} did not answer: {e or 'timeout'}") from e
+
+    def _back_to_idle(self, agent: AgentProcess, call_id: str) -> None:
+        """The call never reached the agent: it waits for the next one (its handle, which
+        the failed bridge may have left half set up, is replaced)."""
+        if self._calls.get(call_id) is agent:
+            del self._calls[call_id]
+        if agent.unreserve():
+            self.pool.give_back(agent)
+
+    def _uses_inference(self, req: CallRequest) -> bool:
+        spec = PROVIDERS.get(req.provider or self.settings.provider)
+        return spec is None or spec.kind == "local"
+
+    # --- rooms ---------------------------------------------------------------------------
+    def _room_host(self, req: CallRequest) -> AgentProcess | None:
+        """A room guest's host, still on its call and alone; CallRejected otherwise."""
+        if req.room_host is None:
+            return None
+        host = self._calls.get(req.room_host)
+        if host is None or host.state is not AgentState.ACTIVE:
+            raise CallRejected("room_ended", "The person who invited you has left the call.")
+        if self.rooms.peer(req.room_host) is not None:
+            raise CallRejected("room_full", "This room already has two people.")
+        return host
+
+    def invitable(self, call_id: str, control_token: str) -> CallRequest:
+        """The call a room invitation is for, if the token is its control token and it can
+        take a second person; UnknownCall, WrongCallToken or CallRejected otherwise."""
+        agent = self._calls.get(call_id)
+        if agent is None or agent.state is not AgentState.ACTIVE or agent.request is None:
+            raise UnknownCall(call_id)
+        if not self.hub.authorized(call_id, control_token):
+            raise WrongCallToken(call_id)
+        req = agent.request
+        if req.mode != "one_way":
+            raise CallRejected("bad_mode", "Only a one-way call can invite a second person.")
+        if self.rooms.peer(call_id) is not None:
+            raise CallRejected("room_full", "This call already has a second person.")
+        return req
+
+    # --- while a call runs ---------------------------------------------------------------
+    def route(self, agent: AgentProcess, msg: Any) -> None:
+        """What an agent sends for others: its page's messages (and, in a room, the shared
+        ones for the other page), its translated speech for the other participant."""
+        if isinstance(msg, PageMessage):
+            self.hub.publish(agent.call_id, msg.msg)
+            peer = self.rooms.peer(agent.call_id)
+            shared = for_peer(msg.msg) if peer else None
+            if shared is not None:
+                self.hub.publish(peer, shared)
+        elif isinstance(msg, RoomAudio):
+            peer_agent = self._calls.get(self.rooms.peer(agent.call_id) or "")
+            if peer_agent is not None:
+                peer_agent.room_audio(msg)  # its caller hears our caller, translated
+
+    def on_media_event(self, agent: AgentProcess, kind: str, msg: dict[str, Any]) -> None:
+        """Janus' events for an agent's handle."""
+        if agent.state not in IN_CALL:
+            return
+        if kind == "webrtcup":
+            agent.media_up()
+        elif kind == "hangup":  # ICE failed, DTLS alert, the caller closed the connection
+            agent.media_down(msg.get("reason", ""))
+
+    def media_lost(self, agents: list[AgentProcess]) -> None:
+        """The gateway died: every call on this node lost its caller."""
+        for agent in agents:
+            agent.handle = None
+            if agent.state in (AgentState.RESERVED, AgentState.ACTIVE):
+                agent.end_reason = "media_lost"
+                agent.request_end("media_lost")
+
+    async def end_call(self, call_id: str, reason: str = "remote_hangup") -> bool:
+        agent = self._calls.get(call_id)
+        if agent is None:
+            return False
+        agent.request_end(reason)
+        return True
+
+    def agent_gone(self, agent: AgentProcess, was: AgentState) -> None:
+        """An agent's pipe closed while ``was``: its call (if any) is over."""
+        if was in IN_CALL:
+            self._count(agent.end_reason or "agent_lost")
+            if not agent.said_ended:
+                # It died without a word (killed, crashed): the page still learns it ended.
+                reason = agent.end_reason or "agent_lost"
+                self.hub.publish(agent.call_id, messages.state("ended", reason))
+        if agent.call_id and was in (AgentState.RESERVED, *IN_CALL) and self.on_call_ended:
+            self.pool.spawn(self.on_call_ended(agent.call_id, agent.end_reason or "agent_lost"))
+        alone = self.rooms.unlink(agent.call_id)
+        if alone is not None and alone in self._calls:
+            self._calls[alone].room_left()
+            self.hub.publish(alone, room_event("peer_left"))
+        if agent.call_id and self._calls.get(agent.call_id) is agent:
+            del self._calls[agent.call_id]
+        self.hub.ended(agent.call_id)
