@@ -27,6 +27,7 @@ import websockets
 
 from dragoman.config import Settings
 from dragoman.media.plain_sdp import PlainOffer, PlainSdpError, parse_plain_offer
+from dragoman.worker.child_supervisor import Backoff, ChildSupervisor
 from dragoman.worker.janus_client import (
     JanusClient,
     JanusClosed,
@@ -42,6 +43,7 @@ PLUGIN = "janus.plugin.nosip"
 REQUEST_TIMEOUT_S = 5.0
 ADMIN_TIMEOUT_S = 1.0  # a health check must answer promptly even when Janus does not
 START_TIMEOUT_S = 15.0
+RESTART_BACKOFF = Backoff(base_s=0.25, cap_s=10.0)
 LOG_TAIL = 60
 PR_SET_PDEATHSIG = 1
 
@@ -78,7 +80,6 @@ class MediaGateway:
         self.admin_socket = runtime_dir / "janus-admin.sock"
         self._admin_secret = ""
         self.generation = 0
-        self.restarts = 0
         self.on_down: Callable[[str], None] = lambda _reason: None
         self.on_up: Callable[[], None] = lambda: None
         self._proc: asyncio.subprocess.Process | None = None
@@ -86,29 +87,39 @@ class MediaGateway:
         self._session: JanusSession | None = None
         self._subs: dict[int, EventCallback] = {}
         self._up = asyncio.Event()
-        self._stopping = False
-        self._supervisor: asyncio.Task | None = None
         self._tail: deque[str] = deque(maxlen=LOG_TAIL)
-        self.last_down_reason: str | None = None
+        self._supervisor = ChildSupervisor(
+            "media gateway (Janus)",
+            start=self._launch,
+            watch=self._watch,
+            terminate=self._terminate,
+            backoff=RESTART_BACKOFF,
+            on_down=self._mark_down,
+            on_up=self._mark_up,
+        )
 
     # --- lifecycle -----------------------------------------------------------------------
     @property
     def up(self) -> bool:
         return self._up.is_set()
 
+    @property
+    def restarts(self) -> int:
+        return self._supervisor.restarts
+
+    @property
+    def last_down_reason(self) -> str | None:
+        return self._supervisor.last_down_reason
+
     async def start(self) -> None:
         """Start Janus and return once it answers (RuntimeError with its log otherwise)."""
         await self._launch()
         self._mark_up()
-        self._supervisor = asyncio.create_task(self._supervise())
+        self._supervisor.begin()
 
     async def stop(self) -> None:
-        self._stopping = True
         self._up.clear()
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+        await self._supervisor.stop()
         await self._terminate()
 
     def stats(self) -> dict[str, Any]:
@@ -149,6 +160,10 @@ class MediaGateway:
     def _mark_up(self) -> None:
         self._up.set()
         self.on_up()
+
+    def _mark_down(self, reason: str) -> None:
+        self._up.clear()
+        self.on_down(reason)
 
     async def _launch(self) -> None:
         self.generation += 1
@@ -215,31 +230,6 @@ class MediaGateway:
     def log_tail(self) -> str:
         return "\n".join(self._tail)
 
-    async def _supervise(self) -> None:
-        failures = 0
-        while not self._stopping:
-            reason = await self._watch()
-            if self._stopping:
-                return
-            self._up.clear()
-            self.restarts += 1
-            self.last_down_reason = reason
-            log.error("media gateway down (%s); restarting Janus", reason)
-            self.on_down(reason)
-            await self._terminate()
-            while not self._stopping:
-                try:
-                    await self._launch()
-                    failures = 0
-                    break
-                except Exception as e:
-                    failures += 1
-                    log.error("janus restart failed: %s", e)
-                    await self._terminate()
-                    await asyncio.sleep(min(10.0, 0.25 * 2**failures))
-            if not self._stopping:
-                self._mark_up()
-
     async def _watch(self) -> str:
         """Returns why Janus is gone: it exited, closed the connection or stopped answering."""
         proc, client, session = self._proc, self._client, self._session
@@ -272,7 +262,7 @@ class MediaGateway:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), 1.0)
         if proc is not None and proc.returncode is None:
-            if self._stopping:
+            if self._supervisor.stopping:
                 proc.terminate()
                 try:
                     await asyncio.wait_for(proc.wait(), 3.0)

@@ -16,10 +16,12 @@ from dragoman.config import Settings, settings_for_child
 from dragoman.inference.client import InferenceClient, InferenceError
 from dragoman.inference.server import run_inference_service
 from dragoman.worker import metrics
+from dragoman.worker.child_supervisor import Backoff, ChildSupervisor
 
 log = logging.getLogger("dragoman.worker")
 
 INFERENCE_START_TIMEOUT_S = 300.0  # loading Whisper and Piper; minutes on a cold disk
+RESTART_BACKOFF = Backoff(base_s=0.5, cap_s=30.0)
 
 
 class InferenceService:
@@ -32,18 +34,31 @@ class InferenceService:
     def __init__(self, settings: Settings, socket_path: str) -> None:
         self.settings = settings
         self.socket_path = socket_path
-        self.restarts = 0
-        self.last_down_reason: str | None = None
         self.on_down: Callable[[str], None] = lambda _reason: None
         self.on_up: Callable[[], None] = lambda: None
         self._proc: BaseProcess | None = None
         self._up = False
-        self._stopping = False
-        self._supervisor: asyncio.Task | None = None
+        self._supervisor = ChildSupervisor(
+            "inference service",
+            start=self._restart,
+            watch=self._watch,
+            terminate=self._terminate,
+            backoff=RESTART_BACKOFF,
+            on_down=self._mark_down,
+            on_up=self._mark_up,
+        )
 
     @property
     def up(self) -> bool:
         return self._up
+
+    @property
+    def restarts(self) -> int:
+        return self._supervisor.restarts
+
+    @property
+    def last_down_reason(self) -> str | None:
+        return self._supervisor.last_down_reason
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -86,38 +101,23 @@ class InferenceService:
         """It is up (``wait_ready`` returned): watch it from now on."""
         self._up = True
         metrics.INFERENCE_UP.set(1)
-        self._supervisor = asyncio.create_task(self._supervise())
+        self._supervisor.begin()
 
-    async def _supervise(self) -> None:
-        failures = 0
-        while not self._stopping:
-            reason = await self._watch()
-            if self._stopping:
-                return
-            self._up = False
-            self.restarts += 1
-            self.last_down_reason = reason
-            metrics.INFERENCE_UP.set(0)
-            metrics.INFERENCE_RESTARTS.inc()
-            log.error("inference service down (%s); restarting it", reason)
-            self.on_down(reason)
-            await self._terminate()
-            while not self._stopping:
-                try:
-                    self.launch()
-                    await self.wait_ready()
-                    failures = 0
-                    break
-                except Exception as e:
-                    failures += 1
-                    log.error("inference service restart failed: %s", e)
-                    await self._terminate()
-                    await asyncio.sleep(min(30.0, 0.5 * 2**failures))
-            if not self._stopping:
-                self._up = True
-                metrics.INFERENCE_UP.set(1)
-                log.warning("inference service back (pid %s)", self.stats()["pid"])
-                self.on_up()
+    async def _restart(self) -> None:
+        self.launch()
+        await self.wait_ready()
+
+    def _mark_down(self, reason: str) -> None:
+        self._up = False
+        metrics.INFERENCE_UP.set(0)
+        metrics.INFERENCE_RESTARTS.inc()
+        self.on_down(reason)
+
+    def _mark_up(self) -> None:
+        self._up = True
+        metrics.INFERENCE_UP.set(1)
+        log.warning("inference service back (pid %s)", self.stats()["pid"])
+        self.on_up()
 
     async def _watch(self) -> str:
         """Returns why the service is gone: it exited or stopped answering its ping."""
@@ -163,7 +163,7 @@ class InferenceService:
         proc = self._proc
         if proc is None:
             return
-        if proc.is_alive() and self._stopping:
+        if proc.is_alive() and self._supervisor.stopping:
             proc.terminate()
             await asyncio.to_thread(proc.join, 5.0)
         if proc.is_alive():
@@ -174,10 +174,6 @@ class InferenceService:
         self._proc = None
 
     async def stop(self) -> None:
-        self._stopping = True
         self._up = False
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+        await self._supervisor.stop()
         await self._terminate()

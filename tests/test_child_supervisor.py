@@ -1,0 +1,112 @@
+"""The one restart loop behind the media gateway and the inference service, with a stand-in
+child: down is reported before the kill, failed starts back off, stop ends the restarts.
+(The real children are killed and stopped in test_media_plane.py and test_supervision.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+
+from dragoman.worker.child_supervisor import Backoff, ChildSupervisor
+from dragoman.worker.gateway import RESTART_BACKOFF as JANUS_BACKOFF
+from dragoman.worker.inference_service import RESTART_BACKOFF as INFERENCE_BACKOFF
+
+
+def test_backoff_doubles_per_failure_up_to_its_cap() -> None:
+    assert [JANUS_BACKOFF.delay(n) for n in range(1, 8)] == [0.5, 1, 2, 4, 8, 10, 10]
+    assert [INFERENCE_BACKOFF.delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 16, 30]
+
+
+class Child:
+    """Dies when told; its next ``fail_starts`` starts fail."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.gone: asyncio.Queue[str] = asyncio.Queue()
+        self.fail_starts = 0
+
+    async def start(self) -> None:
+        self.events.append("start")
+        if self.fail_starts:
+            self.fail_starts -= 1
+            raise RuntimeError("would not start")
+
+    async def watch(self) -> str:
+        return await self.gone.get()
+
+    async def terminate(self) -> None:
+        self.events.append("terminate")
+
+
+QUICK = Backoff(0.001, 0.01)
+
+
+def supervised(child: Child, backoff: Backoff = QUICK) -> ChildSupervisor:
+    return ChildSupervisor(
+        "test child",
+        start=child.start,
+        watch=child.watch,
+        terminate=child.terminate,
+        backoff=backoff,
+        on_down=lambda reason: child.events.append(f"down: {reason}"),
+        on_up=lambda: child.events.append("up"),
+    )
+
+
+async def settle(child: Child, last: str) -> None:
+    async with asyncio.timeout(5):
+        while not child.events or child.events[-1] != last:
+            await asyncio.sleep(0.001)
+
+
+async def test_a_lost_child_is_reported_down_killed_restarted_and_reported_up() -> None:
+    child = Child()
+    sup = supervised(child)
+    sup.begin()
+    child.gone.put_nowait("exited with code -9")
+    await settle(child, "up")
+    assert child.events == ["down: exited with code -9", "terminate", "start", "up"]
+    assert sup.restarts == 1 and sup.last_down_reason == "exited with code -9"
+    child.events.clear()
+    child.gone.put_nowait("stopped answering")
+    await settle(child, "up")
+    assert sup.restarts == 2 and sup.last_down_reason == "stopped answering"
+    await sup.stop()
+
+
+class Recorded(Backoff):
+    """Says what it would wait, and waits nothing."""
+
+    def delay(self, failures: int) -> float:
+        self.waits.append(super().delay(failures))  # type: ignore[attr-defined]
+        return 0.0
+
+
+async def test_failed_starts_are_retried_after_a_growing_wait() -> None:
+    backoff = Recorded(1.0, 5.0)
+    object.__setattr__(backoff, "waits", waits := [])
+    child = Child()
+    child.fail_starts = 3
+    sup = supervised(child, backoff)
+    sup.begin()
+    child.gone.put_nowait("gone")
+    await settle(child, "up")
+    assert child.events == ["down: gone", "terminate"] + ["start", "terminate"] * 3 + [
+        "start",
+        "up",
+    ]
+    assert waits == [2.0, 4.0, 5.0]
+    assert sup.restarts == 1  # one loss, however many starts it took
+    await sup.stop()
+
+
+async def test_stop_ends_the_restarts() -> None:
+    child = Child()
+    child.fail_starts = 1000
+    sup = supervised(child, Backoff(0.05, 0.05))
+    sup.begin()
+    child.gone.put_nowait("gone")
+    await settle(child, "terminate")
+    await sup.stop()
+    starts = child.events.count("start")
+    await asyncio.sleep(0.2)
+    assert child.events.count("start") == starts and "up" not in child.events
