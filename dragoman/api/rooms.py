@@ -14,12 +14,14 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
 
 from dragoman.api import admission
+from dragoman.api.body import json_body
 from dragoman.api.errors import ApiError
 from dragoman.contract.errors import AgentFailed, RegistryUnavailable
 from dragoman.languages import name_of
@@ -72,20 +74,27 @@ def verify(token: str, key: bytes) -> Invitation:
     return Invitation(c["host"], c["guest"], c["lang"], c["provider"], float(c["exp"]))
 
 
-@router.post("/v1/calls/{call_id}/invite")
-async def invite(call_id: str, request: Request) -> dict[str, Any]:
+class InviteBody(BaseModel):
+    control_token: str = ""  # the call's, from its answer
+
+
+async def _admitted(request: Request) -> None:
+    """JSON (415), then the address's request rate (429), before the body is read."""
+    settings = request.app.state.settings
+    admission.require_json(request)
+    address = admission.address_of(request, settings)
+    await admission.check_address_rate(request.app.state.dispatcher.registry, settings, address)
+
+
+@router.post("/v1/calls/{call_id}/invite", dependencies=[Depends(_admitted)])
+async def invite(
+    call_id: str, request: Request, body: Annotated[InviteBody, Depends(json_body(InviteBody))]
+) -> dict[str, Any]:
     """Body ``{"control_token"}`` (the answer's): only the caller can invite to its call."""
     settings = request.app.state.settings
     dispatcher = request.app.state.dispatcher
-    admission.require_json(request)
-    address = admission.address_of(request, settings)
-    await admission.check_address_rate(dispatcher.registry, settings, address)
-    try:
-        body = await request.json()
-    except ValueError as e:
-        raise ApiError(400, "bad_json", "Body is not valid JSON.") from e
-    token = body.get("control_token") if isinstance(body, dict) else None
-    if not isinstance(token, str) or not token:
+    token = body.control_token
+    if not token:
         raise ApiError(400, "bad_request", "control_token: the call's control token is required.")
     problem = admission.check_control(settings, call_id, token)
     if problem is not None:
