@@ -37,6 +37,7 @@ from dragoman.contract.errors import GlossaryError, ProviderRejected, ProviderUn
 from dragoman.fakes import sdk
 from dragoman.fakes.server import build_app
 from dragoman.languages import LanguageError, LanguagePair
+from dragoman.pipeline.frames import CallErrorFrame
 from dragoman.pipeline.glossary import read_glossary
 from dragoman.pipeline.providers import gemini_live, openai_translate, sdk_sessions
 from dragoman.pipeline.providers.base import CallContext, ProviderError
@@ -234,29 +235,25 @@ def test_provider_errors_carry_our_sentence_and_keep_the_detail_apart() -> None:
     assert ProviderError("nonsense").message == messages.ERRORS["provider_error"]
 
 
-class _Notes:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def __call__(self, msg: dict[str, Any]) -> None:
-        self.sent.append(msg)
-
-
-async def _no_end(reason: str) -> None:
-    raise AssertionError(f"the call must go on, not end with {reason}")
-
-
 async def test_a_provider_error_event_reaches_the_page_as_our_sentence(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     s = Settings(openai_api_key="k", openai_base_url="http://h:1/v1")
-    notes = _Notes()
-    ctx = CallContext(pair=LanguagePair("ja", "en"), settings=s, notify=notes, end_call=_no_end)
+    ctx = CallContext(pair=LanguagePair("ja", "en"), settings=s)
     stage = StreamingInterpretation(ctx, openai_translate.OpenAITranslate(s))
-    caplog.set_level(logging.WARNING, logger="dragoman.agent.messages")
+    pushed: list[Any] = []
+
+    async def push(frame: Any, direction: Any = None) -> None:
+        pushed.append(frame)
+
+    stage.push_frame = push  # type: ignore[method-assign]
     for ev in openai_translate.events_of(_openai_error("rate_limited", MARKER)):
         await stage._on_event(ev)
-    [sent] = notes.sent
+    [frame] = pushed
+    assert isinstance(frame, CallErrorFrame) and frame.end_reason is None
+    # What PageMessages makes of it: our sentence for the page, their words for the log.
+    caplog.set_level(logging.WARNING, logger="dragoman.agent.messages")
+    sent = messages.failure(frame.code, frame.detail, frame.fatal, frame.origin)
     assert sent["code"] == "provider_error" and not sent["fatal"]
     assert sent["message"] == messages.ERRORS["provider_error"] and MARKER not in json.dumps(sent)
     assert MARKER in caplog.text and "openai-translate" in caplog.text

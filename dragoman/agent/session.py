@@ -29,6 +29,7 @@ from dragoman.inference.client import InferenceClient
 from dragoman.languages import LanguageError, LanguagePair
 from dragoman.pipeline.chime import chime
 from dragoman.pipeline.echo_gate import EchoGate
+from dragoman.pipeline.page_messages import PageMessages
 from dragoman.pipeline.providers.base import CallContext, ProviderError, build_interpretation
 from dragoman.pipeline.providers.catalog import ProviderSpec, validate_for_mode
 from dragoman.pipeline.room_router import RoomRouter
@@ -83,32 +84,24 @@ class CallSession:
         self._report_pacing = report_pacing
         self.interpretation = build_interpretation(
             provider,
-            CallContext(
-                pair=pair,
-                settings=settings,
-                notify=self.notify,
-                end_call=self.end,
-                client=client,
-                glossary=glossary,
-            ),
+            CallContext(pair=pair, settings=settings, client=client, glossary=glossary),
         )
+        # What the provider stages report becomes the page's messages here, and only here.
+        self.page_messages = PageMessages(self.notify, self.end)
         # Two people, one device (or a room: each device also plays the other person): the
         # agent must not interpret its own output coming back through the microphone.
         self.echo_gate = (
             EchoGate(enabled=pair.conversation or pair.room) if provider.uses_vad else None
         )
         # A room's translations are for the other person (see pipeline.room_router).
-        self.router = RoomRouter(
-            to_peer or (lambda _pcm, _rate: None),
-            on_quiet=lambda: self.notify(messages.state("listening")),
-            active=pair.room,
-        )
+        self.router = RoomRouter(to_peer or (lambda _pcm, _rate: None), active=pair.room)
         pipeline = Pipeline(
             [
                 self.transport.input(),
                 *([VADProcessor(vad_analyzer=vad)] if vad and provider.uses_vad else []),
                 *([self.echo_gate] if self.echo_gate else []),
                 *self.interpretation.stages,
+                self.page_messages,
                 self.router,
                 self.transport.output(),
             ]
@@ -127,7 +120,8 @@ class CallSession:
         self._switch_tat: float | None = None  # language switch rate (GCRA state)
 
     def notify(self, msg: dict[str, Any]) -> None:
-        """A message for the page (the worker relays it on the call's control channel)."""
+        """A message for the page (the worker relays it on the call's control channel): the
+        session's own (languages, control replies, the end) and ``PageMessages``'."""
         self._send(msg)
 
     async def media_up(self) -> None:

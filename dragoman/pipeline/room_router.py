@@ -3,9 +3,9 @@ just before the call's output, hands it to the worker (which passes it to the ot
 participant's agent) instead of playing it to its own caller. Inactive, it passes
 everything through, so any one-way call can become a room's host mid-call.
 
-Its own caller's page still follows the interpreter's state: "speaking" comes from the
-speaker stage as usual, and since no audio plays here to end it, ``on_quiet`` is called
-once the forwarded speech has had time to play on the other side."""
+Its own caller's page still follows the interpreter's state: "speaking" comes as usual, and
+since no audio plays here to end it, a ``ForwardedSpeechPlayedFrame`` goes upstream (to
+``PageMessages``) once the forwarded speech has had time to play on the other side."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from typing import Any
 from pipecat.frames.frames import CancelFrame, EndFrame, Frame, OutputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from dragoman.pipeline.frames import ForwardedSpeechPlayedFrame
+
 PIECE_BYTES = 9600  # 200 ms of 24 kHz PCM16: small next to a pipe's 64 KB buffer
 
 
@@ -24,14 +26,12 @@ class RoomRouter(FrameProcessor):
     def __init__(
         self,
         send: Callable[[bytes, int], None],
-        on_quiet: Callable[[], None] = lambda: None,
         active: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.active = active
         self._send = send  # (PCM16 mono, sample rate) → the other participant
-        self._on_quiet = on_quiet
         self._playing_until = 0.0  # when the speech forwarded so far has finished playing
         self._quiet_task: asyncio.Task | None = None
 
@@ -60,4 +60,4 @@ class RoomRouter(FrameProcessor):
         while (left := self._playing_until - time.monotonic()) > 0:
             await asyncio.sleep(left)
         self._quiet_task = None
-        self._on_quiet()
+        await self.push_frame(ForwardedSpeechPlayedFrame(), FrameDirection.UPSTREAM)

@@ -1,22 +1,26 @@
 """What a provider builds for one call, and what it is given to build it.
 
-The call session owns the transport, the VAD and the control channel; a provider supplies the
-processors between the VAD and ``transport.output()``:
+The call session owns the transport, the VAD, the page's messages and the control channel; a
+provider supplies the processors between them:
 
-    transport.input() → VADProcessor → [provider processors] → transport.output()
+    transport.input() → VADProcessor → EchoGate → [provider processors] → PageMessages
+        → RoomRouter → transport.output()
 
 Its processors receive ``InputAudioRawFrame`` (mono PCM16 at the spec's ``input_rate``) and
-the VAD's ``VADUserStarted/StoppedSpeakingFrame``; they push ``OutputAudioRawFrame`` (any
-rate, the transport resamples) and talk to the page through ``CallContext.notify`` with the
-builders in ``dragoman.agent.messages`` (captions, state, errors).
+the VAD's ``VADUserStarted/StoppedSpeakingFrame``. They push speech as Pipecat's TTS frames
+(``TTSStartedFrame``, ``TTSAudioRawFrame`` at any rate — the transport resamples —,
+``TTSStoppedFrame``) and everything the page should know as the frames of
+``pipeline.frames`` (transcriptions with an utterance id, ``TranslationFrame``,
+``CallErrorFrame``, ...): ``pipeline.page_messages.PageMessages`` turns those into the
+page's messages. A provider never writes to the page itself.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from pipecat.processors.frame_processor import FrameProcessor
 
@@ -31,9 +35,6 @@ from dragoman.pipeline.providers.catalog import ProviderSpec
 class CallContext:
     pair: LanguagePair
     settings: Settings
-    notify: Callable[[dict[str, Any]], None]
-    # Ends the call with a reason from messages.END_REASONS (e.g. "provider_lost").
-    end_call: Callable[[str], Awaitable[None]]
     client: InferenceClient | None = None  # the node's inference service (local provider)
     glossary: str | None = None  # glossary text chosen by the call, read on the server
 

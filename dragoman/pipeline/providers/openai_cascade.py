@@ -3,8 +3,8 @@
 For pairs or voices the translation model does not cover: any target, a voice of your
 choice, a server-side system prompt and an optional per-call glossary.
 
-    [VAD] → [LanguageIdentifier] → ProviderErrors → OpenAISTTService → Translator
-          → OpenAITTSService → SpeechState
+    [VAD] → [LanguageIdentifier] → ProviderErrors → OpenAISTTService → TextTranslator
+          → OpenAITTSService
 
 (``LanguageIdentifier`` in conversation mode only: see ``pipeline.language_id``.)
 
@@ -12,8 +12,11 @@ Pipecat's services do the transcription (segmented by our Silero VAD; ``/audio/
 transcriptions``) and the speech (``/audio/speech``, streamed PCM). The translation step is
 ours: Pipecat's LLM service is built around a growing conversation context and its
 aggregators, while an interpreter needs one stateless request per utterance (system prompt +
-glossary + the sentence), so ``Translator`` calls the chat completions API directly with
+glossary + the sentence), so ``TextTranslator`` calls the chat completions API directly with
 the same ``openai`` client library.
+
+Like every provider it reports in frames (``pipeline.frames``), which ``PageMessages`` turns
+into the page's messages; the TTS service's own started/audio/stopped frames give the state.
 """
 
 from __future__ import annotations
@@ -30,18 +33,23 @@ from pipecat.frames.frames import (
     STTUpdateSettingsFrame,
     TranscriptionFrame,
     TTSSpeakFrame,
-    TTSStartedFrame,
-    TTSStoppedFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.openai.stt import OpenAISTTService
 from pipecat.services.openai.tts import OpenAITTSService
 from pipecat.transcriptions.language import Language
 
-from dragoman.agent import messages
 from dragoman.languages import LanguagePair, name_of
+from dragoman.pipeline.frames import (
+    CallErrorFrame,
+    NothingToSpeakFrame,
+    SourceTranscriptionFrame,
+    TranslatingFrame,
+    TranslationFrame,
+)
 from dragoman.pipeline.language_id import LanguageIdentifier
 from dragoman.pipeline.providers.base import CallContext
+from dragoman.pipeline.tts_page_frames import PassesPageFrames
 
 NAME = "openai-cascade"
 RATE_OUT = 24000  # OpenAI's pcm speech format
@@ -63,28 +71,39 @@ class ProviderErrors(FrameProcessor):
     does: the page is told in our words (the frame's text, the provider's, is logged), a
     refused key ends the call, anything else lets the call go on with the next sentence."""
 
-    def __init__(self, ctx: CallContext, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._ctx = ctx
-
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, ErrorFrame) and direction == FrameDirection.UPSTREAM:
             text = str(frame.error)
             if any(mark in text for mark in REFUSED):
-                self._ctx.notify(
-                    messages.failure("provider_refused", text, fatal=True, origin=NAME)
-                )
-                await self._ctx.end_call("provider_error")
+                await self.push_frame(refused(text))
             else:
-                self._ctx.notify(messages.failure("provider_error", text, fatal=False, origin=NAME))
-                self._ctx.notify(messages.state("listening"))
+                await self.push_frame(
+                    CallErrorFrame(code="provider_error", detail=text, origin=NAME)
+                )
+                await self.push_frame(NothingToSpeakFrame())
             return
         await self.push_frame(frame, direction)
 
 
-class Translator(FrameProcessor):
-    """Final transcript → source caption → LLM translation → caption + speech."""
+def refused(detail: object) -> CallErrorFrame:
+    """The key was refused: the page is told, then the call ends."""
+    return CallErrorFrame(
+        code="provider_refused",
+        detail=detail,
+        fatal=True,
+        origin=NAME,
+        end_reason="provider_error",
+    )
+
+
+class CascadeTTSService(PassesPageFrames, OpenAITTSService):
+    """OpenAI's TTS, letting the page's frames by unqueued (see ``tts_page_frames``)."""
+
+
+class TextTranslator(FrameProcessor):
+    """Final transcript → source caption → LLM translation (text into text) → caption +
+    speech."""
 
     def __init__(self, ctx: CallContext, client: AsyncOpenAI, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -115,8 +134,16 @@ class Translator(FrameProcessor):
         if pair.conversation:
             spoken = self.spoken.popleft() if self.spoken else pair.source
             pair = LanguagePair(spoken, pair.other(spoken))  # this utterance's direction
-        self._ctx.notify(messages.caption(uid, "source", pair.source, text, True, 0, 0))
-        self._ctx.notify(messages.state("translating"))
+        await self.push_frame(
+            SourceTranscriptionFrame(
+                text=text,
+                user_id="",
+                timestamp="",
+                language=pair.source,  # type: ignore[arg-type]  (our code, not Pipecat's enum)
+                utterance_id=uid,
+            )
+        )
+        await self.push_frame(TranslatingFrame(utterance_id=uid))
         s = self._ctx.settings
         try:
             reply = await self._client.chat.completions.create(
@@ -132,36 +159,21 @@ class Translator(FrameProcessor):
                 timeout=s.provider_connect_timeout_s * 2,
             )
         except (AuthenticationError, PermissionDeniedError) as e:
-            self._ctx.notify(messages.failure("provider_refused", e, fatal=True, origin=NAME))
-            await self._ctx.end_call("provider_error")
+            await self.push_frame(refused(e))
             return
         except APIError as e:  # timeouts and 5xx included: this sentence is lost, not the call
             detail = f"translation of {uid}: {type(e).__name__}: {e}"
-            self._ctx.notify(messages.failure("provider_error", detail, fatal=False, origin=NAME))
-            self._ctx.notify(messages.state("listening"))
+            await self.push_frame(CallErrorFrame(code="provider_error", detail=detail, origin=NAME))
+            await self.push_frame(NothingToSpeakFrame(utterance_id=uid))
             return
         translation = (reply.choices[0].message.content or "").strip()
         if not translation:
-            self._ctx.notify(messages.state("listening"))
+            await self.push_frame(NothingToSpeakFrame(utterance_id=uid))
             return
-        self._ctx.notify(messages.caption(uid, "translation", pair.target, translation, True, 0, 0))
+        await self.push_frame(
+            TranslationFrame(text=translation, language=pair.target, utterance_id=uid)
+        )
         await self.push_frame(TTSSpeakFrame(translation))
-
-
-class SpeechState(FrameProcessor):
-    """After the TTS: tells the page when the translation is being spoken."""
-
-    def __init__(self, ctx: CallContext, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._ctx = ctx
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if isinstance(frame, TTSStartedFrame):
-            self._ctx.notify(messages.state("speaking"))
-        elif isinstance(frame, TTSStoppedFrame):
-            self._ctx.notify(messages.state("listening"))
-        await self.push_frame(frame, direction)
 
 
 class CascadeInterpretation:
@@ -170,7 +182,7 @@ class CascadeInterpretation:
         if s.openai_api_key is None:
             raise ValueError("openai-cascade needs DRAGOMAN_OPENAI_API_KEY")
         key = s.openai_api_key.get_secret_value()
-        self._errors = ProviderErrors(ctx)
+        self._errors = ProviderErrors()
         self.stt = OpenAISTTService(
             api_key=key,
             base_url=s.openai_base_url,
@@ -179,14 +191,13 @@ class CascadeInterpretation:
             ),
         )
         client = AsyncOpenAI(api_key=key, base_url=s.openai_base_url, max_retries=1)
-        self.translator = Translator(ctx, client)
+        self.translator = TextTranslator(ctx, client)
         self.identifier: LanguageIdentifier | None = None
         if ctx.pair.conversation:
             if ctx.client is None:
                 raise ValueError("conversation mode needs the node's inference service")
             self.identifier = LanguageIdentifier(ctx.client, ctx.pair, self._utterance_language)
-        self._speech_state = SpeechState(ctx)
-        self.tts = OpenAITTSService(
+        self.tts = CascadeTTSService(
             api_key=key,
             base_url=s.openai_base_url,
             sample_rate=RATE_OUT,
@@ -202,7 +213,7 @@ class CascadeInterpretation:
     @property
     def stages(self) -> Sequence[FrameProcessor]:
         first = (self.identifier,) if self.identifier else ()
-        return (*first, self._errors, self.stt, self.translator, self.tts, self._speech_state)
+        return (*first, self._errors, self.stt, self.translator, self.tts)
 
     async def set_pair(self, pair: LanguagePair) -> None:
         # From the next sentence on: the transcription language and the prompt follow (in a

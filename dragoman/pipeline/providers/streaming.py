@@ -4,9 +4,14 @@ audio and transcript deltas stream back.
 The provider's official SDK does the wire work (URL, auth, framing, its typed events); each
 provider module adapts its SDK to ``SpeechProvider`` / ``SpeechSession`` below. Everything a
 call needs around it lives here once: connecting with a deadline, buffering the first words
-while the session opens, chunking and resampling the caller's audio, captions,
-speaking/listening state, language switches, and what happens when the provider fails (the
-page is told, in our words; one reconnect; then the call ends with a reason).
+while the session opens, chunking and resampling the caller's audio, caption lines, speech
+turns, language switches, and what happens when the provider fails (the page is told, in
+our words; one reconnect; then the call ends with a reason).
+
+It reports as every provider does, in frames (``pipeline.frames``; ``PageMessages`` writes
+the page's messages): transcriptions and ``TranslationFrame``s per caption line, speech as
+``TTSStartedFrame`` → ``TTSAudioRawFrame``s → ``TTSStoppedFrame`` (once the provider has
+been quiet a while), failures as ``CallErrorFrame``s.
 """
 
 from __future__ import annotations
@@ -27,20 +32,28 @@ from pipecat.frames.frames import (
     EndFrame,
     Frame,
     InputAudioRawFrame,
-    OutputAudioRawFrame,
     StartFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from dragoman.agent import messages
 from dragoman.languages import LanguagePair
+from dragoman.pipeline.frames import (
+    CallErrorFrame,
+    InterimSourceTranscriptionFrame,
+    SourceTranscriptionFrame,
+    TranslationFrame,
+)
 from dragoman.pipeline.providers.base import CallContext, ProviderError
 from dragoman.pipeline.providers.captions import CaptionLine, CaptionStream
 
 log = logging.getLogger(__name__)
 
 PRECONNECT_BUFFER_S = 3.0  # speech said while the session opens is sent once it is open
-QUIET_S = 1.0  # no translated audio for this long → "listening"
+QUIET_S = 1.0  # no translated audio for this long ends a speech turn (TTSStoppedFrame)
 PING_INTERVAL_S = 5.0  # a provider that stops answering pings is dropped after 2 intervals
 RECONNECT_PAUSE_S = 0.5
 CLOSE_WAIT_S = 1.0
@@ -172,7 +185,6 @@ class StreamingInterpretation(FrameProcessor):
     # --- the provider session --------------------------------------------------------------
     async def _run(self) -> None:
         attempts = 0
-        name = self._provider.name
         while not self._closing:
             # ``why``: the provider's or the library's words, for the log; the page is told
             # our sentence for the code (messages.failure).
@@ -183,8 +195,7 @@ class StreamingInterpretation(FrameProcessor):
                 why = "the session was closed"
             except ProviderError as e:
                 if e.code == "provider_refused":  # auth/config: retrying cannot help
-                    self._ctx.notify(messages.failure(e.code, e.detail, fatal=True, origin=name))
-                    await self._ctx.end_call("provider_error")
+                    await self._fail(e.code, e.detail, end_reason="provider_error")
                     return
                 why = f"{e.code}: {e.detail}"
             except SessionLost as e:
@@ -202,13 +213,23 @@ class StreamingInterpretation(FrameProcessor):
                 continue
             attempts += 1
             if attempts > self._ctx.settings.provider_reconnects:
-                self._ctx.notify(messages.failure("provider_lost", why, fatal=True, origin=name))
-                await self._ctx.end_call("provider_lost")
+                await self._fail("provider_lost", why, end_reason="provider_lost")
                 return
-            self._ctx.notify(
-                messages.failure("provider_reconnecting", why, fatal=False, origin=name)
-            )
+            await self._fail("provider_reconnecting", why)
             await asyncio.sleep(RECONNECT_PAUSE_S)
+
+    async def _fail(self, code: str, detail: object, end_reason: str | None = None) -> None:
+        """Tell the page (our sentence for ``code``; ``detail`` is logged), and with
+        ``end_reason`` end the call after that."""
+        await self.push_frame(
+            CallErrorFrame(
+                code=code,
+                detail=detail,
+                fatal=end_reason is not None,
+                origin=self._provider.name,
+                end_reason=end_reason,
+            )
+        )
 
     async def _session_once(self) -> None:
         timeout = self._ctx.settings.provider_connect_timeout_s
@@ -247,10 +268,10 @@ class StreamingInterpretation(FrameProcessor):
         elif ev.kind == "audio":
             if not self._speaking:
                 self._speaking = True
-                self._ctx.notify(messages.state("speaking"))
+                await self.push_frame(TTSStartedFrame())
             self._last_audio_at = time.monotonic()
             await self.push_frame(
-                OutputAudioRawFrame(audio=ev.audio, sample_rate=ev.rate, num_channels=1)
+                TTSAudioRawFrame(audio=ev.audio, sample_rate=ev.rate, num_channels=1)
             )
         elif ev.kind in ("source_text", "translation_text"):
             side = "source" if ev.kind == "source_text" else "translation"
@@ -265,39 +286,41 @@ class StreamingInterpretation(FrameProcessor):
                     "provider_refused" if ev.code == "provider_refused" else "provider_unavailable"
                 )
                 raise ProviderError(code, ev.text or "a fatal error event")
-            self._ctx.notify(
-                messages.failure(
-                    ev.code or "provider_error", ev.text, fatal=False, origin=self._provider.name
-                )
-            )
+            await self._fail(ev.code or "provider_error", ev.text)
 
     async def _tick(self) -> None:
-        """Close caption lines after a pause and go back to "listening" after speech."""
+        """Close caption lines after a pause and end a speech turn after quiet."""
         while True:
             await asyncio.sleep(0.25)
             now = self._now()
             # The latest partial line of each side, once per tick: providers send a delta
             # per word or two, and a page needs no more than four updates a second.
-            self._caption("source", self._partial.pop("source", None))
-            self._caption("translation", self._partial.pop("translation", None))
-            self._caption("source", self._source.close_if_quiet(now))
-            self._caption("translation", self._translation.close_if_quiet(now))
+            await self._caption("source", self._partial.pop("source", None))
+            await self._caption("translation", self._partial.pop("translation", None))
+            await self._caption("source", self._source.close_if_quiet(now))
+            await self._caption("translation", self._translation.close_if_quiet(now))
             if self._speaking and time.monotonic() - (self._last_audio_at or 0) > QUIET_S:
                 self._speaking = False
-                self._ctx.notify(messages.state("listening"))
+                await self.push_frame(TTSStoppedFrame())
 
     def _now(self) -> float:
         return time.monotonic() - self._t0
 
-    def _caption(self, side: messages.Side, line: CaptionLine | None) -> None:
+    async def _caption(self, side: messages.Side, line: CaptionLine | None) -> None:
         if line is None:
             return
-        lang = self.pair.source if side == "source" else self.pair.target
-        self._ctx.notify(
-            messages.caption(
-                line.uid, side, lang, line.text, line.final, line.t_start_ms, line.t_end_ms
+        times = {"utterance_id": line.uid, "t_start_ms": line.t_start_ms, "t_end_ms": line.t_end_ms}
+        frame: Frame
+        if side == "translation":
+            frame = TranslationFrame(
+                text=line.text, language=self.pair.target, final=line.final, **times
             )
-        )
+        else:
+            kind = SourceTranscriptionFrame if line.final else InterimSourceTranscriptionFrame
+            frame = kind(
+                text=line.text, user_id="", timestamp="", language=self.pair.source, **times
+            )
+        await self.push_frame(frame)
 
     # --- control -------------------------------------------------------------------------
     async def set_pair(self, pair: LanguagePair) -> None:

@@ -1,10 +1,21 @@
-"""Cuts the caller's audio into utterances with the VAD and turns each into captions and a
-translation to speak.
+"""The local provider's speech-to-text: a Pipecat STT service that cuts the caller's audio
+into utterances with the VAD and has the node's Whisper transcribe and translate each one.
 
-Audio frames are consumed here (nothing downstream needs them). Utterances are finalised in
-order by one background task, so a slow transcription never blocks the audio path and the
-translations are spoken in the order they were said. The language pair is read when an
-utterance ends, so a switch applies from the next sentence on.
+Pipecat's ``SegmentedSTTService`` sends one segment to one transcription; an interpreter
+needs more per utterance: a pre-roll (the VAD confirms speech late), a cut for long
+monologues, no blips, partial captions while it lasts, the language identified within a
+conversation's pair, and a transcription and a translation sharing one Whisper encoding.
+So the segmenting is ours, on top of ``STTService``.
+
+Out go Pipecat's transcription frames (partial and final source captions, with utterance id
+and language), then ``TranslationFrame`` and ``SpeakTranslationFrame`` (the caption before
+the speech), ``TranslatingFrame`` / ``NothingToSpeakFrame`` for the state, ``NoteFrame``
+for what is not translated, ``CallErrorFrame`` for failures.
+
+Audio frames are consumed here. Utterances are finalised in order by one background task,
+so a slow transcription never blocks the audio path and the translations are spoken in the
+order they were said. The language pair is read when an utterance ends, so a switch applies
+from the next sentence on.
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,13 +36,23 @@ from pipecat.frames.frames import (
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.settings import STTSettings
+from pipecat.services.stt_service import STTService
 
-from dragoman.agent import messages
 from dragoman.inference.client import InferenceError
 from dragoman.languages import LanguagePair, name_of
-from dragoman.pipeline.frames import SpeakTranslationFrame
-from dragoman.pipeline.translator import SpeechTranslator
+from dragoman.pipeline.frames import (
+    CallErrorFrame,
+    InterimSourceTranscriptionFrame,
+    NoteFrame,
+    NothingToSpeakFrame,
+    SourceTranscriptionFrame,
+    SpeakTranslationFrame,
+    TranslatingFrame,
+    TranslationFrame,
+)
+from dragoman.pipeline.speech_translator import SpeechTranslator
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +73,26 @@ class _Utterance:
     vad_stop_at: float = 0.0  # time.monotonic() when the VAD said the speaker stopped
 
 
-class Interpreter(FrameProcessor):
+class WhisperSTTService(STTService):
     def __init__(
         self,
         *,
         translator: SpeechTranslator,
         pair: LanguagePair,
-        notify: Callable[[dict[str, Any]], None],
         max_utterance_s: float,
         min_utterance_s: float,
         partial_interval_s: float,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(
+            audio_passthrough=False,
+            sample_rate=RATE,
+            # The language is per utterance (``pair``), the model the inference service's.
+            settings=STTSettings(model=None, language=None),
+            **kwargs,
+        )
         self.pair = pair
         self._translator = translator
-        self._notify = notify
         self._max_bytes = int(max_utterance_s * BYTES_PER_S)
         self._min_bytes = int(min_utterance_s * BYTES_PER_S)
         self._partial_interval_s = partial_interval_s
@@ -75,38 +100,47 @@ class Interpreter(FrameProcessor):
         self._current: _Utterance | None = None
         self._seq = 0
         self._t0 = time.monotonic()
-        self.last_media_at: float | None = None
         self._finals: asyncio.Queue[tuple[_Utterance, LanguagePair]] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
 
     def _now_ms(self) -> int:
         return int((time.monotonic() - self._t0) * 1000)
 
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
+        """Not used: audio is segmented here (``process_audio_frame``) and each utterance
+        finalised whole, not transcribed chunk by chunk."""
+        yield None
+
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        if isinstance(frame, InputAudioRawFrame):
-            self._on_audio(frame.audio)
-            return
         if isinstance(frame, VADUserStartedSpeakingFrame):
             self._start_utterance()
-            return
-        if isinstance(frame, VADUserStoppedSpeakingFrame):
-            self._end_utterance()
-            return
-        if isinstance(frame, StartFrame):
-            self._t0 = time.monotonic()
-            self._tasks.append(self.create_task(self._finalise_loop(), "finalise"))
-            if self._partial_interval_s > 0:
-                self._tasks.append(self.create_task(self._partial_loop(), "partials"))
-        elif isinstance(frame, (EndFrame, CancelFrame)):
-            for task in self._tasks:
-                await self.cancel_task(task)
-            self._tasks.clear()
-        await self.push_frame(frame, direction)
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            await self._end_utterance()
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        self._t0 = time.monotonic()
+        self._tasks.append(self.create_task(self._finalise_loop(), "finalise"))
+        if self._partial_interval_s > 0:
+            self._tasks.append(self.create_task(self._partial_loop(), "partials"))
+
+    async def stop(self, frame: EndFrame) -> None:
+        await self._cancel_tasks()
+        await super().stop(frame)
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        await self._cancel_tasks()
+        await super().cancel(frame)
+
+    async def _cancel_tasks(self) -> None:
+        for task in self._tasks:
+            await self.cancel_task(task)
+        self._tasks.clear()
 
     # --- segmentation --------------------------------------------------------------------
-    def _on_audio(self, pcm: bytes) -> None:
-        self.last_media_at = time.monotonic()
+    async def process_audio_frame(self, frame: InputAudioRawFrame, direction: FrameDirection):
+        pcm = frame.audio
         if self._current is None:
             self._preroll += pcm
             excess = len(self._preroll) - int(PREROLL_S * BYTES_PER_S)
@@ -116,7 +150,7 @@ class Interpreter(FrameProcessor):
         self._current.pcm += pcm
         if len(self._current.pcm) >= self._max_bytes:
             # A long monologue is cut so the caller hears it in pieces, not after a minute.
-            self._end_utterance()
+            await self._end_utterance()
             self._start_utterance()
 
     def _start_utterance(self) -> None:
@@ -127,7 +161,7 @@ class Interpreter(FrameProcessor):
         self._current = _Utterance(f"u{self._seq}", bytearray(self._preroll), start_ms)
         self._preroll.clear()
 
-    def _end_utterance(self) -> None:
+    async def _end_utterance(self) -> None:
         utt, self._current = self._current, None
         if utt is None:
             return
@@ -135,14 +169,25 @@ class Interpreter(FrameProcessor):
         utt.vad_stop_at = time.monotonic()
         if len(utt.pcm) < self._min_bytes:
             if utt.sent_partial:  # withdraw the partial caption of a too-short blip
-                self._caption(utt, "source", self.pair.source, "", final=True)
+                await self._source(utt, self.pair.source, "")
             return
-        self._notify(messages.state("translating"))
+        await self.push_frame(TranslatingFrame(utterance_id=utt.uid))
         self._finals.put_nowait((utt, self.pair))
 
-    def _caption(self, utt: _Utterance, side: messages.Side, lang: str, text: str, final: bool):
+    async def _source(self, utt: _Utterance, lang: str, text: str, final: bool = True) -> None:
         end = utt.t_end_ms or self._now_ms()
-        self._notify(messages.caption(utt.uid, side, lang, text, final, utt.t_start_ms, end))
+        kind = SourceTranscriptionFrame if final else InterimSourceTranscriptionFrame
+        await self.push_frame(
+            kind(
+                text=text,
+                user_id="",
+                timestamp="",
+                language=lang,  # type: ignore[arg-type]  (our code, not Pipecat's enum)
+                utterance_id=utt.uid,
+                t_start_ms=utt.t_start_ms,
+                t_end_ms=end,
+            )
+        )
 
     # --- background work -----------------------------------------------------------------
     async def _partial_loop(self) -> None:
@@ -164,7 +209,7 @@ class Interpreter(FrameProcessor):
                 utt.partial_busy = False
             if text and self._current is utt:
                 utt.sent_partial = True
-                self._caption(utt, "source", lang, text, final=False)
+                await self._source(utt, lang, text, final=False)
 
     async def _finalise_loop(self) -> None:
         while True:
@@ -175,13 +220,15 @@ class Interpreter(FrameProcessor):
                 # The node's speech service is down (it is being restarted): expected, and
                 # the page is told to repeat itself rather than left in silence.
                 log.warning("utterance %s: %s", utt.uid, e)
-                self._notify(messages.failure("inference_unavailable"))
-                self._notify(messages.state("listening"))
+                await self._failed(utt, "inference_unavailable")
             except Exception:
                 # The traceback is logged here; the page gets our sentence, not the exception.
                 log.exception("utterance %s failed", utt.uid)
-                self._notify(messages.failure("translation_failed"))
-                self._notify(messages.state("listening"))
+                await self._failed(utt, "translation_failed")
+
+    async def _failed(self, utt: _Utterance, code: str) -> None:
+        await self.push_frame(CallErrorFrame(code=code))
+        await self.push_frame(NothingToSpeakFrame(utterance_id=utt.uid))
 
     async def _finalise(self, utt: _Utterance, pair: LanguagePair) -> None:
         pcm = bytes(utt.pcm) + bytes(int(TRAILING_SILENCE_S * BYTES_PER_S))
@@ -212,19 +259,31 @@ class Interpreter(FrameProcessor):
             if translation:
                 # Its caption first: on the page (or the other person's, in a room) the words
                 # never come after the voice saying them; the source caption follows.
-                self._caption(utt, "translation", into, translation, final=True)
                 await self.push_frame(
-                    SpeakTranslationFrame(
-                        text=translation, utterance_id=utt.uid, lang=into, marks=marks
+                    TranslationFrame(
+                        text=translation,
+                        language=into,
+                        utterance_id=utt.uid,
+                        t_start_ms=utt.t_start_ms,
+                        t_end_ms=utt.t_end_ms,
                     )
                 )
+                if source_task.done() and not source_task.exception():
+                    # Already there: ahead of the speech, which holds the TTS stage a while.
+                    await self._source(utt, spoken, source_task.result().strip())
+                    source_task = None
+                await self.push_frame(
+                    SpeakTranslationFrame(text=translation, utterance_id=utt.uid, marks=marks)
+                )
+                if source_task is None:
+                    return
         source = (await source_task).strip()
         if not source and not translation:
             if utt.sent_partial:
-                self._caption(utt, "source", spoken, "", final=True)
-            self._notify(messages.state("listening"))
+                await self._source(utt, spoken, "")
+            await self.push_frame(NothingToSpeakFrame(utterance_id=utt.uid))
             return
-        self._caption(utt, "source", spoken, source, final=True)
+        await self._source(utt, spoken, source)
         if translation:
             return
         if not speakable:
@@ -233,5 +292,7 @@ class Interpreter(FrameProcessor):
                 f"Speaking {name_of(into)} needs a cloud provider (openai-cascade); this "
                 f"{name_of(spoken)} sentence is shown untranslated."
             )
-            self._notify(messages.note(utt.uid, "needs_cloud_provider", why))
-        self._notify(messages.state("listening"))
+            await self.push_frame(
+                NoteFrame(utterance_id=utt.uid, code="needs_cloud_provider", message=why)
+            )
+        await self.push_frame(NothingToSpeakFrame(utterance_id=utt.uid))

@@ -1,4 +1,5 @@
-"""Speech translators: utterance audio in, source text and translated text out.
+"""Speech translators: an utterance's audio in, its source text and its translation (text)
+out. (The cascade's ``TextTranslator`` translates text into text.)
 
 The local one asks the node's inference service: Whisper ``transcribe`` for the source
 caption, Whisper ``translate`` (any language → English) for the translation, and Whisper's
@@ -25,7 +26,7 @@ class SpeechTranslator(Protocol):
     async def translate(self, pcm16_16k: bytes, pair: LanguagePair) -> str: ...
 
 
-class WhisperTranslator:
+class WhisperSpeechTranslator:
     def __init__(self, client: InferenceClient) -> None:
         self._client = client
 

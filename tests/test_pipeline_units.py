@@ -1,0 +1,213 @@
+"""The provider stages report in frames and one processor writes the page's messages: the
+local provider (Whisper STT service → Piper TTS service) against fakes of the node's
+inference service, and PageMessages' captions, state and errors. No dragoman process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pipecat.frames.frames import (
+    BotStoppedSpeakingFrame,
+    InputAudioRawFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.tests.utils import SleepFrame, run_test
+
+from dragoman.inference.client import InferenceError
+from dragoman.languages import LanguagePair
+from dragoman.pipeline.frames import (
+    CallErrorFrame,
+    InterimSourceTranscriptionFrame,
+    NothingToSpeakFrame,
+    SourceTranscriptionFrame,
+    TranslatingFrame,
+    TranslationFrame,
+)
+from dragoman.pipeline.page_messages import PageMessages
+from dragoman.pipeline.piper_tts import PiperTTSService
+from dragoman.pipeline.whisper_stt import WhisperSTTService
+
+
+class FakeWhisper:
+    """A SpeechTranslator: Japanese or English in, English out."""
+
+    def __init__(self, spoken: str = "ja") -> None:
+        self.spoken = spoken
+
+    async def identify(self, pcm16_16k: bytes, candidates: list[str]) -> str:
+        assert self.spoken in candidates
+        return self.spoken
+
+    async def transcribe(self, pcm16_16k: bytes, language: str) -> str:
+        return {"ja": "こんにちは", "en": "Hello there"}[language]
+
+    def speaks(self, language: str) -> bool:
+        return language == "en"
+
+    async def translate(self, pcm16_16k: bytes, pair: LanguagePair) -> str:
+        return "Hello"
+
+
+class FakePiper:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.said: list[str] = []
+
+    async def tts(self, text: str) -> AsyncIterator[tuple[bytes, int]]:
+        if self.fail:
+            raise InferenceError("the speech service is restarting")
+        self.said.append(text)
+        for _ in range(2):
+            yield b"\x01\x00" * 2205, 22050
+
+
+class Page:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.ended: list[str] = []
+
+    def __call__(self, msg: dict[str, Any]) -> None:
+        self.sent.append(msg)
+
+    async def end(self, reason: str) -> None:
+        self.ended.append(reason)
+
+    def kinds(self) -> list[str]:
+        out = []
+        for m in self.sent:
+            detail = m.get("state") or m.get("side") or m.get("code") or ""
+            out.append(f"{m['type']}:{detail}" if detail else m["type"])
+        return out
+
+
+def audio(seconds: float) -> list[InputAudioRawFrame]:
+    chunk = b"\x00\x01" * 320  # 20 ms at 16 kHz
+    return [
+        InputAudioRawFrame(audio=chunk, sample_rate=16000, num_channels=1)
+        for _ in range(int(seconds / 0.02))
+    ]
+
+
+def utterance(seconds: float = 1.0) -> list[Any]:
+    return [VADUserStartedSpeakingFrame(), *audio(seconds), VADUserStoppedSpeakingFrame()]
+
+
+def local(pair: LanguagePair, whisper: FakeWhisper, piper: FakePiper, page: Page) -> Pipeline:
+    stt = WhisperSTTService(
+        translator=whisper,
+        pair=pair,
+        max_utterance_s=15,
+        min_utterance_s=0.3,
+        partial_interval_s=0,
+    )
+    return Pipeline([stt, PiperTTSService(client=piper), PageMessages(page, page.end)])
+
+
+async def test_local_caption_before_speech_then_metrics_and_listening() -> None:
+    page, piper = Page(), FakePiper()
+    await run_test(
+        local(LanguagePair("ja", "en"), FakeWhisper(), piper, page),
+        frames_to_send=[*utterance(), SleepFrame(0.5), BotStoppedSpeakingFrame()],
+    )
+    assert piper.said == ["Hello"]
+    assert page.kinds() == [
+        "state:translating",
+        "caption:translation",
+        "caption:source",
+        "state:speaking",
+        "metrics",
+        "state:listening",
+    ]
+    translation, source = page.sent[1], page.sent[2]
+    assert (translation["id"], translation["lang"], translation["text"]) == ("u1", "en", "Hello")
+    assert (source["id"], source["lang"], source["final"]) == ("u1", "ja", True)
+    assert source["t_end_ms"] >= source["t_start_ms"]
+    marks = page.sent[4]["marks"]
+    for mark in ("vad_stop", "translated", "tts_start", "tts_first_chunk", "first_audio_out"):
+        assert mark in marks, mark
+
+
+async def test_conversation_english_gets_its_caption_and_a_note_not_a_translation() -> None:
+    page, piper = Page(), FakePiper()
+    await run_test(
+        local(LanguagePair("ja", "en", conversation=True), FakeWhisper("en"), piper, page),
+        frames_to_send=[*utterance(), SleepFrame(0.3)],
+    )
+    assert piper.said == []
+    assert page.kinds() == [
+        "state:translating",
+        "caption:source",
+        "note:needs_cloud_provider",
+        "state:listening",
+    ]
+    assert page.sent[1]["lang"] == "en" and page.sent[1]["text"] == "Hello there"
+
+
+async def test_speech_synthesis_down_is_inference_unavailable() -> None:
+    page = Page()
+    await run_test(
+        local(LanguagePair("ja", "en"), FakeWhisper(), FakePiper(fail=True), page),
+        frames_to_send=[*utterance(), SleepFrame(0.5)],
+    )
+    errors = [m for m in page.sent if m["type"] == "error"]
+    assert [e["code"] for e in errors] == ["inference_unavailable"]
+    assert page.kinds()[-1] == "state:listening"  # its TTS context closed with no audio
+
+
+async def test_a_blip_is_not_translated() -> None:
+    page = Page()
+    await run_test(
+        local(LanguagePair("ja", "en"), FakeWhisper(), FakePiper(), page),
+        frames_to_send=[*utterance(0.1), SleepFrame(0.2)],
+    )
+    assert page.sent == []
+
+
+async def test_page_messages_state_follows_speech_and_fatal_errors_end_the_call() -> None:
+    page = Page()
+    tts_audio = TTSAudioRawFrame(audio=b"\0\0" * 240, sample_rate=24000, num_channels=1)
+    frames = [
+        InterimSourceTranscriptionFrame(
+            text="hel", user_id="", timestamp="", language="en", utterance_id="s1"
+        ),
+        TranslationFrame(text="Bon", language="fr", utterance_id="s1", final=False),
+        TTSStartedFrame(),
+        tts_audio,
+        BotStoppedSpeakingFrame(),  # played out, but the turn goes on: still speaking
+        TTSStoppedFrame(),  # now over, and quiet: listening
+        SourceTranscriptionFrame(
+            text="hello", user_id="", timestamp="", language="en", utterance_id="s1"
+        ),
+        TranslatingFrame(utterance_id="c1"),
+        NothingToSpeakFrame(utterance_id="c1"),
+        CallErrorFrame(code="provider_refused", detail="401", fatal=True, end_reason="x"),
+    ]
+    # System and data frames travel apart: one at a time, as they would come in a call.
+    await run_test(
+        PageMessages(page, page.end),
+        frames_to_send=[x for f in frames for x in (f, SleepFrame(0.02))],
+        expected_down_frames=[
+            TTSStartedFrame,
+            TTSAudioRawFrame,
+            BotStoppedSpeakingFrame,
+            TTSStoppedFrame,
+        ],
+    )
+    assert page.kinds() == [
+        "caption:source",
+        "caption:translation",
+        "state:speaking",
+        "state:listening",
+        "caption:source",
+        "state:translating",
+        "state:listening",
+        "error:provider_refused",
+    ]
+    assert page.sent[0]["final"] is False and page.sent[4]["final"] is True
+    assert page.sent[-1]["fatal"] and page.ended == ["x"]
