@@ -106,6 +106,10 @@ class WhisperSTTService(STTService):
     def _now_ms(self) -> int:
         return int((time.monotonic() - self._t0) * 1000)
 
+    @property
+    def supports_ttfs(self) -> bool:
+        return False  # no turn-taking strategy downstream waits on it
+
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
         """Not used: audio is segmented here (``process_audio_frame``) and each utterance
         finalised whole, not transcribed chunk by chunk."""
@@ -268,14 +272,15 @@ class WhisperSTTService(STTService):
                         t_end_ms=utt.t_end_ms,
                     )
                 )
-                if source_task.done() and not source_task.exception():
-                    # Already there: ahead of the speech, which holds the TTS stage a while.
+                # The source caption, when already there, goes ahead of the speech (which
+                # holds the TTS stage while it is made).
+                early = source_task.done() and source_task.exception() is None
+                if early:
                     await self._source(utt, spoken, source_task.result().strip())
-                    source_task = None
                 await self.push_frame(
                     SpeakTranslationFrame(text=translation, utterance_id=utt.uid, marks=marks)
                 )
-                if source_task is None:
+                if early:
                     return
         source = (await source_task).strip()
         if not source and not translation:
