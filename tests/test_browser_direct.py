@@ -10,6 +10,7 @@ provider session → audio and transcript events), not of a real provider.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -154,3 +155,111 @@ def test_a_gemini_call_overflows_to_gemini_live_from_the_page(
     page.click("#hangup")
     page.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)
     wait_until(lambda: one_slot.health()["active_calls"] == 0, 30, what="the agent call to end")
+
+
+# Records every peer connection, WebSocket and microphone track the page makes, so a test
+# can ask afterwards whether any of them is still open.
+OPENED_PROBE = """(() => {
+  const made = (window.__made = { pcs: [], sockets: [], tracks: [] });
+  const RealPC = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends RealPC {
+    constructor(...args) { super(...args); made.pcs.push(this); }
+  };
+  const RealWS = window.WebSocket;
+  window.WebSocket = class extends RealWS {
+    constructor(...args) { super(...args); made.sockets.push(this); }
+  };
+  const devices = navigator.mediaDevices;
+  const gum = devices.getUserMedia.bind(devices);
+  devices.getUserMedia = async (constraints) => {
+    const stream = await gum(constraints);
+    made.tracks.push(...stream.getTracks());
+    return stream;
+  };
+  window.__leftOpen = () => ({
+    pcs: made.pcs.filter((pc) => pc.signalingState !== 'closed').length,
+    sockets: made.sockets.filter((ws) => ws.readyState !== WebSocket.CLOSED).length,
+    tracks: made.tracks.filter((t) => t.readyState !== 'ended').length,
+  });
+})()"""
+
+NOTHING_OPEN = "() => { const o = window.__leftOpen(); return !o.pcs && !o.sockets && !o.tracks; }"
+
+
+def _provider_calls(fake: Fake) -> int:
+    """Calls the fake provider answered (minted secrets are not calls)."""
+    return len(fake.sessions("webrtc_call")) + len(fake.sessions("gemini-live"))
+
+
+def _pump_until(page, predicate, timeout_s: float, what: str) -> None:
+    """Waits for something a route handler records: the sync API runs those handlers only
+    inside its own calls, so this waits in short page-side steps (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        page.wait_for_timeout(20)
+
+
+@pytest.mark.parametrize(
+    ("provider", "target"),
+    [
+        ("local", "en"),  # the overflow goes to OpenAI, over WebRTC
+        ("gemini-live-translate", "th"),  # to Gemini Live, over a WebSocket
+    ],
+    ids=["openai", "gemini"],
+)
+def test_hanging_up_during_the_post_leaves_nothing_open(
+    one_slot: Server, fake: Fake, page, provider: str, target: str
+) -> None:
+    """The caller hangs up while POST /v1/calls is in flight; its answer (overflow to direct
+    mode) arrives afterwards. As with an agent's answer, nothing is opened for it."""
+    _take_the_only_slot(one_slot, page)
+    context = page.context.browser.new_context(ignore_https_errors=True)
+    try:
+        _hang_up_during_the_post(one_slot, fake, context, provider, target)
+    finally:
+        context.close()
+        # Free the slot even when the check failed, so the next test gets its agent call.
+        page.click("#hangup")
+        page.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)
+        wait_until(lambda: one_slot.health()["active_calls"] == 0, 30, what="the slot freed")
+
+
+def _hang_up_during_the_post(
+    one_slot: Server, fake: Fake, context, provider: str, target: str
+) -> None:
+    sessions_before = _provider_calls(fake)
+    context.add_init_script(OPENED_PROBE)
+    second = context.new_page()
+    errors: list[str] = []
+    second.on("pageerror", lambda e: errors.append(str(e)))
+    second.on("console", lambda m: print(f"[page2] {m.type}: {m.text}"))
+    second.goto(one_slot.url)
+    second.wait_for_function("document.querySelectorAll('#provider option').length >= 4")
+    second.select_option("#provider", provider)
+    second.select_option("#source", "ja")
+    second.select_option("#target", target)
+
+    # Hold the POST until the caller has hung up.
+    routes: list = []
+    second.route(f"{one_slot.url}/v1/calls", lambda route: routes.append(route))
+    second.click("#call")
+    _pump_until(second, lambda: routes, 20, "the page to POST its offer")
+    second.click("#hangup")
+    second.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)
+    assert second.inner_text("#notice") == "Call cancelled."
+    routes[0].continue_()
+    # The server answers "direct" now (its only slot is still taken). The page opens nothing
+    # for that answer and has closed everything it had opened, the microphone included.
+    second.wait_for_function("() => window.dragoman.pendingSetups === 0", timeout=15_000)
+    try:
+        second.wait_for_function(NOTHING_OPEN, timeout=5_000)
+    except Exception as e:  # Playwright's TimeoutError: say what was left
+        raise AssertionError(f"left open: {second.evaluate('window.__leftOpen()')}") from e
+    assert second.evaluate("window.__made.tracks.length") > 0  # the microphone was opened
+    assert second.evaluate("window.dragoman.state") == "ended"
+    assert second.evaluate("window.dragoman.mode") is None  # no direct call was set up
+    assert errors == []
+    # No provider session was opened for a call that was already hung up.
+    assert _provider_calls(fake) == sessions_before

@@ -92,6 +92,9 @@ const dragoman = {
   // lets a test measure speech after a given caption arrived, not a running maximum.
   remoteLevels: [],
   states: [], // [performance.now(), state] of every state change (bounded)
+  // Call setups still running, hung-up ones included (their answers may still arrive):
+  // 0 once every Call button press has finished with whatever it started.
+  pendingSetups: 0,
 };
 window.dragoman = dragoman;
 const MAX_LEVEL_SAMPLES = 30000; // 10 minutes at 20 ms
@@ -466,6 +469,7 @@ async function startCall() {
   dragoman.conversation = call.mode === 'conversation';
   dragoman.callTimings = call.timings; // live: filled in as the call is set up
   wireCall(s, call);
+  dragoman.pendingSetups += 1;
   try {
     await call.start(stream);
   } catch (err) {
@@ -473,6 +477,8 @@ async function startCall() {
     console.error('dragoman: call setup failed', err);
     showError(err.message || String(err));
     endSession(s, 'failed');
+  } finally {
+    dragoman.pendingSetups -= 1;
   }
 }
 

@@ -125,8 +125,13 @@ export class Call extends EventTarget {
   /**
    * Direct mode: a new peer connection to the provider, authorised by the short-lived
    * client secret the server minted (the server's API key never reaches the page).
+   *
+   * The rule after a hang-up, as for an agent's answer: nothing new is opened, and what is
+   * open is closed. hangup() tears down whatever this.pc / this.dc / this.gemini hold at
+   * that moment, so each is checked for a hang-up right before it is made and stored at once.
    */
   async #startDirect(answer, localStream) {
+    this.#throwIfClosed();
     this.direct = true;
     this.#teardown(); // the offer made for an agent is not used
     this.#emit('direct', { reason: answer.reason, provider: answer.provider, expiresAt: answer.expires_at });
@@ -286,6 +291,9 @@ export class Call extends EventTarget {
       const data = await readJson(res);
 
       if (res.ok && data?.mode === 'direct') {
+        // Hung up while the POST was in flight: the minted secret lapses by itself, and no
+        // session with the provider is opened for it.
+        this.#throwIfClosed();
         if (!data.client_secret || !data.call_url) {
           throw new CallError('The server sent a direct-mode answer without a secret.', { code: 'bad_answer', status: res.status });
         }

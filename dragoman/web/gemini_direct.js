@@ -35,11 +35,16 @@ export class GeminiDirect {
     this.onEvent = onEvent;
   }
 
-  /** Opens the audio graph and the session; resolves once the server accepted the setup. */
+  /**
+   * Opens the audio graph and the session; resolves once the server accepted the setup.
+   * Rejects with an AbortError when close() came first (nothing is opened after it).
+   */
   async start() {
     const ctx = (this.#ctx = new AudioContext());
     await ctx.audioWorklet.addModule('/pcm_worklet.js');
+    this.#throwIfClosed();
     if (ctx.state === 'suspended') await ctx.resume().catch(() => {});
+    this.#throwIfClosed();
     const player = new AudioWorkletNode(ctx, 'pcm-player', { numberOfInputs: 0, outputChannelCount: [1] });
     const out = ctx.createMediaStreamDestination();
     player.connect(out);
@@ -83,6 +88,10 @@ export class GeminiDirect {
         if (!this.#closed) this.onEvent('closed', { code: e.code, reason: e.reason, ready: wasReady });
       });
     });
+  }
+
+  #throwIfClosed() {
+    if (this.#closed) throw new DOMException('The session was closed.', 'AbortError');
   }
 
   #onMessage(msg) {
