@@ -17,6 +17,9 @@ import pytest
 from conftest import Server, start_server, stop_server, wait_until
 from fake_provider import GEMINI_KEY, KEY, Fake, start_fake, stop_fake
 
+# What the page says when its caller hung up a connected call (the agent's words for it).
+HUNG_UP = "Call ended: You hung up."
+
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
@@ -88,6 +91,8 @@ def test_full_fleet_overflows_to_direct_mode_in_the_page(
     page.click("#hangup")
     page.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)
     wait_until(lambda: one_slot.health()["active_calls"] == 0, 30, what="the agent call to end")
+    # Hanging up a connected direct call ends it, in the words an agent call uses.
+    assert (second.inner_text("#notice"), page.inner_text("#notice")) == (HUNG_UP, HUNG_UP)
 
 
 def _take_the_only_slot(one_slot: Server, page) -> None:
@@ -151,10 +156,12 @@ def test_a_gemini_call_overflows_to_gemini_live_from_the_page(
 
     second.click("#hangup")
     second.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)
+    notice = second.inner_text("#notice")
     context.close()
     page.click("#hangup")
     page.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)
     wait_until(lambda: one_slot.health()["active_calls"] == 0, 30, what="the agent call to end")
+    assert notice == HUNG_UP  # a connected call ended, not a cancelled one
 
 
 # Records every peer connection, WebSocket and microphone track the page makes, so a test

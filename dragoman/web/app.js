@@ -39,6 +39,9 @@ const END_REASONS = {
   agent_unresponsive: 'the interpreter stopped responding',
   error: 'a server error occurred',
 };
+// What the page says when its caller hangs up an answered call, agent or direct: the words
+// an agent's own "ended" message gives (reason "hangup"), which often arrives first.
+const HUNG_UP_NOTICE = 'Call ended: You hung up.';
 // Endings that are failures, worth the error banner rather than just a note.
 const ABNORMAL_END_REASONS = new Set(['memory_limit', 'agent_lost', 'agent_unresponsive', 'error']);
 
@@ -423,7 +426,8 @@ async function startCall() {
   const audioContext = new AudioContext();
   audioContext.resume().catch(() => {});
 
-  const s = (session = { t0, audioContext, call: null, stream: null, micMeter: null, remoteMeter: null, timer: null, ended: false });
+  // answered: the call was answered (agent or provider): hanging up ends it.
+  const s = (session = { t0, audioContext, answered: false, call: null, stream: null, micMeter: null, remoteMeter: null, timer: null, ended: false });
   resetMetrics();
   clearCaptions();
   hideError();
@@ -498,6 +502,7 @@ function wireCall(s, call) {
       Object.assign(dragoman, { mode: 'agent', provider });
       showMode(`Interpreter agent · ${providerInfo(provider)?.title ?? provider}`);
     }
+    s.answered = true;
     dragoman.callId = callId;
     dragoman.serverTimings = timings;
     dragoman.answerMs = Math.round(at - s.t0);
@@ -559,7 +564,7 @@ async function hangUp() {
   ui.hangup.disabled = true;
   await s.call?.hangup();
   // The server's own "ended" message may have arrived (and said more) meanwhile.
-  if (!s.ended) setNotice(s.call?.callId ? 'Call ended.' : 'Call cancelled.');
+  if (!s.ended) setNotice(s.answered ? HUNG_UP_NOTICE : 'Call cancelled.');
   endSession(s, 'ended');
 }
 
