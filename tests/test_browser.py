@@ -7,6 +7,7 @@ English translation, and measure non-silent translated audio with its AnalyserNo
 
 from __future__ import annotations
 
+import pytest
 from conftest import JA_KEYWORD, Server, wait_until
 
 
@@ -62,3 +63,53 @@ def test_japanese_call_in_chromium(server: Server, page) -> None:
         "() => ['ended', 'idle'].includes(window.dragoman.state)", timeout=10_000
     )
     wait_until(lambda: server.health()["active_calls"] == 0, 15, what="call ended on the server")
+
+
+# Makes the page's first `new AudioContext()` throw, or that context's resume() (as when no
+# audio device can be opened); every later one works.
+AUDIO_FAILS_ONCE = """(() => {
+  const where = WHERE;
+  let failures = 1;
+  const fail = () => new DOMException('No audio output device is available.', 'NotSupportedError');
+  window.AudioContext = class extends window.AudioContext {
+    constructor(...args) {
+      if (where === 'constructor' && failures-- > 0) throw fail();
+      super(...args);
+    }
+    resume() {
+      if (where === 'resume' && failures-- > 0) throw fail();
+      return super.resume();
+    }
+  };
+})()"""
+
+
+@pytest.mark.parametrize("where", ["constructor", "resume"])
+def test_audio_that_cannot_start_is_reported_and_the_page_can_call_again(
+    server: Server, page, where: str
+) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda e: (errors.append(str(e)), print(f"[page] error: {e}")))
+    page.add_init_script(AUDIO_FAILS_ONCE.replace("WHERE", repr(where)))
+    page.goto(server.url)
+    page.wait_for_function("document.querySelectorAll('#source option').length > 5")
+    page.select_option("#source", "ja")
+    page.select_option("#target", "en")
+
+    page.click("#call")
+    page.wait_for_selector("#error:not([hidden])", timeout=5_000)
+    assert "audio" in page.inner_text("#error")
+    page.wait_for_function(
+        "() => window.dragoman.state === 'failed' && window.dragoman.pendingSetups === 0"
+    )
+    assert page.is_enabled("#call") and page.is_disabled("#hangup")
+    assert errors == []  # nothing escaped the click handler
+
+    # The page is ready to call again, and this time the audio starts.
+    page.click("#call")
+    page.wait_for_function("() => window.dragoman.mode === 'agent'", timeout=30_000)
+    assert page.is_hidden("#error")
+    page.click("#hangup")
+    page.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)
+    wait_until(lambda: server.health()["active_calls"] == 0, 15, what="call ended on the server")
+    assert errors == []

@@ -418,21 +418,42 @@ async function readBody(res) {
 
 // ---------------------------------------------------------------- call lifecycle
 
+/** The Call button's handler: whatever goes wrong is shown, and the page can call again. */
 async function startCall() {
   if (session || !languagesLoaded) return;
-  const t0 = performance.now();
-  // Created inside the click handler (a user gesture), or browsers keep it
-  // suspended. Not awaited: resume() may settle late and nothing here needs it.
-  const audioContext = new AudioContext();
-  audioContext.resume().catch(() => {});
+  const s = (session = {
+    t0: performance.now(),
+    audioContext: null,
+    answered: false, // the call was answered (agent or provider): hanging up ends it
+    call: null,
+    stream: null,
+    micMeter: null,
+    remoteMeter: null,
+    timer: null,
+    ended: false,
+  });
+  dragoman.pendingSetups += 1;
+  try {
+    await setUpCall(s);
+  } catch (err) {
+    if (session !== s || s.call?.closed) return; // hung up meanwhile; already handled
+    console.error('dragoman: call setup failed', err);
+    showError(err.message || String(err));
+    endSession(s, 'failed');
+  } finally {
+    dragoman.pendingSetups -= 1;
+  }
+}
 
-  // answered: the call was answered (agent or provider): hanging up ends it.
-  const s = (session = { t0, audioContext, answered: false, call: null, stream: null, micMeter: null, remoteMeter: null, timer: null, ended: false });
+async function setUpCall(s) {
   resetMetrics();
   clearCaptions();
   hideError();
   setNotice('');
   setState('connecting');
+  // Before any await: made inside the click handler (a user gesture), or browsers keep it
+  // suspended.
+  s.audioContext = openAudio();
 
   if (!navigator.mediaDevices?.getUserMedia || !window.RTCPeerConnection) {
     showError('This browser cannot make the call: microphone access needs a secure context (https or localhost) and WebRTC support.');
@@ -459,7 +480,7 @@ async function startCall() {
     return;
   }
   s.stream = stream;
-  s.micMeter = new LevelMeter(audioContext, stream);
+  s.micMeter = new LevelMeter(s.audioContext, stream);
   s.timer = setInterval(() => sampleLevels(s), METER_INTERVAL_MS);
 
   const call = (s.call = new Call({
@@ -473,16 +494,20 @@ async function startCall() {
   dragoman.conversation = call.mode === 'conversation';
   dragoman.callTimings = call.timings; // live: filled in as the call is set up
   wireCall(s, call);
-  dragoman.pendingSetups += 1;
+  await call.start(stream);
+}
+
+/** The page's AudioContext (level meters); throws a readable Error when there is none. */
+function openAudio() {
+  let audioContext;
   try {
-    await call.start(stream);
+    audioContext = new AudioContext();
+    // Not awaited: resume() may settle late and nothing here needs it.
+    audioContext.resume().catch((err) => console.warn('dragoman: audio did not resume', err));
+    return audioContext;
   } catch (err) {
-    if (session !== s || call.closed) return; // hung up meanwhile; already handled
-    console.error('dragoman: call setup failed', err);
-    showError(err.message || String(err));
-    endSession(s, 'failed');
-  } finally {
-    dragoman.pendingSetups -= 1;
+    audioContext?.close().catch(() => {});
+    throw new Error(`This browser could not start audio for the call (${err?.message || err}). Check that an audio device is available, then call again.`);
   }
 }
 
@@ -577,7 +602,7 @@ function endSession(s, finalState) {
   s.micMeter?.disconnect();
   s.remoteMeter?.disconnect();
   s.stream?.getTracks().forEach((t) => t.stop());
-  s.audioContext.close().catch(() => {});
+  s.audioContext?.close().catch(() => {});
   ui.remoteAudio.srcObject = null;
   ui.micLevel.value = 0;
   ui.remoteLevel.value = 0;

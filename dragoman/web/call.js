@@ -179,7 +179,7 @@ export class Call extends EventTarget {
 
   /** Gemini Live over a WebSocket, with the one-use token the server minted. */
   async #startGeminiDirect(answer, localStream) {
-    const { GeminiDirect } = await import('/gemini_direct.js');
+    const { GeminiDirect, AudioSetupError } = await import('/gemini_direct.js');
     this.#throwIfClosed();
     const captions = new DirectCaptions((c) => this.#emit('caption', c));
     const session = (this.gemini = new GeminiDirect({
@@ -206,6 +206,9 @@ export class Call extends EventTarget {
       await session.start();
     } catch (err) {
       this.#throwIfClosed();
+      if (err instanceof AudioSetupError) {
+        throw new CallError(`This browser could not start the call's audio (${err.message}).`, { code: 'audio_unavailable' });
+      }
       console.warn('dragoman: direct call refused', err);
       throw new CallError('The translation service refused the direct call. Please try again later.', { code: 'direct_refused' });
     }

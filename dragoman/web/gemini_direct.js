@@ -14,6 +14,11 @@ const PLAY_RATE = 24000;
 const SETUP_TIMEOUT_MS = 10000;
 const RATE_RE = /rate=(\d+)/;
 
+/** The audio graph could not be built (no audio device, a browser without AudioWorklet…). */
+export class AudioSetupError extends Error {
+  name = 'AudioSetupError';
+}
+
 export class GeminiDirect {
   #ws = null;
   #ctx = null;
@@ -37,9 +42,22 @@ export class GeminiDirect {
 
   /**
    * Opens the audio graph and the session; resolves once the server accepted the setup.
-   * Rejects with an AbortError when close() came first (nothing is opened after it).
+   * Rejects with an AbortError when close() came first (nothing is opened after it), or an
+   * AudioSetupError when the audio graph cannot be built.
    */
   async start() {
+    try {
+      await this.#startAudio();
+    } catch (err) {
+      this.#throwIfClosed();
+      throw new AudioSetupError(err?.message || String(err));
+    }
+    this.#throwIfClosed();
+    await this.#openSession();
+  }
+
+  async #startAudio() {
+    this.#throwIfClosed();
     const ctx = (this.#ctx = new AudioContext());
     await ctx.audioWorklet.addModule('/pcm_worklet.js');
     this.#throwIfClosed();
@@ -60,7 +78,9 @@ export class GeminiDirect {
     source.connect(capture).connect(sink).connect(ctx.destination);
     capture.port.onmessage = (e) => this.#sendAudio(e.data);
     this.#nodes = [source, capture, sink, player, out];
+  }
 
+  async #openSession() {
     const ws = (this.#ws = new WebSocket(`${this.url}?access_token=${encodeURIComponent(this.token)}`));
     ws.binaryType = 'arraybuffer';
     await new Promise((resolve, reject) => {
