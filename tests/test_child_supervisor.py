@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from dragoman.worker.child_supervisor import Backoff, ChildSupervisor
+from dragoman.worker.child_supervisor import Backoff, SupervisedChild
 from dragoman.worker.gateway import RESTART_BACKOFF as JANUS_BACKOFF
 from dragoman.worker.inference_service import RESTART_BACKOFF as INFERENCE_BACKOFF
 
@@ -14,63 +14,6 @@ from dragoman.worker.inference_service import RESTART_BACKOFF as INFERENCE_BACKO
 def test_backoff_doubles_per_failure_up_to_its_cap() -> None:
     assert [JANUS_BACKOFF.delay(n) for n in range(1, 8)] == [0.5, 1, 2, 4, 8, 10, 10]
     assert [INFERENCE_BACKOFF.delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 16, 30]
-
-
-class Child:
-    """Dies when told; its next ``fail_starts`` starts fail."""
-
-    def __init__(self) -> None:
-        self.events: list[str] = []
-        self.gone: asyncio.Queue[str] = asyncio.Queue()
-        self.fail_starts = 0
-
-    async def start(self) -> None:
-        self.events.append("start")
-        if self.fail_starts:
-            self.fail_starts -= 1
-            raise RuntimeError("would not start")
-
-    async def watch(self) -> str:
-        return await self.gone.get()
-
-    async def terminate(self) -> None:
-        self.events.append("terminate")
-
-
-QUICK = Backoff(0.001, 0.01)
-
-
-def supervised(child: Child, backoff: Backoff = QUICK) -> ChildSupervisor:
-    return ChildSupervisor(
-        "test child",
-        start=child.start,
-        watch=child.watch,
-        terminate=child.terminate,
-        backoff=backoff,
-        on_down=lambda reason: child.events.append(f"down: {reason}"),
-        on_up=lambda: child.events.append("up"),
-    )
-
-
-async def settle(child: Child, last: str) -> None:
-    async with asyncio.timeout(5):
-        while not child.events or child.events[-1] != last:
-            await asyncio.sleep(0.001)
-
-
-async def test_a_lost_child_is_reported_down_killed_restarted_and_reported_up() -> None:
-    child = Child()
-    sup = supervised(child)
-    sup.begin()
-    child.gone.put_nowait("exited with code -9")
-    await settle(child, "up")
-    assert child.events == ["down: exited with code -9", "terminate", "start", "up"]
-    assert sup.restarts == 1 and sup.last_down_reason == "exited with code -9"
-    child.events.clear()
-    child.gone.put_nowait("stopped answering")
-    await settle(child, "up")
-    assert sup.restarts == 2 and sup.last_down_reason == "stopped answering"
-    await sup.stop()
 
 
 class Recorded(Backoff):
@@ -81,32 +24,96 @@ class Recorded(Backoff):
         return 0.0
 
 
+QUICK = Backoff(0.001, 0.01)
+
+
+class Child(SupervisedChild):
+    """Dies when told; its next ``fail_starts`` starts fail."""
+
+    what = "test child"
+
+    def __init__(self, backoff: Backoff = QUICK) -> None:
+        super().__init__()
+        self.backoff = backoff
+        self.events: list[str] = []
+        self.gone: asyncio.Queue[str] = asyncio.Queue()
+        self.fail_starts = 0
+        self.on_down = lambda reason: self.events.append(f"down: {reason}")
+        self.on_up = lambda: self.events.append("up")
+
+    async def _start(self) -> None:
+        self.events.append("start")
+        if self.fail_starts:
+            self.fail_starts -= 1
+            raise RuntimeError("would not start")
+
+    async def _watch(self) -> str:
+        return await self.gone.get()
+
+    async def _terminate(self) -> None:
+        self.events.append("terminate")
+
+    def begin(self) -> None:
+        self._mark_up()
+        self._supervise()
+        self.events.clear()
+
+
+async def settle(child: Child, last: str) -> None:
+    async with asyncio.timeout(5):
+        while not child.events or child.events[-1] != last:
+            await asyncio.sleep(0.001)
+
+
+async def test_a_lost_child_is_reported_down_killed_restarted_and_reported_up() -> None:
+    child = Child()
+    child.begin()
+    child.gone.put_nowait("exited with code -9")
+    await settle(child, "up")
+    assert child.events == ["down: exited with code -9", "terminate", "start", "up"]
+    assert child.restarts == 1 and child.last_down_reason == "exited with code -9"
+    assert child.up
+    child.events.clear()
+    child.gone.put_nowait("stopped answering")
+    await settle(child, "up")
+    assert child.restarts == 2 and child.last_down_reason == "stopped answering"
+    await child._stop_supervising()
+    assert not child.up
+
+
+async def test_down_is_seen_before_the_kill_and_until_a_start_answers() -> None:
+    child = Child()
+    child.on_down = lambda _reason: child.events.append(f"up={child.up}")
+    child.begin()
+    child.fail_starts = 1
+    child.gone.put_nowait("gone")
+    await settle(child, "terminate")
+    assert child.events[0] == "up=False" and not child.up
+    await child._stop_supervising()
+
+
 async def test_failed_starts_are_retried_after_a_growing_wait() -> None:
     backoff = Recorded(1.0, 5.0)
     object.__setattr__(backoff, "waits", waits := [])
-    child = Child()
+    child = Child(backoff)
+    child.begin()
     child.fail_starts = 3
-    sup = supervised(child, backoff)
-    sup.begin()
     child.gone.put_nowait("gone")
     await settle(child, "up")
-    assert child.events == ["down: gone", "terminate"] + ["start", "terminate"] * 3 + [
-        "start",
-        "up",
-    ]
+    failed = ["start", "terminate"] * 3
+    assert child.events == ["down: gone", "terminate", *failed, "start", "up"]
     assert waits == [2.0, 4.0, 5.0]
-    assert sup.restarts == 1  # one loss, however many starts it took
-    await sup.stop()
+    assert child.restarts == 1  # one loss, however many starts it took
+    await child._stop_supervising()
 
 
 async def test_stop_ends_the_restarts() -> None:
-    child = Child()
+    child = Child(Backoff(0.05, 0.05))
+    child.begin()
     child.fail_starts = 1000
-    sup = supervised(child, Backoff(0.05, 0.05))
-    sup.begin()
     child.gone.put_nowait("gone")
     await settle(child, "terminate")
-    await sup.stop()
+    await child._stop_supervising()
     starts = child.events.count("start")
     await asyncio.sleep(0.2)
     assert child.events.count("start") == starts and "up" not in child.events

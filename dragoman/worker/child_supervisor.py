@@ -3,7 +3,7 @@ inference service are each watched, reported down the moment they are lost, kill
 started again with back-off, and reported up once they answer.
 
 What is specific to a child (how to start it and know it answers, how to tell it is gone,
-how to kill it) is the owner's; the loop and its policy are here, once.
+how to kill it) is its subclass's; the loop, its state and its policy are here, once.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger("dragoman.worker")
@@ -28,59 +29,73 @@ class Backoff:
         return min(self.cap_s, self.base_s * 2**failures)
 
 
-class ChildSupervisor:
-    """Restarts one child whenever ``watch`` returns (with the reason it is gone).
+class SupervisedChild(ABC):
+    """A child restarted whenever ``_watch`` returns (with the reason it is gone).
 
-    ``start`` starts the child and returns once it answers, raising if it does not;
-    ``terminate`` kills what is left of it (also a stopped one). ``on_down(reason)`` runs
-    before the child is killed, ``on_up()`` once a new one answers."""
+    ``on_down(reason)`` is called before the lost child is killed (the worker marks the node
+    not ready), ``on_up()`` once a new one answers."""
 
-    def __init__(
-        self,
-        what: str,
-        start: Callable[[], Awaitable[None]],
-        watch: Callable[[], Awaitable[str]],
-        terminate: Callable[[], Awaitable[None]],
-        backoff: Backoff,
-        on_down: Callable[[str], None],
-        on_up: Callable[[], None],
-    ) -> None:
-        self.what = what
-        self._start = start
-        self._watch = watch
-        self._terminate = terminate
-        self.backoff = backoff
-        self._on_down = on_down
-        self._on_up = on_up
+    what: str  # as the log names it
+    backoff: Backoff
+
+    def __init__(self) -> None:
+        self.on_down: Callable[[str], None] = lambda _reason: None
+        self.on_up: Callable[[], None] = lambda: None
         self.restarts = 0
         self.last_down_reason: str | None = None
-        self.stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._up = False
+        self._stopping = False
+        self._supervisor: asyncio.Task[None] | None = None
 
-    def begin(self) -> None:
-        """The first child is up (its owner started it): watch it from now on."""
-        self._task = asyncio.create_task(self._run(), name=f"supervise {self.what}")
+    @property
+    def up(self) -> bool:
+        return self._up
 
-    async def stop(self) -> None:
-        """No more restarts (the owner then terminates the child itself)."""
-        self.stopping = True
-        if self._task is not None:
-            self._task.cancel()
+    @abstractmethod
+    async def _start(self) -> None:
+        """Start the child; return once it answers, raise if it does not."""
+
+    @abstractmethod
+    async def _watch(self) -> str:
+        """Return why the child is gone (it exited, or stopped answering its probe)."""
+
+    @abstractmethod
+    async def _terminate(self) -> None:
+        """Kill what is left of the child (also a stopped one); gently when stopping."""
+
+    def _mark_down(self, reason: str) -> None:
+        self._up = False
+        self.on_down(reason)
+
+    def _mark_up(self) -> None:
+        self._up = True
+        self.on_up()
+
+    def _supervise(self) -> None:
+        """The first child is up: watch it from now on."""
+        self._supervisor = asyncio.create_task(self._restart_loop(), name=f"supervise {self.what}")
+
+    async def _stop_supervising(self) -> None:
+        """No more restarts (the caller then terminates the child itself)."""
+        self._stopping = True
+        self._up = False
+        if self._supervisor is not None:
+            self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await self._supervisor
 
-    async def _run(self) -> None:
+    async def _restart_loop(self) -> None:
         failures = 0
-        while not self.stopping:
+        while not self._stopping:
             reason = await self._watch()
-            if self.stopping:
+            if self._stopping:
                 return
             self.restarts += 1
             self.last_down_reason = reason
             log.error("%s down (%s); restarting it", self.what, reason)
-            self._on_down(reason)
+            self._mark_down(reason)
             await self._terminate()
-            while not self.stopping:
+            while not self._stopping:
                 try:
                     await self._start()
                     failures = 0
@@ -90,5 +105,5 @@ class ChildSupervisor:
                     log.error("%s restart failed: %s", self.what, e)
                     await self._terminate()
                     await asyncio.sleep(self.backoff.delay(failures))
-            if not self.stopping:
-                self._on_up()
+            if not self._stopping:
+                self._mark_up()

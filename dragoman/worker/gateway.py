@@ -27,7 +27,7 @@ import websockets
 
 from dragoman.config import Settings
 from dragoman.media.plain_sdp import PlainOffer, PlainSdpError, parse_plain_offer
-from dragoman.worker.child_supervisor import Backoff, ChildSupervisor
+from dragoman.worker.child_supervisor import Backoff, SupervisedChild
 from dragoman.worker.janus_client import (
     JanusClient,
     JanusClosed,
@@ -72,54 +72,33 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-class MediaGateway:
+class MediaGateway(SupervisedChild):
+    what = "media gateway (Janus)"
+    backoff = RESTART_BACKOFF
+
     def __init__(self, settings: Settings, runtime_dir: Path) -> None:
+        super().__init__()
         self.settings = settings
         self.dir = runtime_dir
         self.socket_path = runtime_dir / "janus-ws.sock"
         self.admin_socket = runtime_dir / "janus-admin.sock"
         self._admin_secret = ""
         self.generation = 0
-        self.on_down: Callable[[str], None] = lambda _reason: None
-        self.on_up: Callable[[], None] = lambda: None
         self._proc: asyncio.subprocess.Process | None = None
         self._client: JanusClient | None = None
         self._session: JanusSession | None = None
         self._subs: dict[int, EventCallback] = {}
-        self._up = asyncio.Event()
         self._tail: deque[str] = deque(maxlen=LOG_TAIL)
-        self._supervisor = ChildSupervisor(
-            "media gateway (Janus)",
-            start=self._launch,
-            watch=self._watch,
-            terminate=self._terminate,
-            backoff=RESTART_BACKOFF,
-            on_down=self._mark_down,
-            on_up=self._mark_up,
-        )
 
     # --- lifecycle -----------------------------------------------------------------------
-    @property
-    def up(self) -> bool:
-        return self._up.is_set()
-
-    @property
-    def restarts(self) -> int:
-        return self._supervisor.restarts
-
-    @property
-    def last_down_reason(self) -> str | None:
-        return self._supervisor.last_down_reason
-
     async def start(self) -> None:
         """Start Janus and return once it answers (RuntimeError with its log otherwise)."""
-        await self._launch()
+        await self._start()
         self._mark_up()
-        self._supervisor.begin()
+        self._supervise()
 
     async def stop(self) -> None:
-        self._up.clear()
-        await self._supervisor.stop()
+        await self._stop_supervising()
         await self._terminate()
 
     def stats(self) -> dict[str, Any]:
@@ -157,15 +136,7 @@ class MediaGateway:
         finally:
             await admin.close()
 
-    def _mark_up(self) -> None:
-        self._up.set()
-        self.on_up()
-
-    def _mark_down(self, reason: str) -> None:
-        self._up.clear()
-        self.on_down(reason)
-
-    async def _launch(self) -> None:
+    async def _start(self) -> None:
         self.generation += 1
         self._subs.clear()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -262,7 +233,7 @@ class MediaGateway:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), 1.0)
         if proc is not None and proc.returncode is None:
-            if self._supervisor.stopping:
+            if self._stopping:
                 proc.terminate()
                 try:
                     await asyncio.wait_for(proc.wait(), 3.0)

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -16,7 +15,7 @@ from dragoman.config import Settings, settings_for_child
 from dragoman.inference.client import InferenceClient, InferenceError
 from dragoman.inference.server import run_inference_service
 from dragoman.worker import metrics
-from dragoman.worker.child_supervisor import Backoff, ChildSupervisor
+from dragoman.worker.child_supervisor import Backoff, SupervisedChild
 
 log = logging.getLogger("dragoman.worker")
 
@@ -24,41 +23,22 @@ INFERENCE_START_TIMEOUT_S = 300.0  # loading Whisper and Piper; minutes on a col
 RESTART_BACKOFF = Backoff(base_s=0.5, cap_s=30.0)
 
 
-class InferenceService:
+class InferenceService(SupervisedChild):
     """The node's inference process, supervised like the media gateway: its exit is seen at
     once (its sentinel), a hang by a ping every ``inference_probe_interval_s``. Either way it
     reports down (the worker marks the node NOT_READY), is killed, started again and reports
-    up once it answers. Agents reach it by socket path per request, so they need no telling;
-    a request that was in flight fails and the call's page gets an error message."""
+    up once it answers. Agents reach it by socket path (their client connects again after
+    a restart), so they need no telling; a request that was in flight fails and the call's
+    page gets an error message."""
+
+    what = "inference service"
+    backoff = RESTART_BACKOFF
 
     def __init__(self, settings: Settings, socket_path: str) -> None:
+        super().__init__()
         self.settings = settings
         self.socket_path = socket_path
-        self.on_down: Callable[[str], None] = lambda _reason: None
-        self.on_up: Callable[[], None] = lambda: None
         self._proc: BaseProcess | None = None
-        self._up = False
-        self._supervisor = ChildSupervisor(
-            "inference service",
-            start=self._restart,
-            watch=self._watch,
-            terminate=self._terminate,
-            backoff=RESTART_BACKOFF,
-            on_down=self._mark_down,
-            on_up=self._mark_up,
-        )
-
-    @property
-    def up(self) -> bool:
-        return self._up
-
-    @property
-    def restarts(self) -> int:
-        return self._supervisor.restarts
-
-    @property
-    def last_down_reason(self) -> str | None:
-        return self._supervisor.last_down_reason
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -101,23 +81,21 @@ class InferenceService:
         """It is up (``wait_ready`` returned): watch it from now on."""
         self._up = True
         metrics.INFERENCE_UP.set(1)
-        self._supervisor.begin()
+        self._supervise()
 
-    async def _restart(self) -> None:
+    async def _start(self) -> None:
         self.launch()
         await self.wait_ready()
 
     def _mark_down(self, reason: str) -> None:
-        self._up = False
         metrics.INFERENCE_UP.set(0)
         metrics.INFERENCE_RESTARTS.inc()
-        self.on_down(reason)
+        super()._mark_down(reason)
 
     def _mark_up(self) -> None:
-        self._up = True
         metrics.INFERENCE_UP.set(1)
         log.warning("inference service back (pid %s)", self.stats()["pid"])
-        self.on_up()
+        super()._mark_up()
 
     async def _watch(self) -> str:
         """Returns why the service is gone: it exited or stopped answering its ping."""
@@ -163,7 +141,7 @@ class InferenceService:
         proc = self._proc
         if proc is None:
             return
-        if proc.is_alive() and self._supervisor.stopping:
+        if proc.is_alive() and self._stopping:
             proc.terminate()
             await asyncio.to_thread(proc.join, 5.0)
         if proc.is_alive():
@@ -174,6 +152,5 @@ class InferenceService:
         self._proc = None
 
     async def stop(self) -> None:
-        self._up = False
-        await self._supervisor.stop()
+        await self._stop_supervising()
         await self._terminate()
