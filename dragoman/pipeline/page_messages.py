@@ -13,7 +13,8 @@ output, so every provider reports the same way:
   router's ``ForwardedSpeechPlayedFrame`` when it went to the other person) — or at once after a
   ``NothingToSpeakFrame``.
 
-The frames it turns into messages end here; Pipecat's own (TTS, transcription) pass on.
+The frames it turns into messages end here, and so do transcriptions (a service's raw ones
+are re-sent by their provider with an utterance id); speech and everything else pass on.
 """
 
 from __future__ import annotations
