@@ -19,6 +19,7 @@ from pipecat.frames.frames import (
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.tests.utils import SleepFrame, run_test
 
+from dragoman.config import Settings
 from dragoman.inference.client import InferenceError
 from dragoman.languages import LanguagePair
 from dragoman.pipeline.frames import (
@@ -31,6 +32,9 @@ from dragoman.pipeline.frames import (
 )
 from dragoman.pipeline.page_messages import PageMessages
 from dragoman.pipeline.piper_tts import PiperTTSService
+from dragoman.pipeline.providers import openai_translate
+from dragoman.pipeline.providers.base import CallContext
+from dragoman.pipeline.providers.streaming import ProviderEvent, StreamingInterpretation
 from dragoman.pipeline.whisper_stt import WhisperSTTService
 
 
@@ -211,3 +215,29 @@ async def test_page_messages_state_follows_speech_and_fatal_errors_end_the_call(
     ]
     assert page.sent[0]["final"] is False and page.sent[4]["final"] is True
     assert page.sent[-1]["fatal"] and page.ended == ["x"]
+
+
+async def test_a_streaming_provider_frames_its_speech_as_a_tts_turn() -> None:
+    s = Settings(openai_api_key="k", openai_base_url="http://h:1/v1")
+    stage = StreamingInterpretation(
+        CallContext(pair=LanguagePair("ja", "en"), settings=s),
+        openai_translate.OpenAITranslate(s),
+    )
+    pushed: list[Any] = []
+
+    async def push(frame: Any, direction: Any = None) -> None:
+        pushed.append(frame)
+
+    stage.push_frame = push  # type: ignore[method-assign]
+    for _ in range(2):
+        await stage._on_event(ProviderEvent("audio", audio=b"\0\0" * 240, rate=24000))
+    await stage._on_event(ProviderEvent("source_text", text="こんにちは"))
+    await stage._caption("source", stage._source.close())
+    assert [type(f) for f in pushed] == [
+        TTSStartedFrame,
+        TTSAudioRawFrame,
+        TTSAudioRawFrame,
+        SourceTranscriptionFrame,
+    ]
+    line = pushed[-1]
+    assert (line.utterance_id, line.language, line.text) == ("s1", "ja", "こんにちは")
