@@ -120,12 +120,12 @@ def _serve(args: argparse.Namespace) -> int:
     from dragoman.fleet.dispatcher import Dispatcher
     from dragoman.fleet.worker_client import LocalWorkerClient
     from dragoman.http_server import run_app
-    from dragoman.worker.node import Node
+    from dragoman.worker.node_supervisor import NodeSupervisor
     from dragoman.worker.service import WorkerService
 
     settings = _settings(args, registry="memory")
     registry = _open_registry(settings)
-    service = WorkerService(settings, registry, Node(settings))
+    service = WorkerService(settings, registry, NodeSupervisor(settings))
     local = LocalWorkerClient(service)
     dispatcher = Dispatcher(
         registry, lambda _address: local, settings.reservation_ttl_s, settings.retry_after_s
@@ -199,13 +199,13 @@ def _worker(args: argparse.Namespace) -> int:
 
     from dragoman.http_server import run_app
     from dragoman.worker.app import create_worker_app
-    from dragoman.worker.node import Node
+    from dragoman.worker.node_supervisor import NodeSupervisor
     from dragoman.worker.service import WorkerService
 
     settings = _settings(args)
     token = _require_token(settings)
     registry = _open_registry(settings)
-    service = WorkerService(settings, registry, Node(settings))
+    service = WorkerService(settings, registry, NodeSupervisor(settings))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -709,9 +709,7 @@ def test_turn_is_wired_to_the_api_and_the_workers_media_range_is_set(
         transport = rest.split("transport=")[1].upper()
         assert (port, transport) in exposed, url
     assert any(u.startswith("turns:") and ":443?" in u for u in urls), "TLS on 443"
-    assert deployments_selected(rendered, svc["spec"]["selector"], NAMESPACE) == [
-        "dragoman-coturn"
-    ]
+    assert deployments_selected(rendered, svc["spec"]["selector"], NAMESPACE) == ["dragoman-coturn"]
 
     worker_env = container_env(container(one(rendered, "Deployment", "dragoman-worker")), rendered)
     low, high = (int(x) for x in worker_env["DRAGOMAN_MEDIA_PORT_RANGE"].split("-"))
@@ -963,9 +961,7 @@ def test_compose_coturn_is_configured_by_args(compose: dict) -> None:
     args = dict(a.split("=", 1) for a in cmd if a.startswith("--") and "=" in a)
     assert int(args["--min-port"]) < int(args["--max-port"])
     assert "--use-auth-secret" in cmd and "--lt-cred-mech" not in cmd
-    assert re.fullmatch(
-        r"\$\{DRAGOMAN_TURN_SECRET:\?[^}]*\}", args["--static-auth-secret"]
-    ), args
+    assert re.fullmatch(r"\$\{DRAGOMAN_TURN_SECRET:\?[^}]*\}", args["--static-auth-secret"]), args
     assert args["--tls-listening-port"] == "443"
     # The api mints pages' credentials with the same secret and lists the same ports.
     services = compose["services"]

@@ -203,5 +203,3 @@ async def test_control_channel_needs_the_calls_token_and_survives_a_reconnect(
         assert caller.result.control_close[0] == 1000
     finally:
         await caller.close()
-
-

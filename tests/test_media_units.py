@@ -47,7 +47,11 @@ def test_rtp_header_round_trip() -> None:
     pkt = parse_rtp(data)
     assert pkt is not None
     assert (pkt.payload_type, pkt.seq, pkt.timestamp, pkt.ssrc, pkt.marker) == (
-        111, 65535, 2**32 - 1, 0xDEADBEEF, True,
+        111,
+        65535,
+        2**32 - 1,
+        0xDEADBEEF,
+        True,
     )
     assert pkt.payload == b"opus"
 
@@ -103,7 +107,10 @@ def test_a_lost_packet_is_concealed_with_the_next_packets_fec() -> None:
     assert rb.push(3, b"c") == [] and rb.push(4, b"d") == []
     slots = rb.push(5, b"e")  # three packets past the gap: 2 is lost
     assert [(s.payload, s.fec) for s in slots] == [
-        (None, b"c"), (b"c", None), (b"d", None), (b"e", None),
+        (None, b"c"),
+        (b"c", None),
+        (b"d", None),
+        (b"e", None),
     ]
     assert rb.stats.lost == 1
     assert rb.push(2, b"b") == [] and rb.stats.late == 1  # too late now

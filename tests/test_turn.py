@@ -45,19 +45,36 @@ def turn_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, H
             "  chain in { type filter hook input priority 0; meta l4proto udp drop; }\n"
             "}\n"
         )
-        subprocess.run(["ip", "netns", "exec", caller.ns, "nft", "-f", "-"], input=rules.encode(),
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["ip", "netns", "exec", caller.ns, "nft", "-f", "-"],
+            input=rules.encode(),
+            check=True,
+            capture_output=True,
+        )
         secret = secrets.token_hex(16)
-        procs.append(node.popen(
-            [
-                "turnserver", "-n", "--no-cli", "--no-tls", "--no-dtls", "--simple-log",
-                "--log-file=stdout", f"--listening-ip={node.ip}", f"--relay-ip={node.ip}",
-                f"--listening-port={TURN_PORT}", "--min-port=49160", "--max-port=49300",
-                "--use-auth-secret", f"--static-auth-secret={secret}", "--realm=dragoman",
-            ],
-            dict(os.environ),
-            logs / "coturn.log",
-        ))
+        procs.append(
+            node.popen(
+                [
+                    "turnserver",
+                    "-n",
+                    "--no-cli",
+                    "--no-tls",
+                    "--no-dtls",
+                    "--simple-log",
+                    "--log-file=stdout",
+                    f"--listening-ip={node.ip}",
+                    f"--relay-ip={node.ip}",
+                    f"--listening-port={TURN_PORT}",
+                    "--min-port=49160",
+                    "--max-port=49300",
+                    "--use-auth-secret",
+                    f"--static-auth-secret={secret}",
+                    "--realm=dragoman",
+                ],
+                dict(os.environ),
+                logs / "coturn.log",
+            )
+        )
         env = {
             **os.environ,
             "DRAGOMAN_HOST": node.ip,
@@ -113,5 +130,7 @@ def test_udp_blocked_caller_connects_through_turn_over_tcp(turn_net) -> None:
     assert relayed["candidate"] == "relay", relayed
     assert relayed["first_audio_ms"] is not None and relayed["max_rms"] > AUDIBLE_RMS, relayed
     assert "listening" in relayed["states"]
-    print(f"TURN/TCP call: first audio {relayed['first_audio_ms']:.0f} ms "
-          f"(both calls {time.monotonic() - t0:.1f} s)")
+    print(
+        f"TURN/TCP call: first audio {relayed['first_audio_ms']:.0f} ms "
+        f"(both calls {time.monotonic() - t0:.1f} s)"
+    )

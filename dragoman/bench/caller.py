@@ -379,11 +379,15 @@ class Caller:
         """Loudest agent audio frame received within ``window_s`` after control message
         ``msg`` arrived (e.g. a ``speaking`` state): speech measured where it should be, not
         a running maximum that the connect chime alone would satisfy."""
-        at = next(t for m, t in zip(self.result.messages, self.result.message_at, strict=True)
-                  if m is msg)
+        at = next(
+            t for m, t in zip(self.result.messages, self.result.message_at, strict=True) if m is msg
+        )
         return max(
-            (r for r, t in zip(self.result.audio_rms, self.result.audio_at, strict=True)
-             if at <= t <= at + window_s),
+            (
+                r
+                for r, t in zip(self.result.audio_rms, self.result.audio_at, strict=True)
+                if at <= t <= at + window_s
+            ),
             default=0.0,
         )
 
@@ -392,9 +396,7 @@ class Caller:
         matches messages that arrive after it (not answers to an earlier step)."""
         return len(self.result.messages)
 
-    async def wait_for(
-        self, predicate: Any, timeout: float, since: int = 0
-    ) -> dict[str, Any]:
+    async def wait_for(self, predicate: Any, timeout: float, since: int = 0) -> dict[str, Any]:
         """Wait for a control message matching ``predicate``, among those received from
         index ``since`` on (default: every message of the call)."""
         deadline = time.monotonic() + timeout

@@ -120,8 +120,11 @@ async def _hold_calls(url: str, starts: list[float], conn: Any) -> list[dict[str
     for caller in callers:
         await caller.close()
     return [
-        {"status": c.result.status, "answer_ms": c.result.answer_ms,
-         "first_audio_ms": c.result.first_audio_ms}
+        {
+            "status": c.result.status,
+            "answer_ms": c.result.answer_ms,
+            "first_audio_ms": c.result.first_audio_ms,
+        }
         for c in callers
     ]
 

@@ -26,7 +26,7 @@ from dragoman.contract.errors import NoAgentAvailable, RegistryUnavailable
 from dragoman.fleet.node_state import NodeState
 from dragoman.fleet.registry import NodeReport, Registry
 from dragoman.worker import k8s_cost, metrics
-from dragoman.worker.node import Node
+from dragoman.worker.node_supervisor import NodeSupervisor
 
 log = logging.getLogger("dragoman.worker")
 
@@ -39,7 +39,7 @@ RELEASE_WAIT_S = 0.2  # then 0.4, 0.6, ...
 
 
 class WorkerService:
-    def __init__(self, settings: Settings, registry: Registry, node: Node) -> None:
+    def __init__(self, settings: Settings, registry: Registry, node: NodeSupervisor) -> None:
         self.settings = settings
         self.registry = registry
         self.node = node

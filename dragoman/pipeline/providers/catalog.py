@@ -142,9 +142,7 @@ def validate_for_mode(
     """The pair for a call in ``mode`` ("one_way" or "conversation"), or LanguageError."""
     title = None if spec.name == "local" else spec.title
     if mode not in MODES:
-        raise LanguageError(
-            "bad_mode", f"Unknown mode {mode!r}; use 'one_way' or 'conversation'."
-        )
+        raise LanguageError("bad_mode", f"Unknown mode {mode!r}; use 'one_way' or 'conversation'.")
     if mode == "one_way":
         return validate_pair(source, target, spec.targets, title)
     if mode == "room":

@@ -18,7 +18,7 @@ from dragoman.worker.pool import AgentPool
 log = logging.getLogger("dragoman.worker")
 
 
-class Node:
+class NodeSupervisor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._tmpdir = tempfile.TemporaryDirectory(prefix="dragoman-")
