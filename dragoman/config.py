@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     autoscale_headroom: float = Field(
         1.0, description="Multiplies the calls expected to arrive before a new node is ready."
     )
-    autoscale_min_nodes: int = Field(1, ge=0, description="Lower bound of desired_workers.")
+    autoscale_min_nodes: int = Field(1, ge=0, description="Lower bound of desired_nodes.")
     autoscale_api_replicas: int = Field(
         1,
         ge=1,

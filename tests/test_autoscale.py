@@ -202,10 +202,10 @@ async def test_endpoint_reports_the_policy_and_sets_the_gauge() -> None:
     )
     body = await fleet_summary(request)
     assert body["fleet_active_calls"] == 5
-    assert body["desired_workers"] == 2  # ceil((5 + 8) / 8): no arrivals measured yet
-    assert isinstance(body["desired_workers"], int)
+    assert body["desired_nodes"] == 2  # ceil((5 + 8) / 8): no arrivals measured yet
+    assert isinstance(body["desired_nodes"], int)
     assert body["autoscale"]["drain_candidates"] == ["n2"]
-    assert REGISTRY.get_sample_value("dragoman_autoscale_desired_workers") == 2
+    assert REGISTRY.get_sample_value("dragoman_autoscale_desired_nodes") == 2
 
 
 @settings(max_examples=300, deadline=None)

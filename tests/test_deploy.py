@@ -754,12 +754,12 @@ def test_scaledobject_drives_the_worker_deployment(rendered: list[dict]) -> None
 
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "metrics-api"
-    # AverageValue with target 1: replicas = ceil(desired_workers / 1). "Value" would
-    # multiply the current replica count by desired_workers.
+    # AverageValue with target 1: replicas = ceil(desired_nodes / 1). "Value" would
+    # multiply the current replica count by desired_nodes.
     assert trigger["metricType"] == "AverageValue"
     meta = trigger["metadata"]
     assert meta["targetValue"] == "1"
-    assert meta["valueLocation"] == "desired_workers"
+    assert meta["valueLocation"] == "desired_nodes"
     assert meta.get("format", "json") == "json"
     url = urlsplit(meta["url"])
     assert url.path == "/v1/fleet/autoscale"

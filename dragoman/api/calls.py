@@ -275,13 +275,13 @@ async def fleet_summary(request: Request) -> dict[str, Any]:
     metrics.FLEET_FREE_SLOTS.set(free_slots(nodes))
     for state in NodeState:
         metrics.FLEET_NODES.labels(state).set(sum(1 for n in live if n.state == state))
-    metrics.DESIRED_WORKERS.set(decision.desired_nodes)
+    metrics.DESIRED_NODES.set(decision.desired_nodes)
     return {
         "nodes": len(live),
         "dead_nodes": len(nodes) - len(live),
         "fleet_active_calls": active,
         "free_slots": free_slots(nodes),
-        "desired_workers": decision.desired_nodes,
+        "desired_nodes": decision.desired_nodes,
         "autoscale": {
             "need_slots": decision.need_slots,
             "arrival_rate_per_s": decision.rate_per_s,

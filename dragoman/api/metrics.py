@@ -16,4 +16,4 @@ RESERVATION_CONFLICTS = Counter(
 )
 FLEET_FREE_SLOTS = Gauge("dragoman_fleet_free_slots", "Free call slots on READY, live nodes")
 FLEET_NODES = Gauge("dragoman_fleet_nodes", "Known nodes, by state", ["state"])
-DESIRED_WORKERS = Gauge("dragoman_autoscale_desired_workers", "Autoscale policy output")
+DESIRED_NODES = Gauge("dragoman_autoscale_desired_nodes", "Autoscale policy output")

@@ -1,6 +1,6 @@
 """The Kubernetes HPA between the policy and the replica count, as configured in
 ``deploy/k8s/keda-scaledobject.yaml`` (AverageValue target 1, so the HPA's desired replicas
-is the policy's ``desired_workers``): 10 % tolerance, no scale-up stabilisation, scale up by
+is the policy's ``desired_nodes``): 10 % tolerance, no scale-up stabilisation, scale up by
 max(100 %, 50 pods) per 15 s, scale down on the highest recommendation of the last 10 min by
 max(10 %, 1 pod) per minute. Keep the defaults equal to that file.
 
