@@ -68,6 +68,23 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "co
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def final_caption(side: str, uid: str | None = None, frm: str | None = None):
+    """A matcher for a control message: a final, non-empty caption of ``side`` (for utterance
+    ``uid``; in a room ``frm`` "self" or "peer", whose words it shows)."""
+
+    def match(m: dict) -> bool:
+        return (
+            m.get("type") == "caption"
+            and m.get("side") == side
+            and m.get("final") is True
+            and bool(m.get("text"))
+            and (uid is None or m.get("id") == uid)
+            and (frm is None or m.get("from", "self") == frm)
+        )
+
+    return match
+
+
 def start_server(tmp: Path, **env_overrides: str) -> Server:
     port = free_port()
     env = {
@@ -190,28 +207,33 @@ def en_speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+def launch_chromium(p, wav: Path):
+    """A headless Chromium whose fake microphone plays ``wav`` (in a loop)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is not installed; run scripts/test.sh (it installs it)")
+    return p.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--headless",
+            "--no-sandbox",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}",
+            "--autoplay-policy=no-user-gesture-required",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    )
+
+
 @pytest.fixture
 def page(ja_speech: Path):
     from playwright import sync_api as playwright  # a test dependency: missing = a failure
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is not installed; run scripts/test.sh (it installs it)")
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={ja_speech}",
-                "--autoplay-policy=no-user-gesture-required",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        browser = launch_chromium(p, ja_speech)
         try:
             pg = browser.new_page()
             pg.on("console", lambda m: print(f"[page] {m.type}: {m.text}"))

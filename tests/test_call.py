@@ -9,22 +9,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
-from conftest import JA_KEYWORD, Server, wait_until
+from conftest import JA_KEYWORD, Server, final_caption, wait_until
 
 from dragoman.bench.caller import AUDIBLE_RMS, Caller, load_wav_mono
-
-
-def is_caption(side: str, final: bool = True, uid: str | None = None):
-    def match(m: dict) -> bool:
-        return (
-            m.get("type") == "caption"
-            and m["side"] == side
-            and m["final"] is final
-            and m["text"] != ""
-            and (uid is None or m["id"] == uid)
-        )
-
-    return match
 
 
 async def test_switch_languages_mid_call_then_hang_up(server: Server, ja_speech: Path) -> None:
@@ -37,7 +24,7 @@ async def test_switch_languages_mid_call_then_hang_up(server: Server, ja_speech:
         await caller.wait_for(lambda m: m.get("state") == "listening", 10)
         # First utterance under the wrong source language: Whisper is told it is Chinese.
         caller.mic.play(speech)
-        first = await caller.wait_for(is_caption("source"), 30)
+        first = await caller.wait_for(final_caption("source"), 30)
         assert first["lang"] == "zh"
 
         # Switch on the same call, no reconnect: the next sentence follows the new pair.
@@ -46,15 +33,15 @@ async def test_switch_languages_mid_call_then_hang_up(server: Server, ja_speech:
             lambda m: m.get("type") == "languages" and m["source"] == "ja", 5
         )
         assert ack["target"] == "en"
-        await caller.wait_for(is_caption("translation", uid=first["id"]), 30)
+        await caller.wait_for(final_caption("translation", uid=first["id"]), 30)
         before_second = caller.mark()
         caller.mic.play(speech)
         second = await caller.wait_for(
-            lambda m: is_caption("source")(m) and m["id"] != first["id"], 30, since=before_second
+            lambda m: final_caption("source")(m) and m["id"] != first["id"], 30, since=before_second
         )
         assert second["lang"] == "ja"
         assert JA_KEYWORD in second["text"], second
-        translation = await caller.wait_for(is_caption("translation", uid=second["id"]), 30)
+        translation = await caller.wait_for(final_caption("translation", uid=second["id"]), 30)
         # Whisper base's wording varies between runs ("park" is usual, not guaranteed): the
         # check is that an English sentence came back, not the Japanese echoed.
         assert translation["lang"] == "en" and translation["text"].isascii()

@@ -12,27 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import EN_KEYWORD, JA_KEYWORD, Server, start_server, stop_server
+from conftest import EN_KEYWORD, JA_KEYWORD, Server, final_caption, start_server, stop_server
 from fake_provider import KEY, Fake, start_fake, stop_fake
 
 from dragoman.bench.caller import AUDIBLE_RMS, Caller, load_wav_mono
 
 
-def is_caption(side: str, uid: str | None = None):
-    def match(m: dict) -> bool:
-        return (
-            m.get("type") == "caption"
-            and m.get("side") == side
-            and m.get("final") is True
-            and bool(m.get("text"))
-            and (uid is None or m.get("id") == uid)
-        )
-
-    return match
-
-
 def source_captions(caller: Caller, since: int = 0) -> list[dict]:
-    return [m for m in caller.result.messages[since:] if is_caption("source")(m)]
+    return [m for m in caller.result.messages[since:] if final_caption("source")(m)]
 
 
 async def test_ja_en_conversation_translates_one_side_and_notes_the_other(
@@ -50,9 +37,9 @@ async def test_ja_en_conversation_translates_one_side_and_notes_the_other(
         # Person A speaks Japanese: identified as Japanese, translated into English, spoken.
         mark = caller.mark()
         caller.mic.play(load_wav_mono(ja_speech))
-        ja = await caller.wait_for(is_caption("source"), 40, since=mark)
+        ja = await caller.wait_for(final_caption("source"), 40, since=mark)
         assert ja["lang"] == "ja" and JA_KEYWORD in ja["text"], ja
-        translation = await caller.wait_for(is_caption("translation", ja["id"]), 30, mark)
+        translation = await caller.wait_for(final_caption("translation", ja["id"]), 30, mark)
         assert translation["lang"] == "en" and translation["text"].isascii(), translation
         speaking = await caller.wait_for(lambda m: m.get("state") == "speaking", 20, mark)
         await asyncio.sleep(2.5)  # let the sentence play
@@ -63,14 +50,14 @@ async def test_ja_en_conversation_translates_one_side_and_notes_the_other(
         # speak Japanese, so the page gets the English caption and a note — no translation.
         mark = caller.mark()
         caller.mic.play(load_wav_mono(en_speech))
-        en = await caller.wait_for(is_caption("source"), 40, since=mark)
+        en = await caller.wait_for(final_caption("source"), 40, since=mark)
         assert en["lang"] == "en" and EN_KEYWORD in en["text"].lower(), en
         note = await caller.wait_for(lambda m: m.get("type") == "note", 10, since=mark)
         assert note["id"] == en["id"] and note["code"] == "needs_cloud_provider"
         assert "Japanese" in note["message"] and "cloud provider" in note["message"]
         await asyncio.sleep(1.0)
         assert not [
-            m for m in caller.result.messages[mark:] if is_caption("translation", en["id"])(m)
+            m for m in caller.result.messages[mark:] if final_caption("translation", en["id"])(m)
         ], "an English sentence was 'translated' by a pipeline that cannot speak Japanese"
     finally:
         await caller.close()
@@ -92,8 +79,8 @@ async def test_the_agent_does_not_interpret_its_own_voice(server: Server, ja_spe
             await asyncio.sleep(1.0)  # the connect chime and its echo are over
             mark = caller.mark()
             caller.mic.play(load_wav_mono(ja_speech))
-            first = await caller.wait_for(is_caption("source"), 40, since=mark)
-            await caller.wait_for(is_caption("translation", first["id"]), 30, mark)
+            first = await caller.wait_for(final_caption("source"), 40, since=mark)
+            await caller.wait_for(final_caption("translation", first["id"]), 30, mark)
             speaking = await caller.wait_for(lambda m: m.get("state") == "speaking", 20, mark)
             await asyncio.sleep(2.5)
             assert caller.max_rms_after(speaking, 5.0) > AUDIBLE_RMS  # the echo was loud
@@ -153,9 +140,9 @@ async def test_cascade_conversation_routes_each_sentence_by_its_language(
         for wav, spoken, into in ((ja_speech, "ja", "en"), (en_speech, "en", "ja")):
             mark = caller.mark()
             caller.mic.play(load_wav_mono(wav))
-            src = await caller.wait_for(is_caption("source"), 40, since=mark)
+            src = await caller.wait_for(final_caption("source"), 40, since=mark)
             assert src["lang"] == spoken, src
-            out = await caller.wait_for(is_caption("translation", src["id"]), 30, mark)
+            out = await caller.wait_for(final_caption("translation", src["id"]), 30, mark)
             # The fake "translates" by naming the target it read from our prompt.
             assert out["lang"] == into and out["text"].startswith(f"[{into}]"), out
             await caller.wait_for(lambda m: m.get("state") == "speaking", 20, mark)

@@ -10,22 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import EN_KEYWORD, JA_KEYWORD, Server, wait_until
+from conftest import EN_KEYWORD, JA_KEYWORD, Server, final_caption, launch_chromium, wait_until
 
 from dragoman.bench.caller import AUDIBLE_RMS, Caller, load_wav_mono
-
-
-def final_caption(side: str, frm: str | None = None):
-    def match(m: dict) -> bool:
-        return (
-            m.get("type") == "caption"
-            and m.get("side") == side
-            and m.get("final") is True
-            and bool(m.get("text"))
-            and (frm is None or m.get("from", "self") == frm)
-        )
-
-    return match
 
 
 async def quiet(caller: Caller, for_s: float = 1.0, timeout: float = 20.0) -> None:
@@ -108,14 +95,14 @@ async def test_a_call_invites_a_second_person_and_each_hears_the_other(
         # translation, and hears it after the caption.
         mark = guest.mark()
         host.mic.play(load_wav_mono(ja_speech))
-        ja = await guest.wait_for(final_caption("source", "peer"), 40, since=mark)
+        ja = await guest.wait_for(final_caption("source", frm="peer"), 40, since=mark)
         assert ja["lang"] == "ja" and JA_KEYWORD in ja["text"], ja
-        en = await guest.wait_for(final_caption("translation", "peer"), 30, since=mark)
+        en = await guest.wait_for(final_caption("translation", frm="peer"), 30, since=mark)
         assert en["lang"] == "en" and en["text"].isascii(), en
         # The caption comes first; its speech follows within seconds on the guest's side.
         await heard_after(guest, en)
         # The host saw its own captions too (not marked as the other person's).
-        assert any(final_caption("translation", "self")(m) for m in host.result.messages)
+        assert any(final_caption("translation", frm="self")(m) for m in host.result.messages)
 
         # Each side's agent ignores its microphone while it plays the other person (the
         # echo gate): the guest answers once the translation has finished playing.
@@ -125,7 +112,7 @@ async def test_a_call_invites_a_second_person_and_each_hears_the_other(
         # offline pipeline cannot speak Japanese (no fake translation).
         mark = host.mark()
         guest.mic.play(load_wav_mono(en_speech))
-        said = await host.wait_for(final_caption("source", "peer"), 40, since=mark)
+        said = await host.wait_for(final_caption("source", frm="peer"), 40, since=mark)
         assert said["lang"] == "en" and EN_KEYWORD in said["text"].lower(), said
         note = await host.wait_for(lambda m: m.get("type") == "note", 10, since=mark)
         assert note["code"] == "needs_cloud_provider" and note["id"] == said["id"]
@@ -189,26 +176,6 @@ def test_room_mode_is_only_joined_through_a_link(server: Server, mode: str) -> N
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_mode", r.text
 
 
-def chromium(p, wav: Path):
-    """A headless Chromium whose fake microphone plays ``wav`` (in a loop)."""
-    from conftest import CHROMIUM
-
-    return p.chromium.launch(
-        executable_path=CHROMIUM,
-        args=[
-            "--headless",
-            "--no-sandbox",
-            "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={wav}",
-            "--autoplay-policy=no-user-gesture-required",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-        ],
-    )
-
-
 def test_two_browsers_in_a_room(server: Server, ja_speech: Path, en_speech: Path) -> None:
     """A Japanese speaker calls and invites; an English speaker opens the link in another
     browser. Each page shows the other's words; the English page hears the Japanese
@@ -216,7 +183,7 @@ def test_two_browsers_in_a_room(server: Server, ja_speech: Path, en_speech: Path
     from playwright import sync_api as playwright
 
     with playwright.sync_playwright() as p:
-        host_browser, guest_browser = chromium(p, ja_speech), chromium(p, en_speech)
+        host_browser, guest_browser = launch_chromium(p, ja_speech), launch_chromium(p, en_speech)
         try:
             host, guest = host_browser.new_page(), guest_browser.new_page()
             host.goto(server.url)
