@@ -99,12 +99,12 @@ class Error(AgentMessage):
 
 
 class Room(AgentMessage):
-    """Sent by the worker, not the agent; ``language`` with ``joined``."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
+    """Sent by the worker, not the agent: ``joined`` (with the guest's ``language``) or
+    ``peer_left``."""
 
     type: Literal["room"] = "room"
-    event: str
+    event: Literal["joined", "peer_left"]
+    language: str | None = None
 
 
 class PageMessage(BaseModel):

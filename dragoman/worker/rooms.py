@@ -11,9 +11,9 @@ prefixed so the two agents' ids never collide.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from dragoman.agent.messages import VERSION
+from dragoman.contract.page import Room
 
 SHARED_TYPES = frozenset({"caption", "note"})
 
@@ -44,6 +44,8 @@ def for_peer(msg: dict[str, Any]) -> dict[str, Any] | None:
     return {**msg, "id": f"peer-{msg.get('id', '')}", "from": "peer"}
 
 
-def room_event(event: str, **fields: Any) -> dict[str, Any]:
+def room_event(
+    event: Literal["joined", "peer_left"], language: str | None = None
+) -> dict[str, Any]:
     """``room`` control message: ``joined`` (with the guest's language), ``peer_left``."""
-    return {"v": VERSION, "type": "room", "event": event, **fields}
+    return Room(event=event, language=language).wire()
