@@ -280,6 +280,9 @@ class Settings(BaseSettings):
     # Keys, prompts and glossaries stay on the server: nothing below is ever sent to a page.
     provider: str = Field(
         "local",
+        # The names of pipeline.providers.catalog.PROVIDERS (a unit test keeps them equal):
+        # a typo must stop the server at start, not fail every call.
+        pattern="^(local|openai-translate|openai-cascade|gemini-live-translate)$",
         description="Default provider of a call: local | openai-translate | openai-cascade | "
         "gemini-live-translate. A call may ask for another configured one.",
     )
