@@ -178,6 +178,26 @@ async def place_calls(fleet: Fleet, n: int) -> list[Caller]:
     return callers
 
 
+async def end_and_close(fleet: Fleet, callers: list[Caller]) -> None:
+    """End every call a test placed (DELETE through the api: a closed peer connection alone
+    ends a call only once the node notices), so the next test starts with an empty fleet."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        for c in callers:
+            if c.result.call_id:
+                r = await client.delete(f"{fleet.api_url}/v1/calls/{c.result.call_id}")
+                assert r.status_code in (204, 404), r.text
+    for c in callers:
+        await c.close()
+
+
+async def no_calls_left(fleet: Fleet) -> None:
+    await await_http(
+        f"{fleet.api_url}/healthz",
+        30,
+        ok=lambda r: r.status_code == 200 and r.json()["fleet_active_calls"] == 0,
+    )
+
+
 def ended(caller: Caller) -> list[dict]:
     return [m for m in caller.result.messages if m.get("state") == "ended"]
 
@@ -276,8 +296,7 @@ async def test_two_api_replicas_share_the_abuse_limits(fleet: Fleet) -> None:
             assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited", r.text
             assert int(r.headers["retry-after"]) >= 1
     finally:
-        for c in callers:
-            await c.close()
+        await end_and_close(fleet, callers)
         for proc in replicas.values():
             proc.terminate()
         for proc in replicas.values():
@@ -307,9 +326,7 @@ async def test_a_rooms_guest_lands_on_its_hosts_node(fleet: Fleet) -> None:
         joined = await host.wait_for(lambda m: m.get("type") == "room", 20)
         assert joined["event"] == "joined"
     finally:
-        await host.close()
-        if guest is not None:
-            await guest.close()
+        await end_and_close(fleet, [host] + ([guest] if guest is not None else []))
 
 
 async def test_redis_restart_gives_quick_503_then_recovers(fleet: Fleet) -> None:
@@ -335,6 +352,7 @@ async def test_redis_restart_gives_quick_503_then_recovers(fleet: Fleet) -> None
 
 
 async def test_drain_finishes_every_call_and_exits_zero(fleet: Fleet) -> None:
+    await no_calls_left(fleet)  # the fleet's 36 slots: 30 calls now, 4 newcomers after the drain
     callers = await place_calls(fleet, 30)
     by_node = Counter(c.result.node_id for c in callers)
     assert sum(by_node.values()) == 30 and len(by_node) == 3, by_node
