@@ -117,7 +117,7 @@ def test_openai_sdk_events_map_to_ours_and_errors_keep_their_words_apart() -> No
     created = RealtimeTranslationSessionCreatedEvent.model_construct(type="session.created")
     assert openai_translate.events_of(created) == []
     s = Settings(openai_api_key="k")
-    assert openai_translate.session_param(s, LanguagePair("ja", "fr")) == {
+    assert sdk_sessions.openai_translation_param(s, LanguagePair("ja", "fr")) == {
         "audio": {
             "input": {"transcription": {"model": "gpt-realtime-whisper"}},
             "output": {"language": "fr"},
@@ -154,9 +154,10 @@ def test_gemini_sdk_messages_map_to_ours() -> None:
 
 def _sdk_setup(settings: Settings, pair: LanguagePair) -> dict[str, Any]:
     """The setup message google-genai sends for our config (its own converter)."""
-    api = gemini_live.client(settings)._api_client
+    api = sdk_sessions.gemini_client(settings)._api_client
     params = types.LiveConnectParameters(
-        model=gemini_live.model_name(settings), config=gemini_live.live_config(pair)
+        model=sdk_sessions.gemini_model_name(settings),
+        config=sdk_sessions.gemini_live_config(pair),
     )
     return _live_converters._LiveConnectParameters_to_mldev(
         api_client=api, from_object=params.model_dump(exclude_none=True)

@@ -30,11 +30,11 @@ from dragoman.pipeline.providers.base import CallContext, ProviderError
 
 # The SDK client and session are pure configuration, shared with the api's direct mode.
 from dragoman.pipeline.providers.sdk_sessions import GEMINI_LIVE_TRANSLATE as NAME
-from dragoman.pipeline.providers.sdk_sessions import LIVE_API_VERSION as LIVE_API_VERSION
-from dragoman.pipeline.providers.sdk_sessions import TOKEN_API_VERSION as TOKEN_API_VERSION
-from dragoman.pipeline.providers.sdk_sessions import gemini_client as client
-from dragoman.pipeline.providers.sdk_sessions import gemini_live_config as live_config
-from dragoman.pipeline.providers.sdk_sessions import gemini_model_name as model_name
+from dragoman.pipeline.providers.sdk_sessions import (
+    gemini_client,
+    gemini_live_config,
+    gemini_model_name,
+)
 from dragoman.pipeline.providers.streaming import (
     ProviderEvent,
     SessionLost,
@@ -125,15 +125,17 @@ class GeminiLive:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._key_checked = client(settings)  # fails early without a key
+        self._key_checked = gemini_client(settings)  # fails early without a key
 
     @contextlib.asynccontextmanager
     async def connect(self, pair: LanguagePair, timeout: float) -> AsyncIterator[GeminiLiveSession]:
-        sdk = client(self._settings, **websocket_options(timeout))
+        sdk = gemini_client(self._settings, **websocket_options(timeout))
         async with contextlib.AsyncExitStack() as stack:
             try:
                 session = await stack.enter_async_context(
-                    sdk.aio.live.connect(model=model_name(self._settings), config=live_config(pair))
+                    sdk.aio.live.connect(
+                        model=gemini_model_name(self._settings), config=gemini_live_config(pair)
+                    )
                 )
             except websockets.InvalidStatus as e:
                 status = e.response.status_code

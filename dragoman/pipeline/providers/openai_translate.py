@@ -31,8 +31,7 @@ from dragoman.pipeline.providers.base import CallContext, ProviderError
 
 # The SDK client and session are pure configuration, shared with the api's direct mode.
 from dragoman.pipeline.providers.sdk_sessions import OPENAI_TRANSLATE as NAME
-from dragoman.pipeline.providers.sdk_sessions import openai_client as client
-from dragoman.pipeline.providers.sdk_sessions import openai_translation_param as session_param
+from dragoman.pipeline.providers.sdk_sessions import openai_client, openai_translation_param
 from dragoman.pipeline.providers.streaming import (
     ProviderEvent,
     SessionLost,
@@ -85,7 +84,7 @@ class OpenAITranslateSession:
 
     async def switch(self, pair: LanguagePair) -> bool:
         try:
-            await self._conn.session.update(session=session_param(self._settings, pair))
+            await self._conn.session.update(session=openai_translation_param(self._settings, pair))
         except openai.OpenAIError as e:
             raise SessionLost(f"{type(e).__name__}: {e}") from e
         return True  # the output language changes on the open session
@@ -102,7 +101,7 @@ class OpenAITranslate:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._client = client(settings)
+        self._client = openai_client(settings)
 
     @contextlib.asynccontextmanager
     async def connect(
@@ -122,7 +121,7 @@ class OpenAITranslate:
             raise ProviderError("provider_unavailable", f"{type(e).__name__}: {e}") from e
         session = OpenAITranslateSession(connection, self._settings)
         try:
-            await connection.session.update(session=session_param(self._settings, pair))
+            await connection.session.update(session=openai_translation_param(self._settings, pair))
             yield session
         finally:
             with contextlib.suppress(Exception):
