@@ -64,12 +64,9 @@ class PageMessages(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, (SourceTranscriptionFrame, InterimSourceTranscriptionFrame)):
-            final = isinstance(frame, TranscriptionFrame)
-            self._caption(frame.utterance_id, "source", frame.language, frame.text, final, frame)
+            self._caption(frame, "source", isinstance(frame, TranscriptionFrame))
         elif isinstance(frame, TranslationFrame):
-            self._caption(
-                frame.utterance_id, "translation", frame.language, frame.text, frame.final, frame
-            )
+            self._caption(frame, "translation", frame.final)
         elif isinstance(frame, TranslatingFrame):
             self._send(messages.state("translating"))
         elif isinstance(frame, NothingToSpeakFrame):
@@ -112,8 +109,10 @@ class PageMessages(FrameProcessor):
             self._send(messages.state("listening"))
 
     def _caption(
-        self, uid: str, side: messages.Side, lang: Any, text: str, final: bool, frame: Any
+        self,
+        frame: SourceTranscriptionFrame | InterimSourceTranscriptionFrame | TranslationFrame,
+        side: messages.Side,
+        final: bool,
     ) -> None:
-        self._send(
-            messages.caption(uid, side, str(lang), text, final, frame.t_start_ms, frame.t_end_ms)
-        )
+        lang, times = str(frame.language), (frame.t_start_ms, frame.t_end_ms)
+        self._send(messages.caption(frame.utterance_id, side, lang, frame.text, final, *times))
