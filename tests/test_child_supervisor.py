@@ -9,11 +9,13 @@ import asyncio
 from dragoman.worker.child_supervisor import Backoff, SupervisedChild
 from dragoman.worker.gateway import RESTART_BACKOFF as JANUS_BACKOFF
 from dragoman.worker.inference_service import RESTART_BACKOFF as INFERENCE_BACKOFF
+from dragoman.worker.pool import FORK_BACKOFF
 
 
 def test_backoff_doubles_per_failure_up_to_its_cap() -> None:
     assert [JANUS_BACKOFF.delay(n) for n in range(1, 8)] == [0.5, 1, 2, 4, 8, 10, 10]
     assert [INFERENCE_BACKOFF.delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 16, 30]
+    assert [FORK_BACKOFF.delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 16, 30]
 
 
 class Recorded(Backoff):

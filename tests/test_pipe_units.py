@@ -135,5 +135,5 @@ async def test_a_dead_peer_reads_as_closed_and_sends_fail() -> None:
     b.close()
     with pytest.raises(ChannelClosed):
         await asyncio.wait_for(chan.recv(), 5)
-    assert not chan.send(End(reason="x")) or not chan.send(End(reason="y"))
+    assert not chan.send(End(reason="x"))  # the write fails at once: EPIPE
     chan.close()

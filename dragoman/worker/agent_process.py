@@ -132,9 +132,8 @@ class AgentProcess:
         self.handle: Handle | None = None  # its Janus NoSIP handle, attached while idle
         # The call it holds.
         self.call_id: str | None = None
-        self.request: CallRequest | None = None  # languages, provider, mode
+        self.request: CallRequest | None = None  # languages, provider, mode, max_call_s
         self.call_started_at: float | None = None
-        self.call_cap_s: float | None = None  # this call's max_call_s (None: the node's)
         self.answer: asyncio.Future[Accepted | Refused] | None = None
         self.ending_since: float | None = None
         self.end_reason: str | None = None  # what the page is told if it has to be killed
@@ -142,10 +141,6 @@ class AgentProcess:
 
     def __repr__(self) -> str:
         return f"<agent {self.pid} {self.state.value} call={self.call_id}>"
-
-    @property
-    def busy(self) -> bool:
-        return self.state in BUSY
 
     # --- life ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -251,7 +246,7 @@ class AgentProcess:
             forked_at=self.forked_at,
             last_seen=self.last_seen if trust_beats else now,
             call_started_at=self.call_started_at,
-            call_cap_s=self.call_cap_s,
+            call_cap_s=self.request.max_call_s if self.request is not None else None,
             ending_since=self.ending_since,
             rss_bytes=self._rss() if self.forked_at is not None else None,
             forkserver_warm_since=forkserver_warm_since,
@@ -291,7 +286,6 @@ class AgentProcess:
     def activate(self, req: CallRequest) -> None:
         self.state = AgentState.ACTIVE
         self.call_started_at = time.monotonic()
-        self.call_cap_s = req.max_call_s
         self.request = req
 
     def request_end(self, reason: str) -> None:

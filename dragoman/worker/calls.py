@@ -235,14 +235,14 @@ class NodeCalls:
 
     def agent_gone(self, agent: AgentProcess, was: AgentState) -> None:
         """An agent's pipe closed while ``was``: its call (if any) is over."""
+        reason = agent.end_reason or "agent_lost"
         if was in IN_CALL:
-            self._count(agent.end_reason or "agent_lost")
+            self._count(reason)
             if not agent.said_ended:
                 # It died without a word (killed, crashed): the page still learns it ended.
-                reason = agent.end_reason or "agent_lost"
                 self.hub.publish(agent.call_id, messages.state("ended", reason))
         if agent.call_id and was in (AgentState.RESERVED, *IN_CALL) and self.on_call_ended:
-            self.pool.spawn(self.on_call_ended(agent.call_id, agent.end_reason or "agent_lost"))
+            self.pool.spawn(self.on_call_ended(agent.call_id, reason))
         alone = self.rooms.unlink(agent.call_id)
         if alone is not None and alone in self._calls:
             self._calls[alone].room_left()

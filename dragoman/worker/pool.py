@@ -34,6 +34,7 @@ from dragoman.contract.pipe import Ready
 from dragoman.worker import metrics
 from dragoman.worker.agent_process import BUSY, AgentProcess, AgentState
 from dragoman.worker.calls import InferenceStatus, NodeCalls
+from dragoman.worker.child_supervisor import Backoff
 from dragoman.worker.control import ControlHub
 from dragoman.worker.forkserver import Forkserver, forkserver_pid, forkserver_preload
 from dragoman.worker.gateway import MediaGateway, MediaUnavailable
@@ -42,7 +43,9 @@ from dragoman.worker.supervision import EXIT_GRACE_S, SupervisionLimits, beats_t
 log = logging.getLogger("dragoman.worker")
 
 SUPERVISION_PERIOD_S = 1.0
-MAX_BACKOFF_S = 30.0
+# The wait before the next fork after agents in a row died before becoming ready (a broken
+# install, no memory): not a tight loop of forks.
+FORK_BACKOFF = Backoff(base_s=0.5, cap_s=30.0)
 
 
 def idle_target(settings: Settings, measured_mb: float | None = None) -> int:
@@ -66,12 +69,6 @@ def idle_uss_mb(pids: list[int], sample: int = 5) -> float | None:
     return round(sorted(found)[len(found) // 2], 1) if found else None
 
 
-def backoff_s(failures: int) -> float:
-    """How long to wait before the next fork after ``failures`` agents in a row died before
-    becoming ready (a broken install, no memory): not a tight loop of forks."""
-    return min(MAX_BACKOFF_S, 0.5 * 2**failures)
-
-
 class AgentPool:
     def __init__(
         self,
@@ -86,7 +83,6 @@ class AgentPool:
         self._limits = SupervisionLimits.from_settings(settings)
         self.inference_socket = inference_socket
         self.gateway = gateway
-        self.hub = hub
         self.calls = NodeCalls(settings, self, gateway, hub, inference)
         self.idle_target = idle_target(settings)
         self.idle_agent_mb: float | None = None  # measured USS of an idle agent
@@ -269,7 +265,7 @@ class AgentPool:
 
     def _startup_failed(self, what: str) -> None:
         self._startup_failures += 1
-        delay = backoff_s(self._startup_failures)
+        delay = FORK_BACKOFF.delay(self._startup_failures)
         self._backoff_until = time.monotonic() + delay
         log.error("%s; next fork in %.1f s", what, delay)
 
