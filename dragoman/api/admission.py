@@ -48,6 +48,15 @@ def require_json(request: Request) -> None:
         )
 
 
+async def check_request(request: Request) -> None:
+    """What every call-making request passes before its ticket or body is read: JSON (415),
+    then its address's request rate (429)."""
+    settings = request.app.state.settings
+    require_json(request)
+    registry = request.app.state.dispatcher.registry
+    await check_address_rate(registry, settings, address_of(request, settings))
+
+
 def identify(request: Request, settings: Settings) -> Caller:
     """The caller's address and, when tickets are required, its verified ticket."""
     address = address_of(request, settings)

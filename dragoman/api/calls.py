@@ -28,6 +28,7 @@ from dragoman.contract.errors import (
     CallRejected,
     NoAgentAvailable,
     RegistryUnavailable,
+    UnknownCall,
 )
 from dragoman.fleet.autoscale import AutoscaleConfig
 from dragoman.fleet.autoscale import autoscale as size_fleet
@@ -79,12 +80,9 @@ async def admitted(request: Request) -> admission.Caller:
     the address's request rate, the ticket, the subject's request rate (429, 401/403)."""
     request.state.t0 = time.perf_counter()
     settings = request.app.state.settings
-    registry = _dispatcher(request).registry
-    admission.require_json(request)
-    address = admission.address_of(request, settings)
-    await admission.check_address_rate(registry, settings, address)
+    await admission.check_request(request)
     caller = admission.identify(request, settings)
-    await admission.check_subject_rate(registry, settings, caller)
+    await admission.check_subject_rate(_dispatcher(request).registry, settings, caller)
     return caller
 
 
@@ -234,9 +232,8 @@ def _allows(caller: admission.Caller) -> Callable[[str], bool]:
 
 @router.delete("/v1/calls/{call_id}", status_code=204)
 async def end_call(call_id: str, request: Request) -> Response:
-    found = await _dispatcher(request).end_call(call_id, "remote_hangup")
-    if not found:
-        raise ApiError(404, "unknown_call", f"No active call {call_id!r}.")
+    if not await _dispatcher(request).end_call(call_id, "remote_hangup"):
+        raise UnknownCall(call_id)  # 404, by the contract's table like the fleet's others
     return Response(status_code=204)
 
 

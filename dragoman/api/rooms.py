@@ -78,15 +78,8 @@ class InviteBody(BaseModel):
     control_token: str = ""  # the call's, from its answer
 
 
-async def _admitted(request: Request) -> None:
-    """JSON (415), then the address's request rate (429), before the body is read."""
-    settings = request.app.state.settings
-    admission.require_json(request)
-    address = admission.address_of(request, settings)
-    await admission.check_address_rate(request.app.state.dispatcher.registry, settings, address)
-
-
-@router.post("/v1/calls/{call_id}/invite", dependencies=[Depends(_admitted)])
+# JSON (415), then the address's request rate (429), before the body is read.
+@router.post("/v1/calls/{call_id}/invite", dependencies=[Depends(admission.check_request)])
 async def invite(
     call_id: str, request: Request, body: Annotated[InviteBody, Depends(json_body(InviteBody))]
 ) -> dict[str, Any]:
