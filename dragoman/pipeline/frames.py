@@ -10,7 +10,8 @@ The translation caption, "translating" and errors are system frames, like Pipeca
 transport messages: they reach the page the moment they are pushed, never held behind a
 sentence a TTS service is still synthesising. What must stay in order with the source
 captions (notes, the end of an utterance, latency marks) are data frames like them, and
-our TTS services pass those on unqueued (``PassesPageFrames``).
+our TTS services pass those on without queueing them behind speech (``PassesPageFrames``;
+one that arrives while a sentence is being synthesised waits for it, ~0.2 s locally).
 """
 
 from __future__ import annotations

@@ -1,7 +1,13 @@
 """Our TTS services let the page's data frames by: Pipecat's ``TTSService`` queues the frames
 it does not know behind the speech it is making (so they come out after that audio), which
 would hold a source caption, a note or "listening" until a sentence had been synthesised.
-They are for the page, not for the speech: passed on as soon as the stage reads them."""
+They are for the page, not for the speech: passed on as soon as the stage reads them.
+
+The stage reads no data frame while it synthesises, though (Pipecat's ``TTSService`` runs
+``run_tts`` inside ``process_frame``): a source caption, note or "nothing to speak" that
+arrives meanwhile waits for that sentence — Piper makes one in about 0.2 s. (The old
+speaker synthesised in a task of its own; the system frames — translation caption,
+"translating", errors — still overtake.)"""
 
 from __future__ import annotations
 
