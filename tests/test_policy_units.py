@@ -8,6 +8,7 @@ from dragoman.agent import messages
 from dragoman.agent.limits import CallLimits, CallVitals, limit_exceeded
 from dragoman.api.sdp import SdpError, check_offer
 from dragoman.config import Settings
+from dragoman.contract.page import Hangup, SetLanguages
 from dragoman.languages import LanguageError, validate_pair
 from dragoman.pipeline.providers.catalog import catalogue
 from dragoman.worker.pool import idle_target
@@ -37,10 +38,10 @@ def test_catalogue_marks_targets_that_need_a_provider() -> None:
 
 
 def test_parse_control_messages() -> None:
-    assert messages.parse_control({"v": 1, "type": "hangup"}) == messages.Hangup()
+    assert messages.parse_control({"v": 1, "type": "hangup"}) == Hangup()
     assert messages.parse_control(
         {"v": 1, "type": "set_languages", "source": "ko", "target": "en"}
-    ) == messages.SetLanguages(source="ko", target="en")
+    ) == SetLanguages(source="ko", target="en")
     for bad in (
         "hangup",
         {"type": "hangup"},

@@ -15,18 +15,16 @@ from dragoman.contract.page import (
     Caption,
     Control,
     Error,
-    Hangup,
     Languages,
     Metrics,
     Note,
-    SetLanguages,
     Side,
     State,
     StateMessage,
 )
 from dragoman.languages import LanguagePair
 
-__all__ = ["VERSION", "Control", "Hangup", "SetLanguages", "Side", "State"]
+__all__ = ["VERSION", "Control", "Side", "State"]
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from dragoman.agent.limits import CallLimits, CallVitals, limit_exceeded
 from dragoman.agent.rtp_media import RtpMedia, RtpPeer
 from dragoman.agent.rtp_transport import RtpTransport
 from dragoman.config import Settings
+from dragoman.contract.page import Hangup
 from dragoman.fleet.limits import gcra
 from dragoman.inference.client import InferenceClient
 from dragoman.languages import LanguageError, LanguagePair
@@ -169,7 +170,7 @@ class CallSession:
         except messages.BadMessage as e:
             self.notify(messages.error("bad_message", str(e)))
             return
-        if isinstance(msg, messages.Hangup):
+        if isinstance(msg, Hangup):
             await self.end("hangup")
             return
         per_minute = self.settings.language_switches_per_minute
