@@ -79,7 +79,7 @@ async def test_a_lost_child_is_reported_down_killed_restarted_and_reported_up() 
     child.gone.put_nowait("stopped answering")
     await settle(child, "up")
     assert child.restarts == 2 and child.last_down_reason == "stopped answering"
-    await child._stop_supervising()
+    await child.stop()
     assert not child.up
 
 
@@ -91,7 +91,7 @@ async def test_down_is_seen_before_the_kill_and_until_a_start_answers() -> None:
     child.gone.put_nowait("gone")
     await settle(child, "terminate")
     assert child.events[0] == "up=False" and not child.up
-    await child._stop_supervising()
+    await child.stop()
 
 
 async def test_failed_starts_are_retried_after_a_growing_wait() -> None:
@@ -106,7 +106,7 @@ async def test_failed_starts_are_retried_after_a_growing_wait() -> None:
     assert child.events == ["down: gone", "terminate", *failed, "start", "up"]
     assert waits == [2.0, 4.0, 5.0]
     assert child.restarts == 1  # one loss, however many starts it took
-    await child._stop_supervising()
+    await child.stop()
 
 
 async def test_stop_ends_the_restarts() -> None:
@@ -115,7 +115,7 @@ async def test_stop_ends_the_restarts() -> None:
     child.fail_starts = 1000
     child.gone.put_nowait("gone")
     await settle(child, "terminate")
-    await child._stop_supervising()
+    await child.stop()
     starts = child.events.count("start")
     await asyncio.sleep(0.2)
     assert child.events.count("start") == starts and "up" not in child.events

@@ -75,14 +75,15 @@ class SupervisedChild(ABC):
         """The first child is up: watch it from now on."""
         self._supervisor = asyncio.create_task(self._restart_loop(), name=f"supervise {self.what}")
 
-    async def _stop_supervising(self) -> None:
-        """No more restarts (the caller then terminates the child itself)."""
+    async def stop(self) -> None:
+        """No more restarts; then the child is terminated (gently: ``_stopping`` is set)."""
         self._stopping = True
         self._up = False
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
+        await self._terminate()
 
     async def _restart_loop(self) -> None:
         failures = 0

@@ -97,10 +97,6 @@ class MediaGateway(SupervisedChild):
         self._mark_up()
         self._supervise()
 
-    async def stop(self) -> None:
-        await self._stop_supervising()
-        await self._terminate()
-
     def stats(self) -> dict[str, Any]:
         return {
             "up": self.up,

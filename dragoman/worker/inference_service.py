@@ -150,7 +150,3 @@ class InferenceService(SupervisedChild):
         with contextlib.suppress(ValueError):
             proc.close()
         self._proc = None
-
-    async def stop(self) -> None:
-        await self._stop_supervising()
-        await self._terminate()
