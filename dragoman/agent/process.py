@@ -29,7 +29,7 @@ from pipecat.audio.vad.vad_analyzer import VADParams
 
 from dragoman.agent import messages
 from dragoman.agent.inline_executor import InlineExecutor
-from dragoman.agent.rtp_media import RtpMedia, RtpPeer
+from dragoman.agent.rtp_media import RtpMedia
 from dragoman.agent.session import CallSession
 from dragoman.config import Settings
 from dragoman.contract.errors import CallRejected
@@ -123,7 +123,7 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
     try:
         spec, pair = validate_call(call.provider, call.source, call.target, settings, call.mode)
         glossary = read_glossary(settings.glossary_dir, call.glossary)
-        peer = RtpPeer(**offer.peer.model_dump())
+        peer = offer.peer
         media = RtpMedia(
             rtp,
             rtcp,

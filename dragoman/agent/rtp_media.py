@@ -19,8 +19,8 @@ import random
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass
 
+from dragoman.contract.pipe import RtpPeer
 from dragoman.media.opus import OpusDecoder, OpusEncoder
 from dragoman.media.reorder import ReorderBuffer
 from dragoman.media.rtp import OPUS_CLOCK, parse_rtp, rtp_header
@@ -41,15 +41,6 @@ RESYNC_S = 0.2  # a tick this late (CPU starvation, a long pause) restarts the c
 DRAINED_S = 0.35  # this long with nothing to say: the agent stopped speaking
 MAX_BUFFER_S = 120.0  # queued speech beyond this is dropped (a runaway producer)
 MAX_READS = 16  # datagrams drained per tick; the rest wait for the next one
-
-
-@dataclass(frozen=True)
-class RtpPeer:
-    """Where this call's plain RTP goes: the Janus side of the bridge."""
-
-    address: str
-    port: int
-    payload_type: int
 
 
 class RtpMedia:

@@ -21,10 +21,11 @@ from pipecat.workers.runner import WorkerRunner
 
 from dragoman.agent import messages
 from dragoman.agent.limits import CallLimits, CallVitals, limit_exceeded
-from dragoman.agent.rtp_media import RtpMedia, RtpPeer
+from dragoman.agent.rtp_media import RtpMedia
 from dragoman.agent.rtp_transport import RtpTransport
 from dragoman.config import Settings
 from dragoman.contract.page import Hangup
+from dragoman.contract.pipe import RtpPeer
 from dragoman.fleet.limits import gcra
 from dragoman.inference.client import InferenceClient
 from dragoman.languages import LanguageError, LanguagePair

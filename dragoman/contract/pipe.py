@@ -37,6 +37,8 @@ class _Message(BaseModel):
 class RtpPeer(BaseModel):
     """Where Janus takes and sends the call's plain RTP (the agent's peer)."""
 
+    model_config = ConfigDict(frozen=True)
+
     address: str
     port: int
     payload_type: int
