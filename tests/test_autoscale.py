@@ -14,8 +14,6 @@ from prometheus_client import REGISTRY
 from dragoman.api.calls import fleet_summary
 from dragoman.config import Settings
 from dragoman.fleet.autoscale import (
-    DRAINING,
-    READY,
     ArrivalMeter,
     AutoscaleConfig,
     autoscale,
@@ -23,7 +21,7 @@ from dragoman.fleet.autoscale import (
     expected_arrivals,
 )
 from dragoman.fleet.memory_registry import MemoryRegistry
-from dragoman.fleet.registry import NodeReport
+from dragoman.fleet.registry import DRAINING, READY, NodeReport
 
 
 @dataclass(frozen=True)

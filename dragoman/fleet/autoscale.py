@@ -28,8 +28,6 @@ from typing import Any, Protocol
 
 from dragoman.fleet.node_state import NodeState
 
-READY, DRAINING = NodeState.READY, NodeState.DRAINING
-
 
 class NodeView(Protocol):
     """What the policy reads of a node; ``registry.NodeInfo`` has it."""
@@ -133,7 +131,7 @@ def _slope(ys: Sequence[float]) -> float:
 
 def serving(nodes: Sequence[NodeView]) -> list[NodeView]:
     """Nodes that take new calls."""
-    return [n for n in nodes if n.state == READY and n.alive]
+    return [n for n in nodes if n.state == NodeState.READY and n.alive]
 
 
 def choose_drain(nodes: Sequence[NodeView], count: int) -> tuple[str, ...]:
