@@ -137,3 +137,20 @@ async def test_a_dead_peer_reads_as_closed_and_sends_fail() -> None:
         await asyncio.wait_for(chan.recv(), 5)
     assert not chan.send(End(reason="x"))  # the write fails at once: EPIPE
     chan.close()
+
+
+async def test_a_peer_known_gone_ends_the_channel_without_an_eof() -> None:
+    """A stray copy of the peer's end can withhold the EOF: once its process is known to
+    have exited, what it sent is still read, then the channel ends."""
+    a, b = _pair()
+    chan = PipeChannel(a, TO_AGENT)
+    payload = pickle.dumps(End(reason="last words").model_dump())
+    sock = socket.socket(fileno=b.fileno())  # b stays open: no EOF will come
+    sock.sendall(HEADER.pack(len(payload)) + payload)
+    sock.detach()
+    chan.peer_gone()  # before the loop has read the frame: it is read now
+    assert await asyncio.wait_for(chan.recv(), 5) == End(reason="last words")
+    with pytest.raises(ChannelClosed):
+        await asyncio.wait_for(chan.recv(), 5)
+    chan.close()
+    b.close()

@@ -220,8 +220,12 @@ class AgentProcess:
         return True
 
     def kill(self, why: str) -> None:
-        """SIGKILL through its psutil handle (which refuses a reused pid)."""
+        """SIGKILL through its psutil handle (which refuses a reused pid). One already gone
+        has its pipe ended here, so ``serve`` returns and it is reaped like any other (the
+        process, not its pipe, says whether it lives)."""
         if not alive(self.ps):
+            if self.state is not AgentState.GONE and self.forked_at is not None:
+                self.chan.peer_gone()
             return
         assert self.ps is not None
         self._on_kill(why)

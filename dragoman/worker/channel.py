@@ -109,6 +109,13 @@ class PipeChannel(Generic[T]):
         if at:
             del buf[:at]
 
+    def peer_gone(self) -> None:
+        """The peer is known to be gone (its process exited): read what it sent, then end
+        as at EOF — never wait for an EOF that a stray copy of its end could withhold."""
+        if self._reading:
+            self._on_readable()
+        self._eof()
+
     def _eof(self) -> None:
         if self._reading:
             self._reading = False
