@@ -157,7 +157,14 @@ class AgentPool:
         """Run ``coro`` as a task the pool keeps (and cancels when it has drained)."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        # A task that dies of an exception (an agent's life, a handle's preparation) would
+        # otherwise leave its agent unaccounted for without a word.
+        self._tasks.discard(task)
+        if not task.cancelled() and (e := task.exception()) is not None:
+            log.error("pool task %s failed", task.get_coro(), exc_info=e)
 
     def top_up(self) -> None:
         """Fork what the idle queue lacks for the free call slots (unless backing off)."""
