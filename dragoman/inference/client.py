@@ -6,11 +6,12 @@ per client, so an agent's utterances reuse a connection instead of opening one e
 
 from __future__ import annotations
 
+import math
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -26,7 +27,37 @@ except ImportError:  # a layout change in those libraries costs only the import 
 
 
 class InferenceError(RuntimeError):
-    pass
+    """The service is down, unreachable, or failed the request."""
+
+
+class Superseded(Exception):
+    """A queued ``partial`` request dropped because a newer request of the same ``stream``
+    came (HTTP 409): nothing is wrong, the newer request's answer is the one to use.
+    Deliberately not an ``InferenceError``, which callers take as the service being down."""
+
+
+Priority = Literal["final", "partial"]
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word with its time in the audio sent, seconds from its start. Its text is as
+    Whisper spells it, leading space included: ``"".join(w.text for w in words)`` is the
+    text. For ``translate``, the English words, aligned to the source speech."""
+
+    start: float
+    end: float
+    text: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A sentence of the text (it ends after . ? ! or 。), with its words' times."""
+
+    start: float
+    end: float
+    text: str
 
 
 @dataclass(frozen=True)
@@ -35,6 +66,10 @@ class SttResult:
     language: str
     duration_s: float
     compute_ms: float
+    words: tuple[Word, ...] = ()  # asked for with ``words=True``
+    queue_ms: float = 0.0  # how long the request waited for a Whisper worker
+    # The text's sentences with their times (``words=True``): where the audio may be cut.
+    segments: tuple[Segment, ...] = ()
 
 
 # Plain HTTP on a local socket never uses TLS, but httpx makes an SSL context per transport
@@ -78,6 +113,8 @@ class InferenceClient:
             raise InferenceError(f"inference service unreachable: {e}") from e
         except httpx.HTTPError as e:  # timeouts, a connection lost mid-request
             raise InferenceError(f"{what} failed: {_why(e)}") from e
+        if response.status_code == 409:
+            raise Superseded(_error(response, what))
         if response.status_code != 200:
             raise InferenceError(_error(response, what))
         try:
@@ -85,12 +122,51 @@ class InferenceClient:
         except ValueError as e:
             raise InferenceError(f"{what} failed: the service answered {e}") from e
 
-    async def stt(self, pcm16_16k: bytes, language: str | None, task: str) -> SttResult:
-        params = {"task": task} if language is None else {"task": task, "language": language}
+    async def stt(
+        self,
+        pcm16_16k: bytes,
+        language: str | None,
+        task: str,
+        *,
+        prompt: str | None = None,
+        words: bool = False,
+        priority: Priority = "final",
+        stream: str | None = None,
+    ) -> SttResult:
+        """Transcribe (``task="transcribe"``) or translate into English (``"translate"``).
+
+        ``prompt``: the text said before this audio (its end is kept), which Whisper
+        continues. ``words``: word timings too. ``priority``: ``final`` requests run before
+        queued ``partial`` ones; a queued partial of a ``stream`` (any id, e.g. a call's)
+        is dropped when a newer request of it comes, and raises ``Superseded``."""
+        if priority not in wire.PRIORITIES:
+            raise ValueError(f"priority must be one of {wire.PRIORITIES}, not {priority!r}")
+        params: dict[str, str] = {"task": task}
+        if language is not None:
+            params["language"] = language
+        if prompt and prompt.strip():
+            params["prompt"] = prompt.strip()[-wire.PROMPT_CHARS :]
+        if words:
+            params["words"] = "1"
+        if priority != "final":
+            params["priority"] = priority
+        if stream:
+            params["stream"] = stream
         body = await self._request(
             "speech-to-text", "POST", wire.STT, params=params, **_audio(pcm16_16k)
         )
-        return SttResult(body["text"], body["language"], body["duration_s"], body["compute_ms"])
+        return SttResult(
+            body["text"],
+            body["language"],
+            body["duration_s"],
+            body["compute_ms"],
+            words=tuple(_word(w) for w in body.get("words") or ()),
+            queue_ms=float(body.get("queue_ms", 0.0)),
+            segments=tuple(
+                Segment(float(s["start"]), float(s["end"]), str(s["text"]))
+                for s in body.get("segments") or ()
+            ),
+        )
 
     async def identify(self, pcm16_16k: bytes, candidates: list[str]) -> str:
         """Which of ``candidates`` is spoken in this utterance."""
@@ -103,10 +179,20 @@ class InferenceClient:
         )
         return str(body["language"])
 
-    async def tts(self, text: str) -> AsyncIterator[tuple[bytes, int]]:
-        """Yield (PCM16 mono, sample_rate) chunks as the service synthesises them."""
+    async def tts(self, text: str, speed: float = 1.0) -> AsyncIterator[tuple[bytes, int]]:
+        """Yield (PCM16 mono, sample_rate) chunks as the service synthesises them.
+
+        ``speed`` > 1 speaks faster; it is kept within the service's range
+        (``wire.TTS_SPEED_MIN``–``TTS_SPEED_MAX``). ValueError if it is not a positive number."""
+        if not (isinstance(speed, int | float) and math.isfinite(speed) and speed > 0):
+            raise ValueError(f"speed must be a positive number, not {speed!r}")
+        speed = min(max(float(speed), wire.TTS_SPEED_MIN), wire.TTS_SPEED_MAX)
         request = self._http.build_request(
-            "POST", wire.TTS, content=text.encode(), headers={"content-type": wire.TEXT}
+            "POST",
+            wire.TTS,
+            content=text.encode(),
+            headers={"content-type": wire.TEXT},
+            params={"speed": f"{speed:g}"} if speed != 1.0 else None,
         )
         try:
             response = await self._http.send(request, stream=True)
@@ -147,6 +233,10 @@ class InferenceClient:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def _word(w: dict[str, Any]) -> Word:
+    return Word(float(w["start"]), float(w["end"]), str(w["text"]), float(w.get("probability", 0)))
 
 
 def _audio(pcm16: bytes) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from dragoman.inference import wire
+from dragoman.inference.lanes import Superseded
 
 if TYPE_CHECKING:
     from dragoman.inference.server import InferenceServer
@@ -25,6 +27,10 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 class TooLarge(ValueError):
     """A body over ``wire.MAX_BODY``: the request's fault, answered 413 and not logged."""
+
+
+class BadRequest(ValueError):
+    """A bad query parameter: the request's fault, answered 400 and not logged."""
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -42,6 +48,11 @@ def _reporting(op: str) -> Callable[[Endpoint], Endpoint]:
                 return await endpoint(request)
             except TooLarge as e:
                 return _error(413, str(e))
+            except BadRequest as e:
+                return _error(400, str(e))
+            except Superseded:
+                # A newer request of the same stream replaced it: expected, not logged.
+                return _error(409, wire.SUPERSEDED)
             except Exception as e:
                 log.exception("inference request %s failed", op)
                 return _error(500, str(e))
@@ -63,12 +74,50 @@ async def _body(request: Request) -> bytes:
     return bytes(body)
 
 
+def _flag(value: str | None, name: str) -> bool:
+    if value is None or value.lower() in ("0", "false", "no", ""):
+        return False
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    raise BadRequest(f"{name} must be 1 or 0, not {value!r}")
+
+
+def _speed(value: str | None) -> float:
+    if value is None:
+        return 1.0
+    try:
+        speed = float(value)
+    except ValueError:
+        speed = math.nan
+    if not (wire.TTS_SPEED_MIN <= speed <= wire.TTS_SPEED_MAX):  # NaN fails this too
+        raise BadRequest(
+            f"speed must be a number from {wire.TTS_SPEED_MIN} to {wire.TTS_SPEED_MAX}, "
+            f"not {value!r}"
+        )
+    return speed
+
+
 def create_app(server: InferenceServer) -> Starlette:
     @_reporting("stt")
     async def stt(request: Request) -> Response:
         q = request.query_params
         task = q.get("task", "transcribe")
-        return JSONResponse(await server.stt(await _body(request), q.get("language"), task))
+        if task not in ("transcribe", "translate"):
+            raise BadRequest(f"task must be transcribe or translate, not {task!r}")
+        priority = q.get("priority", "final")
+        if priority not in wire.PRIORITIES:
+            raise BadRequest(f"priority must be one of {', '.join(wire.PRIORITIES)}")
+        prompt = q.get("prompt")
+        answer = await server.stt(
+            await _body(request),
+            q.get("language"),
+            task,
+            prompt=prompt[-wire.PROMPT_CHARS :] if prompt else None,
+            words=_flag(q.get("words"), "words"),
+            priority=priority,
+            stream=q.get("stream") or None,
+        )
+        return JSONResponse(answer)
 
     @_reporting("identify")
     async def identify(request: Request) -> Response:
@@ -77,7 +126,9 @@ def create_app(server: InferenceServer) -> Starlette:
 
     @_reporting("tts")
     async def tts(request: Request) -> Response:
-        chunks = server.tts((await _body(request)).decode())
+        speed = _speed(request.query_params.get("speed"))
+        text = (await _body(request)).decode()
+        chunks = server.tts(text, speed)
         # Wait for the first audio before answering, so a synthesis that fails at once is
         # an error status with its reason rather than a stream cut short.
         first = await anext(chunks, None)

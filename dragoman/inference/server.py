@@ -2,8 +2,8 @@
 
 Agent processes never load Whisper or Piper themselves (that would cost hundreds of MB and
 seconds per call); they send utterances here, as HTTP over a Unix socket (the API is in
-``wire``). Requests run concurrently on a small thread pool; the models release the GIL
-while computing.
+``wire``). Requests run concurrently on a few worker threads, in the order the service
+chooses (``lanes``); the models release the GIL while computing.
 """
 
 from __future__ import annotations
@@ -16,46 +16,63 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Generator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
 from dragoman.config import Settings
-from dragoman.inference.engines import PiperEngine, WhisperEngine
+from dragoman.inference.engines import PiperEngine, WhisperEngine, Window, cpu_count
+from dragoman.inference.lanes import PriorityLane, lane_size
 from dragoman.inference.models import resolve_piper, resolve_whisper
 from dragoman.inference.routes import create_app
 
 log = logging.getLogger("dragoman.inference")
 
-T = TypeVar("T")
-
 
 class InferenceServer:
-    """The models and their thread pools; the HTTP routes in ``routes`` call these methods."""
+    """The models and their lanes; the HTTP routes in ``routes`` call these methods.
 
-    def __init__(self, settings: Settings) -> None:
+    Whisper's requests go through a ``PriorityLane`` (finals before partials, stale partials
+    dropped) sized to the node's cores; TTS has a lane of its own, so speech output never
+    queues behind a transcription."""
+
+    def __init__(self, whisper: Any, piper: Any, *, workers: int, threads: int = 1) -> None:
+        self.whisper = whisper
+        self.piper = piper
+        self._stt_lane = PriorityLane(workers, threads, name="stt")
+        self._tts_pool = ThreadPoolExecutor(1, thread_name_prefix="tts")
+        self.load_ms = 0.0
+        self.retried = 0  # decodes the repetition guard did again on the full window
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InferenceServer:
         t0 = time.perf_counter()
-        whisper_src = resolve_whisper(settings.whisper_model_path, settings.cache_dir)
-        self.whisper = WhisperEngine(
-            whisper_src,
-            settings.whisper_compute_type,
-            settings.whisper_threads,
-            settings.whisper_workers,
+        workers, threads = lane_size(
+            cpu_count(), settings.whisper_threads, settings.whisper_workers
         )
-        self.piper = PiperEngine(
+        whisper_src = resolve_whisper(settings.whisper_model_path, settings.cache_dir)
+        window = Window(min_s=settings.whisper_window_min_s, pad_s=settings.whisper_window_pad_s)
+        whisper = WhisperEngine(
+            whisper_src, settings.whisper_compute_type, threads, workers, window=window
+        )
+        piper = PiperEngine(
             resolve_piper(settings.piper_voice_path), settings.audio_out_sample_rate
         )
-        # Whisper decodes run in parallel (num_workers); TTS gets its own lane so speech
-        # output never queues behind a long transcription.
-        self._stt_pool = ThreadPoolExecutor(settings.whisper_workers, thread_name_prefix="stt")
-        self._tts_pool = ThreadPoolExecutor(1, thread_name_prefix="tts")
-        self.load_ms = (time.perf_counter() - t0) * 1000
-        log.info("models loaded in %.0f ms (whisper=%s)", self.load_ms, whisper_src)
+        server = cls(whisper, piper, workers=workers, threads=threads)
+        server.load_ms = (time.perf_counter() - t0) * 1000
+        log.info(
+            "models loaded in %.0f ms (whisper=%s, %d workers × %d threads, window %s)",
+            server.load_ms,
+            whisper_src,
+            workers,
+            threads,
+            window.label(),
+        )
+        return server
 
     def warm_up(self) -> None:
         # The first decode allocates buffers and JITs kernels; pay that at start, not on a call.
@@ -63,24 +80,53 @@ class InferenceServer:
         for _ in self.piper.synthesize("Ready."):
             pass
 
-    async def _on(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-
-    async def stt(self, pcm16_16k: bytes, language: str | None, task: str) -> dict[str, Any]:
-        result = await self._on(self._stt_pool, self.whisper.run, pcm16_16k, language, task)
-        return asdict(result)
+    async def stt(
+        self,
+        pcm16_16k: bytes,
+        language: str | None,
+        task: str,
+        *,
+        prompt: str | None = None,
+        words: bool = False,
+        priority: str = "final",
+        stream: str | None = None,
+    ) -> dict[str, Any]:
+        """Raises ``Superseded`` for a queued partial a newer request of its stream replaced."""
+        result, queue_ms = await self._stt_lane.run(
+            self.whisper.run,
+            pcm16_16k,
+            language,
+            task,
+            prompt=prompt,
+            words=words,
+            priority=priority,
+            stream=stream,
+        )
+        self.retried += result.retried
+        answer = {
+            "text": result.text,
+            "language": result.language,
+            "duration_s": result.duration_s,
+            "compute_ms": round(result.compute_ms, 1),
+            "queue_ms": round(queue_ms, 1),
+            "window_s": result.window_s,
+        }
+        if words:
+            answer["words"] = list(result.words or ())
+            answer["segments"] = list(result.segments or ())
+        return answer
 
     async def identify(self, pcm16_16k: bytes, candidates: list[str]) -> dict[str, Any]:
-        language, probs = await self._on(
-            self._stt_pool, self.whisper.identify, pcm16_16k, candidates
+        (language, probs), queue_ms = await self._stt_lane.run(
+            self.whisper.identify, pcm16_16k, candidates
         )
-        return {"language": language, "probs": probs}
+        return {"language": language, "probs": probs, "queue_ms": round(queue_ms, 1)}
 
     @property
     def tts_rate(self) -> int:
         return self.piper.out_rate
 
-    async def tts(self, text: str) -> AsyncIterator[bytes]:
+    async def tts(self, text: str, speed: float = 1.0) -> AsyncIterator[bytes]:
         """PCM16 chunks as Piper produces them. Closing the iterator early (the caller hung
         up) stops the synthesis at the next chunk, so the one TTS lane is free again."""
         loop = asyncio.get_running_loop()
@@ -89,7 +135,7 @@ class InferenceServer:
 
         def produce() -> None:
             try:
-                for pcm in self.piper.synthesize(text):
+                for pcm in self.piper.synthesize(text, speed):
                     if stop.is_set():
                         return
                     loop.call_soon_threadsafe(queue.put_nowait, pcm)
@@ -109,7 +155,8 @@ class InferenceServer:
             stop.set()
 
     def ping(self) -> dict[str, Any]:
-        return {"ok": True, "pid": os.getpid(), "load_ms": self.load_ms}
+        stt = self._stt_lane.stats() | {"retried": self.retried}
+        return {"ok": True, "pid": os.getpid(), "load_ms": self.load_ms, "stt": stt}
 
 
 class Server(uvicorn.Server):
@@ -132,7 +179,7 @@ def listen(socket_path: Path) -> socket.socket:
 
 
 async def _serve(settings: Settings, socket_path: Path) -> None:
-    server_impl = InferenceServer(settings)
+    server_impl = InferenceServer.from_settings(settings)
     await asyncio.get_running_loop().run_in_executor(None, server_impl.warm_up)
     server = http_server(create_app(server_impl))
     loop = asyncio.get_running_loop()
