@@ -36,6 +36,12 @@ def test_languages_and_health(server: Server) -> None:
     langs = httpx.get(f"{server.url}/v1/languages").json()
     assert langs["default_source"] == "ja" and langs["default_target"] == "en"
     assert any(t["code"] == "en" and t["available"] for t in langs["targets"])
+    # Which interpretations each provider offers, and what a call gets when it names none.
+    assert langs["interpretation_defaults"]["one_way"] == "simultaneous"
+    assert langs["interpretation_defaults"]["conversation"] == "consecutive"
+    by_name = {p["name"]: p for p in langs["providers"]}
+    assert by_name["local"]["interpretations"] == ["simultaneous", "consecutive"]
+    assert by_name["openai-translate"]["interpretations"] == ["simultaneous"]
     health = server.health()
     assert health["status"] == "ok" and health["capacity"] == 3 and health["idle_target"] == 3
     # The server is shared by the session: an earlier test's call may still be ending and its
@@ -64,6 +70,13 @@ async def test_bad_inputs_get_clear_errors_and_cost_nothing(server: Server) -> N
         err = assert_error(post(server, {**good, "target": "ko"}), 400, "unsupported_pair")
         assert "Korean" in err["message"]
         assert_error(post(server, {**good, "target": "ja"}), 400, "same_language")
+        err = assert_error(
+            post(server, {**good, "interpretation": "eventual"}), 400, "bad_interpretation"
+        )
+        assert "'simultaneous' or 'consecutive'" in err["message"]
+        assert_error(post(server, {**good, "interpretation": 1}), 400, "bad_request")
+        two = {**good, "mode": "conversation", "interpretation": "simultaneous"}
+        assert_error(post(server, two), 400, "unsupported_interpretation")
         assert_error(post(server, {**good, "sdp": "hello"}), 400, "bad_sdp")
         big = {**good, "sdp": good["sdp"] + "a=x:" + "y" * 70_000 + "\r\n"}
         assert_error(post(server, big), 413, "body_too_large")

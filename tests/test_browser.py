@@ -113,3 +113,31 @@ def test_audio_that_cannot_start_is_reported_and_the_page_can_call_again(
     page.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)
     wait_until(lambda: server.health()["active_calls"] == 0, 15, what="call ended on the server")
     assert errors == []
+
+
+def test_interpretation_control_defaults_and_switches_mid_call(server: Server, page) -> None:
+    page.goto(server.url)
+    page.wait_for_function("document.querySelectorAll('#source option').length > 5")
+    page.select_option("#source", "ja")
+    page.select_option("#target", "en")
+    # A one-way call with the offline provider: both modes offered, simultaneous first.
+    control = page.get_by_label("Interpretation")
+    assert control.input_value() == "simultaneous" and control.is_enabled()
+    page.click("#call")
+    page.wait_for_function(
+        "() => window.dragoman.interpretation === 'simultaneous'", timeout=30_000
+    )
+
+    # Switched mid-call: the agent answers with a `languages` message carrying the new mode.
+    seen = page.evaluate("window.dragoman.languagesLog.length")
+    control.select_option("consecutive")
+    page.wait_for_function(
+        """n => window.dragoman.languagesLog.slice(n).some(
+            m => m.interpretation === 'consecutive')""",
+        arg=seen,
+        timeout=10_000,
+    )
+    assert page.evaluate("window.dragoman.interpretation") == "consecutive"
+    assert control.input_value() == "consecutive"
+    page.click("#hangup")
+    page.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)

@@ -9,14 +9,16 @@ from typing import Annotated
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from dragoman.api.body import json_body
 from dragoman.api.errors import install_error_handlers
+from dragoman.contract.calls import CallRequest
 from dragoman.contract.errors import (
     AgentFailed,
     CallRejected,
     GlossaryError,
+    InterpretationError,
     LanguageError,
     NoAgentAvailable,
     ProviderRejected,
@@ -64,11 +66,24 @@ def test_failures_inside_the_fleet_answer_a_fixed_sentence_and_read_back_as_fail
 
 
 def test_refusals_keep_their_codes_and_a_provider_not_configured_is_503() -> None:
-    for kind in (LanguageError, ProviderRejected, GlossaryError):
+    for kind in (LanguageError, ProviderRejected, GlossaryError, InterpretationError):
         assert to_http(kind("some_code", "why")).status == 400
         assert issubclass(kind, CallRejected)
     answer = to_http(ProviderUnavailable("provider_unavailable", "set DRAGOMAN_OPENAI_API_KEY"))
     assert (answer.status, answer.code) == (503, "provider_unavailable")
+    # A worker's refusal of an interpretation reads back as a refusal with its code.
+    answer = to_http(InterpretationError("unsupported_interpretation", "only simultaneously"))
+    back = from_http(answer.status, answer.code, answer.message, None, "c1")
+    assert isinstance(back, CallRejected) and back.code == "unsupported_interpretation"
+
+
+def test_a_call_request_carries_its_interpretation() -> None:
+    base = {"call_id": "c", "sdp": "v=0", "source": "ja", "target": "en"}
+    assert CallRequest(**base).interpretation == "simultaneous"  # an older api's hand-off
+    req = CallRequest(**base, interpretation="consecutive")
+    assert CallRequest.model_validate_json(req.model_dump_json()).interpretation == "consecutive"
+    with pytest.raises(ValidationError):
+        CallRequest(**base, interpretation="whispered")
 
 
 class _Body(BaseModel):

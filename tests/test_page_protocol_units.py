@@ -53,6 +53,14 @@ def test_agent_messages_keep_their_wire_shape() -> None:
     assert list(messages.error("x", "y")) == ["v", "type", "code", "message", "fatal"]
 
 
+def test_new_fields_follow_the_old_ones_only_when_set() -> None:
+    partial = messages.caption("u1", "translation", "en", "Hello there", False, 0, 0, stable=6)
+    assert list(partial)[-2:] == ["t_end_ms", "stable"] and partial["stable"] == 6
+    langs = messages.languages(LanguagePair("ja", "en"), "consecutive")
+    assert list(langs) == ["v", "type", "source", "target", "mode", "interpretation"]
+    assert langs["interpretation"] == "consecutive"
+
+
 def test_page_messages_parse_into_the_models() -> None:
     msg = messages.parse_control(
         {"v": 1, "type": "set_languages", "source": "ko", "target": "en", "extra": 1}
@@ -61,3 +69,8 @@ def test_page_messages_parse_into_the_models() -> None:
     assert isinstance(messages.parse_control({"v": 1, "type": "hangup"}), page.Hangup)
     with pytest.raises(messages.BadMessage, match="string 'source'"):
         messages.parse_control({"v": 1, "type": "set_languages", "source": "ko"})
+    msg = messages.parse_control({"v": 1, "type": "set_interpretation", "interpretation": "x"})
+    # Any string parses: the agent's policy refuses an unknown one with its reason.
+    assert isinstance(msg, page.SetInterpretation) and msg.interpretation == "x"
+    with pytest.raises(messages.BadMessage, match="string 'interpretation'"):
+        messages.parse_control({"v": 1, "type": "set_interpretation", "interpretation": 1})

@@ -8,9 +8,10 @@ from dragoman.agent import messages
 from dragoman.agent.limits import CallLimits, CallVitals, limit_exceeded
 from dragoman.api.sdp import SdpError, check_offer
 from dragoman.config import Settings
+from dragoman.contract.errors import InterpretationError
 from dragoman.contract.page import Hangup, SetLanguages
 from dragoman.languages import LanguageError, validate_pair
-from dragoman.pipeline.providers.catalog import catalogue
+from dragoman.pipeline.providers.catalog import PROVIDERS, catalogue, resolve_interpretation
 from dragoman.worker.pool import idle_target
 
 
@@ -35,6 +36,47 @@ def test_catalogue_marks_targets_that_need_a_provider() -> None:
     assert by_code["en"]["available"] is True
     assert by_code["ja"]["available"] is False and "provider" in by_code["ja"]["reason"]
     assert {s["code"] for s in cat["sources"]} >= {"ja", "en", "ko", "zh"}
+
+
+def test_interpretation_defaults_by_call_mode_and_is_checked_against_the_provider() -> None:
+    local, translate = PROVIDERS["local"], PROVIDERS["openai-translate"]
+    cascade = PROVIDERS["openai-cascade"]
+    # Simultaneous where it can be; a conversation (one shared device) keeps its turns.
+    assert resolve_interpretation(local, "one_way") == "simultaneous"
+    assert resolve_interpretation(local, "room") == "simultaneous"
+    assert resolve_interpretation(cascade, "conversation") == "consecutive"
+    assert resolve_interpretation(local, "one_way", "consecutive") == "consecutive"
+    assert resolve_interpretation(cascade, "room", "consecutive") == "consecutive"
+    assert resolve_interpretation(translate, "one_way", "simultaneous") == "simultaneous"
+    for spec, mode, asked, code, words in (
+        (translate, "one_way", "consecutive", "unsupported_interpretation", "only simul"),
+        (PROVIDERS["gemini-live-translate"], "room", "consecutive", "unsupported", "Gemini"),
+        (local, "conversation", "simultaneous", "unsupported_interpretation", "turn by turn"),
+        (local, "one_way", "whispered", "bad_interpretation", "'simultaneous' or"),
+        (local, "one_way", 3, "bad_interpretation", "Unknown interpretation"),
+    ):
+        with pytest.raises(InterpretationError) as e:
+            resolve_interpretation(spec, mode, asked)
+        assert e.value.code.startswith(code) and words in e.value.message
+        assert e.value.status == 400
+
+
+def test_catalogue_says_which_interpretations_each_provider_has() -> None:
+    cat = catalogue(Settings())
+    assert cat["interpretation_defaults"] == {
+        "one_way": "simultaneous",
+        "conversation": "consecutive",
+        "room": "simultaneous",
+    }
+    by_name = {p["name"]: p for p in cat["providers"]}
+    for name in ("local", "openai-cascade"):
+        assert by_name[name]["interpretations"] == ["simultaneous", "consecutive"]
+        assert "interpretation_reason" not in by_name[name]
+    for name in ("openai-translate", "gemini-live-translate"):
+        assert by_name[name]["interpretations"] == ["simultaneous"]
+        assert "only simultaneously" in by_name[name]["interpretation_reason"]
+        assert "conversation" not in by_name[name]["interpretation_defaults"]
+    assert by_name["local"]["interpretation_defaults"]["conversation"] == "consecutive"
 
 
 def test_parse_control_messages() -> None:

@@ -267,6 +267,18 @@ async def test_a_provider_error_event_reaches_the_page_as_our_sentence(
     assert e.value.detail == MARKER
 
 
+async def test_streaming_providers_interpret_only_simultaneously() -> None:
+    s = Settings(openai_api_key="k", openai_base_url="http://h:1/v1", gemini_api_key="g")
+    ctx = CallContext(pair=LanguagePair("ja", "en"), settings=s)
+    for provider in (openai_translate.OpenAITranslate(s), gemini_live.GeminiLive(s)):
+        stage = StreamingInterpretation(ctx, provider)
+        await stage.set_interpretation("simultaneous")  # what it does anyway: accepted
+        with pytest.raises(ProviderError) as e:
+            await stage.set_interpretation("consecutive")
+        assert e.value.code == "unsupported_interpretation"
+        assert e.value.message == messages.ERRORS["unsupported_interpretation"]
+
+
 def _minting(handler: Any) -> tuple[Settings, ProviderClients]:
     """Direct-mode minting through the SDK clients, their HTTP answered by ``handler``."""
     s = Settings(

@@ -55,7 +55,9 @@ def caption(
     final: bool,
     t_start_ms: int,
     t_end_ms: int,
+    stable: int | None = None,
 ) -> dict[str, Any]:
+    """``stable``: how many leading characters of a partial's ``text`` are committed."""
     return Caption(
         id=utterance_id,
         side=side,
@@ -64,6 +66,7 @@ def caption(
         text=text,
         t_start_ms=t_start_ms,
         t_end_ms=t_end_ms,
+        stable=stable,
     ).wire()
 
 
@@ -72,8 +75,11 @@ def state(value: State, reason: str | None = None) -> dict[str, Any]:
     return StateMessage(state=value, reason=reason, message=message).wire()
 
 
-def languages(pair: LanguagePair) -> dict[str, Any]:
-    return Languages(source=pair.source, target=pair.target, mode=pair.mode).wire()
+def languages(pair: LanguagePair, interpretation: str | None = None) -> dict[str, Any]:
+    """The pair in force and, from an agent, the interpretation (simultaneous | consecutive)."""
+    return Languages(
+        source=pair.source, target=pair.target, mode=pair.mode, interpretation=interpretation
+    ).wire()
 
 
 def note(utterance_id: str, code: str, message: str) -> dict[str, Any]:
@@ -115,6 +121,10 @@ ERRORS: dict[str, str] = {
     "inference_unavailable": (
         "The interpreter's speech service is restarting; please repeat that in a moment."
     ),
+    # Streaming services interpret only simultaneously; a conversation only consecutively.
+    "unsupported_interpretation": (
+        "This call cannot switch to that interpretation; it goes on as before."
+    ),
 }
 DETAIL_MAX_CHARS = 500  # of a provider's or exception's text in one log line
 
@@ -143,6 +153,12 @@ class BadMessage(ValueError):
 
 
 _CONTROL: TypeAdapter[Control] = TypeAdapter(Control)
+# Each page → agent type, and what its refusal says it needs.
+_NEEDS = {
+    "hangup": "nothing else",
+    "set_languages": "string 'source' and 'target'",
+    "set_interpretation": "a string 'interpretation'",
+}
 
 
 def parse_control(message: Any) -> Control:
@@ -152,9 +168,9 @@ def parse_control(message: Any) -> Control:
     if message.get("v") != VERSION:
         raise BadMessage(f"unsupported protocol version {message.get('v')!r}; expected {VERSION}")
     kind = message.get("type")
-    if kind not in ("hangup", "set_languages"):
+    if kind not in _NEEDS:
         raise BadMessage(f"unknown message type {kind!r}")
     try:
         return _CONTROL.validate_python(message)
     except ValidationError as e:
-        raise BadMessage("set_languages needs string 'source' and 'target'") from e
+        raise BadMessage(f"{kind} needs {_NEEDS[kind]}") from e

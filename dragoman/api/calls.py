@@ -40,6 +40,7 @@ from dragoman.pipeline.glossary import check_name as check_glossary_name
 from dragoman.pipeline.providers.catalog import (
     catalogue,
     direct_overflow_enabled,
+    resolve_interpretation,
     validate_call,
 )
 
@@ -61,6 +62,10 @@ class CallOffer(BaseModel):
     # "one_way": the caller hears its own words translated; "conversation": two people on
     # one device, each utterance into the pair's other language.
     mode: str = "one_way"
+    # "simultaneous" (while the person talks) or "consecutive" (after each sentence); default:
+    # the call mode's (catalog.resolve_interpretation). A room's guest follows the room's
+    # rules (its provider, room mode), not its host's choice.
+    interpretation: str | None = None
     # A room invitation's token (from its link): this caller is the room's second person.
     room: str | None = None
 
@@ -112,6 +117,7 @@ async def create_call(
         raise ApiError(400, "bad_mode", "A room is joined with its invitation link ('room').")
     # CallRejected (400; 503 for a provider not configured here) answers by itself.
     spec, pair = validate_call(offer.provider, offer.source, offer.target, settings, offer.mode)
+    interpretation = resolve_interpretation(spec, pair.mode, offer.interpretation)
     check_glossary_name(offer.glossary)
     admission.check_provider(caller, spec.name)
     try:
@@ -139,11 +145,13 @@ async def create_call(
                 max_call_s=admission.call_max_s(settings, caller),
                 mode=pair.mode,
                 room_host=invitation.host_call_id if invitation else None,
+                interpretation=interpretation,
             )
         )
     except NoAgentAvailable as e:
         await _release_quietly(registry, held, call_id)
-        # (A conversation or a room needs both directions: a direct session is one-way.)
+        # (A conversation or a room needs both directions: a direct session is one-way. Its
+        # providers stream: the interpretation asked for does not apply there.)
         direct = (
             overflow_provider(settings, pair, spec.name, _allows(caller))
             if admission.may_go_direct(caller) and pair.mode == "one_way"
@@ -174,7 +182,8 @@ async def create_call(
     metrics.ANSWER_SECONDS.observe(timings["total"] / 1000)
     return {
         "mode": "agent",
-        "interpretation": pair.mode,
+        "interpretation": interpretation,
+        "call_mode": pair.mode,
         "provider": spec.name,
         "call_id": call_id,
         "sdp": result.sdp,

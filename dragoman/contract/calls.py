@@ -13,6 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field
 TOKEN_HEADER = "X-Dragoman-Token"
 CALL_TOKEN_HEADER = "X-Dragoman-Call-Token"
 
+# How a call is interpreted: while the person still talks, or after each sentence (turn by
+# turn). Which one a provider and a call mode allow is policy (pipeline.providers.catalog).
+Interpretation = Literal["simultaneous", "consecutive"]
+INTERPRETATIONS: tuple[Interpretation, ...] = ("simultaneous", "consecutive")
+
 
 class CallRequest(BaseModel):
     """What travels from the api to the agent that will take a call."""
@@ -36,6 +41,8 @@ class CallRequest(BaseModel):
     mode: str = "one_way"
     # A room's second participant: the call that invited it (on the same node).
     room_host: str | None = None
+    # Resolved by the api (the call mode's default where the caller named none).
+    interpretation: Interpretation = "simultaneous"
 
 
 class CallAnswer(BaseModel):

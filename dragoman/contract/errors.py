@@ -3,8 +3,8 @@
 The api answers the caller with ``to_http``; the worker's internal endpoint answers the api
 with the same table, and ``fleet.worker_client`` reads a worker's answer back into the same
 exceptions with ``from_http``. Refusals of the request itself (``CallRejected`` and its
-kinds: languages, providers, glossaries) carry the API's error ``code`` and a message a
-person can act on.
+kinds: languages, providers, interpretations, glossaries) carry the API's error ``code`` and
+a message a person can act on: 400, or ``status`` where a kind sets its own.
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ class ProviderUnavailable(CallRejected):
     fault."""
 
     status = 503
+
+
+class InterpretationError(CallRejected):
+    """An interpretation (simultaneous | consecutive) that is unknown, or that the provider or
+    the call mode cannot serve (``bad_interpretation``, ``unsupported_interpretation``)."""
 
 
 class GlossaryError(CallRejected):

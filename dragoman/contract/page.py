@@ -6,11 +6,15 @@ Every message carries ``v`` (1) and ``type``. Agent → page:
 - ``caption``: ``id`` (the utterance), ``side`` (``source`` | ``translation``), ``lang``,
   ``final``, ``text``, ``t_start_ms``, ``t_end_ms`` (ms since the call started; 0 when the
   provider gives no timing). A partial line is replaced by later ones with the same ``id``
-  and ``side``; a final one with empty text withdraws it.
+  and ``side``; a final one with empty text withdraws it. A partial line may carry
+  ``stable``: how many leading characters of its ``text`` are committed (simultaneous
+  interpretation: later partials keep them; the rest may still change). Absent: all of a
+  final line is committed, none of a partial one.
 - ``state``: ``state`` (``listening`` | ``translating`` | ``speaking`` | ``ended``); when
   ended, ``reason`` (a code) and ``message`` (its sentence).
-- ``languages``: the pair in force (``source``, ``target``, ``mode``), after the call starts
-  and after every ``set_languages``, refused ones included.
+- ``languages``: the pair in force (``source``, ``target``, ``mode``) and, where the agent
+  knows it, ``interpretation`` (``simultaneous`` | ``consecutive``), after the call starts
+  and after every ``set_languages`` and ``set_interpretation``, refused ones included.
 - ``error``: ``code``, ``message`` (always our sentence, never a provider's text), ``fatal``.
 - ``note``: ``id`` (an utterance), ``code``, ``message``: why that utterance was shown but
   not translated (e.g. ``needs_cloud_provider``).
@@ -24,6 +28,8 @@ Page → agent:
 
 - ``set_languages``: ``source``, ``target`` (answered by ``languages``, or an ``error`` then
   ``languages``).
+- ``set_interpretation``: ``interpretation`` (``simultaneous`` | ``consecutive``), from the
+  next words on (answered by ``languages``, or an ``error`` then ``languages``).
 - ``hangup``.
 
 Import-light: the api and the worker import it too (no Pipecat here).
@@ -62,6 +68,7 @@ class Caption(AgentMessage):
     text: str
     t_start_ms: int
     t_end_ms: int
+    stable: int | None = None  # committed leading characters of a partial's text
 
 
 class StateMessage(AgentMessage):
@@ -76,6 +83,7 @@ class Languages(AgentMessage):
     source: str
     target: str
     mode: str
+    interpretation: str | None = None  # the interpretation in force
 
 
 class Note(AgentMessage):
@@ -121,8 +129,15 @@ class SetLanguages(PageMessage):
     target: StrictStr
 
 
+class SetInterpretation(PageMessage):
+    type: Literal["set_interpretation"] = "set_interpretation"
+    # Any string: the agent checks it against its provider and call mode (catalog policy)
+    # and answers a refusal with its reason and the ``languages`` still in force.
+    interpretation: StrictStr
+
+
 class Hangup(PageMessage):
     type: Literal["hangup"] = "hangup"
 
 
-Control = Annotated[SetLanguages | Hangup, Field(discriminator="type")]
+Control = Annotated[SetLanguages | SetInterpretation | Hangup, Field(discriminator="type")]

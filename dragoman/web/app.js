@@ -58,6 +58,8 @@ const ui = {
   source: $('source'),
   target: $('target'),
   provider: $('provider'),
+  interpretation: $('interpretation'),
+  interpretationNote: $('interpretation-note'),
   targetNote: $('target-note'),
   mode: $('mode'),
   call: $('call'),
@@ -87,6 +89,12 @@ const dragoman = {
   roomEvents: [], // 'joined' / 'peer_left', in order
   conversation: false, // the current call interprets two people (A ⇄ B)
   languages: null,
+  // 'simultaneous' | 'consecutive': the interpretation the agent says is in force (null
+  // before it says; 'simultaneous' in direct mode: the provider streams).
+  interpretation: null,
+  // Every `languages` message of the current call: {source, target, mode, interpretation,
+  // at: performance.now()} (a test waits for one after the step that causes it).
+  languagesLog: [],
   mode: null, // 'agent' | 'direct' once a call is answered
   directReason: null, // 'overflow' | 'requested' in direct mode
   provider: null, // the provider the current call uses
@@ -122,6 +130,8 @@ function updateButtons() {
   ui.hangup.disabled = !active;
   ui.provider.disabled = active; // a call keeps its provider; languages can change mid-call
   ui.interpMode.disabled = active || Boolean(ROOM); // and its mode
+  // Interpretation can change mid-call, where the call's provider and mode offer a choice.
+  ui.interpretation.disabled = interpretationChoices().length < 2 || (active && dragoman.mode === 'direct');
   // Only a connected one-way agent call can become a room, once.
   ui.invite.disabled = !active || dragoman.mode !== 'agent' || dragoman.conversation || Boolean(ROOM) || Boolean(dragoman.inviteUrl);
   ui.invite.hidden = Boolean(ROOM);
@@ -160,6 +170,8 @@ function resetMetrics() {
     states: [],
     controlOpen: false,
     serverTimings: null,
+    interpretation: null,
+    languagesLog: [],
     mode: null,
     directReason: null,
     provider: null,
@@ -180,6 +192,7 @@ async function loadLanguages() {
     fillSelect(ui.source, data.sources ?? [], data.default_source);
     fillProviders(data.providers ?? [], data.provider);
     fillTargets(data.default_target);
+    updateInterpretation();
     languagesLoaded = true;
     if (errorKind === 'languages') hideError();
     updateTargetNote();
@@ -277,6 +290,51 @@ function onModeChange() {
   }
 }
 
+// ---------------------------------------------------------------- interpretation
+
+/** The call mode the pickers describe: a room guest's, or the mode picker's. */
+function callMode() {
+  return ROOM ? 'room' : ui.interpMode.value;
+}
+
+/** What the chosen provider and call mode allow, in the catalogue's order. */
+function interpretationChoices() {
+  const info = providerInfo(ui.provider.value);
+  const all = info?.interpretations ?? catalogue?.interpretations ?? [];
+  // A conversation (one shared device) is interpreted turn by turn.
+  return callMode() === 'conversation' ? all.filter((i) => i === 'consecutive') : all;
+}
+
+let interpretationPicked = false; // the person chose one: keep it while it is allowed
+
+/** Before a call: the control follows the provider and mode (their default, or the only one). */
+function updateInterpretation() {
+  const info = providerInfo(ui.provider.value);
+  const choices = interpretationChoices();
+  const fallback = catalogue?.interpretation_defaults?.[callMode()];
+  const wanted = interpretationPicked && choices.includes(ui.interpretation.value)
+    ? ui.interpretation.value
+    : info?.interpretation_defaults?.[callMode()] ?? fallback ?? choices[0];
+  if (wanted) selectValue(ui.interpretation, wanted);
+  for (const option of ui.interpretation.options) option.disabled = !choices.includes(option.value);
+  let why = '';
+  if (choices.length === 1) {
+    why = callMode() === 'conversation'
+      ? 'A conversation on one device is interpreted consecutively: each sentence is translated once it ends.'
+      : info?.interpretation_reason || `${info?.title ?? 'This interpreter'} offers only one interpretation.`;
+  }
+  ui.interpretationNote.textContent = why;
+  ui.interpretationNote.hidden = !why;
+  updateButtons();
+}
+
+function onInterpretationChange() {
+  interpretationPicked = true;
+  // Mid-call: asked of the agent on the control channel; its `languages` answer says what
+  // is in force (the control goes back to it when refused).
+  session?.call?.setInterpretation(ui.interpretation.value);
+}
+
 function onPickerChange() {
   updateTargetNote();
   // Mid-call switch over the data channel; no reconnect.
@@ -285,7 +343,7 @@ function onPickerChange() {
 
 // ---------------------------------------------------------------- captions
 
-const captionStore = new Map(); // `${id}\n${side}` → {id, side, lang, final, text}
+const captionStore = new Map(); // `${id}\n${side}` → {id, side, lang, final, text, stable}
 const captionRows = new Map(); // utterance id → <li>
 
 function clearCaptions() {
@@ -296,7 +354,7 @@ function clearCaptions() {
   dragoman.notes = [];
 }
 
-function upsertCaption({ id, side, lang, final, text, from = 'self' }) {
+function upsertCaption({ id, side, lang, final, text, from = 'self', stable = null }) {
   if (side !== 'source' && side !== 'translation') return;
   const key = `${id}\n${side}`;
   // Ordered channel, but be safe: a partial must never overwrite its final.
@@ -313,7 +371,7 @@ function upsertCaption({ id, side, lang, final, text, from = 'self' }) {
     }
     return;
   }
-  const entry = { id, side, lang, final, text, from, at: performance.now() };
+  const entry = { id, side, lang, final, text, from, stable: final ? null : stable, at: performance.now() };
   captionStore.set(key, entry);
   dragoman.captions = [...captionStore.values()];
   renderCaption(entry);
@@ -347,9 +405,24 @@ function renderCaption(entry) {
   let speaker = dragoman.conversation ? `Speaker (${langName(entry.lang)})` : `You (${entry.lang})`;
   if (entry.from === 'peer') speaker = `Other person (${langName(entry.lang)})`;
   el.querySelector('.who').textContent = entry.side === 'source' ? speaker : `Interpreter (${entry.lang})`;
-  el.querySelector('.text').textContent = entry.text;
+  renderText(el.querySelector('.text'), entry);
 
   if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+/** A partial's committed prefix in normal text, the tail that may still change in a lighter
+ *  span (`stable` counts code points, as the agent's Python does). */
+function renderText(textEl, { text, stable }) {
+  if (stable === null || stable === undefined) {
+    delete textEl.dataset.stable;
+    textEl.textContent = text;
+    return;
+  }
+  const chars = Array.from(text);
+  const cut = Math.min(stable, chars.length);
+  textEl.dataset.stable = String(cut);
+  const tentative = Object.assign(document.createElement('span'), { className: 'tentative', textContent: chars.slice(cut).join('') });
+  textEl.replaceChildren(chars.slice(0, cut).join(''), tentative);
 }
 
 function langName(code) {
@@ -406,6 +479,8 @@ async function loadRoom() {
   ui.target.closest('.field').hidden = true;
   ui.provider.closest('.field').hidden = true;
   fillSelect(ui.target, [{ code: data.language, name: data.language_name }], data.language);
+  selectValue(ui.provider, data.provider); // the room's: its interpretations apply
+  updateInterpretation();
 }
 
 async function readBody(res) {
@@ -490,6 +565,8 @@ async function setUpCall(s) {
     ticket: TICKET,
     mode: ROOM ? 'room' : ui.interpMode.value,
     room: ROOM,
+    // Sent only where the person has a choice; otherwise the server's default applies.
+    interpretation: ui.interpretation.disabled ? null : ui.interpretation.value,
   }));
   dragoman.conversation = call.mode === 'conversation';
   dragoman.callTimings = call.timings; // live: filled in as the call is set up
@@ -517,7 +594,10 @@ function wireCall(s, call) {
 
   on('retry', ({ seconds }) => setNotice(`All interpreters busy, retrying in ${Math.ceil(seconds)} s…`));
   on('direct', ({ reason, provider }) => {
-    Object.assign(dragoman, { mode: 'direct', directReason: reason, provider });
+    // The provider streams: the interpretation asked for does not apply to a direct call.
+    Object.assign(dragoman, { mode: 'direct', directReason: reason, provider, interpretation: 'simultaneous' });
+    selectValue(ui.interpretation, 'simultaneous');
+    updateButtons();
     const why = reason === 'overflow' ? ' (overflow: every interpreter is busy)' : '';
     showMode(`Direct to ${providerInfo(provider)?.title ?? provider}${why}`, 'direct');
   });
@@ -562,10 +642,15 @@ function wireCall(s, call) {
     if (event === 'joined') setNotice(`The other person joined (speaks ${langName(language)}).`);
     if (event === 'peer_left') setNotice('The other person left the call. Hang up when you are done.');
   });
-  on('languages', ({ source, target }) => {
+  on('languages', ({ source, target, mode, interpretation }) => {
     dragoman.languages = { source, target }; // what the agent confirmed it now uses
+    if (dragoman.languagesLog.length < 1000) dragoman.languagesLog.push({ source, target, mode, interpretation, at: performance.now() });
     selectValue(ui.source, source);
     selectValue(ui.target, target);
+    if (interpretation) {
+      dragoman.interpretation = interpretation;
+      selectValue(ui.interpretation, interpretation);
+    }
     updateTargetNote();
   });
   on('error', ({ message, fatal }) => showError(message, { autoHide: !fatal }));
@@ -655,8 +740,13 @@ ui.provider.addEventListener('change', () => {
   fillTargets();
   updateTargetNote();
   onModeChange();
+  updateInterpretation();
 });
-ui.interpMode.addEventListener('change', onModeChange);
+ui.interpMode.addEventListener('change', () => {
+  onModeChange();
+  updateInterpretation();
+});
+ui.interpretation.addEventListener('change', onInterpretationChange);
 ui.invite.addEventListener('click', inviteSomeone);
 ui.target.addEventListener('change', onPickerChange);
 ui.error.addEventListener('click', hideError);

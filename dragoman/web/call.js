@@ -1,7 +1,7 @@
 // One interpretation call: the WebRTC peer (audio only; the server's media gateway answers
 // it), HTTP signalling (with retry while all interpreters are busy) and the call's control
-// channel: a WebSocket carrying the JSON v1 messages (captions, state, language switch,
-// hang-up), reconnected if the network drops it while the call goes on.
+// channel: a WebSocket carrying the JSON v1 messages (captions, state, language and
+// interpretation switches, hang-up), reconnected if the network drops it while the call goes on.
 //
 // A Call is an EventTarget; every event is a CustomEvent whose `detail` is:
 //   retry        {attempt, seconds, message}  server busy (503), waiting before the next try
@@ -11,8 +11,11 @@
 //   reconnecting {attempt, seconds}           control channel lost; reconnecting
 //   connection   {state}                      RTCPeerConnection.connectionState changed
 //   state        {state, reason, message}     server "state" message
-//   caption      {id, side, lang, final, text, t_start_ms, t_end_ms}
-//   languages    {source, target, mode}       server acknowledged a language switch
+//   caption      {id, side, lang, final, text, t_start_ms, t_end_ms, stable}
+//                                             stable: committed leading characters of a
+//                                             partial's text (code points), or null
+//   languages    {source, target, mode, interpretation}  what the agent now uses (after
+//                                             connecting and after every switch)
 //   note         {id, code, message}          about one utterance (e.g. why it is untranslated)
 //   room         {event, language}            two-party room: 'joined' (guest's language), 'peer_left'
 //   error        {code, message, fatal}       server "error" message
@@ -51,14 +54,17 @@ export class CallError extends Error {
 export class Call extends EventTarget {
   #abort = new AbortController(); // cancels retry waits on hang-up
   #requested = null; // the languages last sent to the server
+  #requestedInterpretation = null; // the interpretation last sent (or confirmed)
   #control = null; // {url, token} of the call's control channel
   #ws = null;
   #wsAttempt = 0;
 
   /** @param {{source: string, target: string, provider?: string, ticket?: string}} options
    *  ticket: the call ticket the operator's site signed, when the server requires one. */
-  constructor({ source, target, provider = null, ticket = null, mode = 'one_way', room = null }) {
+  constructor({ source, target, provider = null, ticket = null, mode = 'one_way', room = null, interpretation = null }) {
     super();
+    // 'simultaneous' | 'consecutive'; null: the server's default for the call's mode.
+    this.interpretation = interpretation;
     this.source = source;
     this.target = target;
     this.provider = provider;
@@ -243,6 +249,17 @@ export class Call extends EventTarget {
     if (this.channelOpen) this.#sendLanguages();
   }
 
+  /** Switches simultaneous ⇄ consecutive mid-call; answered by a `languages` event (the
+   *  mode in force, the old one when refused, after an `error`). */
+  setInterpretation(interpretation) {
+    if (this.direct) {
+      this.#emit('error', { code: 'direct_mode', message: 'A direct call is interpreted simultaneously by the translation service.', fatal: false });
+      return;
+    }
+    this.interpretation = interpretation;
+    if (this.channelOpen) this.#sendInterpretation();
+  }
+
   /** Polite hang-up: tell the agent on the control channel, or DELETE the call, then close. */
   async hangup() {
     if (this.closed) return;
@@ -276,6 +293,7 @@ export class Call extends EventTarget {
     for (let attempt = 0; ; attempt++) {
       // Rebuilt on each try: the user may have changed the pickers while waiting.
       this.#requested = { source: this.source, target: this.target };
+      this.#requestedInterpretation = this.interpretation;
       const res = await fetchOrThrow('/v1/calls', {
         method: 'POST',
         headers: {
@@ -289,6 +307,7 @@ export class Call extends EventTarget {
           mode: this.mode,
           ...(this.provider ? { provider: this.provider } : {}),
           ...(this.room ? { room: this.room } : {}),
+          ...(this.interpretation ? { interpretation: this.interpretation } : {}),
         }),
       });
       const data = await readJson(res);
@@ -360,6 +379,7 @@ export class Call extends EventTarget {
       // The pickers may have changed between the POST and now.
       const req = this.#requested;
       if (req && (req.source !== this.source || req.target !== this.target)) this.#sendLanguages();
+      if (this.interpretation && this.interpretation !== this.#requestedInterpretation) this.#sendInterpretation();
       this.#emit('open');
     });
     ws.addEventListener('message', (e) => this.#onMessage(e.data));
@@ -396,7 +416,8 @@ export class Call extends EventTarget {
       case 'caption': {
         const { id, side, lang, text, t_start_ms, t_end_ms } = msg;
         const from = msg.from === 'peer' ? 'peer' : 'self'; // rooms: the other person's words
-        this.#emit('caption', { id: String(id), side, lang, final: msg.final === true, text: text ?? '', t_start_ms, t_end_ms, from });
+        const stable = Number.isInteger(msg.stable) && msg.stable >= 0 ? msg.stable : null;
+        this.#emit('caption', { id: String(id), side, lang, final: msg.final === true, text: text ?? '', t_start_ms, t_end_ms, from, stable });
         break;
       }
       case 'note':
@@ -409,7 +430,8 @@ export class Call extends EventTarget {
         this.source = msg.source;
         this.target = msg.target;
         this.#requested = { source: msg.source, target: msg.target };
-        this.#emit('languages', { source: msg.source, target: msg.target, mode: msg.mode ?? 'one_way' });
+        if (msg.interpretation) this.interpretation = this.#requestedInterpretation = msg.interpretation;
+        this.#emit('languages', { source: msg.source, target: msg.target, mode: msg.mode ?? 'one_way', interpretation: msg.interpretation ?? null });
         break;
       case 'error':
         this.#emit('error', { code: msg.code ?? 'error', message: msg.message || 'Unknown server error', fatal: msg.fatal === true });
@@ -422,6 +444,11 @@ export class Call extends EventTarget {
   #sendLanguages() {
     this.#requested = { source: this.source, target: this.target };
     this.#send({ type: 'set_languages', ...this.#requested });
+  }
+
+  #sendInterpretation() {
+    this.#requestedInterpretation = this.interpretation;
+    this.#send({ type: 'set_interpretation', interpretation: this.interpretation });
   }
 
   /** Sends a protocol message; false when the channel is not open. */

@@ -37,6 +37,9 @@ class CallContext:
     settings: Settings
     client: InferenceClient | None = None  # the node's inference service (local provider)
     glossary: str | None = None  # glossary text chosen by the call, read on the server
+    # "simultaneous" (while the person talks) or "consecutive" (after each sentence): the
+    # call's, validated against the provider and the call mode (catalog policy).
+    interpretation: str = "simultaneous"
 
 
 class Interpretation(Protocol):
@@ -49,6 +52,11 @@ class Interpretation(Protocol):
     async def set_pair(self, pair: LanguagePair) -> None:
         """Switch languages mid-call (from the next sentence on, or as soon as the
         provider allows); raise ProviderError when the provider refuses."""
+        ...
+
+    async def set_interpretation(self, mode: str) -> None:
+        """Switch between "simultaneous" and "consecutive" mid-call (from the next words
+        on); raise ProviderError("unsupported_interpretation") when the provider cannot."""
         ...
 
 

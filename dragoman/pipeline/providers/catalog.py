@@ -8,9 +8,11 @@ pipeline. The builders themselves live in one module per provider, imported lazi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from dragoman.config import Settings
-from dragoman.contract.errors import ProviderRejected, ProviderUnavailable
+from dragoman.contract.calls import INTERPRETATIONS, Interpretation
+from dragoman.contract.errors import InterpretationError, ProviderRejected, ProviderUnavailable
 from dragoman.languages import (
     DEFAULT_VOICES,
     LANGUAGE_NAMES,
@@ -22,6 +24,8 @@ from dragoman.languages import (
 )
 
 ALL = frozenset(LANGUAGE_NAMES)
+BOTH = frozenset(INTERPRETATIONS)
+STREAMING = frozenset({"simultaneous"})
 
 # gpt-realtime-translate output languages (OpenAI realtime translation guide, 2026-11);
 # input is auto-detected from 70+ languages.
@@ -46,6 +50,8 @@ class ProviderSpec:
     # The rate the transport decodes the caller's audio to: what the provider wants, so no
     # second resampling step (16 kHz wherever the Silero VAD runs).
     input_rate: int = 16000
+    # "simultaneous" (while the person talks) and/or "consecutive" (after each sentence).
+    interpretations: frozenset[str] = BOTH
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
@@ -60,6 +66,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             key_setting=None,
             builder="dragoman.pipeline.providers.local:build",
             note="Whisper's translate task only produces English.",
+            interpretations=BOTH,
         ),
         ProviderSpec(
             name="openai-translate",
@@ -72,6 +79,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             note="Continuous speech-to-speech translation over OpenAI's WebSocket endpoint.",
             uses_vad=False,
             input_rate=24000,
+            interpretations=STREAMING,  # it translates as the words come, by nature
         ),
         ProviderSpec(
             name="openai-cascade",
@@ -82,6 +90,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             key_setting="openai_api_key",
             builder="dragoman.pipeline.providers.openai_cascade:build",
             note="Any pair; server-side prompt and glossary; voice of your choice.",
+            interpretations=BOTH,
         ),
         ProviderSpec(
             name="gemini-live-translate",
@@ -93,6 +102,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             builder="dragoman.pipeline.providers.gemini_live:build",
             note="Continuous speech-to-speech translation over the Gemini Live WebSocket API.",
             uses_vad=False,
+            interpretations=STREAMING,
         ),
     )
 }
@@ -166,6 +176,67 @@ def validate_for_mode(
     return LanguagePair(pair.source, pair.target, conversation=True)
 
 
+# What each call mode allows and starts with. A conversation is one shared device: its turns
+# are what language identification and the echo guard work on, so it stays consecutive.
+MODE_INTERPRETATIONS: dict[str, frozenset[str]] = {
+    "one_way": BOTH,
+    "room": BOTH,
+    "conversation": frozenset({"consecutive"}),
+}
+DEFAULT_INTERPRETATION: dict[str, Interpretation] = {
+    "one_way": "simultaneous",
+    "room": "simultaneous",
+    "conversation": "consecutive",
+}
+_HOW = {"simultaneous": "simultaneously", "consecutive": "consecutively"}
+
+
+def interpretations_for(spec: ProviderSpec, mode: str) -> frozenset[str]:
+    """The interpretations a call in ``mode`` through ``spec`` may use."""
+    return spec.interpretations & MODE_INTERPRETATIONS.get(mode, BOTH)
+
+
+def resolve_interpretation(
+    spec: ProviderSpec, mode: str, requested: object = None
+) -> Interpretation:
+    """The interpretation of a call in ``mode`` (validated already) through ``spec``: the one
+    requested, or the mode's default (simultaneous; a conversation consecutive) where it
+    names none; InterpretationError when the provider or the mode cannot serve it."""
+    allowed = interpretations_for(spec, mode)
+    if requested is None:
+        default = DEFAULT_INTERPRETATION.get(mode, "simultaneous")
+        if default in allowed or not allowed:
+            return default
+        return next(i for i in INTERPRETATIONS if i in allowed)  # the provider's only one
+    if requested not in INTERPRETATIONS:
+        raise InterpretationError(
+            "bad_interpretation",
+            f"Unknown interpretation {requested!r}; use 'simultaneous' or 'consecutive'.",
+        )
+    if requested not in spec.interpretations:
+        only = " or ".join(_HOW[i] for i in INTERPRETATIONS if i in spec.interpretations)
+        raise InterpretationError(
+            "unsupported_interpretation",
+            f"{spec.title} interprets only {only}; it cannot interpret {_HOW[requested]}.",
+        )
+    if requested not in allowed:
+        raise InterpretationError(
+            "unsupported_interpretation",
+            "A conversation on one device is interpreted consecutively (turn by turn: each "
+            "sentence's language is identified once it ends); use one-way or a room for "
+            "simultaneous interpretation.",
+        )
+    return cast(Interpretation, requested)
+
+
+def interpretation_reason(spec: ProviderSpec) -> str | None:
+    """Why a page offers ``spec`` only one interpretation, or None."""
+    if spec.interpretations == BOTH:
+        return None
+    (only,) = spec.interpretations
+    return f"{spec.title} interprets only {_HOW[only]}: it translates as the words come."
+
+
 def validate_call(
     provider: str | None,
     source: object,
@@ -207,11 +278,20 @@ def catalogue(settings: Settings) -> dict[str, object]:
             "targets": sorted(spec.targets),
             "note": spec.note,
             "conversation": conversation_unavailable_reason(spec) is None,
+            "interpretations": [i for i in INTERPRETATIONS if i in spec.interpretations],
+            # Per call mode this provider serves: what a call gets when it names none.
+            "interpretation_defaults": {
+                m: resolve_interpretation(spec, m)
+                for m in MODES
+                if m != "conversation" or conversation_unavailable_reason(spec) is None
+            },
         }
         if why:
             item["reason"] = why
         if not item["conversation"]:
             item["conversation_reason"] = conversation_unavailable_reason(spec)
+        if interpretation_reason(spec):
+            item["interpretation_reason"] = interpretation_reason(spec)
         providers.append(item)
     return {
         "sources": _language_list(default.sources),
@@ -220,6 +300,8 @@ def catalogue(settings: Settings) -> dict[str, object]:
         "default_target": settings.default_target,
         "provider": default.name,
         "providers": providers,
+        "interpretations": list(INTERPRETATIONS),
+        "interpretation_defaults": dict(DEFAULT_INTERPRETATION),
         "direct": {
             "overflow": direct_overflow_enabled(settings),
             "provider": settings.direct_provider,

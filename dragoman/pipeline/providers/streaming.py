@@ -338,6 +338,11 @@ class StreamingInterpretation(FrameProcessor):
             log.warning("%s: language switch failed: %s", self._provider.name, messages.clip(e))
             raise ProviderError("provider_unavailable", f"closed during a switch: {e}") from e
 
+    async def set_interpretation(self, mode: str) -> None:
+        # The service translates as the words come: simultaneous is all it does.
+        if mode != "simultaneous":
+            raise ProviderError("unsupported_interpretation", f"{self._provider.name}: {mode}")
+
     async def _shutdown(self) -> None:
         self._closing = True
         session = self._session
