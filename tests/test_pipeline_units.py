@@ -4,9 +4,11 @@ inference service, and PageMessages' captions, state and errors. No dragoman pro
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     InputAudioRawFrame,
@@ -102,13 +104,15 @@ def utterance(seconds: float = 1.0) -> list[Any]:
     return [VADUserStartedSpeakingFrame(), *audio(seconds), VADUserStoppedSpeakingFrame()]
 
 
-def local(pair: LanguagePair, whisper: FakeWhisper, piper: FakePiper, page: Page) -> Pipeline:
+def local(
+    pair: LanguagePair, whisper: FakeWhisper, piper: FakePiper, page: Page, partials_s: float = 0
+) -> Pipeline:
     stt = WhisperSTTService(
         translator=whisper,
         pair=pair,
         max_utterance_s=15,
         min_utterance_s=0.3,
-        partial_interval_s=0,
+        partial_interval_s=partials_s,
     )
     return Pipeline([stt, PiperTTSService(client=piper), PageMessages(page, page.end)])
 
@@ -151,6 +155,55 @@ async def test_conversation_english_gets_its_caption_and_a_note_not_a_translatio
         "state:listening",
     ]
     assert page.sent[1]["lang"] == "en" and page.sent[1]["text"] == "Hello there"
+
+
+class UnsureWhisper(FakeWhisper):
+    """Told the wrong source language: the partial decode has text, the final one is dropped
+    by the hallucination filter (empty), the translation comes through (after ``delay_s``:
+    0 puts the source caption after the speech, >0 before it, the early-source path)."""
+
+    def __init__(self, translation: str = "Hello", delay_s: float = 0.0) -> None:
+        super().__init__("zh")
+        self.translation, self.delay_s = translation, delay_s
+        self.transcribed = 0
+
+    async def transcribe(self, pcm16_16k: bytes, language: str) -> str:
+        self.transcribed += 1
+        return "你好" if self.transcribed == 1 else ""
+
+    async def translate(self, pcm16_16k: bytes, pair: LanguagePair) -> str:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return self.translation
+
+
+def finals(page: Page, side: str) -> list[str]:
+    return [m["text"] for m in page.sent if m["type"] == "caption" and m["side"] == side]
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.05])
+async def test_an_empty_final_transcription_keeps_the_partial_caption(delay_s: float) -> None:
+    page, whisper = Page(), UnsureWhisper(delay_s=delay_s)
+    frames = [VADUserStartedSpeakingFrame(), *audio(1.0), SleepFrame(0.3)]
+    await run_test(
+        local(LanguagePair("zh", "en"), whisper, FakePiper(), page, partials_s=0.1),
+        frames_to_send=[*frames, VADUserStoppedSpeakingFrame(), SleepFrame(0.5)],
+    )
+    assert whisper.transcribed >= 2  # a partial, then the final decode
+    source = [m for m in page.sent if m["type"] == "caption" and m["side"] == "source"]
+    assert [(m["final"], m["text"]) for m in source] == [(False, "你好"), (True, "你好")]
+    assert finals(page, "translation") == ["Hello"]
+
+
+async def test_an_utterance_that_came_to_nothing_withdraws_its_partial() -> None:
+    page = Page()
+    frames = [VADUserStartedSpeakingFrame(), *audio(1.0), SleepFrame(0.3)]
+    await run_test(
+        local(LanguagePair("zh", "en"), UnsureWhisper(""), FakePiper(), page, partials_s=0.1),
+        frames_to_send=[*frames, VADUserStoppedSpeakingFrame(), SleepFrame(0.3)],
+    )
+    assert finals(page, "source") == ["你好", ""]  # a cough Whisper heard as words
+    assert page.kinds()[-1] == "state:listening"
 
 
 async def test_speech_synthesis_down_is_inference_unavailable() -> None:

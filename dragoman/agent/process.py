@@ -56,7 +56,8 @@ from dragoman.inference.client import InferenceClient
 from dragoman.media import opus
 from dragoman.media.ports import bind_rtp_pair
 from dragoman.pipeline.glossary import read_glossary
-from dragoman.pipeline.providers.catalog import PROVIDERS, validate_call
+from dragoman.pipeline.providers.catalog import PROVIDERS, resolve_interpretation, validate_call
+from dragoman.pipeline.smart_turn import SmartTurnModel, TurnModel
 from dragoman.worker.channel import ChannelClosed, PipeChannel
 
 log = logging.getLogger("dragoman.agent")
@@ -103,6 +104,15 @@ def _load_vad(settings: Settings, executor: InlineExecutor) -> SileroVADAnalyzer
     return vad
 
 
+def _load_turn_model(settings: Settings) -> TurnModel | None:
+    """Smart Turn's model (consecutive interpretation, beside the VAD): the forkserver's
+    preloaded one when there is one (shared pages), else a new one; None when disabled."""
+    if not settings.smart_turn:
+        return None
+    shared = sys.modules.get("dragoman.agent.shared_turn")
+    return shared.MODEL if shared is not None else SmartTurnModel()
+
+
 async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket_path: str) -> None:
     t_prep = time.perf_counter()
     inline = InlineExecutor()  # for the VAD's per-chunk analysis
@@ -111,6 +121,7 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
     # Where the node's default provider uses the VAD (speech-to-speech services do not), get
     # it ready while idle: the forkserver's shared copy, or this process's own.
     vad = _load_vad(settings, inline) if PROVIDERS[settings.provider].uses_vad else None
+    turn_model = _load_turn_model(settings) if vad is not None else None
     client = InferenceClient(socket_path)
     port = rtp.getsockname()[1]
     chan.send(Ready(pid=os.getpid(), rtp_port=port, prep_ms=_ms(t_prep)))
@@ -122,6 +133,7 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
     call = offer.call
     try:
         spec, pair = validate_call(call.provider, call.source, call.target, settings, call.mode)
+        interpretation = resolve_interpretation(spec, pair.mode, call.interpretation)
         glossary = read_glossary(settings.glossary_dir, call.glossary)
         peer = offer.peer
         media = RtpMedia(
@@ -135,7 +147,7 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
             opus_complexity=settings.opus_complexity,
             ptime_ms=settings.agent_ptime_ms,
         )
-    except CallRejected as e:  # languages, provider, glossary
+    except CallRejected as e:  # languages, provider, interpretation, glossary
         chan.send(Refused(code=e.code, message=e.message))
         return
     # The call is valid: say so now, so the answer goes out while the pipeline is built
@@ -144,6 +156,7 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
     try:
         if spec.uses_vad and vad is None:  # a provider the node's default does not need
             vad = _load_vad(settings, inline)
+            turn_model = _load_turn_model(settings)
         cap = call.max_call_s  # the caller's ticket may lower the node's cap
         if cap is not None and cap < settings.max_call_s:
             settings = settings.model_copy(update={"max_call_s": float(cap)})
@@ -152,11 +165,13 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
             peer=peer,
             notify=lambda m: chan.send(PageMessage(msg=m)),
             vad=vad,
+            turn_model=turn_model,
             pair=pair,
             settings=settings,
             client=client,
             provider=spec,
             glossary=glossary,
+            interpretation=interpretation,
             report_pacing=lambda frames, late: chan.send(Pacing(frames=frames, late=late)),
             to_peer=lambda pcm, rate: chan.send(RoomAudio(pcm=pcm, rate=rate)),
         )

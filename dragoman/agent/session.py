@@ -24,7 +24,8 @@ from dragoman.agent.limits import CallLimits, CallVitals, limit_exceeded
 from dragoman.agent.rtp_media import RtpMedia
 from dragoman.agent.rtp_transport import RtpTransport
 from dragoman.config import Settings
-from dragoman.contract.page import Hangup
+from dragoman.contract.errors import InterpretationError
+from dragoman.contract.page import Hangup, SetInterpretation
 from dragoman.contract.pipe import RtpPeer
 from dragoman.fleet.limits import gcra
 from dragoman.inference.client import InferenceClient
@@ -33,8 +34,13 @@ from dragoman.pipeline.chime import chime
 from dragoman.pipeline.echo_gate import EchoGate
 from dragoman.pipeline.page_messages import PageMessages
 from dragoman.pipeline.providers.base import CallContext, ProviderError, build_interpretation
-from dragoman.pipeline.providers.catalog import ProviderSpec, validate_for_mode
+from dragoman.pipeline.providers.catalog import (
+    ProviderSpec,
+    resolve_interpretation,
+    validate_for_mode,
+)
 from dragoman.pipeline.room_router import RoomRouter
+from dragoman.pipeline.smart_turn import SmartTurnGate, TurnModel
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +55,13 @@ class CallSession:
         peer: RtpPeer,
         notify: Callable[[dict[str, Any]], None],
         vad: SileroVADAnalyzer | None,
+        turn_model: TurnModel | None = None,
         pair: LanguagePair,
         settings: Settings,
         client: InferenceClient | None,
         provider: ProviderSpec,
         glossary: str | None = None,
+        interpretation: str = "simultaneous",
         report_pacing: Callable[[int, int], None] | None = None,
         to_peer: Callable[[bytes, int], None] | None = None,
     ) -> None:
@@ -83,10 +91,19 @@ class CallSession:
         )
         self.provider = provider
         self.pair = pair
+        # The mode in force (simultaneous | consecutive); ``self.interpretation`` is the
+        # provider stage that carries it out.
+        self.interpretation_mode = interpretation
         self._report_pacing = report_pacing
         self.interpretation = build_interpretation(
             provider,
-            CallContext(pair=pair, settings=settings, client=client, glossary=glossary),
+            CallContext(
+                pair=pair,
+                settings=settings,
+                client=client,
+                glossary=glossary,
+                interpretation=interpretation,
+            ),
         )
         # What the provider stages report becomes the page's messages here, and only here.
         self.page_messages = PageMessages(self.notify, self.end)
@@ -95,12 +112,27 @@ class CallSession:
         self.echo_gate = (
             EchoGate(enabled=pair.conversation or pair.room) if provider.uses_vad else None
         )
+        # Consecutive interpretation ends a turn on Smart Turn's verdict after a short
+        # silence; simultaneous keeps the VAD's silence rule (see pipeline.smart_turn).
+        self.turns = (
+            SmartTurnGate(
+                turn_model,
+                vad=vad,
+                stop_s=settings.smart_turn_stop_s,
+                fallback_s=settings.vad_stop_s,
+                threshold=settings.smart_turn_threshold,
+                enabled=interpretation == "consecutive",
+            )
+            if turn_model is not None and vad is not None and provider.uses_vad
+            else None
+        )
         # A room's translations are for the other person (see pipeline.room_router).
         self.router = RoomRouter(to_peer or (lambda _pcm, _rate: None), active=pair.room)
         pipeline = Pipeline(
             [
                 self.transport.input(),
                 *([VADProcessor(vad_analyzer=vad)] if vad and provider.uses_vad else []),
+                *([self.turns] if self.turns else []),
                 *([self.echo_gate] if self.echo_gate else []),
                 *self.interpretation.stages,
                 self.page_messages,
@@ -136,7 +168,7 @@ class CallSession:
                 audio=self._chime, sample_rate=self.settings.audio_out_sample_rate, num_channels=1
             )
         )
-        self.notify(messages.languages(self.pair))
+        self._languages()
         self.notify(messages.state("listening"))
 
     # --- two-party rooms ------------------------------------------------------------------
@@ -159,7 +191,7 @@ class CallSession:
         self.router.active = True
         if self.echo_gate is not None:
             self.echo_gate.enabled = True
-        self.notify(messages.languages(pair))
+        self._languages()
 
     def room_left(self) -> None:
         """The other person left: our translations are ours to hear again."""
@@ -177,12 +209,19 @@ class CallSession:
         per_minute = self.settings.language_switches_per_minute
         if per_minute > 0:
             # Each switch restarts a provider session (billed, slow): a page may not spin it.
+            # Interpretation changes share the budget: they re-plan the provider's work too.
             wait, self._switch_tat = gcra(self._switch_tat, time.monotonic(), per_minute, 60.0)
             if wait > 0:
-                why = f"Too many language changes; try again in {math.ceil(wait)} s."
+                why = (
+                    "Too many language or interpretation changes; "
+                    f"try again in {math.ceil(wait)} s."
+                )
                 self.notify(messages.error("rate_limited", why))
-                self.notify(messages.languages(self.pair))
+                self._languages()
                 return
+        if isinstance(msg, SetInterpretation):
+            await self._set_interpretation(msg.interpretation)
+            return
         spec = self.provider
         try:
             pair = validate_for_mode(spec, msg.source, msg.target, self.pair.mode)
@@ -190,10 +229,28 @@ class CallSession:
         except (LanguageError, ProviderError) as e:
             # The call goes on with the pair it had; the page is told why.
             self.notify(messages.error(e.code, e.message))
-            self.notify(messages.languages(self.pair))
+            self._languages()
             return
         self.pair = pair
-        self.notify(messages.languages(pair))
+        self._languages()
+
+    async def _set_interpretation(self, requested: str) -> None:
+        try:
+            mode = resolve_interpretation(self.provider, self.pair.mode, requested)
+            await self.interpretation.set_interpretation(mode)
+        except (InterpretationError, ProviderError) as e:
+            # The call goes on as it was; the page is told why and what is in force.
+            self.notify(messages.error(e.code, e.message))
+            self._languages()
+            return
+        self.interpretation_mode = mode
+        if self.turns is not None:
+            self.turns.enabled = mode == "consecutive"
+        self._languages()
+
+    def _languages(self) -> None:
+        """Tell the page the pair and the interpretation in force."""
+        self.notify(messages.languages(self.pair, self.interpretation_mode))
 
     async def end(self, reason: str) -> None:
         if self.end_reason is not None:

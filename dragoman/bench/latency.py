@@ -123,7 +123,10 @@ def _piper(text: str) -> np.ndarray:
 async def measure(
     url: str, source: str, clips: list[np.ndarray], progress: Any, room: bool = False
 ) -> list[dict]:
-    caller = Caller(url, source=source, target="en", keep_listening=True)
+    # Turn by turn: the sentence's end is what is measured (simultaneous: ``bench lag``).
+    caller = Caller(
+        url, source=source, target="en", keep_listening=True, interpretation="consecutive"
+    )
     listener = caller
     rows: list[dict[str, Any]] = []
     try:

@@ -27,6 +27,7 @@ log = logging.getLogger("dragoman.worker")
 AGENT_MODULE = "dragoman.agent.process"
 FREEZE_MODULE = "dragoman.agent.frozen"  # imported after AGENT_MODULE: see its docstring
 SHARED_VAD_MODULE = "dragoman.agent.shared_vad"
+SHARED_TURN_MODULE = "dragoman.agent.shared_turn"
 
 
 def runnable_providers(settings: Settings) -> list[ProviderSpec]:
@@ -42,11 +43,13 @@ def forkserver_preload(settings: Settings) -> list[str]:
     """What the forkserver imports once, so a fresh agent forks in milliseconds instead of
     importing SDKs (or loading the VAD) on the core its node's calls run on: the agent
     module, the modules of the providers this node can run, the shared VAD if one of them
-    uses it, and last the module that freezes all of it out of the GC's reach."""
+    uses it (and Smart Turn's model with it, where enabled), and last the module that
+    freezes all of it out of the GC's reach."""
     specs = runnable_providers(settings)
     providers = sorted({spec.builder.split(":")[0] for spec in specs})
     vad = [SHARED_VAD_MODULE] if any(spec.uses_vad for spec in specs) else []
-    return [AGENT_MODULE, *providers, *vad, FREEZE_MODULE]
+    turn = [SHARED_TURN_MODULE] if vad and settings.smart_turn else []
+    return [AGENT_MODULE, *providers, *vad, *turn, FREEZE_MODULE]
 
 
 def forkserver_pid() -> int | None:
