@@ -317,7 +317,12 @@ async def test_cascade_transcribes_translates_with_prompt_and_glossary_then_spea
 ) -> None:
     speech = load_wav_mono(ja_speech)
     caller = Caller(
-        cloud.url, source="ja", target="de", provider="openai-cascade", glossary="network"
+        cloud.url,
+        source="ja",
+        target="de",
+        provider="openai-cascade",
+        glossary="network",
+        interpretation="consecutive",
     )
     try:
         assert (await caller.call()).status == 201, caller.result.error
@@ -348,6 +353,126 @@ async def test_cascade_transcribes_translates_with_prompt_and_glossary_then_spea
         await caller.close()
 
 
+def _caption(side: str, final: bool | None = None):
+    def match(m: dict) -> bool:
+        return (
+            m.get("type") == "caption"
+            and m["side"] == side
+            and (final is None or m["final"] == final)
+        )
+
+    return match
+
+
+async def test_simultaneous_cascade_speaks_while_the_person_talks_and_switches_mid_call(
+    cloud: Server, fake: Fake, ja_speech: Path
+) -> None:
+    """The fake transcribes as the audio arrives ("word1 word2 …", a comma every 4th): the
+    first piece is translated, captioned and sent for speech while the fake is still hearing
+    words of the same sentence; later pieces carry the earlier ones as context; then
+    ``set_interpretation`` turns the same call turn by turn."""
+    speech = load_wav_mono(ja_speech)
+    streams, chats = len(fake.sessions("openai-transcription-ws")), len(fake.sessions("chat"))
+    speeches = len(fake.sessions("speech"))
+    caller = Caller(
+        cloud.url,
+        source="ja",
+        target="de",
+        provider="openai-cascade",
+        glossary="network",
+        interpretation="simultaneous",
+    )
+    try:
+        assert (await caller.call()).status == 201, caller.result.error
+        await caller.wait_open()
+        languages = await caller.wait_for(lambda m: m.get("type") == "languages", 10)
+        assert languages["interpretation"] == "simultaneous"
+        await caller.wait_for(lambda m: m.get("state") == "listening", 10)
+        since = caller.mark()
+        caller.mic.play(speech)
+        source = await caller.wait_for(_caption("source", final=True), 30, since=since)
+        uid = source["id"]
+        words = source["text"].split()
+        assert words[:4] == ["word1", "word2", "word3", "word4,"] and len(words) > 4, source
+        said = caller.result.messages[since:]
+        # The translation caption (partial: the sentence goes on) came before the source
+        # caption's final, which waits for the end of speech.
+        first = next(i for i, m in enumerate(said) if _caption("translation")(m))
+        final_at = said.index(source)
+        assert first < final_at and said[first]["id"] == uid and not said[first]["final"]
+        assert said[first]["text"].startswith("[de] word1 word2 word3 word4,")
+        assert said[first]["stable"] == len(said[first]["text"])  # a piece never changes
+        assert any(m.get("state") == "speaking" for m in said[:final_at])
+        partials = [m for m in said[:final_at] if _caption("source", final=False)(m)]
+        assert partials and all(m["id"] == uid for m in partials)
+        final = await caller.wait_for(
+            lambda m: _caption("translation", final=True)(m) and m["id"] == uid, 20, since=since
+        )
+        assert final["lang"] == "de" and final["text"].startswith(said[first]["text"])
+
+        # The first speech request went out while the fake was still hearing that sentence:
+        # fewer of its words than it finally had.
+        spoken = fake.sessions("speech")[speeches:]
+        assert 0 < spoken[0]["words_heard"] < len(words), (spoken[0], len(words))
+        assert spoken[0]["input"] == said[first]["text"]
+        assert all(0.25 <= (s["speed"] or 1.0) <= 4.0 for s in spoken)
+        # Each piece after the first was sent with the previous one and its translation.
+        asked = fake.sessions("chat")[chats:]
+        assert len(asked) >= 2
+        assert asked[0]["messages"][1] == {"role": "user", "content": "word1 word2 word3 word4,"}
+        assert asked[1]["messages"][1:3] == [
+            {"role": "user", "content": "word1 word2 word3 word4,"},
+            {"role": "assistant", "content": "[de] word1 word2 word3 word4,"},
+        ]
+        assert "from Japanese into German" in asked[0]["system"] and GLOSSARY in asked[0]["system"]
+        await asyncio.sleep(1.0)
+        heard = [r for r in caller.result.audio_rms[50:] if r > AUDIBLE_RMS]
+        assert len(heard) > 5, "the translation was not spoken"
+
+        # The realtime session: 24 kHz PCM16 going up, our VAD committing, SDK-valid events
+        # (the autouse fixture checks that none was refused).
+        [stream] = fake.sessions("openai-transcription-ws")[streams:]
+        config = stream["updates"][0]["audio"]["input"]
+        assert config["transcription"]["model"] == "gpt-realtime-whisper"
+        assert config["transcription"]["language"] == "ja" and config["turn_detection"] is None
+        assert stream["commits"] >= 1 and stream["audio_bytes"] > 24000 * 2
+
+        # Consecutive from now on, on the same call: the stream closes, the turn-by-turn
+        # transcription takes the next sentence.
+        since = caller.mark()
+        caller.send({"v": 1, "type": "set_interpretation", "interpretation": "consecutive"})
+        languages = await caller.wait_for(lambda m: m.get("type") == "languages", 5, since=since)
+        assert languages["interpretation"] == "consecutive"
+        wait_until(
+            lambda: fake.sessions("openai-transcription-ws")[streams]["closed"],
+            10,
+            what="the transcription stream to close",
+        )
+        caller.mic.play(speech)
+        turn = await caller.wait_for(_caption("translation"), 30, since=since)
+        assert turn["text"].startswith("[de] fake transcript") and turn["final"]
+        assert len(fake.sessions("openai-transcription-ws")) == streams + 1
+        errors = [m for m in caller.result.messages if m.get("type") == "error"]
+        assert errors == [], errors
+    finally:
+        await caller.close()
+
+
+async def test_simultaneous_cascade_refused_at_its_stream_ends_the_call(
+    cloud: Server, fake: Fake
+) -> None:
+    fake.fault(refuse=True)  # the realtime transcription session's upgrade is refused
+    caller = Caller(cloud.url, source="ja", target="de", provider="openai-cascade")
+    try:
+        assert (await caller.call()).status == 201
+        ended = await _ended(caller, 15)
+        assert ended["reason"] == "provider_error"
+        errors = _errors(caller)
+        assert errors and errors[0]["code"] == "provider_refused" and errors[0]["fatal"]
+    finally:
+        await caller.close()
+
+
 def test_an_unknown_glossary_is_refused(cloud: Server) -> None:
     caller_body = {"type": "offer", "source": "ja", "target": "de", "provider": "openai-cascade"}
     r = httpx.post(f"{cloud.url}/v1/calls", json={**caller_body, "sdp": "v=0", "glossary": "../x"})
@@ -357,7 +482,13 @@ def test_an_unknown_glossary_is_refused(cloud: Server) -> None:
 async def test_cascade_refused_key_ends_the_call(
     cloud: Server, fake: Fake, ja_speech: Path
 ) -> None:
-    caller = Caller(cloud.url, source="ja", target="de", provider="openai-cascade")
+    caller = Caller(
+        cloud.url,
+        source="ja",
+        target="de",
+        provider="openai-cascade",
+        interpretation="consecutive",
+    )
     try:
         assert (await caller.call()).status == 201
         await caller.wait_open()
@@ -462,7 +593,13 @@ async def test_cascade_provider_errors_reach_the_page_in_our_words(
     cloud: Server, fake: Fake, ja_speech: Path
 ) -> None:
     marker = _marker()
-    caller = Caller(cloud.url, source="ja", target="de", provider="openai-cascade")
+    caller = Caller(
+        cloud.url,
+        source="ja",
+        target="de",
+        provider="openai-cascade",
+        interpretation="consecutive",
+    )
     try:
         assert (await caller.call()).status == 201
         await caller.wait_open()

@@ -17,13 +17,14 @@ import json
 from typing import Any
 
 from google.genai import types as gtypes
-from openai.types.realtime import RealtimeTranslationClientEvent
+from openai.types.realtime import RealtimeClientEvent, RealtimeTranslationClientEvent
 from openai.types.realtime.translations.client_secret_create_params import (
     ClientSecretCreateParams,
 )
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 OPENAI_CLIENT_EVENT: TypeAdapter[Any] = TypeAdapter(RealtimeTranslationClientEvent)
+OPENAI_REALTIME_CLIENT_EVENT: TypeAdapter[Any] = TypeAdapter(RealtimeClientEvent)
 OPENAI_SECRET_REQUEST: TypeAdapter[Any] = TypeAdapter(ClientSecretCreateParams)
 
 
@@ -74,6 +75,17 @@ def openai_client_event(raw: str | bytes) -> Any:
     session.close), or Invalid."""
     try:
         event = OPENAI_CLIENT_EVENT.validate_json(raw)
+    except ValidationError as e:
+        raise Invalid(_short(e)) from e
+    _no_extras(event)
+    return event
+
+
+def openai_realtime_client_event(raw: str | bytes) -> Any:
+    """A ``RealtimeClientEvent`` (the realtime API's; here a transcription session's
+    session.update / input_audio_buffer.append / .commit), or Invalid."""
+    try:
+        event = OPENAI_REALTIME_CLIENT_EVENT.validate_json(raw)
     except ValidationError as e:
         raise Invalid(_short(e)) from e
     _no_extras(event)

@@ -22,7 +22,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from dragoman.fakes import gemini_live, openai_cascade, openai_translate, tls
+from dragoman.fakes import (
+    gemini_live,
+    openai_cascade,
+    openai_transcription,
+    openai_translate,
+    tls,
+)
 from dragoman.fakes.state import FakeState, Fault
 
 STATE = web.AppKey("state", FakeState)
@@ -65,6 +71,7 @@ def build_app(api_key: str, gemini_key: str | None = None) -> web.Application:
     app.router.add_post("/fake/fault", _fault)
     openai_translate.add_routes(app, state)
     openai_cascade.add_routes(app, state)
+    openai_transcription.add_routes(app, state)
     gemini_live.add_routes(app, state)
     return app
 

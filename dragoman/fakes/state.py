@@ -40,6 +40,9 @@ class FakeState:
     # One entry per session opened, for tests to check what our side sent.
     sessions: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    # Realtime transcription items with words heard and not yet committed (item → words so
+    # far): the caller is still talking (the cascade fake notes it on each request made).
+    transcribing: dict[str, int] = field(default_factory=dict)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n

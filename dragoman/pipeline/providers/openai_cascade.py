@@ -1,12 +1,16 @@
-"""``openai-cascade``: OpenAI transcription → LLM translation → OpenAI TTS, per utterance.
+"""``openai-cascade``: OpenAI transcription → LLM translation → OpenAI TTS.
 
 For pairs or voices the translation model does not cover: any target, a voice of your
 choice, a server-side system prompt and an optional per-call glossary.
 
-    [VAD] → [LanguageIdentifier] → ProviderErrors → OpenAISTTService → TextTranslator
-          → OpenAITTSService
+    [VAD] → [LanguageIdentifier] → ProviderErrors → AudioTap → OpenAISTTService
+          → TextTranslator → Simultaneous → OpenAITTSService
 
-(``LanguageIdentifier`` in conversation mode only: see ``pipeline.language_id``.)
+Consecutive (per utterance) is described below; simultaneous (while the person talks, over
+a streamed transcription) lives in ``cascade_simultaneous``: ``AudioTap`` sends the caller's
+audio there instead of to the STT while the call is simultaneous, and ``set_interpretation``
+switches mid-call. (``LanguageIdentifier``: conversation mode only, which is consecutive;
+see ``pipeline.language_id``.)
 
 Pipecat's services do the transcription (segmented by our Silero VAD; ``/audio/
 transcriptions``) and the speech (``/audio/speech``, streamed PCM). The translation step is
@@ -22,7 +26,7 @@ into the page's messages; the TTS service's own started/audio/stopped frames giv
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from openai import APIError, AsyncOpenAI, AuthenticationError, PermissionDeniedError
@@ -32,6 +36,7 @@ from pipecat.frames.frames import (
     InterimTranscriptionFrame,
     STTUpdateSettingsFrame,
     TranscriptionFrame,
+    TTSAudioRawFrame,
     TTSSpeakFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -39,7 +44,7 @@ from pipecat.services.openai.stt import OpenAISTTService
 from pipecat.services.openai.tts import OpenAITTSService
 from pipecat.transcriptions.language import Language
 
-from dragoman.languages import LanguagePair, name_of
+from dragoman.languages import LanguagePair
 from dragoman.pipeline.frames import (
     CallErrorFrame,
     NothingToSpeakFrame,
@@ -48,22 +53,13 @@ from dragoman.pipeline.frames import (
     TranslationFrame,
 )
 from dragoman.pipeline.language_id import LanguageIdentifier
-from dragoman.pipeline.providers.base import CallContext
+from dragoman.pipeline.providers.base import CallContext, ProviderError
+from dragoman.pipeline.providers.cascade_simultaneous import AudioTap, Simultaneous
+from dragoman.pipeline.providers.cascade_stream import TranscriptionStream
+from dragoman.pipeline.providers.cascade_text import NAME, REFUSED, refused, system_prompt
 from dragoman.pipeline.tts_page_frames import PassesPageFrames
 
-NAME = "openai-cascade"
 RATE_OUT = 24000  # OpenAI's pcm speech format
-REFUSED = ("401", "403", "invalid_api_key", "Incorrect API key")
-
-
-def system_prompt(template: str, pair: LanguagePair, glossary: str | None) -> str:
-    prompt = template.format(source=name_of(pair.source), target=name_of(pair.target))
-    if glossary:
-        prompt += (
-            "\n\nUse these translations for the following terms "
-            f"(one 'term = translation' per line):\n{glossary}"
-        )
-    return prompt
 
 
 class ProviderErrors(FrameProcessor):
@@ -86,19 +82,23 @@ class ProviderErrors(FrameProcessor):
         await self.push_frame(frame, direction)
 
 
-def refused(detail: object) -> CallErrorFrame:
-    """The key was refused: the page is told, then the call ends."""
-    return CallErrorFrame(
-        code="provider_refused",
-        detail=detail,
-        fatal=True,
-        origin=NAME,
-        end_reason="provider_error",
-    )
-
-
 class CascadeTTSService(PassesPageFrames, OpenAITTSService):
-    """OpenAI's TTS, letting the page's frames by unqueued (see ``tts_page_frames``)."""
+    """OpenAI's TTS, letting the page's frames by unqueued (see ``tts_page_frames``), and
+    telling the simultaneous stage how much speech it made and when a request is done (its
+    pace depends on what is still to be heard)."""
+
+    def __init__(self, simultaneous: Simultaneous, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._simultaneous = simultaneous
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
+        try:
+            async for frame in super().run_tts(text, context_id):
+                if isinstance(frame, TTSAudioRawFrame):
+                    self._simultaneous.tts_audio(len(frame.audio) / 2 / frame.sample_rate)
+                yield frame
+        finally:
+            self._simultaneous.tts_done()
 
 
 class TextTranslator(FrameProcessor):
@@ -182,7 +182,10 @@ class CascadeInterpretation:
         if s.openai_api_key is None:
             raise ValueError("openai-cascade needs DRAGOMAN_OPENAI_API_KEY")
         key = s.openai_api_key.get_secret_value()
+        self.interpretation = ctx.interpretation
         self._errors = ProviderErrors()
+        # A conversation's turns are what its language identification works on: consecutive.
+        simultaneous = ctx.interpretation == "simultaneous" and not ctx.pair.conversation
         self.stt = OpenAISTTService(
             api_key=key,
             base_url=s.openai_base_url,
@@ -192,12 +195,15 @@ class CascadeInterpretation:
         )
         client = AsyncOpenAI(api_key=key, base_url=s.openai_base_url, max_retries=1)
         self.translator = TextTranslator(ctx, client)
+        self.simultaneous = Simultaneous(ctx, client, TranscriptionStream(s), simultaneous)
+        self.tap = AudioTap(self.simultaneous)
         self.identifier: LanguageIdentifier | None = None
         if ctx.pair.conversation:
             if ctx.client is None:
                 raise ValueError("conversation mode needs the node's inference service")
             self.identifier = LanguageIdentifier(ctx.client, ctx.pair, self._utterance_language)
         self.tts = CascadeTTSService(
+            self.simultaneous,
             api_key=key,
             base_url=s.openai_base_url,
             sample_rate=RATE_OUT,
@@ -213,7 +219,15 @@ class CascadeInterpretation:
     @property
     def stages(self) -> Sequence[FrameProcessor]:
         first = (self.identifier,) if self.identifier else ()
-        return (*first, self._errors, self.stt, self.translator, self.tts)
+        return (
+            *first,
+            self._errors,
+            self.tap,
+            self.stt,
+            self.translator,
+            self.simultaneous,
+            self.tts,
+        )
 
     async def set_pair(self, pair: LanguagePair) -> None:
         # From the next sentence on: the transcription language and the prompt follow (in a
@@ -224,6 +238,15 @@ class CascadeInterpretation:
             delta = OpenAISTTService.Settings(language=Language(pair.source))
             await self.stt.queue_frame(STTUpdateSettingsFrame(delta=delta))
         self.translator.pair = pair
+        await self.simultaneous.set_pair(pair)
+
+    async def set_interpretation(self, mode: str) -> None:
+        """From the next words on: simultaneous opens a transcription stream on this call,
+        consecutive closes it once its last words are transcribed."""
+        if mode == "simultaneous" and self.identifier is not None:
+            raise ProviderError("unsupported_interpretation", "a conversation is consecutive")
+        self.interpretation = mode
+        await self.tap.set_active(mode == "simultaneous")
 
 
 def build(ctx: CallContext) -> CascadeInterpretation:
