@@ -88,3 +88,32 @@ def stacked_stages(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def lag_timeline(
+    talk_spans: list[tuple[float, float]], modes: dict[str, dict], title: str, path: Path
+) -> None:
+    """Per mode: the source sentences (above) and the translated speech heard (below) on one
+    time axis, a line from each sentence's end to the start of its translation."""
+    fig, axes = plt.subplots(
+        max(1, len(modes)), 1, figsize=(12, 1.9 + 1.6 * len(modes)), sharex=True, squeeze=False
+    )
+    for ax, (name, m) in zip(axes[:, 0], modes.items(), strict=False):
+        ax.broken_barh([(a, b - a) for a, b in talk_spans], (1.1, 0.7), color="tab:blue")
+        for i, (a, b) in enumerate(talk_spans):
+            ax.text((a + b) / 2, 1.45, f"{i + 1}", ha="center", va="center", fontsize=7, c="w")
+        speech = m.get("speech_spans", [])
+        ax.broken_barh([(a, b - a) for a, b in speech], (0.1, 0.7), color="tab:orange")
+        for row in m.get("per_sentence", []):
+            if row.get("translation_start_s") is not None:
+                ax.plot([row["end_s"], row["translation_start_s"]], [1.1, 0.8], c="grey", lw=0.8)
+        ax.set_yticks([0.45, 1.45], ["translation heard", "source talk"])
+        lag = m.get("lag_s", {})
+        ax.set_title(f"{name}: lag p50 {lag.get('p50')} s, max {lag.get('max')} s", fontsize=10)
+        ax.set_ylim(0, 2)
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1, 0].set_xlabel("seconds since the talk started")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
