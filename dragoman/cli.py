@@ -271,10 +271,34 @@ def _bench_latency(args: argparse.Namespace) -> int:
     return 0 if rep["failed"] == 0 else 1
 
 
+def _bench_lag(args: argparse.Namespace) -> int:
+    from dragoman.bench.lag import MODES, LagParams, main
+
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if not modes or any(m not in MODES for m in modes):
+        raise SystemExit(f"--modes: a comma-separated list of {', '.join(MODES)}")
+    rep = main(LagParams(talk_s=args.talk_s, pause_s=args.pause_s, modes=modes), Path(args.out))
+    return 0 if all(not m.get("error") for m in rep["modes"].values()) else 1
+
+
 def _bench_registry(args: argparse.Namespace) -> int:
     from dragoman.bench.registry_burst import RegistryParams, main
 
     main(RegistryParams(args.url, args.pairs, args.concurrency), Path(args.out))
+    return 0
+
+
+def _bench_whisper_window(args: argparse.Namespace) -> int:
+    from dragoman.bench.whisper_window import WindowParams, run
+
+    params = WindowParams(
+        sentences=args.sentences,
+        windows=args.windows,
+        growing=args.growing,
+        repeats=args.repeats,
+        threads=args.threads,
+    )
+    run(params, Path(args.out), say=_say)
     return 0
 
 
@@ -427,6 +451,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="a two-party room: the host speaks, an English guest hears the translation",
     )
     latency.set_defaults(func=_bench_latency)
+    lag = bench_sub.add_parser(
+        "lag", help="continuous talk: each sentence's end → its translation, both interpretations"
+    )
+    lag.add_argument(
+        "--talk-s", type=float, default=60.0, help="talk length, s (60 ≈ 18 sentences)"
+    )
+    lag.add_argument("--pause-s", type=float, default=0.3, help="pause between sentences, s")
+    lag.add_argument(
+        "--modes", default="consecutive,simultaneous", help="interpretations to run, in order"
+    )
+    lag.add_argument("--out", default="results/lag", help="folder for JSON and plots")
+    lag.set_defaults(func=_bench_lag)
 
     registry = bench_sub.add_parser(
         "registry",
@@ -441,6 +477,27 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_argument("--concurrency", type=int, default=50, help="concurrent clients")
     registry.add_argument("--out", default="results/registry", help="folder for the JSON")
     registry.set_defaults(func=_bench_registry)
+
+    window = bench_sub.add_parser(
+        "whisper-window",
+        help="Whisper's encoder window (30 s vs shorter): time and text, Kokoro Japanese "
+        "(test extras; ≈ 2-4 min on 2 cores)",
+    )
+    window.add_argument("--sentences", type=int, default=12, help="Japanese sentences (≤ 12)")
+    window.add_argument(
+        "--windows",
+        default="30,10,+1,+2,10:+3",
+        help="comma-separated: 30 (Whisper's), 10 (≥ 10 s), +2 (audio + 2 s), 10:+2 (both)",
+    )
+    window.add_argument(
+        "--growing", action="store_true", help="also a buffer re-decoded every second"
+    )
+    window.add_argument("--repeats", type=int, default=3, help="encoder runs per clip (median)")
+    window.add_argument(
+        "--threads", type=int, default=1, help="Whisper threads (1, as a service worker; 0: all)"
+    )
+    window.add_argument("--out", default="results/whisper-window", help="folder for JSON, table")
+    window.set_defaults(func=_bench_whisper_window)
 
     calibrate = bench_sub.add_parser(
         "calibrate",

@@ -208,7 +208,7 @@ class Settings(BaseSettings):
         120, ge=0, description="Page → agent control messages per call per minute (bursts ok)."
     )
     language_switches_per_minute: int = Field(
-        6, ge=0, description="Language changes per call per minute."
+        6, ge=0, description="Language or interpretation changes per call per minute."
     )
 
     # --- per-call limits ---------------------------------------------------------------
@@ -269,12 +269,67 @@ class Settings(BaseSettings):
     default_source: str = "ja"
     default_target: str = "en"
     vad_stop_s: float = Field(0.5, description="Silence that ends an utterance.")
+    # Consecutive interpretation ends a turn sooner when Smart Turn v3 (Pipecat's model, on
+    # the CPU, loaded once per node in the forkserver) judges the sentence finished; the
+    # silence rule above stays for when it does not (pipeline.smart_turn).
+    smart_turn: bool = Field(
+        False,
+        # Off by default: on our test voices (Kokoro Japanese, Piper English) the model
+        # judged a comma's pause finished (0.68–0.98) as often as a sentence's end
+        # (0.73–0.93), so sentences were cut in two — see README, Performance.
+        description="Consecutive interpretation: Smart Turn decides the end of a turn.",
+    )
+    smart_turn_stop_s: float = Field(
+        0.2, gt=0, description="Silence after which Smart Turn is asked whether a turn is over."
+    )
+    smart_turn_threshold: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        # 0.5 (Pipecat's) ended a Kokoro sentence at its comma (0.68 there, 0.92 at its end).
+        description="Smart Turn's probability at which a turn is over.",
+    )
     max_utterance_s: float = Field(15.0, description="Cut an utterance that runs this long.")
     min_utterance_s: float = Field(0.3, description="Shorter voiced segments are ignored.")
     partial_interval_s: float = Field(
         1.0, description="How often a partial source caption is transcribed; 0 turns it off."
     )
     audio_out_sample_rate: int = 24000
+
+    # --- simultaneous mode (dragoman/pipeline/simultaneous/) ------------------------------
+    simultaneous_step_s: float = Field(
+        0.5,
+        gt=0,
+        description="How often the audio not yet committed is decoded again (bench lag: 0.5 s "
+        "is ~0.7 s less lag than 1 s for ~30 % more inference CPU).",
+    )
+    simultaneous_pause_s: float = Field(
+        0.25, gt=0, description="A gap between two words this long ends a unit (a breath)."
+    )
+    simultaneous_force_after_s: float = Field(
+        3.0,
+        gt=0,
+        description="A word whose audio began this long ago is committed even if the last two "
+        "decodes disagree on it (bounds the lag behind a speaker Whisper hesitates over).",
+    )
+    simultaneous_clause_after_s: float = Field(
+        5.0,
+        gt=0,
+        description="A sentence still going after this long is cut (and translated) at its "
+        "last committed clause end.",
+    )
+    simultaneous_max_buffer_s: float = Field(
+        10.0, gt=1, description="Audio kept for re-decoding when no sentence or clause ends."
+    )
+    pace_relaxed_lag_s: float = Field(
+        2.5, description="Lag behind the speaker up to which the voice keeps its normal speed."
+    )
+    pace_max_speed: float = Field(
+        1.35, ge=1.0, le=2.0, description="The fastest the voice speaks to catch up."
+    )
+    pace_join_backlog: int = Field(
+        2, ge=1, description="Pieces waiting for the voice at which new ones are joined."
+    )
 
     # --- interpretation providers (dragoman/pipeline/providers/) ------------------------
     # Keys, prompts and glossaries stay on the server: nothing below is ever sent to a page.
@@ -302,6 +357,51 @@ class Settings(BaseSettings):
         "You are a professional interpreter. Translate the user's words from {source} into "
         "{target}. Reply with the translation only: no notes, no quotes, no explanations.",
         description="openai-cascade system prompt; {source}/{target} become language names.",
+    )
+    # openai-cascade, simultaneous: the streamed transcription, when a piece of it is committed
+    # for translation, and how the speech keeps pace (pipeline.providers.cascade_policy).
+    openai_stream_transcription_model: str = Field(
+        "gpt-realtime-whisper",
+        description="openai-cascade, simultaneous: the realtime transcription session's model "
+        "(gpt-realtime-whisper streams words while the person talks; gpt-4o-transcribe "
+        "models transcribe each stretch of speech once it ends).",
+    )
+    openai_stream_transcription_delay: str = Field(
+        "low",
+        pattern="^(minimal|low|medium|high|xhigh)$",
+        description="gpt-realtime-whisper: how long it waits before words (latency/accuracy).",
+    )
+    cascade_min_words: int = Field(
+        3, ge=1, description="A clause/sentence boundary commits a piece of at least this many."
+    )
+    cascade_max_words: int = Field(
+        8, ge=1, description="This many stable words with no boundary are committed anyway."
+    )
+    cascade_max_wait_s: float = Field(
+        2.0, gt=0, description="Stable words waiting this long are committed anyway."
+    )
+    cascade_context_segments: int = Field(
+        4, ge=0, description="Previous pieces (source and translation) sent with each one."
+    )
+    cascade_segment_prompt: str = Field(
+        "The speaker is still talking: you receive their words piece by piece, after your "
+        "translations of the previous pieces. Translate only the new piece so that it "
+        "continues your previous translation; never repeat or restart it. A piece may end "
+        "mid-sentence: translate what is there.",
+        description="openai-cascade, simultaneous: added to the system prompt.",
+    )
+    cascade_speech_lead_s: float = Field(
+        1.0, ge=0, description="The next piece goes for speech once this little is left to play."
+    )
+    cascade_faster_after_s: float = Field(
+        3.0, gt=0, description="A speech backlog past this is spoken faster (TTS speed)."
+    )
+    cascade_join_after_s: float = Field(
+        6.0, gt=0, description="A speech backlog past this sends waiting pieces as one request."
+    )
+    cascade_max_speed: float = Field(1.3, ge=1.0, le=4.0, description="The fastest TTS speed.")
+    cascade_chars_per_s: float = Field(
+        14.0, gt=0, description="How fast waiting text is estimated to be spoken, at speed 1."
     )
     glossary_dir: Path | None = Field(
         None,
@@ -401,8 +501,26 @@ class Settings(BaseSettings):
         None, description="A faster-whisper (CTranslate2) model folder; default: Whisper base."
     )
     whisper_compute_type: str = "int8"
-    whisper_threads: int = Field(0, description="CPU threads per Whisper worker; 0 = auto.")
-    whisper_workers: int = Field(2, description="Concurrent Whisper decodes.")
+    whisper_threads: int = Field(
+        0, ge=0, description="CPU threads per Whisper worker; 0 = auto (one per worker)."
+    )
+    whisper_workers: int = Field(
+        0, ge=0, description="Concurrent Whisper decodes; 0 = auto (the node's cores / threads)."
+    )
+    # Whisper's encoder is trained on 30 s windows, but padding every utterance to 30 s
+    # triples the CPU of a final's transcribe + translate pair. max(audio + 3 s, 10 s) gave
+    # the same text and the fewest repetition loops of the shorter windows measured
+    # (`dragoman bench whisper-window`, results/whisper-window/).
+    whisper_window_min_s: float = Field(
+        10.0,
+        ge=0,
+        le=30,
+        description="Least encoder window, s: an utterance is padded to max(its length + "
+        "whisper_window_pad_s, this), at most Whisper's 30 s (30 = always 30 s).",
+    )
+    whisper_window_pad_s: float = Field(
+        3.0, ge=0, le=30, description="Padding after the audio in the encoder window, s."
+    )
     piper_voice_path: Path | None = Field(
         None, description="A Piper .onnx English voice; default: the bundled en_US joe voice."
     )

@@ -68,9 +68,13 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "co
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def final_caption(side: str, uid: str | None = None, frm: str | None = None):
+def final_caption(
+    side: str, uid: str | None = None, frm: str | None = None, containing: str | None = None
+):
     """A matcher for a control message: a final, non-empty caption of ``side`` (for utterance
-    ``uid``; in a room ``frm`` "self" or "peer", whose words it shows)."""
+    ``uid``; in a room ``frm`` "self" or "peer", whose words it shows; ``containing`` a key
+    word, in any case — simultaneous interpretation may caption a sentence in parts, cut at
+    a breath)."""
 
     def match(m: dict) -> bool:
         return (
@@ -80,6 +84,7 @@ def final_caption(side: str, uid: str | None = None, frm: str | None = None):
             and bool(m.get("text"))
             and (uid is None or m.get("id") == uid)
             and (frm is None or m.get("from", "self") == frm)
+            and (containing is None or containing.lower() in m["text"].lower())
         )
 
     return match

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import JA_KEYWORD, Server, start_server, stop_server, wait_until
+from conftest import JA_KEYWORD, Server, final_caption, start_server, stop_server, wait_until
 
 from dragoman.bench.caller import Caller, load_wav_mono
 from dragoman.config import Settings
@@ -365,12 +365,7 @@ async def test_a_hung_inference_service_is_replaced_and_its_callers_told(
     try:
         mark = caller.mark()
         caller.mic.play(speech)
-        source = await caller.wait_for(
-            lambda m: m.get("type") == "caption" and m["side"] == "source" and m["final"],
-            20,
-            since=mark,
-        )
-        assert JA_KEYWORD in source["text"], source
+        await caller.wait_for(final_caption("source", containing=JA_KEYWORD), 20, since=mark)
         await caller.wait_for(
             lambda m: m.get("type") == "caption" and m["side"] == "translation" and m["text"],
             10,

@@ -209,6 +209,7 @@ class Caller:
         mode: str | None = None,
         echo: float = 0.0,
         room: str | None = None,
+        interpretation: str | None = None,
     ) -> None:
         # send_audio=False: a muted mic that sends no packets. keep_listening=False: stop
         # decoding the agent's audio once it has been heard. Both keep a load client cheap
@@ -220,6 +221,7 @@ class Caller:
         self.ticket = ticket  # a call ticket, for servers that require one
         self.mode = mode  # "conversation": two people on this one "device"
         self.room = room  # a room invitation's token: join that room as its second person
+        self.interpretation = interpretation  # "simultaneous" | "consecutive"; None: default
         # > 0: what the "speaker" plays leaks back into the "microphone" at this gain, as on
         # a device shared by two people (conversation mode's echo test).
         self.echo = echo
@@ -334,6 +336,8 @@ class Caller:
             body["mode"] = self.mode
         if self.room:
             body["room"] = self.room
+        if self.interpretation:
+            body["interpretation"] = self.interpretation
         own = client is None
         client = client or httpx.AsyncClient(timeout=30)
         try:

@@ -26,6 +26,8 @@ from pipecat.frames.frames import (
     TTSSpeakFrame,
 )
 
+from dragoman.languages import name_of
+
 
 @dataclass
 class SourceTranscriptionFrame(TranscriptionFrame):
@@ -44,6 +46,7 @@ class InterimSourceTranscriptionFrame(InterimTranscriptionFrame):
     utterance_id: str = ""
     t_start_ms: int = 0
     t_end_ms: int = 0
+    stable: int | None = None  # its committed prefix, in characters (simultaneous)
 
 
 @dataclass
@@ -59,6 +62,7 @@ class TranslationFrame(SystemFrame):
     final: bool = True
     t_start_ms: int = 0
     t_end_ms: int = 0
+    stable: int | None = None  # a partial's committed prefix, in characters (simultaneous)
 
 
 @dataclass
@@ -101,6 +105,16 @@ class NoteFrame(DataFrame):
     utterance_id: str = ""
     code: str = ""
     message: str = ""
+
+
+def needs_cloud_note(utterance_id: str, spoken: str, into: str) -> NoteFrame:
+    """The offline pipeline cannot speak ``into``: never the source text passed off as a
+    translation, the page says why not."""
+    why = (
+        f"Speaking {name_of(into)} needs a cloud provider (openai-cascade); this "
+        f"{name_of(spoken)} sentence is shown untranslated."
+    )
+    return NoteFrame(utterance_id=utterance_id, code="needs_cloud_provider", message=why)
 
 
 @dataclass

@@ -63,10 +63,12 @@ class PageMessages(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        if isinstance(frame, (SourceTranscriptionFrame, InterimSourceTranscriptionFrame)):
-            self._caption(frame, "source", isinstance(frame, TranscriptionFrame))
+        if isinstance(frame, SourceTranscriptionFrame):
+            self._caption(frame, "source", True)
+        elif isinstance(frame, InterimSourceTranscriptionFrame):
+            self._caption(frame, "source", False, frame.stable)
         elif isinstance(frame, TranslationFrame):
-            self._caption(frame, "translation", frame.final)
+            self._caption(frame, "translation", frame.final, frame.stable)
         elif isinstance(frame, TranslatingFrame):
             self._send(messages.state("translating"))
         elif isinstance(frame, NothingToSpeakFrame):
@@ -113,6 +115,9 @@ class PageMessages(FrameProcessor):
         frame: SourceTranscriptionFrame | InterimSourceTranscriptionFrame | TranslationFrame,
         side: messages.Side,
         final: bool,
+        stable: int | None = None,
     ) -> None:
         lang, times = str(frame.language), (frame.t_start_ms, frame.t_end_ms)
-        self._send(messages.caption(frame.utterance_id, side, lang, frame.text, final, *times))
+        self._send(
+            messages.caption(frame.utterance_id, side, lang, frame.text, final, *times, stable)
+        )

@@ -41,16 +41,16 @@ from pipecat.services.settings import STTSettings
 from pipecat.services.stt_service import STTService
 
 from dragoman.inference.client import InferenceError
-from dragoman.languages import LanguagePair, name_of
+from dragoman.languages import LanguagePair
 from dragoman.pipeline.frames import (
     CallErrorFrame,
     InterimSourceTranscriptionFrame,
-    NoteFrame,
     NothingToSpeakFrame,
     SourceTranscriptionFrame,
     SpeakTranslationFrame,
     TranslatingFrame,
     TranslationFrame,
+    needs_cloud_note,
 )
 from dragoman.pipeline.speech_translator import SpeechTranslator
 
@@ -69,7 +69,7 @@ class _Utterance:
     t_start_ms: int
     t_end_ms: int = 0
     partial_busy: bool = False
-    sent_partial: bool = False
+    partial_text: str = ""  # the last partial caption sent (the page shows it)
     vad_stop_at: float = 0.0  # time.monotonic() when the VAD said the speaker stopped
 
 
@@ -102,6 +102,9 @@ class WhisperSTTService(STTService):
         self._t0 = time.monotonic()
         self._finals: asyncio.Queue[tuple[_Utterance, LanguagePair]] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
+        # Off while the call is in simultaneous mode: every frame passes on untouched.
+        self.active = True
+        self._vad_speaking = False
 
     def _now_ms(self) -> int:
         return int((time.monotonic() - self._t0) * 1000)
@@ -116,11 +119,30 @@ class WhisperSTTService(STTService):
         yield None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
+        if isinstance(frame, VADUserStartedSpeakingFrame):
+            self._vad_speaking = True
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._vad_speaking = False
+        if not self.active and isinstance(frame, InputAudioRawFrame):
+            await self.push_frame(frame, direction)  # the simultaneous stage's, not ours
+            return
+        await super().process_frame(frame, direction)  # lifecycle frames start our tasks
+        if not self.active:
+            return
         if isinstance(frame, VADUserStartedSpeakingFrame):
             self._start_utterance()
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             await self._end_utterance()
+
+    async def set_active(self, active: bool) -> None:
+        """Switch mode mid-call: an utterance in progress is translated as if the speaker
+        paused; a speaker already talking when it turns on starts one now (the VAD will send
+        no second start)."""
+        if not active and self.active:
+            await self._end_utterance()
+        self.active = active
+        if active and self._vad_speaking:
+            self._start_utterance()
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
@@ -172,7 +194,7 @@ class WhisperSTTService(STTService):
         utt.t_end_ms = self._now_ms()
         utt.vad_stop_at = time.monotonic()
         if len(utt.pcm) < self._min_bytes:
-            if utt.sent_partial:  # withdraw the partial caption of a too-short blip
+            if utt.partial_text:  # withdraw the partial caption of a too-short blip
                 await self._source(utt, self.pair.source, "")
             return
         await self.push_frame(TranslatingFrame(utterance_id=utt.uid))
@@ -212,7 +234,7 @@ class WhisperSTTService(STTService):
             finally:
                 utt.partial_busy = False
             if text and self._current is utt:
-                utt.sent_partial = True
+                utt.partial_text = text
                 await self._source(utt, lang, text, final=False)
 
     async def _finalise_loop(self) -> None:
@@ -276,7 +298,7 @@ class WhisperSTTService(STTService):
                 # holds the TTS stage while it is made).
                 early = source_task.done() and source_task.exception() is None
                 if early:
-                    await self._source(utt, spoken, source_task.result().strip())
+                    await self._source(utt, spoken, _kept(source_task.result(), utt))
                 await self.push_frame(
                     SpeakTranslationFrame(text=translation, utterance_id=utt.uid, marks=marks)
                 )
@@ -284,20 +306,21 @@ class WhisperSTTService(STTService):
                     return
         source = (await source_task).strip()
         if not source and not translation:
-            if utt.sent_partial:
+            if utt.partial_text:  # it came to nothing: withdraw its partial caption
                 await self._source(utt, spoken, "")
             await self.push_frame(NothingToSpeakFrame(utterance_id=utt.uid))
             return
-        await self._source(utt, spoken, source)
+        await self._source(utt, spoken, _kept(source, utt))
         if translation:
             return
         if not speakable:
-            # Never the source text passed off as a translation: the page says why not.
-            why = (
-                f"Speaking {name_of(into)} needs a cloud provider (openai-cascade); this "
-                f"{name_of(spoken)} sentence is shown untranslated."
-            )
-            await self.push_frame(
-                NoteFrame(utterance_id=utt.uid, code="needs_cloud_provider", message=why)
-            )
+            await self.push_frame(needs_cloud_note(utt.uid, spoken, into))
         await self.push_frame(NothingToSpeakFrame(utterance_id=utt.uid))
+
+
+def _kept(source: str, utt: _Utterance) -> str:
+    """The final source caption of an utterance that came to something: its transcription,
+    or, when the hallucination filter emptied that but the translation did not (Whisper is
+    unsure when told the wrong source language), the last partial's text. A final caption
+    never erases what the page showed of a sentence that was translated."""
+    return source.strip() or utt.partial_text
