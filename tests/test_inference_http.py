@@ -536,3 +536,32 @@ def test_word_times_of_a_real_translation_are_ordered_and_inside_the_audio(
     # The source caption shares the translation's encoding.
     source = engine.run(pcm16, "ja", "transcribe")
     assert "公園" in source.text and len(engine._encodings) == 1
+
+
+# --- the repetition guard's retry -------------------------------------------------------
+@pytest.mark.parametrize("second_loops", [False, True])
+def test_a_looping_decode_is_done_again_with_beam_search(
+    monkeypatch: pytest.MonkeyPatch, second_loops: bool
+) -> None:
+    """A greedy decode that loops (seen in a suite run: a 5.9 s Japanese utterance translated
+    as "I will be in the middle of the morning." twice, then dropped) is decoded again with
+    beam search on the same encoding; kept if that one does not loop, dropped if it does."""
+    from dragoman.inference import engines
+
+    engine = engines.WhisperEngine.__new__(engines.WhisperEngine)
+    engine.window = engines.Window(min_s=10.0, pad_s=3.0)
+    encodings: list[int] = []
+    monkeypatch.setattr(engine, "_encoded", lambda pcm, audio, frames: encodings.append(frames))
+    beams: list[int] = []
+
+    def decode(encoded: Any, language: str, task: str, **kw: Any) -> engines.Decoded:
+        beams.append(kw.get("beam_size", 1))
+        looped = len(beams) == 1 or second_loops
+        text = "Again. Again." if looped else "Tanaka gets up at seven."
+        return engines.Decoded((1, 2), text, -0.3, 0.01, 1.0, looped)
+
+    monkeypatch.setattr(engine, "decode", decode)
+    out = engine.run(bytes(32000 * 6), "ja", "translate")
+    assert beams == [1, engines.RETRY_BEAM] and out.retried
+    assert encodings == [1000]  # one 10 s encoding serves both decodes
+    assert out.text == ("" if second_loops else "Tanaka gets up at seven.")

@@ -10,8 +10,8 @@ alignment, and the texts: the Japanese against the sentence (character error rat
 English against a reference translation (word F1) and against the 30 s window's text.
 
 A decode the repetition guard stops (over its token budget, text that compresses too well,
-a stretch said twice) is done again on the 30 s window, as the engine does, and its cost
-counted; one that loops there too is dropped. Language identification (ja vs en, with Piper
+a stretch said twice) is done again with beam search on the same encoding, as the engine
+does, and its cost counted; one that loops there too is dropped. Language identification (ja vs en, with Piper
 English clips) is checked per window too, since it shares the encoding.
 
 ``--growing``: simultaneous mode's pattern, a three-sentence buffer re-decoded every second
@@ -40,6 +40,7 @@ from dragoman.bench.connect import machine
 from dragoman.inference.engines import (
     FRAMES_PER_S,
     FULL_FRAMES,
+    RETRY_BEAM,
     WHISPER_RATE,
     WhisperEngine,
     Window,
@@ -224,23 +225,7 @@ class _Clock:
         )
 
 
-class _Full:
-    """Each clip's 30 s encoding, made once: what a guard's retry decodes on."""
-
-    def __init__(self, engine: WhisperEngine) -> None:
-        self.engine = engine
-        self._cache: dict[str, tuple[Any, tuple[float, float]]] = {}
-
-    def get(self, clip: Clip) -> tuple[Any, tuple[float, float]]:
-        if clip.name not in self._cache:
-            clock = _Clock()
-            self._cache[clip.name] = (self.engine.encode(clip.audio, FULL_FRAMES), clock.ms())
-        return self._cache[clip.name]
-
-
-def measure_clip(
-    engine: WhisperEngine, full: _Full, clip: Clip, window: Window, repeats: int
-) -> dict[str, Any]:
+def measure_clip(engine: WhisperEngine, clip: Clip, window: Window, repeats: int) -> dict[str, Any]:
     """One clip in one window, as the engine would serve a transcribe + translate pair."""
     frames = window.frames(clip.duration_s)
     times = []
@@ -258,7 +243,6 @@ def measure_clip(
         "encode_cpu_ms": statistics.median(t[1] for t in times),
         "budget": token_budget(clip.duration_s),
     }
-    retry_encode = (0.0, 0.0)
     content = min(len(clip.pcm) // (WHISPER_RATE // FRAMES_PER_S), frames)
     for task in ("transcribe", "translate"):
         clock = _Clock()
@@ -266,11 +250,12 @@ def measure_clip(
         decode = clock.ms()
         used, used_frames, retry = encoded, frames, (0.0, 0.0)
         first = decoded
-        if decoded.looped and frames < FULL_FRAMES:
-            used, retry_encode = full.get(clip)  # one 30 s encoding serves both tasks
+        if decoded.looped:  # the engine's guard: beam search on the same encoding
             clock = _Clock()
-            decoded = engine.decode(used, "ja", task, duration_s=clip.duration_s)
-            retry, used_frames = clock.ms(), FULL_FRAMES
+            decoded = engine.decode(
+                used, "ja", task, duration_s=clip.duration_s, beam_size=RETRY_BEAM
+            )
+            retry = clock.ms()
         text = "" if decoded.hallucinated or decoded.looped else decoded.text
         clock = _Clock()
         tokens = decoded.tokens if text else ()
@@ -290,11 +275,9 @@ def measure_clip(
             "words": len(words),
             "words_ok": _words_ok(words, clip.duration_s),
         }
-    for i, unit in enumerate(("ms", "cpu_ms")):
-        row[f"retry_encode_{unit}"] = retry_encode[i]
+    for unit in ("ms", "cpu_ms"):
         row[f"pair_{unit}"] = round(
             row[f"encode_{unit}"]
-            + retry_encode[i]
             + sum(
                 row[t][f"decode_{unit}"] + row[t][f"retry_{unit}"]
                 for t in ("transcribe", "translate")
@@ -322,9 +305,7 @@ def measure_identify(engine: WhisperEngine, clips: list[tuple[str, np.ndarray]])
     return right
 
 
-def measure_growing(
-    engine: WhisperEngine, full: _Full, clip: Clip, window: Window
-) -> list[dict[str, Any]]:
+def measure_growing(engine: WhisperEngine, clip: Clip, window: Window) -> list[dict[str, Any]]:
     """The buffer at 1 s, 2 s, … of ``clip`` (cut mid-speech), each decoded as a partial
     with words: encode, decode and align both tasks, and the guard's retries."""
     rows = []
@@ -340,10 +321,10 @@ def measure_growing(
             used, used_frames = encoded, frames
             if decoded.looped:
                 loops += 1
-                if frames < FULL_FRAMES:
-                    retries += 1
-                    used, used_frames = engine.encode(prefix.audio, FULL_FRAMES), FULL_FRAMES
-                    decoded = engine.decode(used, "ja", task, duration_s=prefix.duration_s)
+                retries += 1
+                decoded = engine.decode(
+                    used, "ja", task, duration_s=prefix.duration_s, beam_size=RETRY_BEAM
+                )
             text = "" if decoded.hallucinated or decoded.looped else decoded.text
             content = min(end // (WHISPER_RATE // FRAMES_PER_S), used_frames)
             engine.align(used, decoded.tokens if text else (), "ja", task, content, end / step)
@@ -393,7 +374,9 @@ def summarize_window(rows: list[dict[str, Any]], base: dict[str, dict[str, Any]]
     return out | {
         "loops_transcribe": sum(task("transcribe", "looped")),
         "loops_translate": sum(task("translate", "looped")),
-        "retried_clips": sum(1 for r in rows if r["retry_encode_ms"] or r["retry_encode_cpu_ms"]),
+        "retried_clips": sum(
+            1 for r in rows if any(r[t]["retry_ms"] for t in ("transcribe", "translate"))
+        ),
         "empty": sum(1 for r in rows for t in ("transcribe", "translate") if not r[t]["text"]),
         "cer_mean": round(statistics.mean(r["cer"] for r in rows), 3),
         "en_f1_mean": round(statistics.mean(r["en_f1"] for r in rows), 3),
@@ -433,7 +416,7 @@ def table(report: dict[str, Any]) -> str:
         f"({report['sentence_s'][0]:.1f}–{report['sentence_s'][1]:.1f} s) and "
         f"{report['joined']} three-sentence ones "
         f"({report['joined_s'][0]:.1f}–{report['joined_s'][1]:.1f} s). pair = encode + both "
-        "decodes (+ the guard's retries on the 30 s window, its encode included). CER: "
+        "decodes (+ the guard's beam-search retries). CER: "
         "against the sentence as written (Whisper writes 3時 for 三時: a floor, the same for "
         "every window). Lang id: ja vs en, with Piper English clips.",
     ]
@@ -505,13 +488,12 @@ def run(p: WindowParams, out: Path, say: Any = print) -> dict[str, Any]:
     )
     engine.decode(engine.encode(clips[0].audio, FULL_FRAMES), "ja", "transcribe")  # warm-up
 
-    full = _Full(engine)
     rows: list[dict[str, Any]] = []
     summaries: dict[str, dict[str, Any]] = {}
     base: dict[str, dict[str, Any]] = {}
     for window in windows:
         t0 = time.perf_counter()
-        these = [measure_clip(engine, full, c, window, p.repeats) for c in clips]
+        these = [measure_clip(engine, c, window, p.repeats) for c in clips]
         engine.window = window
         summary = summarize_window(these, base)
         summary["identify"] = measure_identify(engine, identify_clips)
@@ -538,7 +520,7 @@ def run(p: WindowParams, out: Path, say: Any = print) -> dict[str, Any]:
             for c, group in zip(joined, [g for g in triples if len(g) > 1], strict=True)
         ]
         for window in windows:
-            these = [r for c in sources for r in measure_growing(engine, full, c, window)]
+            these = [r for c in sources for r in measure_growing(engine, c, window)]
             summary = {"steps": len(these)}
             for unit in ("ms", "cpu_ms"):
                 steps = [r[f"step_{unit}"] for r in these]

@@ -47,6 +47,11 @@ TOKENS_PER_S = 12.0
 MAX_NEW_TOKENS = 220  # below MAX_LENGTH // 2, so going over the budget can always be seen
 LOOP_COMPRESSION = 2.4  # faster-whisper's own fallback threshold
 MIN_REPEAT_TOKENS = 5
+# A decode the guard catches looping is done again with beam search on the same encoding
+# (faster-whisper's default beam): on a 5.9 s Japanese utterance whose greedy translation
+# looped on both its 10 s and the 30 s window ("I will be in the middle of the morning." twice),
+# beam 5 gave a sentence on either; it costs a few decoder passes and no second encoding.
+RETRY_BEAM = 5
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
 # faster-whisper's defaults: punctuation that joins the word after / before it.
 PREPEND_PUNCTUATION = "\"'“¿([{-"
@@ -94,12 +99,12 @@ class Transcript:
     words: tuple[dict[str, Any], ...] | None = None
     segments: tuple[dict[str, Any], ...] | None = None
     window_s: float = float(WINDOW_S)  # the encoder window of the decode that counted
-    retried: bool = False  # the repetition guard re-decoded on the 30 s window
+    retried: bool = False  # the repetition guard re-decoded it with beam search
 
 
 @dataclass(frozen=True)
 class Decoded:
-    """One greedy decode (no temperature fallback), before the hallucination filter."""
+    """One decode (no temperature fallback), before the hallucination filter."""
 
     tokens: tuple[int, ...]
     text: str
@@ -120,8 +125,8 @@ class WhisperEngine:
 
     The encoder sees a ``window`` sized to the audio rather than Whisper's 30 s (see
     ``Window``). Decoding is greedy, with no temperature fallback (which re-decodes up to
-    five times); a decode the repetition guard catches looping is done again on the full
-    window, which loops less often than short ones, and dropped if it loops there too."""
+    five times); a decode the repetition guard catches looping is done again with beam
+    search (``RETRY_BEAM``) and dropped if it loops then too."""
 
     def __init__(
         self,
@@ -175,13 +180,13 @@ class WhisperEngine:
         frames = self.window.frames(duration)
         encoded = self._encoded(pcm16, audio, frames)
         decoded = self.decode(encoded, language, task, prompt=prompt, duration_s=duration)
-        retried = decoded.looped and frames < FULL_FRAMES
+        retried = decoded.looped
         if retried:
-            frames = FULL_FRAMES
-            encoded = self._encoded(pcm16, audio, frames)
-            decoded = self.decode(encoded, language, task, prompt=prompt, duration_s=duration)
-        # Still looping on the full window: junk (the decode was cut at its budget, maybe
-        # mid-character), dropped as the hallucination filter drops it.
+            decoded = self.decode(
+                encoded, language, task, prompt=prompt, duration_s=duration, beam_size=RETRY_BEAM
+            )
+        # Still looping: junk (the decode was cut at its budget, maybe mid-character),
+        # dropped as the hallucination filter drops it.
         text = "" if decoded.hallucinated or decoded.looped else decoded.text
         found = None
         if words:
@@ -255,8 +260,10 @@ class WhisperEngine:
         *,
         prompt: str | None = None,
         duration_s: float = WINDOW_S,
+        beam_size: int = 1,
     ) -> Decoded:
-        """One greedy decode, stopped by the repetition guard's token budget."""
+        """One decode (greedy unless ``beam_size`` > 1), stopped by the repetition guard's
+        token budget."""
         from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 
         m = self._model
@@ -272,7 +279,7 @@ class WhisperEngine:
         result = m.model.generate(
             encoded,
             [sequence],
-            beam_size=1,
+            beam_size=beam_size,
             max_length=max_length,
             return_scores=True,
             return_no_speech_prob=True,

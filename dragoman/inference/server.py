@@ -46,7 +46,7 @@ class InferenceServer:
         self._stt_lane = PriorityLane(workers, threads, name="stt")
         self._tts_pool = ThreadPoolExecutor(1, thread_name_prefix="tts")
         self.load_ms = 0.0
-        self.retried = 0  # decodes the repetition guard did again on the full window
+        self.retried = 0  # decodes the repetition guard did again with beam search
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InferenceServer:
