@@ -98,7 +98,10 @@ async def test_a_call_invites_a_second_person_and_each_hears_the_other(
         heard = final_caption("source", frm="peer", containing=JA_KEYWORD)
         ja = await guest.wait_for(heard, 40, since=mark)
         assert ja["lang"] == "ja", ja
-        en = await guest.wait_for(final_caption("translation", frm="peer"), 30, since=mark)
+        # Simultaneous interpretation may translate the sentence in parts: the part that
+        # holds the key word (near the sentence's end) is the one to wait for.
+        last_part = final_caption("translation", uid=ja["id"], frm="peer")
+        en = await guest.wait_for(last_part, 30, since=mark)
         assert en["lang"] == "en" and en["text"].isascii(), en
         # The caption comes first; its speech follows within seconds on the guest's side.
         await heard_after(guest, en)
@@ -106,8 +109,9 @@ async def test_a_call_invites_a_second_person_and_each_hears_the_other(
         assert any(final_caption("translation", frm="self")(m) for m in host.result.messages)
 
         # Each side's agent ignores its microphone while it plays the other person (the
-        # echo gate): the guest answers once the translation has finished playing.
-        await quiet(guest)
+        # echo gate): the guest answers once the translation has finished playing. Parts are
+        # spoken as they come, so a short silence between two of them is not the end.
+        await quiet(guest, for_s=2.0)
 
         # The guest answers in English: the host's page shows it, with a note that the
         # offline pipeline cannot speak Japanese (no fake translation).
