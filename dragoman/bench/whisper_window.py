@@ -11,8 +11,9 @@ English against a reference translation (word F1) and against the 30 s window's 
 
 A decode the repetition guard stops (over its token budget, text that compresses too well,
 a stretch said twice) is done again with beam search on the same encoding, as the engine
-does, and its cost counted; one that loops there too is dropped. Language identification (ja vs en, with Piper
-English clips) is checked per window too, since it shares the encoding.
+does, and its cost counted; one that loops then too is dropped. Language identification
+(ja vs en, with Piper English clips) is checked per window too, since it shares the
+encoding.
 
 ``--growing``: simultaneous mode's pattern, a three-sentence buffer re-decoded every second
 as it grows (cut mid-speech): the cost of a step and how often the guard trips.
