@@ -83,6 +83,21 @@ class Settings(BaseSettings):
 
     # --- node capacity and the pre-forked agent pool -----------------------------------
     max_calls: int = Field(8, ge=1, description="Concurrent calls this node accepts.")
+    # Local-pipeline calls share the node's one Whisper + Piper service, which serves far
+    # fewer of them than the node has media slots; cloud-provider calls never use it.
+    local_capacity: int | None = Field(
+        None,
+        ge=0,
+        description="Concurrent local-pipeline (provider 'local') calls this node admits, "
+        "within max_calls; 0 takes none. Default: local_calls_per_core × the node's cores.",
+    )
+    local_calls_per_core: float = Field(
+        1.0,
+        gt=0,
+        description="Local calls one core serves, for the local_capacity default "
+        "(`dragoman bench capacity --provider local` measured 1.0 for simultaneous talkers "
+        "on a 2-core machine; consecutive ones hold about 0.5).",
+    )
     idle_target: int | None = Field(
         None,
         ge=0,
@@ -527,6 +542,22 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache_dir)
 
     log_level: str = "INFO"
+
+
+def node_cores() -> int:
+    """Cores this process may run on (its CPU affinity, as a container's cpuset sets it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def local_capacity(settings: Settings, cores: int | None = None) -> int:
+    """Local-pipeline calls this node admits: ``local_capacity``, or per core × cores."""
+    if settings.local_capacity is not None:
+        return settings.local_capacity
+    n = node_cores() if cores is None else cores
+    return max(1, int(settings.local_calls_per_core * n))
 
 
 @lru_cache(maxsize=1)

@@ -97,6 +97,9 @@ def start_server(tmp: Path, **env_overrides: str) -> Server:
         "DRAGOMAN_PORT": str(port),
         "DRAGOMAN_LOG_LEVEL": "WARNING",
         **NO_ABUSE_LIMITS,  # tests of the limits set them (tests/test_admission.py)
+        # Local calls up to max_calls, whatever this box's cores, as before local capacity
+        # existed; tests/test_local_capacity.py sets its own.
+        "DRAGOMAN_LOCAL_CAPACITY": "1000",
         **env_overrides,
     }
     log_path = tmp / f"serve-{port}.log"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -195,6 +196,7 @@ async def test_endpoint_reports_the_policy_and_sets_the_gauge() -> None:
                 settings=s,
                 dispatcher=SimpleNamespace(registry=registry),
                 arrival_meter=ArrivalMeter(),
+                local_arrival_meter=ArrivalMeter(),
             )
         )
     )
@@ -264,3 +266,51 @@ def test_idle_pool_is_sized_from_the_measured_idle_agent() -> None:
     mine = idle_uss_mb([os.getpid()])
     assert mine is not None and mine > 1
     assert idle_uss_mb([]) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fleets(),
+    histories,
+    histories,
+    configs,
+    st.integers(0, 1000),
+    st.integers(0, 1000),
+    st.integers(1, 100),
+)
+def test_local_calls_are_sized_against_local_capacity(
+    nodes, history, local_history, cfg, active, local_active, local_per_node
+) -> None:
+    """Nodes for the local calls (and their expected arrivals) on each node's local slots,
+    never fewer than the media need alone, and only the max of the two (no sum)."""
+    local_cfg = dataclasses.replace(cfg, local_slots_per_node=local_per_node)
+    active += local_active  # local calls hold media slots too
+    media = autoscale(nodes, history, active, cfg)
+    d = autoscale(
+        nodes,
+        history,
+        active,
+        local_cfg,
+        local_active=local_active,
+        local_arrivals_per_s=local_history,
+    )
+    expected_local, _ = expected_arrivals(local_history, cfg)
+    assert d.need_local_slots == local_active + math.ceil(expected_local)
+    assert d.need_slots == media.need_slots
+    assert d.desired_nodes >= media.desired_nodes
+    local_nodes = math.ceil(d.need_local_slots / local_per_node)
+    if local_nodes <= cfg.max_nodes:
+        assert d.desired_nodes * local_per_node >= d.need_local_slots
+    want = max(media.desired_nodes, min(cfg.max_nodes, max(local_nodes, cfg.min_nodes)))
+    assert d.desired_nodes == want
+    # Not sized apart: exactly the media decision.
+    assert autoscale(nodes, history, active, cfg, local_active=local_active) == media
+
+
+def test_local_calls_ask_for_more_nodes_than_media_slots_would() -> None:
+    """16 local calls on nodes of 8 call slots but 2 local slots each: 8 nodes, not 3."""
+    cfg = AutoscaleConfig(slots_per_node=8, buffer_floor_slots=8, local_slots_per_node=2)
+    nodes = [Node(f"n{i}", READY, 8, 8) for i in range(2)]
+    d = autoscale(nodes, [0.0] * 60, 16, cfg, local_active=16)
+    assert d.need_slots == 24 and d.need_local_slots == 16
+    assert d.desired_nodes == 8

@@ -80,6 +80,8 @@ class Fleet:
             "DRAGOMAN_NODE_ID": name,
             "DRAGOMAN_WORKER_HOST": host.ip,
             "DRAGOMAN_MAX_CALLS": str(SLOTS),
+            # Muted callers never reach Whisper: every slot takes a local call here.
+            "DRAGOMAN_LOCAL_CAPACITY": str(SLOTS),
         }
         proc = host.popen([dragoman_exe(), "worker"], env, self.logs / f"{name}.log")
         self.workers[name] = (host, proc)

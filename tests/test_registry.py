@@ -20,7 +20,7 @@ from dragoman.contract.errors import NoAgentAvailable
 from dragoman.fleet.dispatcher import Dispatcher
 from dragoman.fleet.limits import ConcurrencyRule, RateRule
 from dragoman.fleet.memory_registry import MemoryRegistry
-from dragoman.fleet.ranking import Packing, free_slots, rank_nodes
+from dragoman.fleet.ranking import Packing, free_local_slots, free_slots, rank_nodes
 from dragoman.fleet.redis_registry import RedisRegistry
 from dragoman.fleet.registry import (
     DRAINING,
@@ -624,3 +624,184 @@ async def test_dispatcher_tries_the_next_node_when_a_worker_cannot_take_the_call
     with pytest.raises(NoAgentAvailable):
         await dispatcher.start_call(CallRequest(call_id="third", sdp="", source="ja", target="en"))
     assert await registry.lookup("third") is None
+
+
+# --- local-pipeline slots: a local call also needs one of the node's inference slots -----------
+
+
+def local_report(node_id: str, capacity: int, local_capacity: int) -> NodeReport:
+    return NodeReport(
+        node_id, f"http://{node_id}:8100", "10.0.0.9", capacity, 0, READY, local_capacity, 0
+    )
+
+
+async def local_load(registry: Registry, node_id: str) -> tuple[int, int]:
+    info = await registry.node(node_id)
+    assert info is not None
+    return info.load, info.local_load
+
+
+async def test_a_node_at_local_capacity_refuses_a_local_call_but_takes_a_cloud_one(
+    registry: Registry,
+) -> None:
+    await registry.register(local_report("a", capacity=3, local_capacity=1))
+    info = await registry.node("a")
+    assert info is not None and (info.local_capacity, info.local_load) == (1, 0)
+    assert await registry.reserve("local-1", ["a"], ttl_s=30, local=True) is not None
+    assert await local_load(registry, "a") == (1, 1)
+    assert await registry.reserve("local-2", ["a"], ttl_s=30, local=True) is None
+    assert await registry.reserve("cloud-1", ["a"], ttl_s=30) is not None
+    assert await local_load(registry, "a") == (2, 1)
+    # Confirmed, the local slot stays taken; released, it is free again (and the call slot).
+    assert await registry.confirm("local-1")
+    assert await registry.reserve("local-2", ["a"], ttl_s=30, local=True) is None
+    await registry.release("local-1")
+    assert await local_load(registry, "a") == (1, 0)
+    assert await registry.reserve("local-2", ["a"], ttl_s=30, local=True) is not None
+    # Call slots full: a local call is refused even with local slots to spare.
+    await registry.heartbeat(local_report("a", capacity=2, local_capacity=5))
+    assert await registry.reserve("local-3", ["a"], ttl_s=30, local=True) is None
+    assert await local_load(registry, "a") == (2, 1)
+
+
+async def test_local_capacity_zero_takes_no_local_call_and_local_goes_to_the_next_node(
+    registry: Registry,
+) -> None:
+    await registry.register(local_report("a", capacity=4, local_capacity=0))
+    await registry.register(local_report("b", capacity=4, local_capacity=1))
+    res = await registry.reserve("local-1", ["a", "b"], ttl_s=30, local=True)
+    assert res is not None and res.node_id == "b"
+    assert await registry.reserve("local-2", ["a", "b"], ttl_s=30, local=True) is None
+    res = await registry.reserve("cloud", ["a", "b"], ttl_s=30)
+    assert res is not None and res.node_id == "a"
+
+
+async def test_a_lapsed_or_moved_local_reservation_frees_its_local_slot(
+    registry: Registry,
+) -> None:
+    await registry.register(local_report("a", capacity=4, local_capacity=1))
+    assert await registry.reserve("local-1", ["a"], ttl_s=0.4, local=True) is not None
+    await asyncio.sleep(0.5)
+    assert await local_load(registry, "a") == (0, 0)
+    assert await registry.reserve("local-2", ["a"], ttl_s=30, local=True) is not None
+    # Reserving the same id again, as a cloud call, gives its local slot back.
+    assert await registry.reserve("local-2", ["a"], ttl_s=30) is not None
+    assert await local_load(registry, "a") == (1, 0)
+    assert await registry.reserve("local-3", ["a"], ttl_s=30, local=True) is not None
+    await registry.remove_node("a")  # forgets its calls, local ones included
+    await registry.register(local_report("a", capacity=4, local_capacity=1))
+    assert await local_load(registry, "a") == (0, 0)
+
+
+async def _local_burst(
+    make: Callable[[], Registry], fleet: list[tuple[int, int]], requests: int, seed: int
+) -> None:
+    """``requests`` local reservations at once against nodes of (capacity, local capacity):
+    exactly the free local slots (each within its node's call slots) are granted."""
+    rng = random.Random(seed)
+    registry = make()
+    tag = uuid.uuid4().hex[:6]
+    reports = [local_report(f"local-{tag}-{i}", c, lc) for i, (c, lc) in enumerate(fleet)]
+    limit = {r.node_id: min(r.capacity, r.local_capacity) for r in reports}
+    free_local = sum(limit.values())
+
+    async def request(i: int, stale: list[NodeInfo]) -> Reservation | None:
+        for _ in range(rng.randrange(4)):
+            await asyncio.sleep(0)
+        # Sometimes rank as if it were a cloud call: reserve itself must refuse the nodes
+        # without a free local slot.
+        ranked = rank_nodes(stale, local=rng.random() < 0.7)
+        return await registry.reserve(f"call-{tag}-{i}", ranked, ttl_s=30, local=True)
+
+    try:
+        for r in reports:
+            await registry.register(r)
+        stale = await registry.nodes()
+        assert free_local_slots(stale) == free_local
+        results = await asyncio.gather(*(request(i, stale) for i in range(requests)))
+        granted = [r for r in results if r is not None]
+        assert len(granted) == min(requests, free_local)
+        per_node = Counter(r.node_id for r in granted)
+        nodes = {n.node_id: n for n in await registry.nodes()}
+        for node_id, most in limit.items():
+            assert per_node[node_id] == nodes[node_id].local_load == nodes[node_id].load <= most
+        # The call slots left still take cloud calls.
+        cloud = free_slots(list(nodes.values()))
+        assert cloud == sum(r.capacity for r in reports) - len(granted)
+        await asyncio.gather(*(registry.release(r.call_id) for r in granted))
+        assert all(n.local_load == 0 == n.load for n in await registry.nodes())
+    finally:
+        for r in reports:
+            await registry.remove_node(r.node_id)
+        await registry.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_burst_of_local_calls_takes_exactly_the_free_local_slots(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    server = request.getfixturevalue("redis_server") if backend == "redis" else None
+    prefix = f"local-burst-{uuid.uuid4().hex}"
+    memory = MemoryRegistry()
+
+    def make() -> Registry:
+        return memory if backend == "memory" else new_registry(backend, server, 3.0, prefix)
+
+    @settings(
+        max_examples=15 if backend == "memory" else 8,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(
+        fleet=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=6),
+        requests=st.integers(1, 200),
+        seed=st.integers(0, 2**32),
+    )
+    def burst(fleet: list[tuple[int, int]], requests: int, seed: int) -> None:
+        asyncio.run(_local_burst(make, fleet, requests, seed))
+
+    burst()
+
+
+def test_rank_nodes_for_a_local_call_keeps_only_nodes_with_a_free_local_slot() -> None:
+    def node(node_id: str, load: int, local_capacity: int, local: int) -> NodeInfo:
+        return NodeInfo(node_id, "", "", 10, 0, READY, load, 0.1, True, local_capacity, local)
+
+    nodes = [
+        node("a", 8, 2, 2),  # the fullest, but its inference is full
+        node("b", 5, 4, 1),
+        node("c", 1, 0, 0),  # takes no local call at all
+        node("d", 10, 4, 0),  # call slots full: last, as for any call
+        node("e", 2, 3, 2),
+    ]
+    packing = Packing(headroom=0.1, spread=1)
+    assert rank_nodes(nodes, "call", packing) == ["a", "b", "e", "c", "d"]
+    assert rank_nodes(nodes, "call", packing, local=True) == ["b", "e", "d"]
+    # b: 3 local (7 call slots), d: none (no call slot), e: 1.
+    assert free_local_slots(nodes) == 4
+    assert free_slots(nodes) == 2 + 5 + 9 + 0 + 8
+
+
+async def test_dispatcher_refuses_a_local_call_in_its_own_words_when_only_inference_is_full() -> (
+    None
+):
+    registry = MemoryRegistry()
+    workers = {"w-a": _Worker(refuse=False)}
+    await registry.register(NodeReport("a", "w-a", "", 3, 0, READY, 1))
+    dispatcher = Dispatcher(registry, workers.__getitem__, 10.0, 2)
+
+    def req(call_id: str) -> CallRequest:
+        return CallRequest(call_id=call_id, sdp="", source="ja", target="en")
+
+    await dispatcher.start_call(req("local-1"), local=True)
+    with pytest.raises(NoAgentAvailable) as e:
+        await dispatcher.start_call(req("local-2"), local=True)
+    assert e.value.code == "no_local_capacity" and e.value.retry_after_s == 2
+    assert "Local interpretation is at capacity" in str(e.value)
+    await dispatcher.start_call(req("cloud-1"))
+    await dispatcher.start_call(req("cloud-2"))
+    with pytest.raises(NoAgentAvailable) as e:  # every call slot taken: the usual answer
+        await dispatcher.start_call(req("local-3"), local=True)
+    assert e.value.code == "no_agent"
+    assert {n.node_id: (n.load, n.local_load) for n in await registry.nodes()} == {"a": (3, 1)}

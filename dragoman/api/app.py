@@ -35,6 +35,7 @@ def create_app(
     app.state.dispatcher = dispatcher
     app.state.local_pool = local_pool
     app.state.arrival_meter = ArrivalMeter()
+    app.state.local_arrival_meter = ArrivalMeter()  # those of them for the local pipeline
     app.state.room_key = room_key(settings.internal_token)
     install_error_handlers(app)
     app.include_router(router)

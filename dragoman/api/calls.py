@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -34,7 +35,7 @@ from dragoman.fleet.autoscale import AutoscaleConfig
 from dragoman.fleet.autoscale import autoscale as size_fleet
 from dragoman.fleet.dispatcher import Dispatcher
 from dragoman.fleet.node_state import NodeState
-from dragoman.fleet.ranking import free_slots
+from dragoman.fleet.ranking import free_local_slots, free_slots
 from dragoman.fleet.registry import Registry
 from dragoman.pipeline.glossary import check_name as check_glossary_name
 from dragoman.pipeline.providers.catalog import (
@@ -126,6 +127,8 @@ async def create_call(
         raise ApiError(400, "bad_sdp", f"Malformed SDP offer: {e}") from e
 
     request.app.state.arrival_meter.record()  # every valid request, retries included
+    if spec.kind == "local":
+        request.app.state.local_arrival_meter.record()
     call_id = invitation.guest_call_id if invitation else uuid.uuid4().hex
     held = await admission.hold_call(registry, settings, caller, call_id)
     # The page's key to this call's control channel.
@@ -146,7 +149,9 @@ async def create_call(
                 mode=pair.mode,
                 room_host=invitation.host_call_id if invitation else None,
                 interpretation=interpretation,
-            )
+            ),
+            # A local-pipeline call also needs a free slot on a node's inference service.
+            local=spec.kind == "local",
         )
     except NoAgentAvailable as e:
         await _release_quietly(registry, held, call_id)
@@ -166,7 +171,7 @@ async def create_call(
             )
             metrics.CALLS.labels("direct_overflow").inc()
             return JSONResponse(body, status_code=200)
-        raise _fail("no_agent", e) from e
+        raise _fail(e.code, e) from e  # no_agent, or no_local_capacity
     except CallRejected as e:
         await _release_quietly(registry, held, call_id)
         raise _fail("rejected", e) from e
@@ -270,15 +275,25 @@ async def fleet_summary(request: Request) -> dict[str, Any]:
     live = [n for n in nodes if n.alive]
     active = sum(n.load for n in live)
     meter = request.app.state.arrival_meter
-    rate_history = [c * settings.autoscale_api_replicas for c in meter.history()]
+    replicas = settings.autoscale_api_replicas
+    rate_history = [c * replicas for c in meter.history()]
+    local_history = [c * replicas for c in request.app.state.local_arrival_meter.history()]
+    local_active = sum(n.local_load for n in live)
+    # A fleet whose full state overflows to direct mode keeps a lower warm floor.
+    cfg = AutoscaleConfig.from_settings(settings, direct_overflow_enabled(settings))
+    # The nodes say how many local calls one serves (their cores, not this api's).
+    per_node = max((n.local_capacity for n in live if n.state == NodeState.READY), default=0)
+    cfg = dataclasses.replace(cfg, local_slots_per_node=per_node)
     decision = size_fleet(
         live,
         rate_history,
         active,
-        # A fleet whose full state overflows to direct mode keeps a lower warm floor.
-        AutoscaleConfig.from_settings(settings, direct_overflow_enabled(settings)),
+        cfg,
+        local_active=local_active,
+        local_arrivals_per_s=local_history,
     )
     metrics.FLEET_FREE_SLOTS.set(free_slots(nodes))
+    metrics.FLEET_FREE_LOCAL_SLOTS.set(free_local_slots(nodes))
     for state in NodeState:
         metrics.FLEET_NODES.labels(state).set(sum(1 for n in live if n.state == state))
     metrics.DESIRED_NODES.set(decision.desired_nodes)
@@ -287,9 +302,12 @@ async def fleet_summary(request: Request) -> dict[str, Any]:
         "dead_nodes": len(nodes) - len(live),
         "fleet_active_calls": active,
         "free_slots": free_slots(nodes),
+        "fleet_local_calls": local_active,
+        "free_local_slots": free_local_slots(nodes),
         "desired_nodes": decision.desired_nodes,
         "autoscale": {
             "need_slots": decision.need_slots,
+            "need_local_slots": decision.need_local_slots,
             "arrival_rate_per_s": decision.rate_per_s,
             "expected_arrivals": decision.expected_arrivals,
             # Kubernetes picks which pod to stop; this is the policy's preference (empty ones).

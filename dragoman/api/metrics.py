@@ -15,5 +15,9 @@ RESERVATION_CONFLICTS = Counter(
     "Reservations that could not take the node the snapshot ranked first",
 )
 FLEET_FREE_SLOTS = Gauge("dragoman_fleet_free_slots", "Free call slots on READY, live nodes")
+FLEET_FREE_LOCAL_SLOTS = Gauge(
+    "dragoman_fleet_free_local_slots",
+    "Local-pipeline calls READY, live nodes can take now (free inference and call slots)",
+)
 FLEET_NODES = Gauge("dragoman_fleet_nodes", "Known nodes, by state", ["state"])
 DESIRED_NODES = Gauge("dragoman_autoscale_desired_nodes", "Autoscale policy output")

@@ -174,6 +174,8 @@ def main(p: ConnectParams, out: Path) -> dict[str, Any]:
     if p.url is None:
         env = {
             "DRAGOMAN_MAX_CALLS": str(max(p.calls, 2)),
+            # Muted callers never reach Whisper: this measures connecting, not inference.
+            "DRAGOMAN_LOCAL_CAPACITY": str(max(p.calls, 2)),
             # Cover every slot with a waiting process: the point of the pre-forked pool.
             "DRAGOMAN_IDLE_MEMORY_BUDGET_MB": str(max(p.calls, 2) * 80),
         }

@@ -52,11 +52,13 @@ class GlossaryError(CallRejected):
 
 
 class NoAgentAvailable(Exception):
-    """No free call slot anywhere (or the node is draining): 503 with Retry-After."""
+    """No free call slot anywhere (or the node is draining): 503 with Retry-After. ``code``:
+    ``no_agent``, or ``no_local_capacity`` when only local-pipeline capacity is full."""
 
-    def __init__(self, message: str, retry_after_s: int) -> None:
+    def __init__(self, message: str, retry_after_s: int, code: str = "no_agent") -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.code = code
 
 
 class AgentFailed(Exception):
@@ -106,7 +108,7 @@ def to_http(e: Exception) -> HttpError:
     if isinstance(e, CallRejected):
         return HttpError(e.status, e.code, e.message)
     if isinstance(e, NoAgentAvailable):
-        return HttpError(503, "no_agent", str(e), {"Retry-After": str(e.retry_after_s)})
+        return HttpError(503, e.code, str(e), {"Retry-After": str(e.retry_after_s)})
     if isinstance(e, UnknownCall):
         return HttpError(404, "unknown_call", f"No active call {e}.")
     if isinstance(e, WrongCallToken):

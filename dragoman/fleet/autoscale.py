@@ -15,6 +15,10 @@ Where direct-mode overflow is available (a provider key: a call that finds no sl
 answered with a provider session instead of 503), a jump is carried by the provider until
 new nodes are ready, so the floor can be much smaller (``overflow_floor_slots``): the AI fee
 per minute is the same either way, and it is outside the server budget.
+
+Local-pipeline calls also need a slot on a node's inference service, of which a node has
+fewer (``local_slots_per_node``): they are sized the same way from their own arrivals, and
+the fleet wants the larger of the two node counts.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class AutoscaleConfig:
     short_window_s: int = 10  # "the rate now": mean over this many seconds
     trend_window_s: int = 60  # least-squares slope of the rate over this many seconds
     hold_s: int = 120  # the highest 10-s rate seen this recently is not forgotten
+    local_slots_per_node: int = 0  # local-pipeline slots a node has; 0: not sized apart
 
     @property
     def lead_s(self) -> float:
@@ -95,6 +100,7 @@ class Decision:
     rate_per_s: float  # the arrival rate the buffer was sized on
     cancel_booting: int  # booting nodes no longer wanted (they are dropped first)
     drain: tuple[str, ...]  # READY nodes to drain now: empty ones only
+    need_local_slots: int = 0  # local calls + the local arrivals expected in the lead time
 
 
 def expected_arrivals(arrivals_per_s: Sequence[float], cfg: AutoscaleConfig) -> tuple[float, float]:
@@ -153,17 +159,25 @@ def autoscale(
     active_calls: int,
     cfg: AutoscaleConfig,
     booting: int = 0,
+    local_active: int = 0,
+    local_arrivals_per_s: Sequence[float] = (),
 ) -> Decision:
     """The fleet size to ask for now.
 
     ``nodes``: the registry snapshot; ``arrivals_per_s``: call requests per second, oldest
     first, the newest complete second last; ``active_calls``: calls holding a slot;
     ``booting``: nodes asked for that have not registered yet (0 when the platform tracks
-    them itself, as Kubernetes does).
+    them itself, as Kubernetes does); ``local_active`` and ``local_arrivals_per_s``: the
+    same for local-pipeline calls alone (already counted in the others).
     """
     expected, rate = expected_arrivals(arrivals_per_s, cfg)
     need = active_calls + max(cfg.floor_slots, math.ceil(expected))
     desired = math.ceil(need / max(1, cfg.slots_per_node))
+    need_local = 0
+    if cfg.local_slots_per_node > 0:
+        # No floor of its own: the media floor already keeps whole nodes warm.
+        need_local = local_active + math.ceil(expected_arrivals(local_arrivals_per_s, cfg)[0])
+        desired = max(desired, math.ceil(need_local / cfg.local_slots_per_node))
     # Never fewer nodes than are carrying calls: a scale-down removes pods by their deletion
     # cost (calls), so with this it only ever removes empty ones — none is cut mid-call.
     carrying = sum(1 for n in serving(nodes) if n.load > 0)
@@ -171,7 +185,7 @@ def autoscale(
     surplus = len(serving(nodes)) + booting - desired
     cancel = min(booting, max(0, surplus))
     drain = choose_drain(nodes, surplus - cancel)
-    return Decision(desired, need, round(expected, 2), round(rate, 3), cancel, drain)
+    return Decision(desired, need, round(expected, 2), round(rate, 3), cancel, drain, need_local)
 
 
 class ArrivalMeter:

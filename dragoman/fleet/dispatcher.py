@@ -19,13 +19,24 @@ from dragoman.contract.errors import (
     UnknownCall,
 )
 from dragoman.fleet.control_link import CLOSE_UNKNOWN_CALL, ControlLink, LinkClosed
-from dragoman.fleet.ranking import DEFAULT_PACKING, Packing, free_slots, rank_nodes
+from dragoman.fleet.ranking import (
+    DEFAULT_PACKING,
+    Packing,
+    free_local_slots,
+    free_slots,
+    rank_nodes,
+)
 from dragoman.fleet.registry import Registry, Reservation
 from dragoman.fleet.worker_client import WorkerClient
 
 log = logging.getLogger("dragoman.api")
 
 MAX_NODE_ATTEMPTS = 3  # a node that fails the hand-off is skipped for the next try
+FLEET_FULL = "All interpreters are busy."
+LOCAL_FULL = (
+    "Local interpretation is at capacity: every server's speech recognition is busy with "
+    "other calls. Try again in a moment."
+)
 
 
 class Dispatcher:
@@ -45,19 +56,22 @@ class Dispatcher:
         # Called when a reservation did not land where the snapshot said (a metric in the api).
         self.on_conflict: Callable[[], None] = lambda: None
 
-    async def _reserve(self, call_id: str, exclude: set[str]) -> Reservation:
+    async def _reserve(self, call_id: str, exclude: set[str], local: bool) -> Reservation:
         nodes = [n for n in await self.registry.nodes() if n.node_id not in exclude]
-        ranked = rank_nodes(nodes, call_id, self.packing)
-        res = await self.registry.reserve(call_id, ranked, self._ttl)
+        ranked = rank_nodes(nodes, call_id, self.packing, local)
+        res = await self.registry.reserve(call_id, ranked, self._ttl, local)
+        free = free_local_slots(nodes) if local else free_slots(nodes)
         missed = res is None or (ranked and res.node_id != ranked[0])
-        if missed and free_slots(nodes) > 0:
+        if missed and free > 0:
             # Another request took the slot our snapshot saw; the atomic reserve moved on.
             self.on_conflict()
         if res is None:
-            raise NoAgentAvailable("All interpreters are busy.", self._retry_after)
+            if local and free_slots(nodes) > 0:  # call slots are free: only inference is full
+                raise NoAgentAvailable(LOCAL_FULL, self._retry_after, "no_local_capacity")
+            raise NoAgentAvailable(FLEET_FULL, self._retry_after)
         return res
 
-    async def _reserve_next_to_host(self, req: CallRequest) -> Reservation:
+    async def _reserve_next_to_host(self, req: CallRequest, local: bool) -> Reservation:
         """A room guest goes where its host is: the slot its invitation reserved there (or,
         if that lapsed, a free one on the host's node) — never another node, since the two
         agents hand each other audio locally."""
@@ -67,17 +81,19 @@ class Dispatcher:
         )
         if node_id is None:
             raise CallRejected("room_ended", "The person who invited you has left the call.")
-        res = await self.registry.reserve(req.call_id, [node_id], self._ttl)
+        res = await self.registry.reserve(req.call_id, [node_id], self._ttl, local)
         if res is None:
             raise NoAgentAvailable(
                 "The room's server is full right now; try again in a moment.", self._retry_after
             )
         return res
 
-    async def start_call(self, req: CallRequest) -> CallAnswer:
+    async def start_call(self, req: CallRequest, local: bool = False) -> CallAnswer:
+        """``local``: the call runs on the node's inference service (provider ``local``), so
+        it also needs a free local slot there."""
         t0 = time.perf_counter()
         if req.room_host is not None:
-            res = await self._reserve_next_to_host(req)
+            res = await self._reserve_next_to_host(req, local)
             try:
                 result = await self._client_for(res.address).start_call(req)
             except Exception:
@@ -87,7 +103,7 @@ class Dispatcher:
         tried: set[str] = set()
         last_error: Exception | None = None
         for _ in range(MAX_NODE_ATTEMPTS):
-            res = await self._reserve(req.call_id, tried)
+            res = await self._reserve(req.call_id, tried, local)
             t_reserved = time.perf_counter()
             try:
                 result = await self._client_for(res.address).start_call(req)

@@ -33,6 +33,7 @@ class _Node:
     report: NodeReport
     heartbeat_at: float
     calls: dict[str, float] = field(default_factory=dict)  # call id -> expiry on the clock
+    local: set[str] = field(default_factory=set)  # those of ``calls`` holding a local slot
 
 
 class MemoryRegistry:
@@ -71,7 +72,9 @@ class MemoryRegistry:
         node = self._nodes.get(node_id)
         return None if node is None else self._info(node, self._clock())
 
-    async def reserve(self, call_id: str, ranked: list[str], ttl_s: float) -> Reservation | None:
+    async def reserve(
+        self, call_id: str, ranked: list[str], ttl_s: float, local: bool = False
+    ) -> Reservation | None:
         check_ttl(ttl_s)
         now = self._clock()
         self._drop(call_id)
@@ -81,10 +84,15 @@ class MemoryRegistry:
             if node is None or node.report.state != READY or not self._alive(node, now):
                 continue
             self._purge(node, now)
-            if len(node.calls) < node.report.capacity:
-                node.calls[call_id] = now + ttl_s
-                self._calls[call_id] = node_id
-                return Reservation(call_id, node_id, node.report.address)
+            if len(node.calls) >= node.report.capacity:
+                continue
+            if local and len(node.local) >= node.report.local_capacity:
+                continue
+            node.calls[call_id] = now + ttl_s
+            if local:
+                node.local.add(call_id)
+            self._calls[call_id] = node_id
+            return Reservation(call_id, node_id, node.report.address)
         return None
 
     async def confirm(self, call_id: str) -> bool:
@@ -154,6 +162,7 @@ class MemoryRegistry:
         node = self._nodes.get(node_id) if node_id is not None else None
         if node is not None:
             node.calls.pop(call_id, None)
+            node.local.discard(call_id)
 
     def _live_node(self, call_id: str, now: float) -> _Node | None:
         """The node holding ``call_id`` if its reservation has not lapsed."""
@@ -170,6 +179,7 @@ class MemoryRegistry:
         expired = [c for c, expiry in node.calls.items() if expiry <= now]
         for call_id in expired:
             del node.calls[call_id]
+            node.local.discard(call_id)
             if self._calls.get(call_id) == node.report.node_id:
                 del self._calls[call_id]
 
@@ -187,4 +197,6 @@ class MemoryRegistry:
             load=len(node.calls),
             heartbeat_age_s=age,
             alive=age <= self.node_ttl_s,
+            local_capacity=r.local_capacity,
+            local_load=len(node.local),
         )

@@ -12,6 +12,9 @@ traffic lasts. Two things keep packing from hurting connect times:
 * **Headroom**: the last ``headroom`` fraction of each node's slots is used only once every
   node is that full; those slots then go least-loaded first. So no node is packed to the
   brim while another still has packing room, and the spill of a burst is spread.
+
+**Local calls** (the node's shared Whisper + Piper) also need a free local slot: nodes
+without one are not candidates at all, whatever their call slots (``reserve`` re-checks).
 """
 
 from __future__ import annotations
@@ -44,21 +47,26 @@ def _has_slot(node: NodeInfo) -> bool:
     return node.load < node.capacity
 
 
+def _has_local_slot(node: NodeInfo) -> bool:
+    return node.local_load < node.local_capacity
+
+
 def _fill(node: NodeInfo) -> float:
     return node.load / node.capacity if node.capacity > 0 else math.inf
 
 
 def rank_nodes(
-    nodes: list[NodeInfo], key: str = "", packing: Packing = DEFAULT_PACKING
+    nodes: list[NodeInfo], key: str = "", packing: Packing = DEFAULT_PACKING, local: bool = False
 ) -> list[str]:
-    """READY, alive node ids in the order to try them (``reserve`` takes the first with a slot).
+    """READY, alive node ids in the order to try them (``reserve`` takes the first with a slot);
+    for a ``local`` call only those with a free local slot, in the same order.
 
     1. Nodes below their headroom, fullest first (by fraction of capacity, then by load, then
        by id); with a ``key`` (the call id) one of the first ``spread`` of them leads.
     2. Nodes with a free slot within their headroom, least-loaded first, ties by id.
     3. Full nodes, by id: the snapshot may be stale, and ``reserve`` re-checks load atomically.
     """
-    usable = [n for n in nodes if _usable(n)]
+    usable = [n for n in nodes if _usable(n) and (not local or _has_local_slot(n))]
     packable = [n for n in usable if n.load < packing.packable_slots(n.capacity)]
     packable.sort(key=lambda n: (-_fill(n), -n.load, n.node_id))
     if key and packable and packing.spread > 1:
@@ -76,3 +84,12 @@ def rank_nodes(
 def free_slots(nodes: list[NodeInfo]) -> int:
     """Call slots that READY, alive nodes can take right now."""
     return sum(max(0, n.capacity - n.load) for n in nodes if _usable(n))
+
+
+def free_local_slots(nodes: list[NodeInfo]) -> int:
+    """Local calls that READY, alive nodes can take right now (each also needs a call slot)."""
+    return sum(
+        max(0, min(n.local_capacity - n.local_load, n.capacity - n.load))
+        for n in nodes
+        if _usable(n)
+    )

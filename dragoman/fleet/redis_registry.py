@@ -4,6 +4,7 @@ Keys (``P`` = prefix):
   ``P:nodes``            SET of node ids
   ``P:node:{id}``        HASH of the node's report fields + ``hb_ms`` (Redis server clock)
   ``P:node:{id}:calls``  ZSET call id -> expiry in ms; a confirmed call scores +inf
+  ``P:node:{id}:local``  ZSET the same for the calls that also hold a local-pipeline slot
   ``P:call:{call_id}``   STRING node id; expires with the reservation, persisted on confirm
   ``P:rate:{key}``       STRING a rate limit's GCRA theoretical arrival time (ms)
   ``P:hold:{key}``       ZSET call id -> admitted at (ms): a concurrency limit's calls
@@ -50,7 +51,7 @@ local function forget_calls(prefix, id)
     local k = prefix .. ':call:' .. c
     if redis.call('GET', k) == id then redis.call('DEL', k) end
   end
-  redis.call('DEL', ck)
+  redis.call('DEL', ck, prefix .. ':node:' .. id .. ':local')
 end
 """
 
@@ -78,29 +79,39 @@ redis.call('SREM', prefix .. ':nodes', id)
 """
 )
 
-# ARGV: prefix, call id, ttl ms, node ttl ms, ranked node id, ...
-# Returns {node id, address} or nil.
+# ARGV: prefix, call id, ttl ms, node ttl ms, local (0|1), ranked node id, ...
+# Returns {node id, address} or nil. A local call takes a slot in both ZSETs, with the same
+# expiry. A node hash without local_capacity (a worker from before it) counts its call slots.
 _RESERVE = (
     _NOW_MS
     + """
 local prefix, call_id = ARGV[1], ARGV[2]
 local ttl_ms, node_ttl_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+local is_local = ARGV[5] == '1'
 local call_key = prefix .. ':call:' .. call_id
 redis.call('DEL', prefix .. ':ended:' .. call_id)
 local held = redis.call('GET', call_key)
 if held then
   redis.call('ZREM', prefix .. ':node:' .. held .. ':calls', call_id)
+  redis.call('ZREM', prefix .. ':node:' .. held .. ':local', call_id)
   redis.call('DEL', call_key)
 end
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   local id = ARGV[i]
   local nk = prefix .. ':node:' .. id
-  local f = redis.call('HMGET', nk, 'state', 'capacity', 'hb_ms', 'address')
+  local f = redis.call('HMGET', nk, 'state', 'capacity', 'hb_ms', 'address', 'local_capacity')
   if f[1] == 'READY' and f[3] and now - tonumber(f[3]) <= node_ttl_ms then
-    local ck = nk .. ':calls'
+    local ck, lk = nk .. ':calls', nk .. ':local'
     redis.call('ZREMRANGEBYSCORE', ck, '-inf', now)
-    if redis.call('ZCARD', ck) < tonumber(f[2]) then
-      redis.call('ZADD', ck, string.format('%.0f', now + ttl_ms), call_id)
+    local room = redis.call('ZCARD', ck) < tonumber(f[2])
+    if room and is_local then
+      redis.call('ZREMRANGEBYSCORE', lk, '-inf', now)
+      room = redis.call('ZCARD', lk) < tonumber(f[5] or f[2])
+    end
+    if room then
+      local expiry = string.format('%.0f', now + ttl_ms)
+      redis.call('ZADD', ck, expiry, call_id)
+      if is_local then redis.call('ZADD', lk, expiry, call_id) end
       redis.call('SET', call_key, id, 'PX', ttl_ms)
       return {id, f[4]}
     end
@@ -126,6 +137,8 @@ if not score or (score ~= 'inf' and tonumber(score) <= now) then
   return 0
 end
 redis.call('ZADD', ck, '+inf', call_id)
+local lk = prefix .. ':node:' .. id .. ':local'
+if redis.call('ZSCORE', lk, call_id) then redis.call('ZADD', lk, '+inf', call_id) end
 redis.call('PERSIST', call_key)
 return 1
 """
@@ -138,6 +151,7 @@ local call_key = prefix .. ':call:' .. call_id
 local id = redis.call('GET', call_key)
 if id then
   redis.call('ZREM', prefix .. ':node:' .. id .. ':calls', call_id)
+  redis.call('ZREM', prefix .. ':node:' .. id .. ':local', call_id)
   redis.call('DEL', call_key)
 end
 -- Remembered a while, so the concurrency limits stop counting it at once (see _HOLD).
@@ -196,7 +210,7 @@ return 1
 )
 
 # ARGV: prefix[, node id]: one node, or every node when no id is given.
-# Returns {now ms, {id, load, {field, value, ...}}, ...}.
+# Returns {now ms, {id, load, {field, value, ...}, local load}, ...}.
 _NODES = (
     _NOW_MS
     + """
@@ -209,7 +223,9 @@ for _, id in ipairs(ids) do
   local h = redis.call('HGETALL', nk)
   if #h > 0 then
     redis.call('ZREMRANGEBYSCORE', nk .. ':calls', '-inf', now)
-    out[#out + 1] = {id, redis.call('ZCARD', nk .. ':calls'), h}
+    redis.call('ZREMRANGEBYSCORE', nk .. ':local', '-inf', now)
+    local load = redis.call('ZCARD', nk .. ':calls')
+    out[#out + 1] = {id, load, h, redis.call('ZCARD', nk .. ':local')}
   end
 end
 return out
@@ -279,11 +295,13 @@ class RedisRegistry:
         infos = self._infos(await self._io(self._nodes(args=[self._prefix, node_id])))
         return infos[0] if infos else None
 
-    async def reserve(self, call_id: str, ranked: list[str], ttl_s: float) -> Reservation | None:
+    async def reserve(
+        self, call_id: str, ranked: list[str], ttl_s: float, local: bool = False
+    ) -> Reservation | None:
         check_ttl(ttl_s)
         ttl_ms = max(1, round(ttl_s * 1000))
         node_ttl_ms = round(self.node_ttl_s * 1000)
-        args = [self._prefix, call_id, ttl_ms, node_ttl_ms, *ranked]
+        args = [self._prefix, call_id, ttl_ms, node_ttl_ms, int(local), *ranked]
         reply = await self._io(self._reserve(args=args))
         return None if reply is None else Reservation(call_id, reply[0], reply[1])
 
@@ -336,13 +354,15 @@ class RedisRegistry:
             "capacity": r.capacity,
             "idle": r.idle,
             "state": r.state,
+            "local_capacity": r.local_capacity,
+            "local_load": r.local_load,  # the worker's count; NodeInfo's is the ZSET's
         }
         return [self._prefix, r.node_id, int(forget), *(x for kv in fields.items() for x in kv)]
 
     def _infos(self, reply: list[Any]) -> list[NodeInfo]:
         now_ms, entries = reply[0], reply[1:]
         infos = []
-        for node_id, load, flat in entries:
+        for node_id, load, flat, local_load in entries:
             h = dict(zip(flat[::2], flat[1::2], strict=True))
             age = max(0.0, (now_ms - int(h["hb_ms"])) / 1000)
             infos.append(
@@ -356,6 +376,8 @@ class RedisRegistry:
                     load=int(load),
                     heartbeat_age_s=age,
                     alive=age <= self.node_ttl_s,
+                    local_capacity=int(h.get("local_capacity", h["capacity"])),
+                    local_load=int(local_load),
                 )
             )
         return infos

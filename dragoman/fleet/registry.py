@@ -30,6 +30,10 @@ class NodeReport:
     capacity: int  # call slots
     idle: int  # idle agent processes right now
     state: str  # a NodeState (a str: as stored and sent)
+    # Local-pipeline calls share the node's one inference service: they need a media slot
+    # AND one of these. (Default 0: a node made without them, as the simulator's, takes none.)
+    local_capacity: int = 0
+    local_load: int = 0  # local calls running, as the worker counts them (informational)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class NodeInfo:
     load: int  # live reservations + confirmed calls on the node
     heartbeat_age_s: float  # seconds since its last heartbeat, on the registry's own clock
     alive: bool  # heartbeat_age_s <= node_ttl_s
+    local_capacity: int = 0  # local-pipeline call slots (within capacity)
+    local_load: int = 0  # live local reservations + confirmed local calls on the node
 
 
 @dataclass(frozen=True)
@@ -72,10 +78,14 @@ class Registry(Protocol):
 
     async def node(self, node_id: str) -> NodeInfo | None: ...
 
-    async def reserve(self, call_id: str, ranked: list[str], ttl_s: float) -> Reservation | None:
+    async def reserve(
+        self, call_id: str, ranked: list[str], ttl_s: float, local: bool = False
+    ) -> Reservation | None:
         """Atomically take a slot on the first node of ``ranked`` that is known, READY, alive and
-        below capacity. The reservation lapses after ``ttl_s`` unless confirmed, so a caller that
-        dies mid-handshake cannot leak a slot. None if no listed node has a slot right now.
+        below capacity; a ``local`` call (the node's inference service) also needs the node
+        below its ``local_capacity`` and takes a local slot too, freed with its call slot.
+        The reservation lapses after ``ttl_s`` unless confirmed, so a caller that dies
+        mid-handshake cannot leak a slot. None if no listed node has a slot right now.
         A call id holds at most one slot: reserving it again first frees what it held (so a
         retry, or a retry on another node after a failed hand-off, never takes two)."""
 

@@ -75,6 +75,12 @@ class NodeCalls:
     def call_ids(self) -> set[str]:
         return set(self._calls)
 
+    @property
+    def local_calls(self) -> int:
+        """Calls on this node that use its inference service (their request is known)."""
+        requests = (a.request for a in self._calls.values())
+        return sum(1 for r in requests if r is not None and self.uses_inference(r))
+
     def _count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
@@ -87,7 +93,7 @@ class NodeCalls:
             raise CallRejected("bad_sdp", "Malformed SDP offer: no Opus audio offered")
         if not self.gateway.up:
             raise NoAgentAvailable("This node's media gateway is restarting.", 1)
-        if self.inference is not None and not self.inference.up and self._uses_inference(req):
+        if self.inference is not None and not self.inference.up and self.uses_inference(req):
             raise NoAgentAvailable("This node's speech service is restarting.", 1)
         host = self._room_host(req)
         agent = await self.pool.take_idle()
@@ -163,7 +169,7 @@ class NodeCalls:
         if agent.unreserve():
             self.pool.give_back(agent)
 
-    def _uses_inference(self, req: CallRequest) -> bool:
+    def uses_inference(self, req: CallRequest) -> bool:
         spec = PROVIDERS.get(req.provider or self.settings.provider)
         return spec is None or spec.kind == "local"
 

@@ -39,6 +39,7 @@ class InferenceService(SupervisedChild):
         self.settings = settings
         self.socket_path = socket_path
         self._proc: BaseProcess | None = None
+        self.stt: dict[str, Any] | None = None  # its last ping's queue stats (lanes.stats)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,7 @@ class InferenceService(SupervisedChild):
             "pid": self._proc.pid if self._proc is not None else None,
             "restarts": self.restarts,
             "last_down_reason": self.last_down_reason,
+            "stt": self.stt,
         }
 
     def launch(self) -> None:
@@ -121,7 +123,8 @@ class InferenceService(SupervisedChild):
                 if exited.done() or not proc.is_alive():
                     return await self._exit_reason(proc)
                 try:
-                    await asyncio.wait_for(client.ping(), timeout)
+                    reply = await asyncio.wait_for(client.ping(), timeout)
+                    self._record(reply.get("stt"))
                 except (InferenceError, TimeoutError) as e:
                     if not proc.is_alive():
                         return await self._exit_reason(proc)
@@ -130,6 +133,11 @@ class InferenceService(SupervisedChild):
             loop.remove_reader(proc.sentinel)
             exited.cancel()
             await client.aclose()
+
+    def _record(self, stt: Any) -> None:
+        if isinstance(stt, dict):
+            self.stt = stt
+            metrics.record_stt(stt)
 
     @staticmethod
     async def _exit_reason(proc: BaseProcess) -> str:

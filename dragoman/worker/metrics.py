@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 CALLS_ACTIVE = Gauge("dragoman_worker_calls_active", "Calls running on this node")
 IDLE_AGENTS = Gauge("dragoman_worker_idle_agents", "Pre-forked agent processes waiting")
 CAPACITY = Gauge("dragoman_worker_capacity", "Call slots of this node")
+LOCAL_CAPACITY = Gauge(
+    "dragoman_worker_local_capacity", "Local-pipeline call slots of this node (its inference)"
+)
+LOCAL_CALLS_ACTIVE = Gauge(
+    "dragoman_worker_local_calls_active", "Calls on this node using its inference service"
+)
 DRAINING = Gauge("dragoman_worker_draining", "1 while the node drains, else 0")
 CALLS_ENDED = Counter("dragoman_worker_calls_ended_total", "Calls ended, by reason", ["reason"])
 ANSWER_SECONDS = Histogram(
@@ -37,3 +48,43 @@ INFERENCE_RESTARTS = Counter(
     "dragoman_worker_inference_restarts_total",
     "Times the inference service was lost (exited or stopped answering) and restarted",
 )
+
+# From the inference service's /ping, which the worker's supervisor sends every second.
+INFERENCE_QUEUE_DEPTH = Gauge(
+    "dragoman_inference_queue_depth",
+    "Whisper jobs waiting in the node's inference service, by priority (final | partial)",
+    ["priority"],
+)
+INFERENCE_RUNNING = Gauge("dragoman_inference_running", "Whisper jobs running now")
+
+
+class _QueueWaits(Collector):
+    """``dragoman_inference_queue_wait_seconds``: the service's own cumulative wait buckets
+    (``inference.lanes``), as a histogram by priority; counts restart with the service."""
+
+    def __init__(self) -> None:
+        self.wait_ms: dict[str, Any] = {}  # priority -> {"count", "sum_ms", "le_ms"}
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "dragoman_inference_queue_wait_seconds",
+            "Queued → started wait of Whisper jobs in the node's inference service",
+            labels=["priority"],
+        )
+        for priority, w in sorted(self.wait_ms.items()):
+            buckets = [(str(int(ms) / 1000), n) for ms, n in w["le_ms"].items()]
+            buckets.append(("+Inf", w["count"]))
+            family.add_metric([priority], buckets, sum_value=w["sum_ms"] / 1000)
+        yield family
+
+
+INFERENCE_QUEUE_WAIT = _QueueWaits()
+REGISTRY.register(INFERENCE_QUEUE_WAIT)
+
+
+def record_stt(stt: dict[str, Any]) -> None:
+    """Export the ``stt`` block of an inference ``/ping`` reply."""
+    for priority, n in stt.get("queued", {}).items():
+        INFERENCE_QUEUE_DEPTH.labels(priority).set(n)
+    INFERENCE_RUNNING.set(stt.get("running", 0))
+    INFERENCE_QUEUE_WAIT.wait_ms = dict(stt.get("wait_ms", {}))

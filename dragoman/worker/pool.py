@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from dragoman.config import Settings, settings_for_child
+from dragoman.config import Settings, local_capacity, settings_for_child
 from dragoman.contract.errors import NoAgentAvailable
 from dragoman.contract.pipe import Ready
 from dragoman.worker import metrics
@@ -85,6 +85,8 @@ class AgentPool:
         self.gateway = gateway
         self.calls = NodeCalls(settings, self, gateway, hub, inference)
         self.idle_target = idle_target(settings)
+        # Local-pipeline calls admitted here (the registry enforces it; the worker reports it).
+        self.local_capacity = local_capacity(settings)
         self.idle_agent_mb: float | None = None  # measured USS of an idle agent
         self.refill_ms: deque[float] = deque(maxlen=64)  # recent forks: requested → ready
         self.draining = False
@@ -116,6 +118,8 @@ class AgentPool:
         stats: dict[str, Any] = {
             "capacity": self.settings.max_calls,
             "active_calls": self.busy,
+            "local_capacity": self.local_capacity,
+            "local_calls_active": self.calls.local_calls,
             "idle_agents": len(self._idle),
             "starting_agents": self.starting,
             "idle_target": self.idle_target,

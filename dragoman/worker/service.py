@@ -114,6 +114,9 @@ class WorkerService:
         metrics.DRAINING.set(1 if self.draining else 0)
         metrics.MEDIA_UP.set(1 if self.gateway.up else 0)
         metrics.INFERENCE_UP.set(1 if self._inference_up else 0)
+        local_load = self.calls.local_calls
+        metrics.LOCAL_CAPACITY.set(self.pool.local_capacity)
+        metrics.LOCAL_CALLS_ACTIVE.set(local_load)
         s = self.settings
         return NodeReport(
             node_id=s.node_id,
@@ -122,6 +125,8 @@ class WorkerService:
             capacity=s.max_calls,
             idle=stats["idle_agents"],
             state=self.state,
+            local_capacity=self.pool.local_capacity,
+            local_load=local_load,
         )
 
     async def start(self, on_progress: Any = print) -> None:
@@ -171,7 +176,9 @@ class WorkerService:
         if stale is not None and stale not in self.calls.call_ids():
             await self._release(stale)  # a new link replaces an unused one: one slot held
         guest = uuid.uuid4().hex
-        if await self.registry.reserve(guest, [self.settings.node_id], ttl_s) is None:
+        # The guest's agent runs the room's provider: a local one needs a local slot too.
+        local = self.calls.uses_inference(req)
+        if await self.registry.reserve(guest, [self.settings.node_id], ttl_s, local) is None:
             raise NoAgentAvailable(
                 "This node has no free slot for a second person right now; try again.",
                 self.settings.retry_after_s,
