@@ -281,6 +281,33 @@ def _bench_lag(args: argparse.Namespace) -> int:
     return 0 if all(not m.get("error") for m in rep["modes"].values()) else 1
 
 
+def _bench_capacity(args: argparse.Namespace) -> int:
+    from dragoman.bench.capacity import MODES, CapacityParams, main
+
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if not modes or any(m not in MODES for m in modes):
+        raise SystemExit(f"--modes: a comma-separated list of {', '.join(MODES)}")
+    try:
+        steps = tuple(sorted({int(n) for n in args.steps.split(",") if n.strip()}))
+        lo, hi = (float(x) for x in args.pause_s.split(","))
+    except ValueError as e:
+        raise SystemExit("--steps: e.g. 1,2,3; --pause-s: e.g. 1,2") from e
+    if not steps or steps[0] < 1 or not 0 <= lo <= hi:
+        raise SystemExit("--steps: positive call counts; --pause-s: min,max")
+    params = CapacityParams(
+        steps=steps,
+        modes=modes,
+        talk_s=args.talk_s,
+        pause_s=(lo, hi),
+        sentences=args.sentences,
+        seed=args.seed,
+        all_steps=args.all_steps,
+        provider=args.provider,
+    )
+    rep = main(params, Path(args.out))
+    return 0 if all(s.get("sentences") for m in rep["modes"].values() for s in m["steps"]) else 1
+
+
 def _bench_registry(args: argparse.Namespace) -> int:
     from dragoman.bench.registry_burst import RegistryParams, main
 
@@ -320,8 +347,8 @@ def _bench_calibrate(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     from dragoman.sim.engine import SimParams
+    from dragoman.sim.run import compare, sweep
     from dragoman.sim.run import main as sim_main
-    from dragoman.sim.run import sweep
 
     given = {
         "trace": args.trace,
@@ -345,9 +372,14 @@ def _simulate(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "calibrate": args.calibrate,
         "uncalibrated": args.uncalibrated or None,
+        "local_per_vcpu": args.local_per_core,
     }
     params = SimParams(**{k: v for k, v in given.items() if v is not None})
     suffix = "" if params.direct else "-no-direct"
+    if args.compare:
+        names = [n.strip() for n in args.compare.split(",")]
+        compare(params, names, Path(args.out or f"results/sim/compare-{Path(params.trace).stem}"))
+        return 0
     if args.sweep:
         default = DEFAULT_SWEEP_DIRECT if params.direct else DEFAULT_SWEEP
         floors = [int(x) for x in (args.floors or default).split(",")]
@@ -463,6 +495,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lag.add_argument("--out", default="results/lag", help="folder for JSON and plots")
     lag.set_defaults(func=_bench_lag)
+    cap = bench_sub.add_parser(
+        "capacity", help="local-pipeline talkers per node: N callers talking at once, per mode"
+    )
+    cap.add_argument("--provider", choices=("local",), default="local")
+    cap.add_argument("--steps", default="1,2,3", help="talkers at once, step by step")
+    cap.add_argument(
+        "--modes", default="consecutive,simultaneous", help="interpretations to run, in order"
+    )
+    cap.add_argument("--talk-s", type=float, default=20.0, help="each caller's talk per step, s")
+    cap.add_argument("--pause-s", default="1,2", help="pause between sentences: min,max s")
+    cap.add_argument("--sentences", type=int, default=12, help="the sentence pool's size (≤ 20)")
+    cap.add_argument("--seed", type=int, default=1, help="the talks' random schedule")
+    cap.add_argument(
+        "--all-steps", action="store_true", help="go on after a mode's first missed target"
+    )
+    cap.add_argument("--out", default="results/capacity", help="folder for JSON and plots")
+    cap.set_defaults(func=_bench_capacity)
 
     registry = bench_sub.add_parser(
         "registry",
@@ -516,7 +565,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="the fleet under a call trace: latency and cost")
     sim.add_argument("--trace", default="surge", help="surge | day | flash | a .csv file")
-    sim.add_argument("--profile", help="machine profile (c7g-warm-pool; see dragoman/sim)")
+    sim.add_argument(
+        "--profile",
+        help="machine profile: cloud (= c7g-warm-pool), local (= c7i-4xlarge-local, "
+        "self-hosted AI, no overflow) or a name in dragoman/sim/profiles.py",
+    )
+    sim.add_argument(
+        "--compare",
+        nargs="?",
+        const="cloud,local",
+        help="run the trace under each profile (default cloud,local) and print one table",
+    )
+    sim.add_argument(
+        "--local-per-core", type=float, help="local talkers per vCPU (the local profile's 1.5)"
+    )
     sim.add_argument(
         "--no-direct",
         action="store_true",

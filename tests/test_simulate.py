@@ -319,3 +319,62 @@ def test_hpa_holds_scale_down_and_limits_its_pace() -> None:
     assert hpa.step(715, 20, 94) == 94
     assert hpa.step(765, 20, 94) == 84
     assert hpa.step(800, 83, 80) == 80  # within the 10 % tolerance: no change
+
+
+# --- self-hosted AI (issue 21, part 4) -----------------------------------------------------
+
+# The day trace scaled to ~150 concurrent: both AI modes on the same calls in a few seconds.
+DAY_SMALL = SimParams(trace="day", scale=0.05, seed=5)
+
+
+def test_local_profile_admits_local_calls_only_up_to_its_local_capacity() -> None:
+    local = replace(DAY_SMALL, profile="local")
+    assert local.direct is False  # self-hosted: no provider key, no overflow
+    sim, rep = _run(local)
+    _check_adds_up(sim, rep)
+    machine = local.machine()
+    assert machine.ai == "local" and machine.local is not None
+    cap = machine.local.capacity(machine.vcpus)
+    assert sim.local_capacity == cap == rep["params"]["local_capacity_per_node"]
+    assert cap < sim.media_slots  # Whisper-bound, not media-bound
+    assert all(n.local_capacity == cap and n.max_busy <= cap for n in sim.nodes.values())
+    assert rep["calls"]["served_direct"] == 0
+    assert rep["calls"]["served"] + rep["calls"]["refused"] == rep["calls"]["arrivals"]
+    assert rep["cost"]["ai"] == "local" and rep["cost"]["ai_fees_included"] is True
+    assert rep["params"]["local_ai"]["why"].endswith(f"= {cap} local calls per node")
+    # The node's memory: its calls, idle agents and the inference service's models fit.
+    mem = rep["params"]["node_memory"]
+    assert mem is None or mem["calls_and_idle_agents_gib"] < mem["instance_gib"]
+    # A fleet capped at two nodes fills both to their local capacity, media slots unused,
+    # and refuses the rest (no overflow).
+    sim, rep = _run(replace(local, max_nodes=2, floor_slots=0))
+    _check_adds_up(sim, rep)
+    assert [n.max_busy for n in sim.nodes.values()] == [cap, cap]
+    assert rep["calls"]["refused"] > 0
+
+
+def test_local_ai_costs_more_per_user_minute_than_cloud_on_the_same_trace() -> None:
+    _, cloud = _run(DAY_SMALL)
+    local_sim, local = _run(replace(DAY_SMALL, profile="local"))
+    assert cloud["trace"]["calls"] == local["trace"]["calls"]  # the same calls
+    assert cloud["cost"]["ai"] == "cloud" and cloud["cost"]["ai_fees_included"] is False
+    assert local["cost"]["krw_per_user_minute"] >= cloud["cost"]["krw_per_user_minute"]
+    # More talkers per vCPU: more calls per node, never more node-hours at the same floor.
+    denser_sim, denser = _run(replace(DAY_SMALL, profile="local", local_per_vcpu=3.0))
+    assert denser_sim.local_capacity > local_sim.local_capacity
+    assert denser["nodes"]["node_seconds"] <= local["nodes"]["node_seconds"]
+
+
+def test_cli_compare_prints_one_table_of_both_profiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["simulate", "--trace", "day", "--scale", "0.02", "--seed", "2", "--compare"]
+    assert cli.main(argv + ["--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    for word in ("KRW/user-min", "node-hours", "p99 connect", "refused", "c7g-warm-pool"):
+        assert word in printed
+    assert "c7i-4xlarge-local" in printed and "talkers/vCPU" in printed  # its assumptions
+    rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
+    assert [r["AI"].split()[0] for r in rows] == ["cloud", "local"]
+    assert all(set(r) == set(report.COMPARE_COLUMNS) for r in rows)
+    assert float(rows[1]["KRW/user-min"]) >= float(rows[0]["KRW/user-min"])

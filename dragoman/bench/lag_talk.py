@@ -138,6 +138,17 @@ def make_talk(talk_s: float, pause_s: float, cache: Path, progress=print) -> Tal
     )
 
 
+def sentence_clips(count: int, cache: Path, progress=print) -> list[np.ndarray]:
+    """The first ``count`` sentences' Kokoro clips as synthesised (cached in ``cache``)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for i, (text, _keys) in enumerate(SENTENCES[:count]):
+        clips.append(_kokoro_clip(text, cache))
+        if i % 4 == 3:
+            progress(f"  {i + 1} sentences ready")
+    return clips
+
+
 def _kokoro_clip(text: str, cache: Path) -> np.ndarray:
     key = hashlib.sha1(f"{VOICE}|{SPEED}|{text}".encode()).hexdigest()[:16]
     path = cache / f"kokoro-{key}.wav"

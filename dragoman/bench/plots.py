@@ -117,3 +117,52 @@ def lag_timeline(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def capacity_plot(
+    modes: dict[str, list[dict]], targets: dict[str, dict[str, float]], title: str, path: Path
+) -> None:
+    """Per mode: end of sentence → translated audio (p50, p95, max) against N talkers, the
+    mode's bounds dashed (left); node and inference CPU against N (right)."""
+    fig, (ax, cpu) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colours = {"consecutive": "tab:blue", "simultaneous": "tab:orange"}
+    styles = {"p50_s": "-o", "p95_s": "--s", "max_s": ":^"}
+    for i, (mode, steps) in enumerate(modes.items()):
+        c = colours.get(mode, "tab:green")
+        ns = [s["calls"] for s in steps]
+        for key, style in styles.items():
+            # None = past the "untranslated" bound: drawn at the top of the axis.
+            ys = [s.get(key) if s.get(key) is not None else np.nan for s in steps]
+            ax.plot(ns, ys, style, c=c, label=f"{mode} {key[:-2]}")
+        for key, bound in targets.get(mode, {}).items():
+            ax.axhline(bound, c=c, ls=(0, (2, 3)), lw=0.8, alpha=0.7)
+            # Two modes' bounds may coincide (2.5 s): one label above the line, one below.
+            ax.text(
+                ns[0] if ns else 1,
+                bound,
+                f" {mode} {key[:-2]} ≤ {bound:g} s",
+                fontsize=7,
+                va="bottom" if i % 2 == 0 else "top",
+            )
+        cpu.plot(ns, [s.get("node_cores") for s in steps], "-o", c=c, label=f"{mode}: node")
+        cpu.plot(
+            ns,
+            [s.get("inference_cores") for s in steps],
+            "--s",
+            c=c,
+            label=f"{mode}: inference",
+        )
+    for a in (ax, cpu):
+        a.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("talkers at once (N)")
+    ax.set_ylabel("sentence end → translated audio, s")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    cpu.set_xlabel("talkers at once (N)")
+    cpu.set_ylabel("cores used")
+    cpu.grid(alpha=0.3)
+    cpu.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -49,7 +49,7 @@ from dragoman.sim.calibrate import (
 )
 from dragoman.sim.hpa import Hpa, HpaBehavior
 from dragoman.sim.node import GONE, SimNode, SimWorkerClient
-from dragoman.sim.profiles import DEFAULT_PROFILE, KRW_PER_USD, PROFILES, MachineProfile
+from dragoman.sim.profiles import DEFAULT_PROFILE, KRW_PER_USD, MachineProfile, resolve
 from dragoman.sim.traces import Sessions, Trace
 
 HISTORY_S = 300  # arrival history handed to the policy
@@ -58,6 +58,9 @@ MAX_RETRY_WAIT_S = 5.0  # dragoman/web/call.js: the page caps a Retry-After wait
 # available (a provider key) and without. Chosen from `dragoman simulate --sweep` (README).
 DEFAULT_FLOOR_DIRECT = 800  # 8 nodes: day 0.076 KRW/user-min, 0.6 % of its calls direct
 DEFAULT_FLOOR = 4000  # 40 nodes: the smallest swept that keeps the surge's p99 under 2 s
+# Self-hosted AI has no provider key, so no overflow: the floor must absorb the day trace's
+# largest spike (+1,500 concurrent within 30 s) while new nodes boot. Not swept yet.
+DEFAULT_FLOOR_LOCAL = 1500
 # A direct-mode call when direct.json has no measurement: our api, mint and the provider's
 # SDP answer on loopback (the round trips are added on top).
 UNMEASURED_DIRECT_S = 0.3
@@ -72,6 +75,8 @@ class SimParams:
     trace: str = "surge"
     profile: str = DEFAULT_PROFILE
     direct: bool = True  # a provider key: a call no node takes is answered in direct mode
+    # (a local-AI profile forces False: self-hosted means no provider key, and a hybrid's
+    # overflow AI fee would sit outside its KRW per user-minute)
     slots_per_node: int | None = None  # None: calls per core (calibration) × vCPUs
     idle_target: int | None = None  # pre-forked processes per node; None: as a worker sizes it
     idle_memory_budget_mb: int = _setting("idle_memory_budget_mb")
@@ -99,16 +104,21 @@ class SimParams:
     seed: int = 1
     calibrate: str | None = None  # a folder of `bench calibrate` (default) or one bench JSON
     uncalibrated: bool = False  # the old assumed constants instead of measurements
+    local_per_vcpu: float | None = None  # local talkers per vCPU; None: the profile's
+
+    def __post_init__(self) -> None:
+        if self.machine().local is not None and self.direct:
+            object.__setattr__(self, "direct", False)
 
     def machine(self) -> MachineProfile:
-        if self.profile not in PROFILES:
-            raise ValueError(f"unknown profile {self.profile!r}: {', '.join(PROFILES)}")
-        return PROFILES[self.profile]
+        return resolve(self.profile)
 
     @property
     def floor(self) -> int:
         if self.floor_slots is not None:
             return self.floor_slots
+        if self.machine().local is not None:
+            return DEFAULT_FLOOR_LOCAL
         return DEFAULT_FLOOR_DIRECT if self.direct else DEFAULT_FLOOR
 
 
@@ -119,11 +129,18 @@ class Simulation:
         self.cal = cal
         self.machine = params.machine()
         per_core = cal.calls_per_core
-        self.slots = (
+        self.media_slots = (
             params.slots_per_node
             or cal.slots_per_node
             or (round(per_core * self.machine.vcpus) if per_core else self.machine.slots)
         )
+        # A local call is bound by Whisper, not by media: the node admits local calls only
+        # up to its local capacity (the registry's reserve checks it; SimNode.report).
+        local = self.machine.local
+        self.local_capacity = (
+            local.capacity(self.machine.vcpus, params.local_per_vcpu) if local else None
+        )
+        self.slots = min(self.media_slots, self.local_capacity or self.media_slots)
         idle_mb = cal.idle_agent_mb or _setting("idle_process_estimate_mb")
         self.idle_target = params.idle_target or max(
             1, min(self.slots, int(params.idle_memory_budget_mb // idle_mb))
@@ -139,6 +156,7 @@ class Simulation:
             min_nodes=params.min_nodes,
             max_nodes=params.max_nodes,
             headroom=params.headroom,
+            local_slots_per_node=self.local_capacity or 0,
         )
         self.hpa = (
             Hpa(HpaBehavior(min_replicas=params.min_nodes, max_replicas=params.max_nodes))
@@ -159,8 +177,10 @@ class Simulation:
         )
         # What a loopback measurement lacks: a real caller's and provider's round trips.
         net = cal.calibrated
+        # A local agent opens no provider session before its first audio.
+        provider_rtts = AGENT_PROVIDER_RTTS if local is None else 0.0
         self.agent_extra_s = (
-            AGENT_CALLER_RTTS * params.caller_rtt_s + AGENT_PROVIDER_RTTS * params.provider_rtt_s
+            AGENT_CALLER_RTTS * params.caller_rtt_s + provider_rtts * params.provider_rtt_s
             if net
             else 0.0
         )
@@ -267,7 +287,8 @@ class Simulation:
         self.tries[i] += 1
         try:
             result = await self.dispatcher.start_call(
-                CallRequest(call_id=str(i), sdp="", source="ja", target="en")
+                CallRequest(call_id=str(i), sdp="", source="ja", target="en"),
+                local=self.local_capacity is not None,
             )
         except NoAgentAvailable as e:
             if self.p.direct:  # dragoman/api/calls.py: a full fleet answers in direct mode
@@ -283,7 +304,7 @@ class Simulation:
         wait = result.timings_ms["wait_agent"] / 1000
         self.forked_wait[i] = wait > 0
         k = node.handshakes_at(self.now) + 1  # this one included
-        fill = max(0, node.busy - k) / node.capacity  # calls already up on the node
+        fill = max(0, node.busy - k) / node.limit  # calls already up on the node
         measured = self.cal.draw_connect(self.rng, k, fill)
         node.handshake_until(self.now + wait + measured)
         self.handshakes[i] = min(k, np.iinfo(np.int16).max)
@@ -295,7 +316,7 @@ class Simulation:
         self.call_node[i] = node
         node.calls.add(i)
         self.active += 1
-        self.max_load_fraction = max(self.max_load_fraction, node.busy / node.capacity)
+        self.max_load_fraction = max(self.max_load_fraction, node.busy / node.limit)
         self._push(self.now + self.held_s[i], self._END, i)
         return True
 
@@ -339,7 +360,8 @@ class Simulation:
         boot = float(self.rng.uniform(lo, hi)) if ready_after is None else ready_after
         node = SimNode(
             node_id=f"n{len(self.nodes) + 1:05d}",
-            capacity=self.slots,
+            capacity=self.media_slots,
+            local_capacity=self.local_capacity,
             idle_target=self.idle_target,
             refill=lambda: self.cal.draw_refill(self.rng),
             requested_at=self.now,
@@ -370,7 +392,16 @@ class Simulation:
         sec = int(self.now)
         history = self.arrivals_per_s[max(0, sec - HISTORY_S) : sec].tolist()
         active = sum(n.load for n in infos)
-        return autoscale(infos, history, active, self.policy, booting=len(self.booting))
+        local = self.local_capacity is not None  # then every call is a local one
+        return autoscale(
+            infos,
+            history,
+            active,
+            self.policy,
+            booting=len(self.booting),
+            local_active=sum(n.local_load for n in infos) if local else 0,
+            local_arrivals_per_s=history if local else (),
+        )
 
     def _victims(self, count: int) -> list[SimNode]:
         """The READY pods a ReplicaSet removes when scaled down by ``count`` (after the
@@ -425,7 +456,7 @@ class Simulation:
                 self.active,
                 self.retrying,
                 len(ready) * self.slots,
-                sum(nd.capacity - nd.busy for nd in ready),
+                sum(nd.limit - nd.busy for nd in ready),
                 len(self.booting) * self.slots,
                 paid,
                 desired,

@@ -25,12 +25,13 @@ GONE = "GONE"
 @dataclass(eq=False)
 class SimNode:
     node_id: str
-    capacity: int
+    capacity: int  # media slots
     idle_target: int
     refill: Callable[[], float]  # seconds from fork to a ready agent (a draw)
     requested_at: float  # cost runs from here…
     ready_at: float
     removed_at: float | None = None  # …to here (or the end of the simulation)
+    local_capacity: int | None = None  # local-AI mode: Whisper-bound local calls
     state: str = BOOTING
     busy: int = 0
     max_busy: int = 0
@@ -42,20 +43,37 @@ class SimNode:
     def address(self) -> str:
         return f"sim://{self.node_id}"
 
+    @property
+    def limit(self) -> int:
+        """Calls it admits: every simulated call is of the node's AI mode, so a local-AI node
+        is full at its local capacity even with media slots left."""
+        return min(self.capacity, self.local_capacity or self.capacity)
+
     def report(self) -> NodeReport:
         # ``idle`` is informational in the registry (ranking ignores it), so it is not kept
-        # current; that would cost a heartbeat per call.
+        # current; that would cost a heartbeat per call. A local-AI node reports its local
+        # capacity, which the registry's reserve enforces for local calls; its call slots are
+        # capped at it too, as deploy/k8s sizes DRAGOMAN_MAX_CALLS for the local pipeline, so
+        # the policy's floor (in call slots) counts calls the node can actually take.
         state = DRAINING if self.state == DRAINING else READY
-        return NodeReport(self.node_id, self.address, "sim", self.capacity, self.capacity, state)
+        return NodeReport(
+            self.node_id,
+            self.address,
+            "sim",
+            self.limit,
+            self.limit,
+            state,
+            local_capacity=self.local_capacity or 0,
+        )
 
     def start(self, now: float) -> None:
         """Registered with its idle pool already forked (node ready time includes that)."""
         self.state = READY
-        self._procs = [now] * min(self.idle_target, self.capacity)
+        self._procs = [now] * min(self.idle_target, self.limit)
 
     def take(self, now: float, wait_bound_s: float) -> float | None:
         """Seconds until an agent process is ready for a call, or None if over the bound."""
-        if not self._procs:
+        if not self._procs or self.busy >= self.limit:
             return None
         wait = max(0.0, self._procs[0] - now)
         if wait > wait_bound_s:
@@ -73,7 +91,7 @@ class SimNode:
     def _top_up(self, now: float) -> None:
         if self.state != READY:
             return
-        want = min(self.idle_target, self.capacity - self.busy) - len(self._procs)
+        want = min(self.idle_target, self.limit - self.busy) - len(self._procs)
         for _ in range(want):
             heapq.heappush(self._procs, now + self.refill())
 

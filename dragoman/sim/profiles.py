@@ -7,6 +7,7 @@ run from "asked for" to "its worker has registered with warm agent processes".
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # 1 USD = 1,400 KRW: a round figure for 2025 (the rate moved between ~1,350 and ~1,480 that
@@ -20,6 +21,39 @@ CALLS_PER_VCPU = 20
 
 
 @dataclass(frozen=True)
+class LocalAI:
+    """The self-hosted pipeline (Whisper → MT → Piper on the node's inference service): what
+    decides how many *local* calls a node takes. Whisper is the bottleneck, so capacity is
+    talkers per vCPU over the vCPUs left once the node's fixed share is held back."""
+
+    talkers_per_vcpu: float
+    service_vcpus: float  # held back whatever the load: inference service, worker, Janus
+    service_memory_gib: float  # the inference service's models, once per node
+    call_memory_mb: float  # one local call process (its HTTP client to the service included)
+    source: str
+
+    def capacity(self, vcpus: int, talkers_per_vcpu: float | None = None) -> int:
+        per = self.talkers_per_vcpu if talkers_per_vcpu is None else talkers_per_vcpu
+        return max(1, math.floor(per * (vcpus - self.service_vcpus)))
+
+
+# ASSUMPTION until `dragoman bench capacity` lands (issue 21): on the 2-vCPU development
+# machine 4 local talkers kept p95 2.9 s and 8 did not (issue 21's measurement), so 2 per vCPU
+# is the last good point; 1.5 leaves a margin under it. One vCPU is held back for the
+# inference service's scheduler/HTTP, the worker and Janus; its models (Whisper base int8 +
+# Piper) measured RSS 348 MB, rounded up to 0.5 GiB; a local call USS 35.8 MB (README,
+# "Measured"). `--local-per-core` overrides the talkers per vCPU.
+LOCAL_WHISPER_BASE = LocalAI(
+    talkers_per_vcpu=1.5,
+    service_vcpus=1.0,
+    service_memory_gib=0.5,
+    call_memory_mb=35.8,
+    source="assumed from issue 21 (4 talkers on 2 vCPUs: p95 2.9 s; 8: over), "
+    "not yet `bench capacity`",
+)
+
+
+@dataclass(frozen=True)
 class MachineProfile:
     name: str
     instance: str
@@ -27,11 +61,16 @@ class MachineProfile:
     usd_per_hour: float
     boot_s: tuple[float, float]  # uniform range, asked for → warm slots registered
     source: str
-    memory_gib: float = 8.0  # every profile here is an xlarge: 4 vCPU, 8 GiB
+    memory_gib: float = 8.0  # the cloud-AI profiles are xlarge: 4 vCPU, 8 GiB
+    local: LocalAI | None = None  # None: cloud-AI mode (the AI is a provider's, billed apart)
 
     @property
     def slots(self) -> int:
         return CALLS_PER_VCPU * self.vcpus
+
+    @property
+    def ai(self) -> str:
+        return "cloud" if self.local is None else "local"
 
 
 PROFILES: dict[str, MachineProfile] = {
@@ -80,6 +119,22 @@ PROFILES: dict[str, MachineProfile] = {
             (30.0, 45.0),
             "AWS on-demand price list; EC2 warm pool start ~30 s",
         ),
+        # Self-hosted AI: c7i.4xlarge (16 vCPU = 8 cores × 2 threads, 32 GiB) on-demand
+        # $0.714/h = 4 × c7i.xlarge (AWS on-demand list price, us-east-1, as it stood in
+        # 2025; written down 2026-12-07, not fetched: check it). x86 because CTranslate2's
+        # int8 kernels (faster-whisper) are the tuned path there, and the talkers/vCPU figure
+        # was measured on x86. Same boot model as the cloud-AI nodes (warm pool, 30-45 s): the
+        # models load from the pre-initialised disk within the worker's start.
+        MachineProfile(
+            "c7i-4xlarge-local",
+            "c7i.4xlarge on-demand",
+            16,
+            0.714,
+            (30.0, 45.0),
+            "assumed: AWS on-demand list price as of 2025 (written 2026-12-07); warm pool ~30 s",
+            memory_gib=32.0,
+            local=LOCAL_WHISPER_BASE,
+        ),
     )
 }
 
@@ -89,3 +144,14 @@ PROFILES: dict[str, MachineProfile] = {
 # spare capacity is simply part of the floor, already warm.
 
 DEFAULT_PROFILE = "c7g-warm-pool"
+LOCAL_PROFILE = "c7i-4xlarge-local"
+# `--profile cloud|local`: the default machine of each AI mode.
+ALIASES = {"cloud": DEFAULT_PROFILE, "local": LOCAL_PROFILE}
+
+
+def resolve(name: str) -> MachineProfile:
+    name = ALIASES.get(name, name)
+    if name not in PROFILES:
+        known = ", ".join([*ALIASES, *PROFILES])
+        raise ValueError(f"unknown profile {name!r}: {known}")
+    return PROFILES[name]

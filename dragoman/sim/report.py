@@ -67,6 +67,9 @@ def build(sim: Simulation, end_s: float, wall_s: float) -> dict[str, Any]:
             **asdict(p),
             "machine": asdict(machine),
             "slots_per_node": sim.slots,
+            "media_slots_per_node": sim.media_slots,
+            "local_capacity_per_node": sim.local_capacity,
+            "local_ai": _local_ai(sim),
             "idle_target": sim.idle_target,
             "floor_slots": p.floor,
             "node_memory": _memory(sim),
@@ -124,6 +127,9 @@ def build(sim: Simulation, end_s: float, wall_s: float) -> dict[str, Any]:
             "idle_fraction": round(1 - busy_slot_s / slot_s, 4) if slot_s else None,
         },
         "cost": {
+            "ai": machine.ai,
+            # cloud: the provider's AI fee is outside this figure; local: the AI is the nodes
+            "ai_fees_included": machine.ai == "local",
             "instance": machine.instance,
             "usd_per_hour": machine.usd_per_hour,
             "krw_per_usd": p.krw_per_usd,
@@ -150,16 +156,35 @@ def build(sim: Simulation, end_s: float, wall_s: float) -> dict[str, Any]:
     }
 
 
-def _memory(sim: Simulation) -> dict[str, Any] | None:
-    """Does a full node fit the instance? Calls and idle agents at their measured USS."""
-    cal = sim.cal
-    if not (cal.call_uss_mb and cal.idle_agent_mb):
+def _local_ai(sim: Simulation) -> dict[str, Any] | None:
+    local = sim.machine.local
+    if local is None:
         return None
-    used = sim.slots * cal.call_uss_mb + sim.idle_target * cal.idle_agent_mb
+    per = sim.p.local_per_vcpu if sim.p.local_per_vcpu is not None else local.talkers_per_vcpu
+    return {
+        **asdict(local),
+        "talkers_per_vcpu": per,
+        "why": f"{per:g} talkers/vCPU × ({sim.machine.vcpus} − {local.service_vcpus:g} held "
+        f"back) vCPU = {sim.local_capacity} local calls per node",
+    }
+
+
+def _memory(sim: Simulation) -> dict[str, Any] | None:
+    """Does a full node fit the instance? Calls and idle agents at their measured USS (a
+    local call at the profile's figure, plus the inference service's models once)."""
+    cal, local = sim.cal, sim.machine.local
+    call_mb = local.call_memory_mb if local else cal.call_uss_mb
+    if not (call_mb and cal.idle_agent_mb):
+        return None
+    used = sim.slots * call_mb + sim.idle_target * cal.idle_agent_mb
+    if local:
+        used += local.service_memory_gib * 1024
     return {
         "calls_and_idle_agents_gib": round(used / 1024, 2),
         "instance_gib": sim.machine.memory_gib,
-        "note": "plus the worker, Janus and the (idle) inference service",
+        "note": "plus the worker and Janus (the inference service's models counted)"
+        if local
+        else "plus the worker, Janus and the (idle) inference service",
     }
 
 
@@ -258,11 +283,66 @@ def _calibration(prm: dict[str, Any]) -> str:
         return "NONE — assumed constants: " + "; ".join(cal["notes"])
     per_core = cal["calls_per_core"]
     slots = f"{per_core:g} calls/core × {prm['machine']['vcpus']} vCPU" if per_core else "given"
-    return f"{cal['source']} ({slots} = {prm['slots_per_node']} slots/node)"
+    media = f"{cal['source']} ({slots} = {prm['media_slots_per_node']} media slots/node)"
+    local = prm.get("local_ai")
+    return f"{media}; local AI: {local['why']} ({local['source']})" if local else media
 
 
 def _s(ms: float | None) -> str:
     return "—" if ms is None else f"{ms / 1000:.2f} s"
+
+
+COMPARE_COLUMNS = (
+    "profile",
+    "AI",
+    "calls/node",
+    "nodes peak",
+    "node-hours",
+    "KRW/user-min",
+    "p99 connect",
+    "refused",
+)
+
+
+def compare_row(rep: dict[str, Any]) -> tuple[str, ...]:
+    """One profile's line of ``dragoman simulate --compare``: cloud's KRW exclude the
+    provider's AI fees, local's include the AI (it is the nodes' compute)."""
+    cost, prm = rep["cost"], rep["params"]
+    return (
+        prm["machine"]["name"],
+        f"{cost['ai']} ({'AI included' if cost['ai_fees_included'] else 'AI fees excluded'})",
+        str(prm["slots_per_node"]),
+        f"{rep['nodes']['peak_paid']:,}",
+        f"{rep['nodes']['node_seconds'] / 3600:,.1f}",
+        f"{cost['krw_per_user_minute']:.3f}",
+        _s(rep["connect_ms"]["p99"]),
+        f"{rep['calls']['refused']:,}",
+    )
+
+
+def print_comparison(reps: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    name = reps[0]["trace"]["name"] if reps else ""
+    table = Table(title=f"dragoman simulate --compare — {name}")
+    for col in COMPARE_COLUMNS:
+        table.add_column(col)
+    for rep in reps:
+        table.add_row(*compare_row(rep))
+    console = Console()
+    console.width = max(console.width, 120)  # one line per profile, even when piped
+    console.print(table)
+    for rep in reps:
+        prm = rep["params"]
+        mode = "direct overflow" if prm["direct"] else "no overflow"
+        console.print(
+            f"{prm['machine']['name']}: {prm['machine']['instance']} "
+            f"${prm['machine']['usd_per_hour']}/h ({prm['machine']['source']}); "
+            f"floor {prm['floor_slots']} "
+            f"calls, {mode}; {_calibration(prm)}",
+            soft_wrap=True,
+        )
 
 
 def print_summary(rep: dict[str, Any]) -> None:

@@ -37,6 +37,28 @@ def _point(job: tuple[SimParams, str]) -> dict[str, Any]:
     return report.build(sim, end, wall)
 
 
+def compare(params: SimParams, profiles: list[str], out: Path) -> list[dict[str, Any]]:
+    """The same trace under each profile (e.g. cloud vs local AI), one process each: one
+    table of peak nodes, node-hours, KRW per user-minute, p99 connect and refusals. A profile's
+    own defaults (floor, overflow) apply unless the command set them."""
+    jobs = [(replace(params, profile=name), params.trace) for name in profiles]
+    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    print(f"compare {params.trace}: {', '.join(profiles)} on {workers} processes…", flush=True)
+    with ProcessPoolExecutor(workers) as pool:
+        reps = list(pool.map(_point, jobs))
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [dict(zip(report.COMPARE_COLUMNS, report.compare_row(r), strict=True)) for r in reps]
+    summary = {
+        "trace": params.trace,
+        "rows": rows,
+        "reports": [{k: v for k, v in r.items() if k not in ("timeline", "curve")} for r in reps],
+    }
+    (out / "compare.json").write_text(json.dumps(summary, indent=2))
+    report.print_comparison(reps)
+    print(f"saved {out / 'compare.json'}", flush=True)
+    return reps
+
+
 def sweep(params: SimParams, floors: list[int], out: Path) -> dict[str, Any]:
     """For each buffer floor: the surge's p99 connect and direct share, the day's KRW per
     user-minute and direct share."""
