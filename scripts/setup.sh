@@ -16,6 +16,9 @@ if [ "${1:-}" = "--test" ]; then
   command -v turnserver >/dev/null || need+=(coturn)
   command -v ip >/dev/null || need+=(iproute2)
   command -v nft >/dev/null || need+=(nftables)
+  # Japanese/Korean/Chinese captions in the page tests' screenshots (else empty boxes).
+  dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need+=(fonts-noto-cjk)
+  command -v npm >/dev/null || need+=(npm) # axe-core for the accessibility test
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null; then
@@ -39,6 +42,9 @@ if [ "${1:-}" = "--test" ]; then
   # Kokoro's Japanese front end; installed without their dependency pins, which would pull
   # a compiler toolchain we do not need (see README: Tests).
   .venv/bin/python -m pip install -q --no-deps pyopenjtalk-plus sudachipy
+  # axe-core, injected into the page by tests/test_page_a11y.py (tests/js/node_modules is
+  # git-ignored; no lock file is written).
+  npm install --prefix tests/js --no-package-lock --no-audit --no-fund --silent
 else
   .venv/bin/python -m pip install -q -e .
 fi
