@@ -11,8 +11,9 @@ import os
 import socket
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dragoman.media.ports import parse_range
@@ -29,6 +30,18 @@ class Settings(BaseSettings):
     # --- HTTP control plane -------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8000
+    # Health, metrics and the autoscale view listen apart from the public port, so a load
+    # balancer that forwards the public port never exposes them (README, "Operating it").
+    internal_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port of /healthz, /metrics and /v1/fleet/autoscale (api and serve); "
+        "default: port + 1000. Equal to port: one listener serves everything.",
+    )
+    internal_host: str | None = Field(
+        None, description="Address the internal port binds; default: host."
+    )
     max_body_bytes: int = Field(
         64 * 1024, description="Largest accepted request body; an SDP offer is a few KB."
     )
@@ -541,7 +554,24 @@ class Settings(BaseSettings):
     )
     cache_dir: Path = Field(default_factory=_default_cache_dir)
 
-    log_level: str = "INFO"
+    log_level: str = Field(
+        "INFO", description="Our log level; DEBUG also lets the libraries' chatter through."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="'json': one JSON object per line, for log shippers."
+    )
+
+    @model_validator(mode="after")
+    def _internal_port_default(self) -> Settings:
+        if self.internal_port is None:
+            self.internal_port = default_internal_port(self.port)
+        return self
+
+
+def default_internal_port(port: int) -> int:
+    """The internal listener's port when none is set: 1000 above the public one (8000 →
+    9000), below it where that would pass 65535."""
+    return port + 1000 if port + 1000 <= 65535 else port - 1000
 
 
 def node_cores() -> int:
