@@ -134,6 +134,7 @@ class AgentProcess:
         self.call_id: str | None = None
         self.request: CallRequest | None = None  # languages, provider, mode, max_call_s
         self.call_started_at: float | None = None
+        self.media_up_at: float | None = None  # its caller's WebRTC came up (first time)
         self.answer: asyncio.Future[Accepted | Refused] | None = None
         self.ending_since: float | None = None
         self.end_reason: str | None = None  # what the page is told if it has to be killed
@@ -310,6 +311,9 @@ class AgentProcess:
         return self.chan.send(msg)
 
     def media_up(self) -> None:
+        if self.media_up_at is None and self.call_started_at is not None:
+            self.media_up_at = time.monotonic()
+            metrics.MEDIA_CONNECT_SECONDS.observe(self.media_up_at - self.call_started_at)
         self.send(MediaUp())
 
     def media_down(self, reason: str) -> None:

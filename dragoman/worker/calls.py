@@ -31,6 +31,7 @@ from dragoman.contract.errors import (
 from dragoman.contract.pipe import Accepted, PageMessage, Refused, RoomAudio, RtpPeer
 from dragoman.media.plain_sdp import PlainOffer, opus_payload_type, plain_answer
 from dragoman.pipeline.providers.catalog import PROVIDERS
+from dragoman.worker import metrics
 from dragoman.worker.agent_process import IN_CALL, AgentProcess, AgentState
 from dragoman.worker.control import ControlHub
 from dragoman.worker.gateway import MediaGateway, MediaUnavailable, OfferRejected
@@ -74,6 +75,15 @@ class NodeCalls:
 
     def call_ids(self) -> set[str]:
         return set(self._calls)
+
+    def calls_by_provider(self) -> dict[str, int]:
+        """Calls on this node by provider (those whose request is known)."""
+        out: dict[str, int] = {}
+        for a in self._calls.values():
+            if a.request is not None:
+                name = a.request.provider or self.settings.provider
+                out[name] = out.get(name, 0) + 1
+        return out
 
     @property
     def local_calls(self) -> int:
@@ -205,6 +215,8 @@ class NodeCalls:
         """What an agent sends for others: its page's messages (and, in a room, the shared
         ones for the other page), its translated speech for the other participant."""
         if isinstance(msg, PageMessage):
+            if msg.msg.get("type") == "metrics":
+                metrics.record_marks(msg.msg.get("marks"))
             self.hub.publish(agent.call_id, msg.msg)
             peer = self.rooms.peer(agent.call_id)
             shared = for_peer(msg.msg) if peer else None

@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 CALLS_ACTIVE = Gauge("dragoman_worker_calls_active", "Calls running on this node")
@@ -88,3 +94,71 @@ def record_stt(stt: dict[str, Any]) -> None:
         INFERENCE_QUEUE_DEPTH.labels(priority).set(n)
     INFERENCE_RUNNING.set(stt.get("running", 0))
     INFERENCE_QUEUE_WAIT.wait_ms = dict(stt.get("wait_ms", {}))
+
+
+# --- for the dashboard and alerts (deploy/grafana, deploy/prometheus) ---------------------
+PROVIDER_CALLS_ACTIVE = Gauge(
+    "dragoman_worker_provider_calls_active", "Calls running on this node, by provider", ["provider"]
+)
+MEDIA_CONNECT_SECONDS = Histogram(
+    "dragoman_worker_media_connect_seconds",
+    "SDP answer given → the caller's WebRTC media up (ICE + DTLS), once per call",
+    buckets=(0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+)
+SPEECH_END_SECONDS = Histogram(
+    "dragoman_worker_speech_end_seconds",
+    "End of the source speech (VAD stop; simultaneous: the end of the words a piece covers)"
+    " → each later step the agent marks, by step (first_audio_out: its translation heard)",
+    ["step"],
+    buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 8, 13),
+)
+# The steps an agent's ``metrics`` message may mark after the end of speech (README, control
+# channel protocol); others are ignored so the label set stays bounded.
+SPEECH_STEPS = (
+    "finalise",
+    "identified",
+    "translated",
+    "tts_start",
+    "tts_first_chunk",
+    "first_audio_out",
+)
+
+
+def record_marks(marks: Any) -> None:
+    """Observe an utterance's latency marks (agent clock) from its ``metrics`` page message.
+    A step marked before the end of speech (simultaneous: speaking while the source still
+    talks) counts as 0."""
+    if not isinstance(marks, dict):
+        return
+    end = marks.get("vad_stop", marks.get("source_end"))
+    if not isinstance(end, int | float):
+        return
+    for step in SPEECH_STEPS:
+        t = marks.get(step)
+        if isinstance(t, int | float):
+            SPEECH_END_SECONDS.labels(step).observe(max(0.0, t - end))
+
+
+class _NodeCpu(Collector):
+    """The whole node's CPU (agents, Janus and inference are processes of their own), read
+    at scrape time: ``rate(dragoman_worker_node_cpu_seconds_total[1m]) /
+    dragoman_worker_node_cpus`` is its busy share."""
+
+    def collect(self) -> Iterator[Metric]:
+        t = psutil.cpu_times()
+        # Busy as psutil's cpu_percent counts it: no idle, no iowait; guest time is already
+        # inside user/nice on Linux.
+        busy = sum(
+            getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal")
+        )
+        yield CounterMetricFamily(
+            "dragoman_worker_node_cpu_seconds",
+            "CPU seconds this node's cores spent busy, all processes",
+            value=busy,
+        )
+        yield GaugeMetricFamily(
+            "dragoman_worker_node_cpus", "Logical CPUs of this node", value=psutil.cpu_count()
+        )
+
+
+REGISTRY.register(_NodeCpu())

@@ -25,6 +25,7 @@ from dragoman.contract.calls import CallAnswer, CallRequest, InviteAnswer
 from dragoman.contract.errors import NoAgentAvailable, RegistryUnavailable
 from dragoman.fleet.node_state import NodeState
 from dragoman.fleet.registry import NodeReport, Registry
+from dragoman.pipeline.providers.catalog import PROVIDERS
 from dragoman.worker import k8s_cost, metrics
 from dragoman.worker.node_supervisor import NodeSupervisor
 
@@ -117,6 +118,9 @@ class WorkerService:
         local_load = self.calls.local_calls
         metrics.LOCAL_CAPACITY.set(self.pool.local_capacity)
         metrics.LOCAL_CALLS_ACTIVE.set(local_load)
+        by_provider = self.calls.calls_by_provider()
+        for name in PROVIDERS:  # every provider, so an ended one reads 0, not its last value
+            metrics.PROVIDER_CALLS_ACTIVE.labels(name).set(by_provider.get(name, 0))
         s = self.settings
         return NodeReport(
             node_id=s.node_id,
