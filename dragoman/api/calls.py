@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -271,7 +272,12 @@ async def languages(request: Request) -> dict[str, Any]:
 async def fleet_summary(request: Request) -> dict[str, Any]:
     """Fleet view from the registry and the autoscale policy, also refreshing the gauges."""
     settings = request.app.state.settings
-    nodes = await _dispatcher(request).registry.nodes()
+    try:
+        nodes = await _dispatcher(request).registry.nodes()
+    except RegistryUnavailable:
+        metrics.REGISTRY_UP.set(0)
+        raise
+    metrics.REGISTRY_UP.set(1)
     live = [n for n in nodes if n.alive]
     active = sum(n.load for n in live)
     meter = request.app.state.arrival_meter
@@ -337,5 +343,10 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(request: Request) -> Response:
+    # Refresh the fleet gauges, as the worker's /metrics does its own: otherwise they would
+    # only move when a probe or KEDA asks. A registry that does not answer reads as
+    # dragoman_api_registry_up 0 (the other gauges keep their last values).
+    with contextlib.suppress(RegistryUnavailable):
+        await fleet_summary(request)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

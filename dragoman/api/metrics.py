@@ -21,3 +21,7 @@ FLEET_FREE_LOCAL_SLOTS = Gauge(
 )
 FLEET_NODES = Gauge("dragoman_fleet_nodes", "Known nodes, by state", ["state"])
 DESIRED_NODES = Gauge("dragoman_autoscale_desired_nodes", "Autoscale policy output")
+REGISTRY_UP = Gauge(
+    "dragoman_api_registry_up",
+    "1 if this api's last fleet read from the registry (scrape, probe, autoscale) worked",
+)
