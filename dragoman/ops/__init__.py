@@ -1,0 +1,1 @@
+"""What an operator deploys beside dragoman: the Grafana dashboard (deploy/grafana)."""
