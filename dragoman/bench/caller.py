@@ -183,6 +183,7 @@ class CallResult:
     first_audio_ms: float | None = None
     node_id: str | None = None
     server_timings: dict[str, float] = field(default_factory=dict)
+    answer_sdp: str | None = None  # the server's answer as it came (aiortc re-writes its copy)
     direct: dict[str, Any] | None = None  # a direct-mode answer (fleet full: overflow)
     control_url: str | None = None
     control_token: str | None = None
@@ -359,6 +360,7 @@ class Caller:
         self.result.call_id = data["call_id"]
         self.result.node_id = data.get("node_id")
         self.result.server_timings = data.get("timings_ms", {})
+        self.result.answer_sdp = data["sdp"]
         self.result.control_url = data.get("control_url")
         self.result.control_token = data.get("control_token")
         await self.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], data["type"]))
