@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what dragoman needs and create .venv with dragoman and its model packages.
 #   Debian packages: janus (the media gateway; brings libopus0) — and, with --test, what
-#   the test suite drives: chromium, redis-server, coturn, iproute2, nftables.
+#   the test suite drives: chromium, redis-server, coturn, iproute2, nftables, prometheus.
 # Usage: scripts/setup.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,9 @@ if [ "${1:-}" = "--test" ]; then
   command -v turnserver >/dev/null || need+=(coturn)
   command -v ip >/dev/null || need+=(iproute2)
   command -v nft >/dev/null || need+=(nftables)
+  # promtool checks deploy/prometheus; a real Prometheus scrapes a serve in the tests (the
+  # package's service start is irrelevant: the tests run the binary themselves).
+  [ -x /usr/bin/prometheus ] && command -v promtool >/dev/null || need+=(prometheus)
   # Japanese/Korean/Chinese captions in the page tests' screenshots (else empty boxes).
   dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need+=(fonts-noto-cjk)
   command -v npm >/dev/null || need+=(npm) # axe-core for the accessibility test
