@@ -27,6 +27,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     given = {
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
+        "internal_port": getattr(args, "internal_port", None),
         "max_calls": getattr(args, "max_calls", None),
         "registry": getattr(args, "registry", None),
         "node_id": getattr(args, "node_id", None),
@@ -54,6 +55,12 @@ def _load_settings(**values: Any) -> Settings:
 
 def _say(message: str) -> None:
     print(message, flush=True)
+
+
+def _internal(settings: Settings) -> tuple[str, int]:
+    """Where health, metrics and the autoscale view listen (the api's internal port)."""
+    assert settings.internal_port is not None  # Settings fills its default
+    return settings.internal_host or settings.host, settings.internal_port
 
 
 def _open_registry(settings: Settings) -> Any:
@@ -138,6 +145,8 @@ def _serve(args: argparse.Namespace) -> int:
         await service.start(on_progress=_say)
         _say_admission(settings)
         _say(f"dragoman is ready: open http://{settings.host}:{settings.port}")
+        host, port = _internal(settings)
+        _say(f"health, metrics, autoscale: http://{host}:{port} (internal port)")
         try:
             yield
         finally:
@@ -153,7 +162,9 @@ def _serve(args: argparse.Namespace) -> int:
         _say("draining calls (Ctrl-C again to end them now)…")
         await service.stop()
 
-    run_app(app, settings.host, settings.port, drain=drain, on_force=force)
+    run_app(
+        app, settings.host, settings.port, drain=drain, on_force=force, internal=_internal(settings)
+    )
     return 0
 
 
@@ -191,7 +202,8 @@ def _api(args: argparse.Namespace) -> int:
             await http.aclose()
             await registry.close()
 
-    run_app(create_app(settings, dispatcher, lifespan=lifespan), settings.host, settings.port)
+    app = create_app(settings, dispatcher, lifespan=lifespan)
+    run_app(app, settings.host, settings.port, internal=_internal(settings))
     return 0
 
 
@@ -432,12 +444,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="api + worker on this machine (no external service)")
     serve.add_argument("--host", help="listen address (default 127.0.0.1, DRAGOMAN_HOST)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8000, DRAGOMAN_PORT)")
+    serve.add_argument(
+        "--internal-port",
+        type=int,
+        help="health, metrics, autoscale (default port + 1000, DRAGOMAN_INTERNAL_PORT)",
+    )
     serve.add_argument("--max-calls", type=int, help="concurrent calls (DRAGOMAN_MAX_CALLS)")
     serve.set_defaults(func=_serve)
 
     api = sub.add_parser("api", help="a stateless control-plane replica (needs --registry)")
     api.add_argument("--host")
     api.add_argument("--port", type=int)
+    api.add_argument("--internal-port", type=int)
     api.add_argument("--registry", help="redis://host:port/db (DRAGOMAN_REGISTRY)")
     api.set_defaults(func=_api)
 

@@ -5,6 +5,10 @@ reports DRAINING, new calls get 503, a hang-up through any api replica still rea
 node); only when it finishes does uvicorn shut down, and the process exits 0 (uvicorn alone
 would stop listening at once and then die by re-raising the signal). A second SIGTERM is
 not a crash: the drain just continues. A second Ctrl-C calls ``on_force``.
+
+``internal`` adds a second listening address to the same server (the api's internal port:
+health, metrics, the autoscale view); the app tells the two apart by the port a request
+came in on (``api.listeners``).
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ def run_app(
     port: int,
     drain: Callable[[], Awaitable[None]] | None = None,
     on_force: Callable[[], None] = lambda: None,
+    internal: tuple[str, int] | None = None,
 ) -> None:
     config = uvicorn.Config(
         app,
@@ -92,4 +97,11 @@ def run_app(
         # accepts 16 MB). Control messages over 4 KB are refused with a reason anyway.
         ws_max_size=64 * 1024,
     )
-    _DrainingServer(config, drain, on_force).run()
+    sockets = None
+    if internal is not None and internal[1] != port:
+        # Bound here, before serving: a port already taken fails the start, not a probe later.
+        extra = uvicorn.Config(app, host=internal[0], port=internal[1])
+        sockets = [config.bind_socket(), extra.bind_socket()]
+        for sock in sockets:
+            sock.set_inheritable(False)  # bound before the node's children start: not theirs
+    _DrainingServer(config, drain, on_force).run(sockets=sockets)

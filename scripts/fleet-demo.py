@@ -79,7 +79,7 @@ def main() -> int:
         url = f"http://{api.ip}:8000"
         print(f"starting {args.workers} workers (logs in {logs})…", flush=True)
         wait_http(
-            f"{url}/healthz",
+            f"http://{api.ip}:9000/healthz",  # the api's internal port (port + 1000)
             600,
             ok=lambda r: r.status_code == 200 and r.json()["nodes"] == args.workers,
         )

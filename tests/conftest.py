@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 import pytest
 
-from dragoman.bench.embedded import NO_ABUSE_LIMITS, free_port
+from dragoman.bench.embedded import NO_ABUSE_LIMITS, free_serve_port, internal_url
 
 JA_SENTENCE = "今日は天気がいいので、公園を散歩しましょう。"
 JA_KEYWORD = "公園"  # "park": the word the source caption must contain
@@ -30,8 +30,13 @@ class Server:
     proc: subprocess.Popen
     log_path: Path
 
+    @property
+    def internal_url(self) -> str:
+        """Health, metrics and the autoscale view: the internal port (port + 1000)."""
+        return internal_url(self.url)
+
     def health(self) -> dict:
-        return httpx.get(f"{self.url}/healthz", timeout=5).json()
+        return httpx.get(f"{self.internal_url}/healthz", timeout=5).json()
 
     def agent_processes(self) -> list[psutil.Process]:
         """Every agent process the server has forked that is still alive."""
@@ -91,7 +96,7 @@ def final_caption(
 
 
 def start_server(tmp: Path, **env_overrides: str) -> Server:
-    port = free_port()
+    port = free_serve_port()
     env = {
         **os.environ,
         "DRAGOMAN_PORT": str(port),

@@ -167,7 +167,33 @@ async def test_abandoned_call_frees_its_process(server: Server) -> None:
     )
 
 
-@pytest.mark.parametrize("path", ["/v1/calls", "/healthz"])
-def test_wrong_method_is_json(server: Server, path: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "allowed"), [("/v1/calls", "POST"), ("/v1/languages", "GET"), ("/", "GET")]
+)
+def test_wrong_method_is_json_and_says_what_is_allowed(
+    server: Server, path: str, allowed: str
+) -> None:
     r = httpx.put(server.url + path)
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert allowed in r.headers["allow"].split(", "), r.headers  # RFC 9110: 405 names them
+
+
+OPERATOR_PATHS = ("/healthz", "/metrics", "/v1/fleet/autoscale")
+
+
+def test_operator_routes_answer_only_on_the_internal_port(server: Server) -> None:
+    """The public port serves the page and the public API; probes, Prometheus and KEDA read
+    the internal one, and each port's OpenAPI document lists only what it serves."""
+    for path in OPERATOR_PATHS:
+        assert_error(httpx.get(server.url + path, timeout=5), 404, "not_found")
+        assert httpx.get(server.internal_url + path, timeout=5).status_code == 200, path
+    metrics = httpx.get(server.internal_url + "/metrics", timeout=5)
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert "dragoman_api_calls_total" in metrics.text
+    for path in ("/", "/v1/languages", "/docs"):
+        assert_error(httpx.get(server.internal_url + path, timeout=5), 404, "not_found")
+    public = httpx.get(server.url + "/openapi.json", timeout=5).json()["paths"]
+    internal = httpx.get(server.internal_url + "/openapi.json", timeout=5).json()["paths"]
+    assert set(internal) == set(OPERATOR_PATHS)
+    assert "/v1/calls" in public and not set(public) & set(OPERATOR_PATHS)
+    assert "text/plain" in internal["/metrics"]["get"]["responses"]["200"]["content"]

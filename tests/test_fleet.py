@@ -22,7 +22,7 @@ from fleet_hosts import Host, HostNet, await_http, dragoman_exe, redis_argv, wai
 
 from dragoman.api.tickets import mint
 from dragoman.bench.caller import Caller
-from dragoman.bench.embedded import NO_ABUSE_LIMITS
+from dragoman.bench.embedded import NO_ABUSE_LIMITS, internal_url
 
 TOKEN = "fleet-test-secret"
 SLOTS = 12  # per worker: 30 calls over 3 workers leave room to place new ones while draining
@@ -91,7 +91,7 @@ class Fleet:
         return [p for p in procs if p is not None]
 
     def health(self) -> httpx.Response:
-        return httpx.get(f"{self.api_url}/healthz", timeout=5)
+        return httpx.get(f"{internal_url(self.api_url)}/healthz", timeout=5)
 
     def worker_health(self, name: str) -> httpx.Response:
         host, _ = self.workers[name]
@@ -145,7 +145,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             assert not exited, f"fleet process exited during start: {exited}\n{fleet.log('api')}"
             try:
                 wait_http(
-                    f"{fleet.api_url}/healthz",
+                    f"{internal_url(fleet.api_url)}/healthz",
                     2,
                     ok=lambda r: (
                         r.status_code == 200
@@ -170,7 +170,7 @@ async def place_calls(fleet: Fleet, n: int) -> list[Caller]:
     async with httpx.AsyncClient(timeout=30) as client:
         results = await asyncio.gather(*(c.call(client) for c in callers))
     if [r.status for r in results] != [201] * n:
-        nodes = httpx.get(f"{fleet.api_url}/healthz", timeout=5).json()
+        nodes = httpx.get(f"{internal_url(fleet.api_url)}/healthz", timeout=5).json()
         workers = {k: fleet.worker_health(k).json() for k in fleet.workers}
         raise AssertionError(f"{[r.error for r in results]}\nfleet: {nodes}\nworkers: {workers}")
     await asyncio.gather(*(c.wait_open(20) for c in callers))
@@ -194,7 +194,7 @@ async def end_and_close(fleet: Fleet, callers: list[Caller]) -> None:
 
 async def no_calls_left(fleet: Fleet) -> None:
     await await_http(
-        f"{fleet.api_url}/healthz",
+        f"{internal_url(fleet.api_url)}/healthz",
         30,
         ok=lambda r: r.status_code == 200 and r.json()["fleet_active_calls"] == 0,
     )
@@ -236,7 +236,7 @@ async def test_calls_land_on_namespace_hosts_and_any_api_ends_them(fleet: Fleet)
     host, _ = fleet.workers["w1"]
     r = httpx.post(f"http://{host.ip}:8100/internal/calls", json={}, timeout=5)
     assert r.status_code == 401
-    metrics = httpx.get(f"{fleet.api_url}/metrics", timeout=5).text
+    metrics = httpx.get(f"{internal_url(fleet.api_url)}/metrics", timeout=5).text
     assert 'dragoman_api_calls_total{outcome="answered"}' in metrics
     assert "dragoman_worker_calls_active" in httpx.get(f"http://{host.ip}:8100/metrics").text
 
@@ -266,7 +266,7 @@ async def test_two_api_replicas_share_the_abuse_limits(fleet: Fleet) -> None:
     callers: list[Caller] = []
     try:
         for url in (a, b):
-            await await_http(f"{url}/healthz", 30, ok=lambda r: r.status_code == 200)
+            await await_http(f"{internal_url(url)}/healthz", 30, ok=lambda r: r.status_code == 200)
         ticket = mint(TICKET_SECRET, "zoe", 120)
 
         async def place(url: str) -> Caller:
@@ -347,7 +347,9 @@ async def test_redis_restart_gives_quick_503_then_recovers(fleet: Fleet) -> None
 
     fleet.start_redis()  # empty: the workers' heartbeats bring the nodes back
     await await_http(
-        f"{fleet.api_url}/healthz", 30, ok=lambda r: r.status_code == 200 and r.json()["nodes"] == 3
+        f"{internal_url(fleet.api_url)}/healthz",
+        30,
+        ok=lambda r: r.status_code == 200 and r.json()["nodes"] == 3,
     )
     callers = await place_calls(fleet, 2)
     await hang_up(callers)
@@ -383,7 +385,7 @@ async def test_drain_finishes_every_call_and_exits_zero(fleet: Fleet) -> None:
     await hang_up(others)
     # Workers release slots as each agent process exits, a moment after "ended".
     await await_http(
-        f"{fleet.api_url}/healthz",
+        f"{internal_url(fleet.api_url)}/healthz",
         10,
         ok=lambda r: r.json()["nodes"] == 2 and r.json()["fleet_active_calls"] == 0,
     )
@@ -406,7 +408,7 @@ async def test_killed_worker_is_reported_and_avoided(fleet: Fleet) -> None:
         assert msg["reason"] == "agent_lost", msg
     # After node_ttl the dead node is never chosen.
     await await_http(
-        f"{fleet.api_url}/healthz",
+        f"{internal_url(fleet.api_url)}/healthz",
         10,
         ok=lambda r: r.status_code == 200 and r.json()["nodes"] == len(names) - 1,
     )

@@ -73,7 +73,7 @@ async def test_a_second_local_call_is_refused_while_a_cloud_call_is_admitted(nod
         h = node.health()
         assert h["active_calls"] == 2 and h["local_calls_active"] == 1
 
-        text = httpx.get(f"{node.url}/metrics", timeout=5).text
+        text = httpx.get(f"{node.internal_url}/metrics", timeout=5).text
         assert _metric(text, "dragoman_worker_local_capacity") == 1
         assert _metric(text, "dragoman_worker_local_calls_active") == 1
         assert _metric(text, "dragoman_fleet_free_local_slots") == 0
@@ -82,12 +82,12 @@ async def test_a_second_local_call_is_refused_while_a_cloud_call_is_admitted(nod
         wait_until(
             lambda: (
                 'dragoman_inference_queue_depth{priority="final"}'
-                in httpx.get(f"{node.url}/metrics", timeout=5).text
+                in httpx.get(f"{node.internal_url}/metrics", timeout=5).text
             ),
             10,
             what="inference queue gauges",
         )
-        text = httpx.get(f"{node.url}/metrics", timeout=5).text
+        text = httpx.get(f"{node.internal_url}/metrics", timeout=5).text
         assert 'dragoman_inference_queue_wait_seconds_bucket{le="+Inf",priority="final"}' in text
         assert node.health()["inference"]["stt"]["queued"].keys() >= {"final", "partial"}
 

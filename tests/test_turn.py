@@ -87,7 +87,7 @@ def turn_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, H
         }
         procs.append(node.popen([dragoman_exe(), "serve"], env, logs / "serve.log"))
         wait_http(
-            f"http://{node.ip}:8000/healthz",
+            f"http://{node.ip}:9000/healthz",  # the internal port (port + 1000)
             240,
             ok=lambda r: r.status_code == 200 and r.json()["idle_agents"] == 2,
         )

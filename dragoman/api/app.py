@@ -11,9 +11,11 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from dragoman import __version__
+from dragoman.api import openapi
 from dragoman.api.calls import router
 from dragoman.api.control import router as control_router
 from dragoman.api.errors import install_error_handlers
+from dragoman.api.listeners import SplitListeners
 from dragoman.api.rooms import room_key
 from dragoman.api.rooms import router as rooms_router
 from dragoman.config import Settings
@@ -42,4 +44,8 @@ def create_app(
     app.include_router(control_router)
     app.include_router(rooms_router)
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    split = settings.internal_port != settings.port  # equal: one listener serves everything
+    openapi.install(app, split)
+    if split:
+        app.add_middleware(SplitListeners, internal_port=settings.internal_port, fastapi_app=app)
     return app

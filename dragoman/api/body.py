@@ -36,6 +36,19 @@ async def read_json_limited(request: Request, limit: int) -> Any:
         raise ApiError(400, "bad_json", f"Body is not valid JSON: {e}") from e
 
 
+# The models read through ``json_body``, by name: FastAPI cannot see a body that a
+# dependency reads, so ``documented`` names it in the route's OpenAPI operation and
+# ``api.openapi`` adds the model's schema to the document's components.
+BODY_MODELS: dict[str, type[BaseModel]] = {}
+
+
+def documented(model: type[BaseModel]) -> dict[str, Any]:
+    """A route's ``openapi_extra``: its JSON request body is ``model``."""
+    BODY_MODELS[model.__name__] = model
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
 def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
     """A dependency giving the request's body as ``model``: 413 over the app's
     ``settings.max_body_bytes``, 400 ``bad_json`` or ``bad_request`` (``field: problem``)."""

@@ -12,15 +12,15 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from dragoman.api import admission, metrics
-from dragoman.api.body import json_body
+from dragoman.api.body import documented, json_body
 from dragoman.api.direct import ProviderClients, mint_session, overflow_provider
 from dragoman.api.direct import choose as choose_direct
-from dragoman.api.errors import ApiError, fleet_error
+from dragoman.api.errors import ApiError, answers, fleet_error
 from dragoman.api.rooms import verify as verify_room
 from dragoman.api.sdp import SdpError, check_offer
 from dragoman.api.turn import ice_servers
@@ -103,7 +103,16 @@ def _fail(outcome: str, e: Exception) -> ApiError:
     return fleet_error(e)
 
 
-@router.post("/v1/calls", status_code=201, response_model=None)
+@router.post(
+    "/v1/calls",
+    status_code=201,
+    response_model=None,
+    responses={
+        200: {"description": "The fleet is full: a direct-mode session (mode 'direct')."},
+        **answers(400, 401, 403, 404, 410, 413, 415, 429, 503),
+    },
+    openapi_extra=documented(CallOffer),
+)
 async def create_call(
     request: Request, caller: Admitted, offer: Offer
 ) -> dict[str, Any] | JSONResponse:
@@ -201,7 +210,11 @@ async def create_call(
     }
 
 
-@router.post("/v1/calls/direct")
+@router.post(
+    "/v1/calls/direct",
+    responses=answers(400, 401, 403, 413, 415, 429, 503),
+    openapi_extra=documented(DirectRequest),
+)
 async def create_direct_call(request: Request, caller: Admitted, req: Direct) -> dict[str, Any]:
     """A direct-mode session on request: an ephemeral secret, never the API key."""
     settings = request.app.state.settings
@@ -245,7 +258,7 @@ def _allows(caller: admission.Caller) -> Callable[[str], bool]:
     return allows
 
 
-@router.delete("/v1/calls/{call_id}", status_code=204)
+@router.delete("/v1/calls/{call_id}", status_code=204, responses=answers(401, 403, 404, 503))
 async def end_call(call_id: str, request: Request) -> Response:
     if not await _dispatcher(request).end_call(call_id, "remote_hangup"):
         raise UnknownCall(call_id)  # 404, by the contract's table like the fleet's others
@@ -322,12 +335,15 @@ async def fleet_summary(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/fleet/autoscale")
+@router.get("/v1/fleet/autoscale", responses=answers(503))
 async def autoscale(request: Request) -> dict[str, Any]:
     return await fleet_summary(request)
 
 
-@router.get("/healthz")
+@router.get(
+    "/healthz",
+    responses={503: {"description": "Not ready: the registry cannot be reached ('status')."}},
+)
 async def healthz(request: Request) -> JSONResponse:
     local = request.app.state.local_pool
     body: dict[str, Any] = dict(local.stats()) if local is not None else {}
@@ -342,7 +358,11 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus' text exposition format."}},
+)
 async def prometheus_metrics(request: Request) -> Response:
     # Refresh the fleet gauges, as the worker's /metrics does its own: otherwise they would
     # only move when a probe or KEDA asks. A registry that does not answer reads as

@@ -6,13 +6,49 @@ here and on the worker's internal endpoint alike.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dragoman.contract.errors import FLEET_ERRORS, to_http
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="What went wrong, for programs: e.g. bad_sdp, rate_limited.")
+    message: str = Field(description="What to do about it, for people.")
+
+
+class ErrorAnswer(BaseModel):
+    """Every error answer of the API (and of the worker's internal endpoint)."""
+
+    error: ErrorDetail
+
+
+# When each error status is answered (the OpenAPI document's descriptions).
+_MEANING = {
+    400: "The request is malformed: bad JSON, a missing field, an unknown language, "
+    "provider or interpretation, a malformed SDP offer.",
+    401: "A call ticket or control token is required and missing, forged or expired "
+    "(WWW-Authenticate says which).",
+    403: "The ticket or token is valid but does not allow this.",
+    404: "No such call, room or path.",
+    410: "The room invitation has expired.",
+    413: "The request body is over max_body_bytes.",
+    415: "The body is not sent as 'Content-Type: application/json'.",
+    429: "Over a request-rate or concurrent-call limit; Retry-After says when to retry.",
+    503: "No capacity (or a provider, the registry, a node) right now; Retry-After says when "
+    "to retry.",
+}
+
+
+def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses=``: its error statuses, each with the one error body."""
+    return {s: {"model": ErrorAnswer, "description": _MEANING[s]} for s in statuses}
 
 
 class ApiError(Exception):
@@ -61,6 +97,27 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("bad_request", validation_message(exc)), 400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(app.routes, request.url.path))
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=headers)
+
+
+def allowed_methods(routes: Iterable[Any], path: str) -> list[str]:
+    """The methods the routes serve ``path`` with (RFC 9110: a 405 names them). The page's
+    static files, mounted at "/", catch every path a route refuses the method of, so their
+    405 would say "GET, HEAD" for ``PUT /v1/calls``: the routes are asked first."""
+    methods: set[str] = set()
+    for route in _flat(routes):
+        regex, allowed = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and allowed and regex.match(path):
+            methods |= set(allowed)
+    return sorted(methods) or ["GET", "HEAD"]
+
+
+def _flat(routes: Iterable[Any]) -> Iterator[Any]:
+    for route in routes:
+        inner = getattr(route, "original_router", None)  # an included APIRouter
+        yield from _flat(inner.routes) if inner is not None else (route,)

@@ -21,8 +21,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from dragoman.api import admission
-from dragoman.api.body import json_body
-from dragoman.api.errors import ApiError
+from dragoman.api.body import documented, json_body
+from dragoman.api.errors import ApiError, answers
 from dragoman.contract.errors import AgentFailed, RegistryUnavailable
 from dragoman.languages import name_of
 
@@ -79,7 +79,12 @@ class InviteBody(BaseModel):
 
 
 # JSON (415), then the address's request rate (429), before the body is read.
-@router.post("/v1/calls/{call_id}/invite", dependencies=[Depends(admission.check_request)])
+@router.post(
+    "/v1/calls/{call_id}/invite",
+    dependencies=[Depends(admission.check_request)],
+    responses=answers(400, 403, 404, 413, 415, 429, 503),
+    openapi_extra=documented(InviteBody),
+)
 async def invite(
     call_id: str, request: Request, body: Annotated[InviteBody, Depends(json_body(InviteBody))]
 ) -> dict[str, Any]:
@@ -113,7 +118,7 @@ async def invite(
     }
 
 
-@router.get("/v1/rooms/{room}")
+@router.get("/v1/rooms/{room}", responses=answers(404, 410))
 async def room_info(room: str, request: Request) -> dict[str, Any]:
     """What the invitation page shows before the guest calls."""
     inv = verify(room, request.app.state.room_key)

@@ -41,7 +41,7 @@ from dragoman.bench.capacity_plan import (
 )
 from dragoman.bench.connect import machine
 from dragoman.bench.density import tree_cpu_s
-from dragoman.bench.embedded import embedded_process
+from dragoman.bench.embedded import embedded_process, internal_url
 from dragoman.bench.lag import TalkMic, cpu_seconds, inference_process
 from dragoman.bench.lag_report import Recording, analyse
 from dragoman.bench.lag_talk import SENTENCES, Talk, sentence_clips
@@ -91,7 +91,7 @@ async def _healthz(url: str) -> dict[str, Any]:
     """The node's health view ({} when it does not answer: a busy node's gap, not an end)."""
     try:
         async with httpx.AsyncClient(timeout=5) as http:
-            return (await http.get(f"{url}/healthz")).json()
+            return (await http.get(f"{internal_url(url)}/healthz")).json()
     except (httpx.HTTPError, ValueError):
         return {}
 

@@ -40,7 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dragoman.bench.caller import Caller, PrecodedTrack, precode
 from dragoman.bench.connect import machine
-from dragoman.bench.embedded import embedded_process, free_port
+from dragoman.bench.embedded import embedded_process, free_port, internal_url
 
 ON_TIME_GOAL = 0.995
 FAKE_KEY = "sk-bench-fake"
@@ -150,7 +150,7 @@ def parse_frame_counts(text: str) -> dict[str, float]:
 
 
 def frame_counts(url: str) -> dict[str, float]:
-    return parse_frame_counts(httpx.get(f"{url}/metrics", timeout=10).text)
+    return parse_frame_counts(httpx.get(f"{internal_url(url)}/metrics", timeout=10).text)
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -167,7 +167,7 @@ def tree_cpu_s(pid: int) -> float:
 
 def call_memory(url: str, sample: int = 6) -> dict[str, float | None]:
     """Median USS/PSS (MB) of processes holding a call (the server lists them)."""
-    pids = httpx.get(f"{url}/healthz", timeout=10).json().get("call_pids", [])
+    pids = httpx.get(f"{internal_url(url)}/healthz", timeout=10).json().get("call_pids", [])
     uss, pss = [], []
     for pid in pids[:sample]:
         try:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from dragoman.config import default_internal_port
+
 # Load generators call from one address many times a second: the abuse limits meant for
 # the public would measure themselves. Benchmarks and most tests run without them.
 NO_ABUSE_LIMITS = {
@@ -31,6 +33,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_serve_port() -> int:
+    """A free port whose default internal port (``config.default_internal_port``) is free
+    too: a ``serve`` started on it with no DRAGOMAN_INTERNAL_PORT can bind both."""
+    while True:
+        port = free_port()
+        if _bindable(default_internal_port(port)):
+            return port
+
+
+def internal_url(url: str) -> str:
+    """A ``serve``/``api`` URL's internal listener (health, metrics, autoscale), at its
+    default port: ``http://host:8000`` → ``http://host:9000``."""
+    base, _, port = url.rstrip("/").rpartition(":")
+    return f"{base}:{default_internal_port(int(port))}"
+
+
 @contextmanager
 def embedded_server(log_path: Path, **env: str) -> Iterator[str]:
     with embedded_process(log_path, **env) as (url, _proc):
@@ -42,8 +69,9 @@ def embedded_process(
     log_path: Path, cpus: set[int] | None = None, **env: str
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """A ready ``dragoman serve`` and its process; ``cpus`` pins it (and every process it
-    forks) to those CPUs, so a benchmark can keep its load clients off them."""
-    port = free_port()
+    forks) to those CPUs, so a benchmark can keep its load clients off them. Its health and
+    metrics are at ``internal_url(url)``."""
+    port = free_serve_port()
     full_env = {
         **os.environ,
         "DRAGOMAN_PORT": str(port),
@@ -70,7 +98,7 @@ def embedded_process(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"embedded server not ready; see {log_path}")
             try:
-                h = httpx.get(f"{url}/healthz", timeout=2).json()
+                h = httpx.get(f"{internal_url(url)}/healthz", timeout=2).json()
                 if h["idle_agents"] >= h["idle_target"]:
                     break
             except httpx.HTTPError:

@@ -28,7 +28,7 @@ import psutil
 
 from dragoman.bench.caller import AUDIBLE_RMS, Caller, PcmTrack
 from dragoman.bench.connect import machine
-from dragoman.bench.embedded import embedded_process
+from dragoman.bench.embedded import embedded_process, internal_url
 from dragoman.bench.lag_measure import Span, clock_origin, covered_by_final, open_lines
 from dragoman.bench.lag_report import TARGET, TODAY, Recording, analyse, table, verdicts
 from dragoman.bench.lag_talk import Talk, make_talk
@@ -78,7 +78,8 @@ def inference_process(serve_pid: int, url: str) -> psutil.Process | None:
     names, else the spawned interpreter that is neither the forkserver nor a tracker."""
     tree = psutil.Process(serve_pid).children(recursive=True)
     try:
-        named = httpx.get(f"{url}/healthz", timeout=5).json().get("inference", {}).get("pid")
+        health = httpx.get(f"{internal_url(url)}/healthz", timeout=5).json()
+        named = health.get("inference", {}).get("pid")
     except (httpx.HTTPError, ValueError):
         named = None
     for p in tree:

@@ -36,7 +36,7 @@ import psutil
 
 from dragoman.bench.caller import Caller
 from dragoman.bench.connect import ConnectParams, machine, run_clients
-from dragoman.bench.embedded import embedded_process, free_port
+from dragoman.bench.embedded import embedded_process, free_port, internal_url
 from dragoman.bench.stats import summarize
 
 CAL_DIR = Path("results/calibration")
@@ -73,7 +73,7 @@ def _compact(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _health(url: str) -> dict[str, Any]:
-    return httpx.get(f"{url}/healthz", timeout=10).json()
+    return httpx.get(f"{internal_url(url)}/healthz", timeout=10).json()
 
 
 def _wait_idle(url: str, timeout_s: float = 90.0) -> dict[str, Any]:
