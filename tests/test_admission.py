@@ -140,6 +140,25 @@ async def test_tickets_valid_expired_forged_or_out_of_scope(public: Server) -> N
                 with pytest.raises(websockets.ConnectionClosed):
                     await asyncio.wait_for(ws.recv(), 5)
                 assert ws.close_code == 4401
+
+        # Ending it takes its control token too: the call id alone, the ticket that opened
+        # it, another call's control token or a forged one end nothing.
+        call_url = f"{public.url}/v1/calls/{caller.result.call_id}"
+        refused_hangups = [
+            (None, 401, "control_token_required"),
+            (cli_ticket, 403, "ticket_scope"),
+            (mint_control(SECRET, "carol", "another-call", 60), 403, "ticket_scope"),
+            (forged, 401, "bad_ticket"),
+        ]
+        for token, status, code in refused_hangups:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            error_of(httpx.delete(call_url, headers=headers, timeout=5), status, code)
+        assert public.health()["active_calls"] == 1
+        mark = caller.mark()
+        own = {"Authorization": f"Bearer {caller.result.control_token}"}
+        assert httpx.delete(call_url, headers=own, timeout=5).status_code == 204
+        ended = await caller.wait_for(lambda m: m.get("state") == "ended", 10, since=mark)
+        assert ended["reason"] == "remote_hangup"
     finally:
         await caller.close()
 
@@ -207,7 +226,8 @@ async def test_concurrent_calls_per_subject_and_per_address(public: Server) -> N
 
         # When the subject's call ends, its slot is free again without any release step
         # from the api: the registry no longer knows the call.
-        r = httpx.delete(f"{public.url}/v1/calls/{first.result.call_id}", timeout=5)
+        own = {"Authorization": f"Bearer {first.result.control_token}"}
+        r = httpx.delete(f"{public.url}/v1/calls/{first.result.call_id}", headers=own, timeout=5)
         assert r.status_code == 204
         wait_until(lambda: public.health()["active_calls"] == 1, 15, what="the call to end")
         again = await place(public, "198.51.100.9", ticket("frank"))

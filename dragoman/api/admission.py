@@ -202,3 +202,27 @@ def check_control(settings: Settings, call_id: str, token: str) -> TicketError |
     except TicketError as e:
         return e
     return None
+
+
+def check_hangup(request: Request, settings: Settings, call_id: str) -> None:
+    """With tickets, ending a call (``DELETE``) needs that call's control token as
+    ``Authorization: Bearer <control_token>``: 401 without one, 403 (or 401 for a forged or
+    expired one) otherwise. Open, the call id is enough, as anyone may start a call."""
+    if settings.call_token_secret is None:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401,
+            "control_token_required",
+            "Ending a call needs its control token: 'Authorization: Bearer <control_token>'.",
+            {"WWW-Authenticate": 'Bearer realm="dragoman"'},
+        )
+    problem = check_control(settings, call_id, token.strip())
+    if problem is not None:
+        raise ApiError(
+            problem.status,
+            problem.code,
+            problem.message,
+            {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )

@@ -260,6 +260,7 @@ def _allows(caller: admission.Caller) -> Callable[[str], bool]:
 
 @router.delete("/v1/calls/{call_id}", status_code=204, responses=answers(401, 403, 404, 503))
 async def end_call(call_id: str, request: Request) -> Response:
+    admission.check_hangup(request, request.app.state.settings, call_id)
     if not await _dispatcher(request).end_call(call_id, "remote_hangup"):
         raise UnknownCall(call_id)  # 404, by the contract's table like the fleet's others
     return Response(status_code=204)

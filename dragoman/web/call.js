@@ -328,7 +328,7 @@ export class Call extends EventTarget {
         this.callId = data.call_id;
         if (this.closed) {
           // Hung up while the POST was in flight: release the agent we just got.
-          await this.#deleteCall();
+          await this.#deleteCall(data.control_token);
           this.#throwIfClosed();
         }
         this.#emit('answer', { callId: data.call_id, timings: data.timings_ms ?? {}, at: performance.now() });
@@ -363,9 +363,11 @@ export class Call extends EventTarget {
     return data;
   }
 
-  #deleteCall() {
-    // keepalive lets the request outlive the page when called on unload.
-    return fetch(`/v1/calls/${encodeURIComponent(this.callId)}`, { method: 'DELETE', keepalive: true }).catch(() => {});
+  #deleteCall(token = this.#control?.token) {
+    // keepalive lets the request outlive the page when called on unload. The call's control
+    // token proves it is ours (a server with call tickets refuses a DELETE without it).
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    return fetch(`/v1/calls/${encodeURIComponent(this.callId)}`, { method: 'DELETE', keepalive: true, headers }).catch(() => {});
   }
 
   /** Opens (or reopens) the control channel; it reconnects by itself until the call ends. */
