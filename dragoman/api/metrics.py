@@ -5,6 +5,20 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 CALLS = Counter("dragoman_api_calls_total", "Call requests, by outcome", ["outcome"])
+# Every outcome api.calls counts, made at 0 so each series exists before its first call
+# (a series that appears already at 1 shows no increase to rate()).
+CALL_OUTCOMES = (
+    "answered",
+    "direct",
+    "direct_overflow",
+    "rejected",
+    "agent_failed",
+    "registry_unavailable",
+    "no_agent",
+    "no_local_capacity",
+)
+for _outcome in CALL_OUTCOMES:
+    CALLS.labels(_outcome)
 ANSWER_SECONDS = Histogram(
     "dragoman_api_answer_seconds",
     "POST /v1/calls received → answer returned",

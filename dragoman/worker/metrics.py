@@ -36,6 +36,8 @@ AUDIO_FRAMES = Counter(
     "20 ms audio frames agents sent to callers, by punctuality (late: > 20 ms after its slot)",
     ["outcome"],
 )
+for _punctuality in ("on_time", "late"):  # at 0 from the start, so rate() sees the first
+    AUDIO_FRAMES.labels(_punctuality)
 MEDIA_UP = Gauge("dragoman_worker_media_up", "1 while the node's media gateway (Janus) is up")
 MEDIA_RESTARTS = Counter(
     "dragoman_worker_media_restarts_total", "Times the media gateway was lost and restarted"
@@ -122,6 +124,9 @@ SPEECH_STEPS = (
     "tts_first_chunk",
     "first_audio_out",
 )
+
+for _step in SPEECH_STEPS:  # at 0 from the start, so rate() sees the first utterance
+    SPEECH_END_SECONDS.labels(_step)
 
 
 def record_marks(marks: Any) -> None:
