@@ -654,6 +654,13 @@ def test_api_service_and_probes(rendered: list[dict]) -> None:
     assert port_number(c, "http") == port == 8000
     assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["livenessProbe"]["httpGet"]["path"] != "/healthz", "a Redis outage would restart all"
+    # Health and metrics answer only on the internal port (404 on the public one).
+    internal = int(env["DRAGOMAN_INTERNAL_PORT"])
+    assert internal != port and port_number(c, "internal") == internal
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert port_number(c, c[probe]["httpGet"]["port"]) == internal, probe
+    annotations = api["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == internal
     assert c["lifecycle"]["preStop"], "Service-routed: wait for endpoint removal"
     assert api["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 5
 
@@ -662,7 +669,14 @@ def test_api_service_and_probes(rendered: list[dict]) -> None:
     assert deployments_selected(rendered, svc["spec"]["selector"], NAMESPACE) == ["dragoman-api"]
     (sp,) = svc["spec"]["ports"]
     assert sp["port"] == 80
-    assert port_number(c, sp["targetPort"]) == port
+    assert port_number(c, sp["targetPort"]) == port  # the public port only
+
+    inside = one(rendered, "Service", "dragoman-api-internal")
+    assert inside["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert deployments_selected(rendered, inside["spec"]["selector"], NAMESPACE) == [
+        "dragoman-api"
+    ]
+    assert [port_number(c, p["targetPort"]) for p in inside["spec"]["ports"]] == [internal]
 
 
 def test_internal_token_secret_reaches_api_and_worker(rendered: list[dict]) -> None:
@@ -763,6 +777,7 @@ def test_scaledobject_drives_the_worker_deployment(rendered: list[dict]) -> None
     assert meta.get("format", "json") == "json"
     url = urlsplit(meta["url"])
     assert url.path == "/v1/fleet/autoscale"
+    assert url.port is not None, "the autoscale view is on the api's internal port"
     svc_name, svc_ns, svc_tail = url.hostname.split(".", 2)
     assert svc_tail in ("svc", "svc.cluster.local")
     svc = one(rendered, "Service", svc_name)
