@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from dragoman import logs
 from dragoman.config import Settings
 
 
@@ -36,7 +36,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         **extra,
     }
     settings = _load_settings(**{k: v for k, v in given.items() if v is not None})
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    logs.setup(settings)
     return settings
 
 

@@ -89,7 +89,10 @@ def run_app(
         app,
         host=host,
         port=port,
-        log_level="warning",
+        # The process's logging as dragoman.logs set it up (format, quiet libraries):
+        # uvicorn's own config would replace it.
+        log_config=None,
+        log_level=None,
         lifespan="on",
         # Control messages are ~100-byte JSON: compressing each costs CPU and saves nothing.
         ws_per_message_deflate=False,

@@ -27,6 +27,7 @@ from loguru import logger as loguru_logger
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 
+from dragoman import logs
 from dragoman.agent import messages
 from dragoman.agent.inline_executor import InlineExecutor
 from dragoman.agent.rtp_media import RtpMedia
@@ -64,15 +65,31 @@ log = logging.getLogger("dragoman.agent")
 EXIT_FLUSH_S = 2.0  # well within the worker's EXIT_GRACE_S
 
 
-def quiet_pipecat(level: str) -> None:
-    """Pipecat logs through loguru at DEBUG; keep per-call processes to warnings and up."""
+def quiet_pipecat(level: str, log_format: str = "text") -> None:
+    """Pipecat logs through loguru at DEBUG; keep per-call processes to warnings and up, in
+    the process's format, with the call's id (``bind_call``)."""
     loguru_logger.remove()
+    loguru_logger.configure(extra={"call_id": None})
     loguru_logger.add(
         sys.stderr,
         level="DEBUG" if level.upper() == "DEBUG" else "WARNING",
+        format=LOGURU_FORMAT,
+        serialize=log_format == "json",
         # An audio-only call has no video transceivers; Pipecat warns about it every call.
         filter=_worth_logging,
     )
+
+
+LOGURU_FORMAT = (
+    "{time:YYYY-MM-DD HH:mm:ss,SSS} {level} agent[{process}] {name} [call {extra[call_id]}] "
+    "{message}"
+)
+
+
+def bind_call(call_id: str) -> None:
+    """Every later log line of this process, ours and Pipecat's, names its one call."""
+    logs.bind_process_call(call_id)
+    loguru_logger.configure(extra={"call_id": call_id})
 
 
 _NOISE = ("No audio frame received",)  # a muted mic; our no-media limit acts on it
@@ -131,6 +148,7 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
         return  # "stop": the worker is shrinking its idle pool or shutting down
     t0 = time.perf_counter()
     call = offer.call
+    bind_call(call.call_id)
     try:
         spec, pair = validate_call(call.provider, call.source, call.target, settings, call.mode)
         interpretation = resolve_interpretation(spec, pair.mode, call.interpretation)
@@ -215,13 +233,11 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
 def agent_main(conn: Connection, settings_json: str, socket_path: str) -> None:
     """Process target. Runs exactly one call (or none, if told to stop while idle)."""
     settings = Settings.model_validate_json(settings_json)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s agent[%(process)d] %(message)s"
-    )
+    logs.setup(settings, "agent")
     # Ctrl-C in a terminal reaches every process in the group; the worker drains calls
     # and decides when each agent ends, so agents ignore SIGINT.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    quiet_pipecat(settings.log_level)
+    quiet_pipecat(settings.log_level, settings.log_format)
 
     async def main() -> None:
         chan = PipeChannel(conn, TO_AGENT)

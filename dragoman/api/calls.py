@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from dragoman import logs
 from dragoman.api import admission, metrics
 from dragoman.api.body import documented, json_body
 from dragoman.api.direct import ProviderClients, mint_session, overflow_provider
@@ -140,6 +141,7 @@ async def create_call(
     if spec.kind == "local":
         request.app.state.local_arrival_meter.record()
     call_id = invitation.guest_call_id if invitation else uuid.uuid4().hex
+    logs.CALL_ID.set(call_id)  # this request's log lines are about this call
     held = await admission.hold_call(registry, settings, caller, call_id)
     # The page's key to this call's control channel.
     control_token = admission.control_token(settings, caller, call_id, secrets.token_urlsafe(24))

@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
+from dragoman import logs
 from dragoman.config import Settings
 from dragoman.inference.engines import PiperEngine, WhisperEngine, Window, cpu_count
 from dragoman.inference.lanes import PriorityLane, lane_size
@@ -221,8 +222,7 @@ def http_server(app: Starlette) -> Server:
 def run_inference_service(settings_json: str, socket_path: str) -> None:
     """Process entry point (spawned by the worker)."""
     settings = Settings.model_validate_json(settings_json)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s inference %(message)s")
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # no start-up banner
+    logs.setup(settings, "inference")  # uvicorn's start-up banner is below WARNING
     # SIGINT from a terminal's Ctrl-C goes to the whole group; the worker decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     asyncio.run(_serve(settings, Path(socket_path)))

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dragoman import logs
 from dragoman.agent import messages
 from dragoman.config import Settings
 from dragoman.contract.calls import CallAnswer, CallRequest
@@ -33,6 +34,7 @@ from dragoman.media.plain_sdp import PlainOffer, opus_payload_type, plain_answer
 from dragoman.pipeline.providers.catalog import PROVIDERS
 from dragoman.worker import metrics
 from dragoman.worker.agent_process import IN_CALL, AgentProcess, AgentState
+from dragoman.worker.call_record import CallRecord, end_fields, log_call_end
 from dragoman.worker.control import ControlHub
 from dragoman.worker.gateway import MediaGateway, MediaUnavailable, OfferRejected
 from dragoman.worker.rooms import Rooms, for_peer, room_event
@@ -70,6 +72,7 @@ class NodeCalls:
         self._calls: dict[str, AgentProcess] = {}
         self.calls_total = 0
         self.outcomes: dict[str, int] = {}
+        self._records: dict[str, CallRecord] = {}  # for each call's end line (call_record)
         # Called with (call_id, reason) once a call's process is gone, whatever ended it.
         self.on_call_ended: Callable[[str, str], Awaitable[None]] | None = None
 
@@ -97,6 +100,7 @@ class NodeCalls:
     # --- placing a call ------------------------------------------------------------------
     async def start_call(self, req: CallRequest) -> CallAnswer:
         t0 = time.perf_counter()
+        logs.CALL_ID.set(req.call_id)  # this task's log lines are about this call
         opus_pt = opus_payload_type(req.sdp)
         if opus_pt is None:  # nothing to bridge: refused before it costs anything
             self._count("rejected")
@@ -147,6 +151,7 @@ class NodeCalls:
         timings["wait_agent"] = round((t_taken - t0) * 1000, 2)
         timings["gateway_offer"] = round((t_bridged - t_taken) * 1000, 2)
         timings["dispatch"] = round((time.perf_counter() - t0) * 1000, 2)
+        self._records[req.call_id] = CallRecord(answer_ms=timings["dispatch"])
         return CallAnswer(sdp=answer_sdp, timings_ms=timings, pid=agent.pid)
 
     async def _answer(
@@ -217,6 +222,9 @@ class NodeCalls:
         if isinstance(msg, PageMessage):
             if msg.msg.get("type") == "metrics":
                 metrics.record_marks(msg.msg.get("marks"))
+                record = self._records.get(agent.call_id or "")
+                if record is not None:
+                    record.on_marks(msg.msg.get("marks"))
             self.hub.publish(agent.call_id, msg.msg)
             peer = self.rooms.peer(agent.call_id)
             shared = for_peer(msg.msg) if peer else None
@@ -259,8 +267,10 @@ class NodeCalls:
             if not agent.said_ended:
                 # It died without a word (killed, crashed): the page still learns it ended.
                 self.hub.publish(agent.call_id, messages.state("ended", reason))
-        if agent.call_id and was in (AgentState.RESERVED, *IN_CALL) and self.on_call_ended:
-            self.pool.spawn(self.on_call_ended(agent.call_id, reason))
+        if agent.call_id and was in (AgentState.RESERVED, *IN_CALL):
+            self._log_end(agent, reason)
+            if self.on_call_ended:
+                self.pool.spawn(self.on_call_ended(agent.call_id, reason))
         alone = self.rooms.unlink(agent.call_id)
         if alone is not None and alone in self._calls:
             self._calls[alone].room_left()
@@ -268,3 +278,19 @@ class NodeCalls:
         if agent.call_id and self._calls.get(agent.call_id) is agent:
             del self._calls[agent.call_id]
         self.hub.ended(agent.call_id)
+
+    def _log_end(self, agent: AgentProcess, reason: str) -> None:
+        call_id = agent.call_id or ""
+        record = self._records.pop(call_id, None) or CallRecord()
+        started = agent.call_started_at
+        fields = end_fields(
+            call_id,
+            self.settings.node_id,
+            agent.request,
+            reason,
+            record,
+            started,
+            agent.media_up_at,
+            time.monotonic(),
+        )
+        log_call_end(fields)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import multiprocessing
 import os
@@ -158,8 +159,10 @@ class AgentPool:
             self.top_up()
 
     def spawn(self, coro: Any) -> None:
-        """Run ``coro`` as a task the pool keeps (and cancels when it has drained)."""
-        task = asyncio.create_task(coro)
+        """Run ``coro`` as a task the pool keeps (and cancels when it has drained). Its own
+        context: a node task (a replacement's fork) started while placing a call must not
+        log under that call's id (``logs.CALL_ID``)."""
+        task = asyncio.create_task(coro, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
