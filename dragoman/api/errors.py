@@ -109,11 +109,15 @@ def allowed_methods(routes: Iterable[Any], path: str) -> list[str]:
     """The methods the routes serve ``path`` with (RFC 9110: a 405 names them). The page's
     static files, mounted at "/", catch every path a route refuses the method of, so their
     405 would say "GET, HEAD" for ``PUT /v1/calls``: the routes are asked first."""
-    methods: set[str] = set()
-    for route in _flat(routes):
-        regex, allowed = getattr(route, "path_regex", None), getattr(route, "methods", None)
-        if regex is not None and allowed and regex.match(path):
-            methods |= set(allowed)
+    matches = [
+        route
+        for route in _flat(routes)
+        if getattr(route, "methods", None) and route.path_regex.match(path)
+    ]
+    # A literal path (/v1/calls/direct) is that resource, not a value of a parameter
+    # (/v1/calls/{call_id}).
+    literal = [r for r in matches if "{" not in r.path]
+    methods = {m for r in literal or matches for m in r.methods}
     return sorted(methods) or ["GET", "HEAD"]
 
 
