@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
@@ -210,20 +210,34 @@ async def test_endpoint_reports_the_policy_and_sets_the_gauge() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(fleets(), histories, configs, st.integers(0, 20))
+@example(  # five calls on five nodes fit one: without the rule it would ask for one node
+    [Node(f"n{i}", READY, 100, 1) for i in range(5)] + [Node("n5", READY, 100, 0)],
+    [],
+    AutoscaleConfig(slots_per_node=100, buffer_floor_slots=0),
+    0,
+)
+@example(  # one node too many: the empty one goes, not the one with a call
+    [Node("n0", READY, 100, 0), Node("n1", READY, 100, 1)],
+    [],
+    AutoscaleConfig(slots_per_node=100, buffer_floor_slots=0),
+    0,
+)
 def test_never_asks_for_fewer_nodes_than_carry_calls(nodes, history, cfg, booting) -> None:
-    """A scale-down removes the pods with the lowest deletion cost (their calls): asking for
-    at least the nodes that carry calls means only empty ones are ever removed."""
+    """A scale-down removes the nodes the policy drains: it asks for at least the nodes that
+    carry calls, and drains only empty ones, as many as the fleet is too big (where there
+    are that many)."""
     active = sum(n.load for n in nodes)
     d = autoscale(nodes, history, active, cfg, booting=booting)
-    carrying = sum(1 for n in nodes if n.state == READY and n.alive and n.load > 0)
-    assert d.desired_nodes >= min(carrying, cfg.max_nodes)
-    empty = sorted(
-        (n for n in nodes if n.state == READY and n.alive), key=lambda n: (n.load, n.node_id)
-    )
-    surplus = len(empty) + booting - d.desired_nodes
-    removed = empty[: max(0, surplus - booting)]  # after the booting ones
-    if d.desired_nodes >= carrying:
-        assert all(n.load == 0 for n in removed)
+    serving = [n for n in nodes if n.state == READY and n.alive]
+    carrying = {n.node_id for n in serving if n.load > 0}
+    empty = {n.node_id for n in serving if n.load == 0}
+    assert d.desired_nodes >= min(len(carrying), cfg.max_nodes)
+    # The drain choice: empty nodes only, never one that carries a call...
+    assert set(d.drain) <= empty and not set(d.drain) & carrying
+    # ...and as many as the fleet exceeds what it asks for (after cancelled boots), as far
+    # as there are empty nodes: the carrying ones stay, whatever the surplus.
+    surplus = len(serving) + booting - d.cancel_booting - d.desired_nodes
+    assert len(d.drain) == min(len(empty), max(0, surplus))
 
 
 def test_overflow_available_lowers_the_floor() -> None:
