@@ -103,7 +103,9 @@ def run_app(
     sockets = None
     if internal is not None and internal[1] != port:
         # Bound here, before serving: a port already taken fails the start, not a probe later.
-        extra = uvicorn.Config(app, host=internal[0], port=internal[1])
+        extra = uvicorn.Config(
+            app, host=internal[0], port=internal[1], log_config=None, log_level=None
+        )
         sockets = [config.bind_socket(), extra.bind_socket()]
         for sock in sockets:
             sock.set_inheritable(False)  # bound before the node's children start: not theirs

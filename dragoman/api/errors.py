@@ -98,17 +98,24 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        status, detail = exc.status_code, str(exc.detail)
         headers = dict(exc.headers or {})
-        if exc.status_code == 405:
-            headers["Allow"] = ", ".join(allowed_methods(app.routes, request.url.path))
-        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=headers)
+        if status in (404, 405):
+            # The page's static files, mounted at "/", catch every path a route refuses the
+            # method of: GET /v1/calls would be their 404, PUT /v1/calls their 405 with
+            # "GET, HEAD". A path a route serves is 405 with that route's methods (RFC 9110).
+            methods = route_methods(app.routes, request.url.path)
+            if methods and request.method not in methods:
+                status, detail = 405, "Method Not Allowed"
+                headers["Allow"] = ", ".join(methods)
+            elif status == 405:
+                headers["Allow"] = "GET, HEAD"
+        code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+        return JSONResponse(error_body(code, detail), status, headers=headers)
 
 
-def allowed_methods(routes: Iterable[Any], path: str) -> list[str]:
-    """The methods the routes serve ``path`` with (RFC 9110: a 405 names them). The page's
-    static files, mounted at "/", catch every path a route refuses the method of, so their
-    405 would say "GET, HEAD" for ``PUT /v1/calls``: the routes are asked first."""
+def route_methods(routes: Iterable[Any], path: str) -> list[str]:
+    """The methods the routes serve ``path`` with; none when no route has that path."""
     matches = [
         route
         for route in _flat(routes)
@@ -117,8 +124,7 @@ def allowed_methods(routes: Iterable[Any], path: str) -> list[str]:
     # A literal path (/v1/calls/direct) is that resource, not a value of a parameter
     # (/v1/calls/{call_id}).
     literal = [r for r in matches if "{" not in r.path]
-    methods = {m for r in literal or matches for m in r.methods}
-    return sorted(methods) or ["GET", "HEAD"]
+    return sorted({m for r in literal or matches for m in r.methods})
 
 
 def _flat(routes: Iterable[Any]) -> Iterator[Any]:
