@@ -299,8 +299,11 @@ def test_sweep_writes_the_tradeoff_with_the_direct_share(tmp_path: Path) -> None
     assert [p["floor_slots"] for p in result["points"]] == [0, 40]
     for p in result["points"]:
         assert 0 <= p["surge_direct_calls"] <= 1 and 0 <= p["day_direct_minutes"] <= 1
-    # A smaller floor sends more of the surge to the provider.
-    assert result["points"][0]["surge_direct_calls"] >= result["points"][1]["surge_direct_calls"]
+    # The surge overflows at both floors (4-slot nodes cannot boot fast enough), and a
+    # smaller floor sends strictly more of it to the provider: 0 >= 0 would pass unnoticed.
+    low, high = result["points"]
+    for share in ("surge_direct_calls", "surge_direct_minutes"):
+        assert low[share] > high[share] > 0, (share, low[share], high[share])
     assert (tmp_path / "cost_vs_p99.png").stat().st_size > 1000
     assert json.loads((tmp_path / "tradeoff.json").read_text())["points"] == result["points"]
 
