@@ -12,6 +12,8 @@ import pytest
 from conftest import Server, start_server, stop_server, wait_until
 
 from dragoman.bench.caller import Caller
+from dragoman.contract.calls import CallRequest
+from dragoman.worker.call_record import CallRecord, end_fields
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +89,24 @@ def test_library_chatter_stays_out_of_the_log(json_server: Server) -> None:
     quiet = ("httpx", "httpcore", "websockets", "uvicorn.access", "uvicorn.error", "aiortc")
     chatter = [r for r in records(json_server) if r.get("logger") in quiet]
     assert all(r["level"] in ("WARNING", "ERROR", "CRITICAL") for r in chatter), chatter
+
+
+def test_call_end_fields_from_the_marks_the_worker_saw() -> None:
+    """Times are the node's monotonic clock: taken at 100 s, WebRTC up at 100.25 s; two
+    utterances, the second spoken while its speaker still talked (simultaneous): 0 s."""
+    record = CallRecord(answer_ms=31.5)
+    record.on_marks({"vad_stop": 103.0, "first_audio_out": 104.5})
+    record.on_marks({"source_end": 110.0, "first_audio_out": 109.0})
+    record.on_marks({"translated": 111.0})  # no audio: not an utterance heard
+    request = CallRequest(
+        call_id="c1", sdp="", sdp_type="offer", source="ja", target="en", provider="local"
+    )
+    fields = end_fields("c1", "n1", request, "hangup", record, 100.0, 100.25, 130.0)
+    assert fields["duration_s"] == 30.0 and fields["answer_ms"] == 31.5
+    assert fields["connect_ms"] == 250.0 and fields["first_audio_ms"] == 4500.0
+    assert fields["utterances"] == 2
+    assert (fields["speech_to_audio_p50_ms"], fields["speech_to_audio_max_ms"]) == (750, 1500)
+    # A call that ended before its agent took it: what is known, and None for the rest.
+    early = end_fields("c2", "n1", None, "answer_timeout", CallRecord(), None, None, 130.0)
+    assert early["reason"] == "answer_timeout" and early["provider"] is None
+    assert early["duration_s"] is None and early["connect_ms"] is None
