@@ -37,7 +37,10 @@ class SplitListeners:
         on_internal = server is not None and server[1] == self.internal_port
         path = scope["path"]
         if on_internal and path == OPENAPI_PATH and scope["type"] == "http":
-            await self._send_internal_doc(send)
+            if scope["method"] in ("GET", "HEAD"):
+                await self._send_internal_doc(send)
+            else:
+                await self.app(scope, receive, send)  # 405 with Allow, as on the public port
         elif is_internal(path) == on_internal:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
