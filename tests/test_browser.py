@@ -18,6 +18,16 @@ def test_japanese_call_in_chromium(server: Server, page) -> None:
     page.select_option("#target", "en")
     page.click("#call")
 
+    # Simultaneous (the one-way default): while the sentence is spoken, its source caption
+    # grows, drawn with its committed part plain and the tentative rest in its own span.
+    page.wait_for_function(
+        """() => window.dragoman.captions.some(c => c.side === 'source' && !c.final
+                && c.stable !== null && c.text.length > 0)
+            && document.querySelector('.caption[data-side="source"] .text[data-stable]')""",
+        timeout=60_000,
+        polling=50,
+    )
+
     # Source caption (final) with the key word, then a non-empty English translation.
     page.wait_for_function(
         """kw => window.dragoman.captions.some(
