@@ -352,7 +352,11 @@ async def healthz(request: Request) -> JSONResponse:
     body: dict[str, Any] = dict(local.stats()) if local is not None else {}
     if local is not None:
         gateway = local.gateway
-        body["media"] = {**gateway.stats(), "janus_handles": await gateway.count_handles()}
+        body["media"] = {
+            **gateway.stats(),
+            "janus_handles": await gateway.count_handles(),
+            "janus_sessions": await gateway.count_sessions(),
+        }
     try:
         body.update(await fleet_summary(request))
     except RegistryUnavailable as e:

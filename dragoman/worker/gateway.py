@@ -105,12 +105,24 @@ class MediaGateway(SupervisedChild):
             "last_down_reason": self.last_down_reason,
         }
 
+    async def count_sessions(self) -> int | None:
+        """Sessions alive in Janus (its Admin API; the worker holds one), or None while it
+        is down: a leak check for soaks."""
+        if not self.up or self._session is None:
+            return None
+        return await self._admin_count({"janus": "list_sessions"}, "sessions")
+
     async def count_handles(self) -> int | None:
         """Handles alive in Janus' own session (its Admin API), or None while it is down.
         Each idle agent holds one; each call holds its agent's until the agent exits."""
         session = self._session
         if not self.up or session is None:
             return None
+        return await self._admin_count(
+            {"janus": "list_handles", "session_id": session.id}, "handles"
+        )
+
+    async def _admin_count(self, request: dict[str, Any], key: str) -> int | None:
         try:
             admin = await JanusClient.connect(
                 str(self.admin_socket), lambda _m: None, ADMIN_TIMEOUT_S, admin=True
@@ -119,14 +131,9 @@ class MediaGateway(SupervisedChild):
             return None
         try:
             reply = await admin.request(
-                {
-                    "janus": "list_handles",
-                    "session_id": session.id,
-                    "admin_secret": self._admin_secret,
-                },
-                ADMIN_TIMEOUT_S,
+                {**request, "admin_secret": self._admin_secret}, ADMIN_TIMEOUT_S
             )
-            return len(reply.get("handles") or [])
+            return len(reply.get(key) or [])
         except (JanusError, JanusClosed, TimeoutError):
             return None
         finally:
