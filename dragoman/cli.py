@@ -321,6 +321,26 @@ def _bench_capacity(args: argparse.Namespace) -> int:
     return 0 if all(s.get("sentences") for m in rep["modes"].values() for s in m["steps"]) else 1
 
 
+def _bench_soak(args: argparse.Namespace) -> int:
+    from dragoman.bench.soak import SoakParams, main
+    from dragoman.bench.soak_plan import FAULT_KINDS
+
+    kinds = tuple(k.strip() for k in args.faults.split(",") if k.strip())
+    if any(k not in FAULT_KINDS for k in kinds):
+        raise SystemExit(f"--faults: a comma-separated list of {', '.join(FAULT_KINDS)}")
+    params = SoakParams(
+        duration_s=args.duration_s,
+        rate_per_s=args.rate,
+        median_call_s=args.median_call_s,
+        seed=args.seed,
+        faults_per_kind=args.faults_per_kind,
+        fault_kinds=kinds,
+        max_calls=args.max_calls,
+    )
+    rep = main(params, Path(args.out))
+    return 0 if rep["passed"] else 1
+
+
 def _bench_registry(args: argparse.Namespace) -> int:
     from dragoman.bench.registry_burst import RegistryParams, main
 
@@ -540,6 +560,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cap.add_argument("--out", default="results/capacity", help="folder for JSON and plots")
     cap.set_defaults(func=_bench_capacity)
+
+    soak = bench_sub.add_parser(
+        "soak",
+        help="call churn with faults injected against an embedded serve; fails on a leak",
+        description="Callers (aiortc through Janus) arrive at a rate with lognormal durations "
+        "and hang up, vanish, never connect or drop their control channel, while faults from "
+        "the seed kill or stop agents, Janus and the inference service and make the provider "
+        "fake drop sessions. Samples the node every 2 s; after the drain, fails (exit 1) on "
+        "a leaked agent, Janus handle or session, fd or registry slot, an RSS slope over the "
+        "bound, a call without a reason the page shows, a refusal outside a fault's window, "
+        "connect p95 drift, or a traceback. Writes OUT/soak.json, soak-samples.json, soak.png.",
+    )
+    soak.add_argument("--duration-s", type=float, default=1800.0, help="churn, seconds")
+    soak.add_argument("--rate", type=float, default=1.0, help="callers arriving per second")
+    soak.add_argument("--median-call-s", type=float, default=6.0, help="median call length")
+    soak.add_argument("--seed", type=int, default=1, help="callers' and faults' schedule")
+    soak.add_argument(
+        "--faults",
+        default="agent_kill,agent_stop,janus_kill,inference_stop,provider_drop",
+        help="fault kinds to inject (empty: none)",
+    )
+    soak.add_argument(
+        "--faults-per-kind", type=int, help="default: one per 6 minutes of churn (≥ 1)"
+    )
+    soak.add_argument("--max-calls", type=int, default=24, help="the node's call slots")
+    soak.add_argument("--out", default="results/soak", help="folder for JSON and plots")
+    soak.set_defaults(func=_bench_soak)
 
     registry = bench_sub.add_parser(
         "registry",

@@ -166,3 +166,54 @@ def capacity_plot(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def soak_plot(samples: list[dict], buckets: list[dict], faults: list[dict], path: Path) -> None:
+    """``bench soak``: calls and agents, RSS and fds of the node's processes, Janus handles,
+    connect p95 per bucket; fault windows shaded red on each."""
+    t = [s["t_s"] for s in samples]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex=True)
+    ax = axes[0][0]
+    for key, label in (
+        ("active_calls", "active calls"),
+        ("idle_agents", "idle agents"),
+        ("agents", "agent processes"),
+        ("janus_handles", "Janus handles"),
+    ):
+        ax.plot(t, [s.get(key) if s.get(key) is not None else np.nan for s in samples], label=label)
+    ax.set_ylabel("count")
+    ax.set_title("calls, agents, Janus handles")
+    ax.legend(loc="upper left", fontsize=8)
+    roles = sorted({r for s in samples for r in (s.get("procs") or {})})
+    for ax, key, title in (
+        (axes[0][1], "rss_mb", "RSS (MB)"),
+        (axes[1][0], "fds", "open fds"),
+    ):
+        for role in roles:
+            ys = [((s.get("procs") or {}).get(role) or {}).get(key, np.nan) for s in samples]
+            ax.plot(t, ys, label=role)
+        ax.set_title(title)
+        ax.legend(loc="upper left", fontsize=8)
+    ax = axes[1][1]
+    xs = [b["start_s"] for b in buckets if b["p95_ms"] is not None]
+    ys = [b["p95_ms"] for b in buckets if b["p95_ms"] is not None]
+    clean = [b["fault_free"] for b in buckets if b["p95_ms"] is not None]
+    colours = ["tab:blue" if c else "tab:grey" for c in clean]
+    ax.bar(xs, ys, width=0.8 * _bucket(buckets), align="edge", color=colours)
+    ax.set_title("connect p95 per bucket (press → WebRTC up; grey: a fault in it)")
+    ax.set_ylabel("ms")
+    for row in axes:
+        for ax in row:
+            ax.set_xlabel("seconds since the churn started")
+            ax.grid(alpha=0.3)
+            for f in faults:
+                if f.get("window"):
+                    a, b = f["window"]
+                    ax.axvspan(a, b, color="tab:red", alpha=0.12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _bucket(buckets: list[dict]) -> float:
+    return buckets[1]["start_s"] - buckets[0]["start_s"] if len(buckets) > 1 else 60.0
