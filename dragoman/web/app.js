@@ -1,8 +1,12 @@
-// Page wiring: language pickers, Call / Hang up, levels, captions, status,
-// and the window.dragoman object the automated tests read.
+// Page wiring: language pickers, Call / Hang up, levels, captions, status, the transcript,
+// and the window.dragoman object the automated tests read. Every word shown comes from the
+// catalogue (i18n.js): messages are kept as {key, vars} (or {raw} for the server's own
+// words) so a switch of the interface language re-renders them.
 
 import { Call } from '/call.js';
+import { UI_LANGUAGES, autonym, has, initLanguage, language, languageName, setLanguage, t, uiLanguageFor } from '/i18n.js';
 import { LevelMeter, rmsToLevel } from '/meter.js';
+import { toSrt, toText, toWebVtt } from '/transcript.js';
 
 const FIRST_AUDIO_RMS = 0.01; // remote level that counts as "the interpreter is audible"
 // setInterval rather than requestAnimationFrame: rAF is throttled or paused in
@@ -30,18 +34,11 @@ function takeParam(name) {
 
 const ACTIVE_STATES = new Set(['connecting', 'connected', 'listening', 'translating', 'speaking']);
 const SERVER_STATES = new Set(['listening', 'translating', 'speaking']);
-const END_REASONS = {
-  hangup: 'the call was hung up',
-  max_duration: 'the maximum call duration was reached',
-  no_media: 'no audio was received',
-  memory_limit: 'the server ran short of memory',
-  agent_lost: 'the interpreter stopped unexpectedly',
-  agent_unresponsive: 'the interpreter stopped responding',
-  error: 'a server error occurred',
-};
 // What the page says when its caller hangs up an answered call, agent or direct: the words
 // an agent's own "ended" message gives (reason "hangup"), which often arrives first.
-const HUNG_UP_NOTICE = 'Call ended: You hung up.';
+const HUNG_UP_NOTICE = { key: 'notice.ended', vars: { why: { key: 'end.hangup' } } };
+const CAPTION_SIZES = ['small', 'medium', 'large', 'xlarge'];
+const CAPTION_SIZE_KEY = 'dragoman.captionSize';
 // Endings that are failures, worth the error banner rather than just a note.
 const ABNORMAL_END_REASONS = new Set(['memory_limit', 'agent_lost', 'agent_unresponsive', 'error']);
 
@@ -52,7 +49,6 @@ const ui = {
   roomInvited: $('room-invited'),
   roomShare: $('room-share'),
   roomLink: $('room-link'),
-  roomMinutes: $('room-minutes'),
   sourceLabel: $('source-label'),
   targetLabel: $('target-label'),
   source: $('source'),
@@ -67,8 +63,20 @@ const ui = {
   connState: $('conn-state'),
   notice: $('notice'),
   error: $('error'),
-  answerMs: $('answer-ms'),
-  firstAudioMs: $('first-audio-ms'),
+  answerLine: $('answer-line'),
+  firstAudioLine: $('first-audio-line'),
+  answerMs: Object.assign(document.createElement('span'), { id: 'answer-ms', textContent: '—' }),
+  firstAudioMs: Object.assign(document.createElement('span'), { id: 'first-audio-ms', textContent: '—' }),
+  uiLang: $('ui-lang'),
+  captionSize: $('caption-size'),
+  captionsEmpty: $('captions-empty'),
+  roomShareText: $('room-share-text'),
+  unlockAudio: $('unlock-audio'),
+  saveTxt: $('save-txt'),
+  saveVtt: $('save-vtt'),
+  saveSrt: $('save-srt'),
+  copyTranscript: $('copy-transcript'),
+  transcriptStatus: $('transcript-status'),
   micLevel: $('mic-level'),
   remoteLevel: $('remote-level'),
   captions: $('captions'),
@@ -106,6 +114,13 @@ const dragoman = {
   // Call setups still running, hung-up ones included (their answers may still arrive):
   // 0 once every Call button press has finished with whatever it started.
   pendingSetups: 0,
+  uiLanguage: 'en', // the interface language in force
+  // Screen Wake Lock during a call: 'held' | 'released' | 'refused' | 'unsupported' | null,
+  // and how many times one was asked for (a phone's screen must not sleep mid-call).
+  wakeLock: null,
+  wakeLockRequests: 0,
+  audioUnlocked: false, // the tap on Call has started the page's audio (phones need a gesture)
+  lastDownload: null, // {format, name, text} of the last transcript saved
 };
 window.dragoman = dragoman;
 const MAX_LEVEL_SAMPLES = 30000; // 10 minutes at 20 ms
@@ -114,12 +129,87 @@ let languagesLoaded = false;
 /** The call in progress, or null. See startCall() for its fields. */
 let session = null;
 
+// ---------------------------------------------------------------- words
+
+/** A message in the page's language: {key, vars} from the catalogue (vars may hold
+ *  messages), {raw} for words that are not ours (the server's, a person's), or a string. */
+function render(m) {
+  if (m === null || m === undefined) return '';
+  if (typeof m === 'string') return m;
+  if ('raw' in m) return m.raw;
+  const vars = Object.fromEntries(Object.entries(m.vars ?? {}).map(([k, v]) => [k, typeof v === 'object' ? render(v) : v]));
+  return t(m.key, vars);
+}
+
+/** Our words for a code (`${group}.${code}`) where the catalogue has them, else `fallback`. */
+function byCode(group, code, fallback) {
+  return code && has(`${group}.${code}`) ? { key: `${group}.${code}` } : { raw: fallback ?? '' };
+}
+
+function langName(code) {
+  return languageName(code) ?? (catalogue?.sources ?? []).find((l) => l.code === code)?.name ?? code;
+}
+
+const shown = { notice: null, error: null, mode: null, targetNote: null, interpretationNote: null, roomInvited: null, roomShare: null, transcript: null };
+
+/** Re-renders everything with words in it after the interface language changed. */
+function relocalize() {
+  dragoman.uiLanguage = language();
+  ui.uiLang.value = language();
+  ui.connState.textContent = t(`state.${dragoman.state}`);
+  renderDebug();
+  if (catalogue) {
+    fillSelect(ui.source, catalogue.sources ?? [], ui.source.value);
+    fillProviders(catalogue.providers ?? [], ui.provider.value);
+    if (dragoman.room) fillSelect(ui.target, [{ code: dragoman.room.language, name: dragoman.room.languageName }], dragoman.room.language);
+    else fillTargets(ui.target.value);
+  }
+  setNotice(shown.notice);
+  if (!ui.error.hidden) ui.error.textContent = render(shown.error);
+  showMode(shown.mode, ui.mode.dataset.mode);
+  setNote(ui.targetNote, 'targetNote', shown.targetNote);
+  setNote(ui.interpretationNote, 'interpretationNote', shown.interpretationNote);
+  setNote(ui.roomInvited, 'roomInvited', shown.roomInvited);
+  ui.roomShareText.textContent = render(shown.roomShare);
+  ui.transcriptStatus.textContent = render(shown.transcript);
+  for (const entry of captionStore.values()) renderCaption(entry);
+  for (const el of ui.captions.querySelectorAll('.caption-note')) el.textContent = render(noteText(el._note));
+}
+
+function setNote(el, slot, m) {
+  shown[slot] = m;
+  el.textContent = render(m);
+  el.hidden = !el.textContent;
+}
+
+/** The developer timings: inside the closed "Technical details", around the numbers. */
+function renderDebug() {
+  for (const [line, key, number] of [[ui.answerLine, 'debug.answer', ui.answerMs], [ui.firstAudioLine, 'debug.first_audio', ui.firstAudioMs]]) {
+    const [before, after = ''] = t(key, { ms: '\u0000' }).split('\u0000');
+    line.replaceChildren(before, number, after);
+  }
+}
+
+async function switchLanguage(code, options) {
+  await setLanguage(code, options);
+  relocalize();
+}
+
+function fillLanguageSwitch() {
+  ui.uiLang.replaceChildren(...UI_LANGUAGES.map((code) => {
+    const option = new Option(autonym(code), code);
+    option.lang = code;
+    return option;
+  }));
+  ui.uiLang.value = language();
+}
+
 // ---------------------------------------------------------------- status
 
 function setState(state) {
   dragoman.state = state;
   if (dragoman.states.length < 1000) dragoman.states.push([performance.now(), state]);
-  ui.connState.textContent = state;
+  ui.connState.textContent = t(`state.${state}`);
   ui.connState.dataset.state = state;
   updateButtons();
 }
@@ -135,10 +225,16 @@ function updateButtons() {
   // Only a connected one-way agent call can become a room, once.
   ui.invite.disabled = !active || dragoman.mode !== 'agent' || dragoman.conversation || Boolean(ROOM) || Boolean(dragoman.inviteUrl);
   ui.invite.hidden = Boolean(ROOM);
+  // Keyboard users: the button they pressed turns off, so focus moves to its counterpart.
+  const focused = document.activeElement;
+  if (focused === ui.call && ui.call.disabled && !ui.hangup.disabled) ui.hangup.focus();
+  else if (focused === ui.hangup && ui.hangup.disabled && !ui.call.disabled) ui.call.focus();
+  updateTranscriptButtons();
 }
 
-function setNotice(text) {
-  ui.notice.textContent = text;
+function setNotice(m) {
+  shown.notice = m;
+  ui.notice.textContent = render(m);
 }
 
 let errorTimer = null;
@@ -148,7 +244,8 @@ let errorKind = null;
 function showError(message, { autoHide = false, kind = 'general' } = {}) {
   clearTimeout(errorTimer);
   errorKind = kind;
-  ui.error.textContent = message;
+  shown.error = message;
+  ui.error.textContent = render(message);
   ui.error.hidden = false;
   if (autoHide) errorTimer = setTimeout(hideError, ERROR_AUTOHIDE_MS);
 }
@@ -181,6 +278,12 @@ function resetMetrics() {
   ui.firstAudioMs.textContent = '—';
 }
 
+/** What went wrong, in our words where the error has a code we know. */
+function errorText(err) {
+  if (err?.text) return err.text; // the page's own, already a message
+  return byCode('errors', err?.code, err?.message || String(err));
+}
+
 // ---------------------------------------------------------------- languages
 
 async function loadLanguages() {
@@ -198,7 +301,7 @@ async function loadLanguages() {
     updateTargetNote();
     updateButtons();
   } catch (err) {
-    showError(`Could not load the language list (${err.message}); retrying…`, { kind: 'languages' });
+    showError({ key: 'error.languages', vars: { detail: err.message } }, { kind: 'languages' });
     setTimeout(loadLanguages, LANGUAGES_RETRY_MS);
   }
 }
@@ -213,7 +316,7 @@ function providerInfo(name) {
 function fillProviders(providers, defaultName) {
   ui.provider.replaceChildren(
     ...providers.map((p) => {
-      const option = new Option(p.available ? p.title : `${p.title} (not configured)`, p.name);
+      const option = new Option(p.available ? p.title : t('provider.not_configured', { provider: p.title }), p.name);
       option.disabled = !p.available;
       option.title = p.reason || p.note || '';
       return option;
@@ -235,28 +338,36 @@ function fillTargets(wanted) {
   if (provider && provider.name !== catalogue?.provider) {
     targets = (catalogue?.sources ?? []).map(({ code, name }) => {
       const available = provider.targets.includes(code);
-      return { code, name, available, reason: available ? '' : `${provider.title} cannot translate into ${name}.` };
+      const reason = available ? '' : t('target.cannot_translate', { provider: provider.title, language: langName(code) });
+      return { code, name, available, reason };
     });
   }
   fillSelect(ui.target, targets, wanted ?? ui.target.value);
 }
 
-function showMode(text, mode = 'agent') {
-  ui.mode.textContent = text ?? '';
+function showMode(m, mode = 'agent') {
+  shown.mode = m;
+  ui.mode.textContent = render(m);
   ui.mode.dataset.mode = mode;
-  ui.mode.hidden = !text;
+  ui.mode.hidden = !m;
 }
 
 function fillSelect(select, languages, defaultCode) {
   select.replaceChildren(
     ...languages.map(({ code, name, available = true, reason = '' }) => {
-      const option = new Option(available ? name : `${name} (unavailable)`, code);
+      const shownName = languageName(code) ?? name; // in the reader's language
+      const option = new Option(available ? shownName : t('target.unavailable_option', { language: shownName }), code);
       option.dataset.available = String(available);
       option.dataset.reason = reason;
       return option;
-    }),
+    }).sort(byName),
   );
   selectValue(select, defaultCode);
+}
+
+/** Options in the reader's alphabetical order (their names are in the reader's language). */
+function byName(a, b) {
+  return a.text.localeCompare(b.text, language());
 }
 
 function selectValue(select, code) {
@@ -267,8 +378,8 @@ function selectValue(select, code) {
 function updateTargetNote() {
   const option = ui.target.selectedOptions[0];
   const unavailable = option?.dataset.available === 'false';
-  ui.targetNote.textContent = unavailable ? option.dataset.reason || `${option.text} is not available.` : '';
-  ui.targetNote.hidden = !unavailable;
+  const why = option?.dataset.reason ? { raw: option.dataset.reason } : { key: 'target.unavailable', vars: { language: langName(option?.value) } };
+  setNote(ui.targetNote, 'targetNote', unavailable ? why : null);
 }
 
 function conversation() {
@@ -278,12 +389,14 @@ function conversation() {
 /** The mode picker relabels the language pickers; a call keeps the mode it started with. */
 function onModeChange() {
   const two = conversation();
-  ui.sourceLabel.textContent = two ? 'Person A speaks' : 'I speak';
-  ui.targetLabel.textContent = two ? 'Person B speaks' : 'Translate to';
+  ui.sourceLabel.dataset.i18n = two ? 'source.label_a' : 'source.label';
+  ui.targetLabel.dataset.i18n = two ? 'target.label_b' : 'target.label';
+  ui.sourceLabel.textContent = t(ui.sourceLabel.dataset.i18n);
+  ui.targetLabel.textContent = t(ui.targetLabel.dataset.i18n);
   const info = providerInfo(ui.provider.value);
   if (two && info && info.conversation === false) {
-    ui.targetNote.textContent = info.conversation_reason || `${info.title} cannot interpret a conversation.`;
-    ui.targetNote.hidden = false;
+    const why = info.conversation_reason ? { raw: info.conversation_reason } : { key: 'provider.no_conversation', vars: { provider: info.title } };
+    setNote(ui.targetNote, 'targetNote', why);
   } else {
     fillTargets(ui.target.value);
     updateTargetNote();
@@ -317,14 +430,13 @@ function updateInterpretation() {
     : info?.interpretation_defaults?.[callMode()] ?? fallback ?? choices[0];
   if (wanted) selectValue(ui.interpretation, wanted);
   for (const option of ui.interpretation.options) option.disabled = !choices.includes(option.value);
-  let why = '';
+  let why = null;
   if (choices.length === 1) {
-    why = callMode() === 'conversation'
-      ? 'A conversation on one device is interpreted consecutively: each sentence is translated once it ends.'
-      : info?.interpretation_reason || `${info?.title ?? 'This interpreter'} offers only one interpretation.`;
+    if (callMode() === 'conversation') why = { key: 'interpretation.only_consecutive' };
+    else if (info?.interpretation_reason) why = { raw: info.interpretation_reason };
+    else why = { key: 'interpretation.only_one', vars: { provider: info?.title ?? { key: 'interpretation.this_interpreter' } } };
   }
-  ui.interpretationNote.textContent = why;
-  ui.interpretationNote.hidden = !why;
+  setNote(ui.interpretationNote, 'interpretationNote', why);
   updateButtons();
 }
 
@@ -335,8 +447,11 @@ function onInterpretationChange() {
   session?.call?.setInterpretation(ui.interpretation.value);
 }
 
-function onPickerChange() {
+function onPickerChange(event) {
   updateTargetNote();
+  // A room's guest sees the page in the language they pick to speak (where we have it).
+  const ownLanguage = uiLanguageFor(ui.source.value);
+  if (ROOM && event?.target === ui.source && ownLanguage && ownLanguage !== language()) void switchLanguage(ownLanguage);
   // Mid-call switch over the data channel; no reconnect.
   session?.call?.setLanguages(ui.source.value, ui.target.value);
 }
@@ -352,9 +467,12 @@ function clearCaptions() {
   ui.captions.replaceChildren();
   dragoman.captions = [];
   dragoman.notes = [];
+  ui.captionsEmpty.hidden = false;
+  setTranscriptStatus(null);
+  updateTranscriptButtons();
 }
 
-function upsertCaption({ id, side, lang, final, text, from = 'self', stable = null }) {
+function upsertCaption({ id, side, lang, final, text, from = 'self', stable = null, t_start_ms = 0, t_end_ms = 0 }) {
   if (side !== 'source' && side !== 'translation') return;
   const key = `${id}\n${side}`;
   // Ordered channel, but be safe: a partial must never overwrite its final.
@@ -363,6 +481,7 @@ function upsertCaption({ id, side, lang, final, text, from = 'self', stable = nu
     // The agent withdrew a partial caption (a cough, not speech): drop it.
     captionStore.delete(key);
     dragoman.captions = [...captionStore.values()];
+    updateTranscriptButtons();
     const row = captionRows.get(id);
     row?.querySelector(`.caption[data-side="${side}"]`)?.remove();
     if (row && !row.children.length) {
@@ -371,9 +490,13 @@ function upsertCaption({ id, side, lang, final, text, from = 'self', stable = nu
     }
     return;
   }
-  const entry = { id, side, lang, final, text, from, stable: final ? null : stable, at: performance.now() };
+  const now = performance.now();
+  const firstAt = captionStore.get(key)?.firstAt ?? now;
+  const entry = { id, side, lang, final, text, from, stable: final ? null : stable, at: now, firstAt, t_start_ms, t_end_ms };
   captionStore.set(key, entry);
   dragoman.captions = [...captionStore.values()];
+  ui.captionsEmpty.hidden = true;
+  updateTranscriptButtons();
   renderCaption(entry);
 }
 
@@ -402,10 +525,10 @@ function renderCaption(entry) {
     else row.append(el);
   }
   Object.assign(el.dataset, { id: entry.id, side: entry.side, lang: entry.lang, final: String(entry.final) });
-  let speaker = dragoman.conversation ? `Speaker (${langName(entry.lang)})` : `You (${entry.lang})`;
-  if (entry.from === 'peer') speaker = `Other person (${langName(entry.lang)})`;
-  el.querySelector('.who').textContent = entry.side === 'source' ? speaker : `Interpreter (${entry.lang})`;
-  renderText(el.querySelector('.text'), entry);
+  el.querySelector('.who').textContent = speakerOf(entry);
+  const textEl = el.querySelector('.text');
+  textEl.lang = entry.lang; // the right glyphs for CJK text, the right voice for screen readers
+  renderText(textEl, entry);
 
   if (atBottom) list.scrollTop = list.scrollHeight;
 }
@@ -425,8 +548,22 @@ function renderText(textEl, { text, stable }) {
   textEl.replaceChildren(chars.slice(0, cut).join(''), tentative);
 }
 
-function langName(code) {
-  return (catalogue?.sources ?? []).find((l) => l.code === code)?.name ?? code;
+/** Who said a caption line, in the page's language. */
+function speakerOf(entry) {
+  const language = langName(entry.lang);
+  if (entry.side === 'translation') return t('captions.interpreter', { language });
+  if (entry.from === 'peer') return t('captions.peer', { language });
+  return t(dragoman.conversation ? 'captions.speaker' : 'captions.you', { language });
+}
+
+/** A note in our words: the language the pipeline could not speak is the call's other one. */
+function noteText({ id, code, message }) {
+  if (code !== 'needs_cloud_provider') return byCode('notes', code, message);
+  const spoken = captionStore.get(`${id}\nsource`)?.lang;
+  const pair = dragoman.languages;
+  if (!spoken || !pair) return { raw: message };
+  const into = spoken === pair.source ? pair.target : pair.source;
+  return { key: 'notes.needs_cloud_provider', vars: { language: langName(into) } };
 }
 
 /** A note about one utterance (e.g. "Korean speech needs a cloud provider"), under its captions. */
@@ -439,8 +576,10 @@ function renderNote({ id, code, message }) {
     ui.captions.append(row);
     captionRows.set(id, row);
   }
-  const el = Object.assign(document.createElement('div'), { className: 'caption-note', textContent: message });
+  const el = Object.assign(document.createElement('div'), { className: 'caption-note', textContent: render(noteText({ id, code, message })) });
+  el._note = { id, code, message };
   el.dataset.code = code;
+  ui.captionsEmpty.hidden = true;
   row.append(el);
 }
 
@@ -454,11 +593,12 @@ async function inviteSomeone() {
     const room = await call.invite();
     dragoman.inviteUrl = new URL(room.room_url, window.location.origin).href;
     ui.roomLink.value = dragoman.inviteUrl;
-    ui.roomMinutes.textContent = String(Math.round((room.expires_at * 1000 - Date.now()) / 60000));
+    shown.roomShare = { key: 'room.share', vars: { minutes: Math.round((room.expires_at * 1000 - Date.now()) / 60000) } };
+    ui.roomShareText.textContent = render(shown.roomShare);
     ui.roomShare.hidden = false;
     ui.roomLink.select();
   } catch (err) {
-    showError(err.message || String(err), { autoHide: true });
+    showError(errorText(err), { autoHide: true });
   }
   updateButtons();
 }
@@ -468,13 +608,12 @@ async function loadRoom() {
   const res = await fetch(`/v1/rooms/${encodeURIComponent(ROOM)}`);
   const data = await readBody(res);
   if (!res.ok) {
-    showError(data?.error?.message || `This invitation cannot be used (HTTP ${res.status}).`);
+    showError(data?.error ? byCode('errors', data.error.code, data.error.message) : { key: 'room.unusable', vars: { status: res.status } });
     ui.call.hidden = true;
     return;
   }
-  dragoman.room = { language: data.language };
-  ui.roomInvited.textContent = `You are invited to talk with someone who speaks ${data.language_name}. Pick the language you speak and press Call.`;
-  ui.roomInvited.hidden = false;
+  dragoman.room = { language: data.language, languageName: data.language_name };
+  setNote(ui.roomInvited, 'roomInvited', { key: 'room.invited', vars: { language: langName(data.language) } });
   ui.interpMode.closest('.field').hidden = true;
   ui.target.closest('.field').hidden = true;
   ui.provider.closest('.field').hidden = true;
@@ -513,7 +652,7 @@ async function startCall() {
   } catch (err) {
     if (session !== s || s.call?.closed) return; // hung up meanwhile; already handled
     console.error('dragoman: call setup failed', err);
-    showError(err.message || String(err));
+    showError(errorText(err));
     endSession(s, 'failed');
   } finally {
     dragoman.pendingSetups -= 1;
@@ -531,7 +670,7 @@ async function setUpCall(s) {
   s.audioContext = openAudio();
 
   if (!navigator.mediaDevices?.getUserMedia || !window.RTCPeerConnection) {
-    showError('This browser cannot make the call: microphone access needs a secure context (https or localhost) and WebRTC support.');
+    showError({ key: 'error.no_webrtc' });
     endSession(s, 'failed');
     return;
   }
@@ -555,6 +694,7 @@ async function setUpCall(s) {
     return;
   }
   s.stream = stream;
+  void holdWakeLock(s);
   s.micMeter = new LevelMeter(s.audioContext, stream);
   s.timer = setInterval(() => sampleLevels(s), METER_INTERVAL_MS);
 
@@ -581,10 +721,12 @@ function openAudio() {
     audioContext = new AudioContext();
     // Not awaited: resume() may settle late and nothing here needs it.
     audioContext.resume().catch((err) => console.warn('dragoman: audio did not resume', err));
+    unlockAudio(audioContext);
     return audioContext;
   } catch (err) {
     audioContext?.close().catch(() => {});
-    throw new Error(`This browser could not start audio for the call (${err?.message || err}). Check that an audio device is available, then call again.`);
+    const text = { key: 'error.audio_start', vars: { detail: err?.message || String(err) } };
+    throw Object.assign(new Error(render(text)), { text });
   }
 }
 
@@ -592,20 +734,20 @@ function wireCall(s, call) {
   // Events of a call that is no longer current are stale: ignore them.
   const on = (type, handler) => call.addEventListener(type, (e) => session === s && handler(e.detail));
 
-  on('retry', ({ seconds }) => setNotice(`All interpreters busy, retrying in ${Math.ceil(seconds)} s…`));
+  on('retry', ({ seconds }) => setNotice({ key: 'notice.retry', vars: { seconds: Math.ceil(seconds) } }));
   on('direct', ({ reason, provider }) => {
     // The provider streams: the interpretation asked for does not apply to a direct call.
     Object.assign(dragoman, { mode: 'direct', directReason: reason, provider, interpretation: 'simultaneous' });
     selectValue(ui.interpretation, 'simultaneous');
     updateButtons();
-    const why = reason === 'overflow' ? ' (overflow: every interpreter is busy)' : '';
-    showMode(`Direct to ${providerInfo(provider)?.title ?? provider}${why}`, 'direct');
+    const title = providerInfo(provider)?.title ?? provider;
+    showMode({ key: reason === 'overflow' ? 'mode.direct_overflow' : 'mode.direct', vars: { provider: title } }, 'direct');
   });
   on('answer', ({ callId, timings, at }) => {
     if (dragoman.mode !== 'direct') {
       const provider = ui.provider.value || catalogue?.provider;
       Object.assign(dragoman, { mode: 'agent', provider });
-      showMode(`Interpreter agent · ${providerInfo(provider)?.title ?? provider}`);
+      showMode({ key: 'mode.agent', vars: { provider: providerInfo(provider)?.title ?? provider } });
     }
     s.answered = true;
     dragoman.callId = callId;
@@ -622,12 +764,12 @@ function wireCall(s, call) {
   });
   on('reconnecting', ({ seconds }) => {
     dragoman.controlOpen = false;
-    setNotice(`Captions connection lost; reconnecting in ${seconds} s (the call goes on)…`);
+    setNotice({ key: 'notice.reconnecting', vars: { seconds } });
   });
   on('connection', ({ state }) => {
     if (state === 'connected' && dragoman.state === 'connecting') setState('connected');
     if (state === 'failed') {
-      showError('Connection failed: the audio link to the server could not be established or was lost.');
+      showError({ key: 'error.connection_failed' });
       endSession(s, 'failed');
     }
   });
@@ -639,8 +781,8 @@ function wireCall(s, call) {
   on('note', renderNote);
   on('room', ({ event, language }) => {
     dragoman.roomEvents.push(event);
-    if (event === 'joined') setNotice(`The other person joined (speaks ${langName(language)}).`);
-    if (event === 'peer_left') setNotice('The other person left the call. Hang up when you are done.');
+    if (event === 'joined') setNotice({ key: 'room.joined', vars: { language: langName(language) } });
+    if (event === 'peer_left') setNotice({ key: 'room.peer_left' });
   });
   on('languages', ({ source, target, mode, interpretation }) => {
     dragoman.languages = { source, target }; // what the agent confirmed it now uses
@@ -653,16 +795,16 @@ function wireCall(s, call) {
     }
     updateTargetNote();
   });
-  on('error', ({ message, fatal }) => showError(message, { autoHide: !fatal }));
+  on('error', ({ code, message, fatal }) => showError(byCode('errors', code, message), { autoHide: !fatal }));
   on('channelclose', () => {
-    setNotice('Call ended: the connection to the server was closed.');
+    setNotice({ key: 'notice.channel_closed' });
     endSession(s, 'ended');
   });
 }
 
 function onServerEnded(s, reason, message) {
-  let text = message || END_REASONS[reason] || 'the call ended';
-  if (!/^call ended/i.test(text)) text = `Call ended: ${text}`;
+  const why = has(`end.${reason}`) ? { key: `end.${reason}` } : message ? { raw: message } : { key: 'notice.ended_unknown' };
+  const text = { key: 'notice.ended', vars: { why } };
   setNotice(text);
   if (ABNORMAL_END_REASONS.has(reason)) showError(text);
   endSession(s, 'ended');
@@ -671,11 +813,13 @@ function onServerEnded(s, reason, message) {
 async function hangUp() {
   const s = session;
   if (!s) return;
+  const hadFocus = document.activeElement === ui.hangup;
   ui.hangup.disabled = true;
   await s.call?.hangup();
   // The server's own "ended" message may have arrived (and said more) meanwhile.
-  if (!s.ended) setNotice(s.answered ? HUNG_UP_NOTICE : 'Call cancelled.');
+  if (!s.ended) setNotice(s.answered ? HUNG_UP_NOTICE : { key: 'notice.cancelled' });
   endSession(s, 'ended');
+  if (hadFocus && !ui.call.disabled) ui.call.focus(); // the next call is one key away
 }
 
 /** Releases everything a session holds; safe to call more than once. */
@@ -688,6 +832,8 @@ function endSession(s, finalState) {
   s.remoteMeter?.disconnect();
   s.stream?.getTracks().forEach((t) => t.stop());
   s.audioContext?.close().catch(() => {});
+  releaseWakeLock(s);
+  ui.unlockAudio.hidden = true;
   ui.remoteAudio.srcObject = null;
   ui.micLevel.value = 0;
   ui.remoteLevel.value = 0;
@@ -699,7 +845,11 @@ function playRemote(s, stream) {
   // The <audio> element plays it; the analyser only measures. (Chrome also
   // feeds a remote WebRTC stream to Web Audio only while a media element plays it.)
   ui.remoteAudio.srcObject = stream;
-  ui.remoteAudio.play().catch((err) => console.warn('dragoman: remote audio playback blocked', err));
+  ui.remoteAudio.play().catch((err) => {
+    // A phone that still blocks sound: one tap on this button starts it.
+    console.warn('dragoman: remote audio playback blocked', err);
+    if (session === s) ui.unlockAudio.hidden = false;
+  });
   if (!s.remoteMeter) s.remoteMeter = new LevelMeter(s.audioContext, stream);
 }
 
@@ -720,14 +870,155 @@ function microphoneErrorMessage(err) {
   switch (err?.name) {
     case 'NotAllowedError':
     case 'SecurityError':
-      return 'Microphone access was denied. Allow this page to use the microphone and try again.';
+      return { key: 'mic.denied' };
     case 'NotFoundError':
     case 'OverconstrainedError':
-      return 'No microphone was found.';
+      return { key: 'mic.not_found' };
     case 'NotReadableError':
-      return 'The microphone could not be opened (is another application using it?).';
+      return { key: 'mic.not_readable' };
     default:
-      return `Could not open the microphone: ${err?.message || err}`;
+      return { key: 'mic.other', vars: { detail: err?.message || String(err) } };
+  }
+}
+
+// ---------------------------------------------------------------- phone: screen and sound
+
+/** Keeps the screen on for the call (Screen Wake Lock), where the browser offers it. */
+async function holdWakeLock(s) {
+  if (!('wakeLock' in navigator)) {
+    dragoman.wakeLock = 'unsupported';
+    return;
+  }
+  dragoman.wakeLockRequests += 1;
+  try {
+    const lock = await navigator.wakeLock.request('screen');
+    if (s.ended || session !== s) {
+      await lock.release();
+      return;
+    }
+    s.wakeLock = lock;
+    dragoman.wakeLock = 'held';
+    // The browser drops the lock when the tab is hidden; it is asked for again on return.
+    lock.addEventListener('release', () => {
+      if (s.wakeLock === lock) s.wakeLock = null;
+      dragoman.wakeLock = 'released';
+    });
+  } catch (err) {
+    // Refused (battery saver, no user activation, a headless browser): the call goes on.
+    console.warn('dragoman: screen wake lock refused', err);
+    dragoman.wakeLock = 'refused';
+  }
+}
+
+function releaseWakeLock(s) {
+  const lock = s.wakeLock;
+  s.wakeLock = null;
+  if (lock) lock.release().catch(() => {});
+  if (dragoman.wakeLock === 'held') dragoman.wakeLock = 'released';
+}
+
+/** Unlocks sound on phones that allow it only from a gesture: the tap on Call plays one
+ *  silent sample through the call's AudioContext and starts the (still empty) <audio>
+ *  element, so the interpreter's voice plays when it arrives. */
+function unlockAudio(context) {
+  try {
+    const source = context.createBufferSource();
+    source.buffer = context.createBuffer(1, 1, context.sampleRate);
+    source.connect(context.destination);
+    source.start();
+    ui.remoteAudio.srcObject = new MediaStream();
+    ui.remoteAudio.play().catch(() => {}); // an empty stream: nothing to hear yet
+    dragoman.audioUnlocked = true;
+  } catch (err) {
+    console.warn('dragoman: audio could not be unlocked', err);
+  }
+}
+
+// ---------------------------------------------------------------- transcript
+
+/** The caption lines as the transcript holds them: who (in the page's language), words,
+ *  and times since the call started (the page's own clock where a provider gives none). */
+function transcriptLines() {
+  const t0 = Math.min(...dragoman.captions.map((c) => c.firstAt));
+  return dragoman.captions.map((c) => {
+    const timed = c.t_end_ms > 0 || c.t_start_ms > 0;
+    return {
+      speaker: speakerOf(c),
+      rank: c.side === 'source' ? 0 : 1,
+      text: c.text.replace(/\s*\n\s*/g, ' '),
+      start: timed ? c.t_start_ms : Math.round(c.firstAt - t0),
+      end: timed ? c.t_end_ms : Math.round(c.at - t0),
+    };
+  });
+}
+
+function transcriptHeading() {
+  return t('transcript.heading', { date: new Date().toLocaleString(language()) });
+}
+
+const TRANSCRIPT_FORMATS = {
+  txt: { type: 'text/plain', make: (lines) => toText(lines, transcriptHeading()) },
+  vtt: { type: 'text/vtt', make: toWebVtt },
+  srt: { type: 'application/x-subrip', make: toSrt },
+};
+
+/** Saves the transcript as a file made in the page (a Blob): nothing goes to the server. */
+function saveTranscript(format) {
+  if (!dragoman.captions.length) return;
+  const { type, make } = TRANSCRIPT_FORMATS[format];
+  const text = make(transcriptLines());
+  const stamp = new Date().toISOString().slice(0, 16).replace(/[-:]/g, '').replace('T', '-');
+  const name = `dragoman-transcript-${stamp}.${format}`;
+  const url = URL.createObjectURL(new Blob([text], { type: `${type};charset=utf-8` }));
+  const link = Object.assign(document.createElement('a'), { href: url, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  dragoman.lastDownload = { format, name, text };
+}
+
+async function copyTranscript() {
+  if (!dragoman.captions.length) return;
+  try {
+    await navigator.clipboard.writeText(toText(transcriptLines(), transcriptHeading()));
+    setTranscriptStatus({ key: 'transcript.copied' });
+  } catch (err) {
+    console.warn('dragoman: copy failed', err);
+    setTranscriptStatus({ key: 'transcript.copy_failed' });
+  }
+}
+
+function setTranscriptStatus(m) {
+  shown.transcript = m;
+  ui.transcriptStatus.textContent = render(m);
+}
+
+function updateTranscriptButtons() {
+  const none = dragoman.captions.length === 0;
+  for (const button of [ui.saveTxt, ui.saveVtt, ui.saveSrt, ui.copyTranscript]) button.disabled = none;
+}
+
+// ---------------------------------------------------------------- caption size
+
+function setCaptionSize(size, { remember = false } = {}) {
+  const value = CAPTION_SIZES.includes(size) ? size : 'medium';
+  ui.captions.dataset.size = value;
+  ui.captionSize.value = value;
+  if (remember) {
+    try {
+      localStorage.setItem(CAPTION_SIZE_KEY, value);
+    } catch {
+      // not remembered
+    }
+  }
+}
+
+function storedCaptionSize() {
+  try {
+    return localStorage.getItem(CAPTION_SIZE_KEY);
+  } catch {
+    return null;
   }
 }
 
@@ -750,6 +1041,31 @@ ui.interpretation.addEventListener('change', onInterpretationChange);
 ui.invite.addEventListener('click', inviteSomeone);
 ui.target.addEventListener('change', onPickerChange);
 ui.error.addEventListener('click', hideError);
+ui.error.addEventListener('keydown', (e) => {
+  if (['Enter', ' ', 'Escape'].includes(e.key)) {
+    e.preventDefault();
+    hideError();
+  }
+});
+$('debug-toggle').addEventListener('click', (e) => {
+  const open = e.currentTarget.getAttribute('aria-expanded') !== 'true';
+  e.currentTarget.setAttribute('aria-expanded', String(open));
+  $('debug').hidden = !open;
+});
+ui.uiLang.addEventListener('change', () => switchLanguage(ui.uiLang.value, { remember: true }));
+ui.captionSize.addEventListener('change', () => setCaptionSize(ui.captionSize.value, { remember: true }));
+ui.saveTxt.addEventListener('click', () => saveTranscript('txt'));
+ui.saveVtt.addEventListener('click', () => saveTranscript('vtt'));
+ui.saveSrt.addEventListener('click', () => saveTranscript('srt'));
+ui.copyTranscript.addEventListener('click', copyTranscript);
+ui.unlockAudio.addEventListener('click', () => {
+  ui.unlockAudio.hidden = true;
+  ui.remoteAudio.play().catch(() => {});
+});
+// A wake lock is dropped while the tab is hidden: asked for again when the call is seen again.
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'visible' && session && !session.wakeLock && ACTIVE_STATES.has(dragoman.state)) void holdWakeLock(session);
+});
 // Free the interpreter right away if the tab closes mid-call.
 window.addEventListener('pagehide', () => {
   if (!session) return;
@@ -757,5 +1073,14 @@ window.addEventListener('pagehide', () => {
   endSession(session, 'ended');
 });
 
+setCaptionSize(storedCaptionSize());
+renderDebug();
 setState('idle');
-loadLanguages().then(() => ROOM && loadRoom());
+initLanguage()
+  .catch((err) => console.warn('dragoman: the interface stays in English', err))
+  .then(() => {
+    fillLanguageSwitch();
+    relocalize();
+    return loadLanguages();
+  })
+  .then(() => ROOM && loadRoom());
