@@ -209,6 +209,22 @@ async def test_release_frees_the_slot_and_is_idempotent(registry: Registry) -> N
     assert await load(registry, "a") == 0
 
 
+async def test_a_released_call_remembers_its_node_for_a_reconnecting_page(
+    registry: Registry,
+) -> None:
+    await registry.register(report("a", 1))
+    assert await registry.reserve("call-1", ["a"], ttl_s=30) is not None
+    assert await registry.confirm("call-1")
+    assert await registry.ended_on("call-1") is None  # still running: lookup's job
+    await registry.release("call-1")
+    await registry.release("call-1")  # a second release keeps what the first one knew
+    assert await registry.lookup("call-1") is None
+    assert await registry.ended_on("call-1") == "a"
+    await registry.release("never-reserved")
+    assert await registry.ended_on("never-reserved") is None
+    assert await registry.ended_on("unknown") is None
+
+
 async def test_lookup_finds_reserved_and_confirmed_calls(registry: Registry) -> None:
     await registry.register(report("a", 1))
     await registry.register(report("b", 1))

@@ -143,7 +143,9 @@ class Dispatcher:
     async def open_control(self, call_id: str, token: str) -> ControlLink:
         """The call's control channel on whichever node hosts it (RegistryUnavailable and
         LinkClosed pass through)."""
-        node_id = await self.registry.lookup(call_id)
+        # A call that ended while its page was away is gone from the registry, but its node
+        # keeps its channel a while (worker.control.LINGER_S) to tell the page why.
+        node_id = await self.registry.lookup(call_id) or await self.registry.ended_on(call_id)
         node = await self.registry.node(node_id) if node_id else None
         if node is None:
             raise LinkClosed(CLOSE_UNKNOWN_CALL, "no such call")

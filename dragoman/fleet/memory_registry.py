@@ -45,6 +45,7 @@ class MemoryRegistry:
         self._rates: dict[str, float] = {}  # limit key -> GCRA theoretical arrival time
         self._holds: dict[str, dict[str, float]] = {}  # limit key -> call id -> admitted at
         self._ended: dict[str, float] = {}  # call id -> released at (for the limits)
+        self._ended_on: dict[str, str] = {}  # call id -> its node, while in _ended
 
     async def register(self, report: NodeReport) -> None:
         await self.remove_node(report.node_id)
@@ -79,6 +80,7 @@ class MemoryRegistry:
         now = self._clock()
         self._drop(call_id)
         self._ended.pop(call_id, None)
+        self._ended_on.pop(call_id, None)
         for node_id in ranked:
             node = self._nodes.get(node_id)
             if node is None or node.report.state != READY or not self._alive(node, now):
@@ -104,11 +106,21 @@ class MemoryRegistry:
         return True
 
     async def release(self, call_id: str) -> None:
+        node_id = self._calls.get(call_id)
         self._drop(call_id)
         now = self._clock()
         self._ended[call_id] = now
+        if node_id is not None:
+            self._ended_on[call_id] = node_id
         if len(self._ended) > 10_000:  # only recent ends matter (holds' pending window)
             self._ended = {c: t for c, t in self._ended.items() if now - t < _ENDED_KEEP_S}
+            self._ended_on = {c: n for c, n in self._ended_on.items() if c in self._ended}
+
+    async def ended_on(self, call_id: str) -> str | None:
+        at = self._ended.get(call_id)
+        if at is None or self._clock() - at >= _ENDED_KEEP_S:
+            return None
+        return self._ended_on.get(call_id)
 
     async def lookup(self, call_id: str) -> str | None:
         node = self._live_node(call_id, self._clock())

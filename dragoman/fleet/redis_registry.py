@@ -8,7 +8,8 @@ Keys (``P`` = prefix):
   ``P:call:{call_id}``   STRING node id; expires with the reservation, persisted on confirm
   ``P:rate:{key}``       STRING a rate limit's GCRA theoretical arrival time (ms)
   ``P:hold:{key}``       ZSET call id -> admitted at (ms): a concurrency limit's calls
-  ``P:ended:{call_id}``  a call released in the last 2 minutes (the limits stop counting it)
+  ``P:ended:{call_id}``  a call released in the last 2 minutes (the limits stop counting it;
+                        its value: the node it was on)
 
 Every write is a Lua script reading ``TIME`` on the server, so heartbeat freshness and
 reservation expiry are judged on one clock however skewed the hosts are, and a reserve's check
@@ -155,7 +156,13 @@ if id then
   redis.call('DEL', call_key)
 end
 -- Remembered a while, so the concurrency limits stop counting it at once (see _HOLD).
-redis.call('SET', prefix .. ':ended:' .. call_id, 1, 'EX', 120)
+-- Its value is the node it was on ('' if unknown): a reconnecting page can still reach it.
+-- A second release (the call is gone already) keeps the node the first one wrote.
+if id then
+  redis.call('SET', prefix .. ':ended:' .. call_id, id, 'EX', 120)
+else
+  redis.call('SET', prefix .. ':ended:' .. call_id, '', 'EX', 120, 'NX')
+end
 """
 
 # GCRA, as dragoman.fleet.limits.gcra. ARGV: prefix, key, limit, window ms.
@@ -313,6 +320,9 @@ class RedisRegistry:
 
     async def lookup(self, call_id: str) -> str | None:
         return await self._io(self._redis.get(f"{self._prefix}:call:{call_id}"))
+
+    async def ended_on(self, call_id: str) -> str | None:
+        return await self._io(self._redis.get(f"{self._prefix}:ended:{call_id}")) or None
 
     async def take_rate(self, rule: RateRule) -> float:
         window_ms = round(rule.window_s * 1000)

@@ -99,6 +99,10 @@ class Registry(Protocol):
     async def lookup(self, call_id: str) -> str | None:
         """The node hosting this call (reserved or confirmed), so any api replica can end it."""
 
+    async def ended_on(self, call_id: str) -> str | None:
+        """The node a call released in the last 2 minutes was on: a page that reconnects
+        after its call ended while it was away still reaches the node, which tells it why."""
+
     async def take_rate(self, rule: RateRule) -> float:
         """Count one request against ``rule`` (GCRA): 0 when allowed, else the seconds until
         one would be. Shared by every api replica using this registry."""
