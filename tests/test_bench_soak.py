@@ -1,0 +1,203 @@
+"""`dragoman bench soak`: the pure parts (schedules from a seed, the slope fit, verdicts on
+made-up samples that must fail), and a short soak as the suite's leak check: churn with one
+fault of each kind against a real serve, whose verdict must pass."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from dragoman.bench.soak_plan import (
+    BEHAVIOURS,
+    FAULT_KINDS,
+    HOLD_S,
+    Quiescent,
+    bucket_p95,
+    call_schedule,
+    drift_verdict,
+    failed,
+    fault_schedule,
+    leak_verdicts,
+    reasons_verdict,
+    refusal_verdict,
+    rss_slope_verdict,
+    slope_fit,
+    traceback_verdict,
+)
+
+# --- schedules --------------------------------------------------------------------------
+
+
+def test_call_schedule_is_determined_by_its_seed() -> None:
+    a = call_schedule(7, 600, 2.0, 6.0, 0.6)
+    assert a == call_schedule(7, 600, 2.0, 6.0, 0.6)
+    assert a != call_schedule(8, 600, 2.0, 6.0, 0.6)
+    # ~rate × span callers, in time order, inside the span, durations clipped to [1, 60].
+    assert 1000 < len(a) < 1400
+    times = [c.at_s for c in a]
+    assert times == sorted(times) and times[0] > 0 and times[-1] < 600
+    assert all(1.0 <= c.duration_s <= 60.0 for c in a)
+    durations = sorted(c.duration_s for c in a)
+    assert 5.0 < durations[len(durations) // 2] < 7.0  # the median asked for
+    counts = Counter(c.behaviour for c in a)
+    assert set(counts) == set(BEHAVIOURS)
+    assert counts["polite"] > counts["vanish"] > 0
+
+
+def test_call_schedule_follows_the_mix_and_refuses_unknown_behaviours() -> None:
+    only = call_schedule(1, 100, 1.0, 5.0, 0.5, mix={"no_ice": 1.0})
+    assert only and {c.behaviour for c in only} == {"no_ice"}
+    with pytest.raises(ValueError, match="unknown behaviours"):
+        call_schedule(1, 100, 1.0, 5.0, 0.5, mix={"teleport": 1.0})
+
+
+def test_fault_schedule_spreads_each_kind_over_the_span() -> None:
+    f = fault_schedule(3, 60, 660, 2)
+    assert f == fault_schedule(3, 60, 660, 2)
+    assert [x.kind for x in f] != [x.kind for x in fault_schedule(4, 60, 660, 2)]
+    assert Counter(x.kind for x in f) == dict.fromkeys(FAULT_KINDS, 2)
+    times = [x.at_s for x in f]
+    assert times == sorted(times) and times[0] >= 60 and times[-1] <= 660
+    slot = 600 / len(f)
+    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= slot / 2 - 1e-6
+    for x in f:
+        lo, hi = HOLD_S[x.kind]
+        assert lo <= x.hold_s <= hi
+    with pytest.raises(ValueError, match="unknown fault kinds"):
+        fault_schedule(1, 0, 10, 1, ("redis_restart",))
+
+
+# --- slope and verdicts -----------------------------------------------------------------
+
+
+def test_slope_fit_recovers_a_line_through_noise() -> None:
+    xs = [float(i) for i in range(100)]
+    ys = [3.0 + 0.25 * x + (0.5 if i % 2 else -0.5) for i, x in enumerate(xs)]
+    fit = slope_fit(xs, ys)
+    assert abs(fit.slope - 0.25) < 0.01 and abs(fit.intercept - 3.0) < 0.5 and fit.n == 100
+    with pytest.raises(ValueError):
+        slope_fit([1.0, 1.0], [2.0, 3.0])
+
+
+def test_rss_slope_fails_a_leak_passes_a_flat_line_and_judges_nothing_on_few_calls() -> None:
+    calls = [float(c) for c in range(0, 1001, 10)]
+    # 50 KB per call, i.e. 50 MB per 1,000 calls, after a warm-up jump: a leak.
+    leak = [200 + (20 if c > 50 else 0) + 0.05 * c for c in calls]
+    v = rss_slope_verdict("serve", calls, leak, 20.0, 200)
+    assert v.ok is False and 45 < v.value < 55
+    # The warm-up jump alone (first 20 % of calls) is not a slope.
+    flat = [200 + (20 if c > 50 else 0) + (0.3 if c % 20 else -0.3) for c in calls]
+    assert rss_slope_verdict("serve", calls, flat, 20.0, 200).ok is True
+    few = rss_slope_verdict("serve", calls[:10], leak[:10], 20.0, 200)
+    assert few.ok is None and "not judged" in few.detail
+
+
+def _rest(**kw: object) -> Quiescent:
+    base = dict(
+        active_calls=0,
+        idle_agents=4,
+        starting_agents=0,
+        agent_processes=4,
+        zombies=0,
+        janus_handles=4,
+        janus_sessions=1,
+        fleet_active_calls=0,
+        free_slots=24,
+        capacity=24,
+        fds={"serve": 100, "janus": 50},
+    )
+    base.update(kw)
+    return Quiescent(**base)  # type: ignore[arg-type]
+
+
+def test_leak_verdicts_pass_a_clean_node_and_name_each_leak() -> None:
+    assert not failed(leak_verdicts(_rest(), _rest(fds={"serve": 105, "janus": 50}), 8))
+    leaky = _rest(
+        agent_processes=5,
+        zombies=1,
+        janus_handles=6,
+        janus_sessions=2,
+        fleet_active_calls=1,
+        free_slots=23,
+        fds={"serve": 140, "janus": 50},
+    )
+    bad = {v.name: v.value for v in failed(leak_verdicts(_rest(), leaky, 8))}
+    assert bad == {
+        "agent_processes": 1,
+        "zombies": 1,
+        "janus_handles": 2,
+        "janus_sessions": 2,
+        "registry_slots": 1,
+        "fds:serve": 40,
+    }
+    # A Janus that does not answer its Admin API is a failure, not a pass.
+    assert "janus_handles" in {
+        v.name for v in failed(leak_verdicts(_rest(), _rest(janus_handles=None), 8))
+    }
+
+
+def test_every_call_needs_an_end_the_page_can_show() -> None:
+    known = {"hangup", "no_media", "agent_lost"}
+    ok = reasons_verdict({"hangup": 8, "no_media": 2, "rejected": 3}, 10, known, {"rejected"})
+    assert ok.ok is True
+    assert reasons_verdict({"hangup": 8}, 10, known, {"rejected"}).ok is False  # 2 never ended
+    odd = reasons_verdict({"hangup": 9, "kaboom": 1}, 10, known, {"rejected"})
+    assert odd.ok is False and "kaboom" in odd.detail
+
+
+def test_a_refusal_counts_only_outside_faults_and_below_capacity() -> None:
+    windows = [(10.0, 20.0)]
+    samples = [(t, t >= 40) for t in range(0, 60, 2)]  # full from 40 s on
+    assert refusal_verdict([(15.0, "no_agent"), (41.0, "no_agent")], windows, samples).ok
+    bad = refusal_verdict([(15.0, "no_agent"), (25.0, "no_agent")], windows, samples)
+    assert bad.ok is False and bad.value == 1
+
+
+def test_connect_drift_in_fault_free_buckets() -> None:
+    def points(p95_by_minute: list[float]) -> list[tuple[float, float]]:
+        return [(60 * m + i, v) for m, v in enumerate(p95_by_minute) for i in range(10)]
+
+    steady = bucket_p95(points([300, 320, 310, 900, 330]), 60, [(185, 230)])
+    assert [b["fault_free"] for b in steady] == [True, True, True, False, True]
+    assert drift_verdict(steady, 2.0, 300).ok is True  # the slow minute had a fault
+    drifted = bucket_p95(points([300, 320, 310, 900, 1200]), 60, [(185, 230)])
+    assert drift_verdict(drifted, 2.0, 300).ok is False
+    assert drift_verdict(steady[:2], 2.0, 300).ok is None
+
+
+def test_a_traceback_in_the_log_fails() -> None:
+    assert traceback_verdict("INFO all fine\n").ok is True
+    v = traceback_verdict("x\nTraceback (most recent call last):\n  File ...\nKeyError: 1\n")
+    assert v.ok is False and "KeyError" in v.value
+
+
+# --- the short soak: a leak check -------------------------------------------------------
+
+
+def test_a_short_soak_with_every_fault_leaks_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "soak"
+    exe = Path(sys.executable).with_name("dragoman")
+    proc = subprocess.run(
+        [str(exe), "bench", "soak", "--duration-s", "90", "--rate", "0.7"]
+        + ["--median-call-s", "5", "--faults-per-kind", "1", "--seed", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    rep = json.loads((out / "soak.json").read_text())
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert rep["passed"] is True
+    verdicts = {v["name"]: v for v in rep["verdicts"]}
+    # Each fault kind really happened, and the leak verdicts were judged, not skipped.
+    assert verdicts["faults_injected"]["value"] == dict.fromkeys(FAULT_KINDS, 1)
+    for name in ("agent_processes", "janus_handles", "janus_sessions", "registry_slots"):
+        assert verdicts[name]["ok"] is True, verdicts[name]
+    assert rep["calls_placed"] >= 20
+    # Each behaviour reached the node, and the control channel came back after its drop.
+    assert rep["control_reconnects"]["ok"] >= 1 and rep["control_reconnects"]["failed"] == 0
+    assert (out / "soak.png").stat().st_size > 10_000
