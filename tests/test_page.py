@@ -327,3 +327,35 @@ def test_a_call_placed_and_ended_with_the_keyboard_alone(server: Server, browser
     # Focus went back to Call: the next call is one Enter away.
     assert page.evaluate("document.activeElement.id") == "call"
     page.context.close()
+
+
+def test_a_room_guest_sees_the_page_in_the_language_they_pick(server: Server, browser) -> None:
+    host = open_page(browser, server, locale="en-US")
+    host.select_option("#source", "ja")
+    host.select_option("#target", "en")
+    host.click("#call")
+    host.wait_for_function("() => window.dragoman.state === 'listening'", timeout=30_000)
+    host.wait_for_function("() => !document.querySelector('#invite').disabled")
+    host.click("#invite")
+    host.wait_for_function("() => window.dragoman.inviteUrl", timeout=10_000)
+    link = host.evaluate("window.dragoman.inviteUrl")
+
+    guest = browser.new_context(locale="en-US").new_page()
+    guest.goto(link)
+    guest.wait_for_function("() => window.dragoman.room?.language === 'ja'")
+    assert guest.evaluate("document.documentElement.lang") == "en"
+    guest.select_option("#source", "ko")  # the guest will speak Korean
+    guest.wait_for_function("() => document.documentElement.lang === 'ko'")
+    words = catalogue("ko")
+    assert guest.inner_text("#call") == words["button.call"]
+    # The invitation itself is re-said in Korean, naming the host's language in Korean.
+    japanese = guest.evaluate("new Intl.DisplayNames(['ko'], {type: 'language'}).of('ja')")
+    assert guest.inner_text("#room-invited") == words["room.invited"].replace(
+        "{language}", japanese
+    )
+    guest.context.close()
+
+    host.click("#hangup")
+    host.wait_for_function("() => window.dragoman.state === 'ended'", timeout=10_000)
+    wait_until(lambda: server.health()["active_calls"] == 0, 15, what="the call to end")
+    host.context.close()

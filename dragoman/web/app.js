@@ -132,11 +132,13 @@ let session = null;
 // ---------------------------------------------------------------- words
 
 /** A message in the page's language: {key, vars} from the catalogue (vars may hold
- *  messages), {raw} for words that are not ours (the server's, a person's), or a string. */
+ *  messages), {lang: code} for a language's name, {raw} for words that are not ours (the
+ *  server's, a person's), or a string. */
 function render(m) {
   if (m === null || m === undefined) return '';
   if (typeof m === 'string') return m;
   if ('raw' in m) return m.raw;
+  if ('lang' in m) return langName(m.lang);
   const vars = Object.fromEntries(Object.entries(m.vars ?? {}).map(([k, v]) => [k, typeof v === 'object' ? render(v) : v]));
   return t(m.key, vars);
 }
@@ -378,7 +380,7 @@ function selectValue(select, code) {
 function updateTargetNote() {
   const option = ui.target.selectedOptions[0];
   const unavailable = option?.dataset.available === 'false';
-  const why = option?.dataset.reason ? { raw: option.dataset.reason } : { key: 'target.unavailable', vars: { language: langName(option?.value) } };
+  const why = option?.dataset.reason ? { raw: option.dataset.reason } : { key: 'target.unavailable', vars: { language: { lang: option?.value } } };
   setNote(ui.targetNote, 'targetNote', unavailable ? why : null);
 }
 
@@ -613,7 +615,7 @@ async function loadRoom() {
     return;
   }
   dragoman.room = { language: data.language, languageName: data.language_name };
-  setNote(ui.roomInvited, 'roomInvited', { key: 'room.invited', vars: { language: langName(data.language) } });
+  setNote(ui.roomInvited, 'roomInvited', { key: 'room.invited', vars: { language: { lang: data.language } } });
   ui.interpMode.closest('.field').hidden = true;
   ui.target.closest('.field').hidden = true;
   ui.provider.closest('.field').hidden = true;
@@ -781,7 +783,7 @@ function wireCall(s, call) {
   on('note', renderNote);
   on('room', ({ event, language }) => {
     dragoman.roomEvents.push(event);
-    if (event === 'joined') setNotice({ key: 'room.joined', vars: { language: langName(language) } });
+    if (event === 'joined') setNotice({ key: 'room.joined', vars: { language: { lang: language } } });
     if (event === 'peer_left') setNotice({ key: 'room.peer_left' });
   });
   on('languages', ({ source, target, mode, interpretation }) => {
