@@ -390,6 +390,7 @@ def _simulate(args: argparse.Namespace) -> int:
         "slots_per_node": args.slots,
         "idle_target": args.idle_target,
         "floor_slots": args.floor,
+        "max_nodes": args.max_nodes,
         "headroom": args.headroom,
         "node_ready_s": args.node_ready,
         "interval_s": args.interval,
@@ -652,7 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the trace under each profile (default cloud,local) and print one table",
     )
     sim.add_argument(
-        "--local-per-core", type=float, help="local talkers per vCPU (the local profile's 1.5)"
+        "--local-per-core",
+        type=float,
+        help="local talkers per vCPU (the local profile's measured 1.0)",
     )
     sim.add_argument(
         "--no-direct",
@@ -660,6 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="no provider key: a full fleet answers 503 (the page retries), no direct overflow",
     )
     sim.add_argument("--floor", type=int, help="the policy's warm-buffer floor, call slots")
+    sim.add_argument(
+        "--max-nodes", type=int, help="the fleet's node limit (DRAGOMAN_MAX_NODES; 200)"
+    )
     sim.add_argument("--headroom", type=float, help="× expected arrivals during the lead time")
     sim.add_argument("--slots", type=int, help="call slots per node (default: calibration)")
     sim.add_argument("--idle-target", type=int, help="pre-forked processes per node")

@@ -43,7 +43,9 @@ def _check_adds_up(sim: Simulation, rep: dict) -> None:
     end = rep["simulated_s"]
     node_s = sum((n.removed_at if n.removed_at is not None else end) - n.requested_at
                  for n in sim.nodes.values())  # fmt: skip
-    assert rep["nodes"]["node_seconds"] == pytest.approx(node_s, abs=1)
+    # simulated_s is rounded to 0.1 s: up to 0.05 s per node still running at the end.
+    running = sum(1 for n in sim.nodes.values() if n.removed_at is None)
+    assert rep["nodes"]["node_seconds"] == pytest.approx(node_s, abs=1 + 0.05 * running)
     cost = rep["cost"]
     usd = node_s * cost["usd_per_hour"] / 3600
     assert cost["usd"] == pytest.approx(usd, rel=1e-4, abs=1e-4)  # rounded to 4 decimals
@@ -348,11 +350,13 @@ def test_local_profile_admits_local_calls_only_up_to_its_local_capacity() -> Non
     # The node's memory: its calls, idle agents and the inference service's models fit.
     mem = rep["params"]["node_memory"]
     assert mem is None or mem["calls_and_idle_agents_gib"] < mem["instance_gib"]
-    # A fleet capped at two nodes fills both to their local capacity, media slots unused,
-    # and refuses the rest (no overflow).
+    # A fleet capped at two nodes fills them to their local capacity, media slots unused,
+    # and refuses the rest (no overflow); quiet hours may drain one and bring up another.
     sim, rep = _run(replace(local, max_nodes=2, floor_slots=0))
     _check_adds_up(sim, rep)
-    assert [n.max_busy for n in sim.nodes.values()] == [cap, cap]
+    assert rep["nodes"]["peak_paid"] <= 2
+    assert max(n.max_busy for n in sim.nodes.values()) == cap
+    assert all(n.max_busy <= cap for n in sim.nodes.values())
     assert rep["calls"]["refused"] > 0
 
 

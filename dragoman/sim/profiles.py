@@ -37,19 +37,20 @@ class LocalAI:
         return max(1, math.floor(per * (vcpus - self.service_vcpus)))
 
 
-# ASSUMPTION until `dragoman bench capacity` lands (issue 21): on the 2-vCPU development
-# machine 4 local talkers kept p95 2.9 s and 8 did not (issue 21's measurement), so 2 per vCPU
-# is the last good point; 1.5 leaves a margin under it. One vCPU is held back for the
-# inference service's scheduler/HTTP, the worker and Janus; its models (Whisper base int8 +
-# Piper) measured RSS 348 MB, rounded up to 0.5 GiB; a local call USS 35.8 MB (README,
+# Measured by `dragoman bench capacity --provider local` (README, "Measured"): on the 2-vCPU
+# development machine 2 simultaneous talkers kept the lag targets and 3 did not (1.0 per
+# vCPU, the callers sharing those cores: a node that runs no callers may hold more). A
+# larger node is assumed to scale with its cores, one vCPU held back for the inference
+# service's scheduler/HTTP, the worker and Janus; its models (Whisper base int8 + Piper)
+# measured RSS 348 MB, rounded up to 0.5 GiB; a local call USS 35.8 MB (README,
 # "Measured"). `--local-per-core` overrides the talkers per vCPU.
 LOCAL_WHISPER_BASE = LocalAI(
-    talkers_per_vcpu=1.5,
+    talkers_per_vcpu=1.0,
     service_vcpus=1.0,
     service_memory_gib=0.5,
     call_memory_mb=35.8,
-    source="assumed from issue 21 (4 talkers on 2 vCPUs: p95 2.9 s; 8: over), "
-    "not yet `bench capacity`",
+    source="bench capacity: 2 simultaneous talkers on 2 shared vCPUs (1.0 per vCPU); "
+    "linear in cores on a larger node is an assumption",
 )
 
 
