@@ -118,7 +118,19 @@ async def test_bad_inputs_get_clear_errors_and_cost_nothing(server: Server) -> N
         await caller.close()
 
 
+def quiet(server: Server) -> dict | bool:
+    """No call on the node and the idle pool full: every earlier call's outcome is counted,
+    so a snapshot of the (session-long) counters taken now moves only with the next step."""
+    h = server.health()
+    return h if h["active_calls"] == 0 and h["idle_agents"] == h["idle_target"] else False
+
+
+def outcome(h: dict, *reasons: str) -> int:
+    return sum(h["outcomes"].get(r, 0) for r in reasons)
+
+
 async def test_full_node_answers_503_with_retry_after_and_recovers(server: Server) -> None:
+    h0 = wait_until(lambda: quiet(server), 30, what="a quiet node")
     callers = [Caller(server.url) for _ in range(3)]
     try:
         async with httpx.AsyncClient(timeout=15) as client:
@@ -141,30 +153,33 @@ async def test_full_node_answers_503_with_retry_after_and_recovers(server: Serve
         20,
         what="all calls ended and pool refilled",
     )
-    assert h["outcomes"].get("remote_hangup", 0) >= 3
+    # Exactly the three DELETEd calls, counted once each (the 503 started none).
+    assert outcome(h, "remote_hangup") == outcome(h0, "remote_hangup") + 3
+    assert h["calls_total"] == h0["calls_total"] + 3
     wait_until(lambda: len(server.agent_processes()) == 3, 10, what="no leaked agent process")
 
 
 async def test_abandoned_call_frees_its_process(server: Server) -> None:
     """A browser that posts an offer and vanishes before ICE must not hold a process."""
+    h0 = wait_until(lambda: quiet(server), 30, what="a quiet node")
+    abandoned = ("connect_timeout", "disconnected")
     caller = Caller(server.url)
     result = await caller.call()
     assert result.status == 201
     await caller.pc.close()  # gone before any media flowed
     wait_until(
-        lambda: (
-            server.health()["outcomes"].get("connect_timeout", 0)
-            + server.health()["outcomes"].get("disconnected", 0)
-            >= 1
-        ),
+        lambda: outcome(server.health(), *abandoned) > outcome(h0, *abandoned),
         20,
         what="abandoned call ended by the agent",
     )
-    wait_until(
-        lambda: server.health()["active_calls"] == 0 and len(server.agent_processes()) == 3,
+    h = wait_until(
+        lambda: (h := quiet(server)) and len(server.agent_processes()) == 3 and h,
         15,
         what="abandoned call's process gone and replaced",
     )
+    # This one call, ended once, for one of those reasons and no other.
+    assert outcome(h, *abandoned) == outcome(h0, *abandoned) + 1
+    assert sum(h["outcomes"].values()) == sum(h0["outcomes"].values()) + 1
 
 
 @pytest.mark.parametrize(
