@@ -4,6 +4,8 @@ mid-call, hang-up, and the agent process ending with its call."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -12,6 +14,20 @@ import psutil
 from conftest import JA_KEYWORD, Server, final_caption, wait_until
 
 from dragoman.bench.caller import AUDIBLE_RMS, Caller, load_wav_mono
+
+
+def after(caller: Caller, msg: dict) -> int:
+    """The mark just past control message ``msg`` (found by identity, not equality)."""
+    return next(i for i, m in enumerate(caller.result.messages) if m is msg) + 1
+
+
+async def poll(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """``wait_until`` for async tests: sleeps on the event loop, so the caller's media goes on."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.1)
 
 
 async def test_switch_languages_mid_call_then_hang_up(server: Server, ja_speech: Path) -> None:
@@ -48,9 +64,10 @@ async def test_switch_languages_mid_call_then_hang_up(server: Server, ja_speech:
         assert len(translation["text"].split()) >= 3, translation
 
         # The second translation was spoken: loud audio arrived while the agent said it was
-        # speaking (after the second sentence, so not the connect chime).
+        # speaking. Only a "speaking" after the second translation caption counts: the first
+        # sentence's speech may still start after ``before_second``, and must not pass here.
         speaking = await caller.wait_for(
-            lambda m: m.get("state") == "speaking", 20, since=before_second
+            lambda m: m.get("state") == "speaking", 20, since=after(caller, translation)
         )
         await asyncio.sleep(2.0)  # let the sentence play
         assert caller.max_rms_after(speaking, 5.0) > AUDIBLE_RMS
@@ -84,21 +101,28 @@ async def test_switch_languages_mid_call_then_hang_up(server: Server, ja_speech:
 
 async def test_delete_ends_a_live_call_and_its_process(server: Server) -> None:
     caller = Caller(server.url, source="ja", target="en")
+    busy_before = set(server.health()["call_pids"])  # an earlier test's call may be ending
     try:
         result = await caller.call()
         assert result.status == 201
         await caller.wait_open()
         await caller.wait_for(lambda m: m.get("state") == "listening", 10)
-        pids = {p.pid for p in server.agent_processes()}
+        # This call's own process: the one that holds a call now and did not before.
+        [pid] = set(server.health()["call_pids"]) - busy_before
+        assert pid in {p.pid for p in server.agent_processes()}
         r = httpx.delete(f"{server.url}/v1/calls/{result.call_id}", timeout=5)
         assert r.status_code == 204
         ended = await caller.wait_for(lambda m: m.get("state") == "ended", 5)
         assert ended["reason"] == "remote_hangup"
-        wait_until(
-            lambda: bool(pids - {p.pid for p in server.agent_processes()}),
+        # Polled without blocking the event loop: the caller's microphone keeps sending, so
+        # nothing but the DELETE ends the call (a blocking wait starves the media, and the
+        # no-media limit would end the call and its process within the wait).
+        await poll(
+            lambda: pid not in {p.pid for p in server.agent_processes()},
             10,
             what="the call's process to exit",
         )
+        assert pid not in server.health()["call_pids"]
         assert httpx.delete(f"{server.url}/v1/calls/{result.call_id}").status_code == 404
     finally:
         await caller.close()
