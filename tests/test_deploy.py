@@ -673,9 +673,7 @@ def test_api_service_and_probes(rendered: list[dict]) -> None:
 
     inside = one(rendered, "Service", "dragoman-api-internal")
     assert inside["spec"].get("type", "ClusterIP") == "ClusterIP"
-    assert deployments_selected(rendered, inside["spec"]["selector"], NAMESPACE) == [
-        "dragoman-api"
-    ]
+    assert deployments_selected(rendered, inside["spec"]["selector"], NAMESPACE) == ["dragoman-api"]
     assert [port_number(c, p["targetPort"]) for p in inside["spec"]["ports"]] == [internal]
 
 
