@@ -1,8 +1,8 @@
 """Supervised processes: the worker's policy over its agents (pure), forkserver recovery, and
 against a real ``dragoman serve``: a stopped agent is killed and its call ended with a
 reason, an idle one is replaced, the inference service is restarted (the node not ready
-meanwhile, the page told), losing the forkserver cuts no call, and the worker's own cap on a
-call's duration."""
+meanwhile, the page told), losing the forkserver cuts no call, and a call's maximum duration:
+the agent's own limit, and the worker's cap with the agent's limit switched off."""
 
 from __future__ import annotations
 
@@ -206,7 +206,10 @@ def test_a_lost_forkserver_is_reset_and_its_children_stay_killable() -> None:
 
 # --- against a real server ---------------------------------------------------------------
 SLOTS = 2
-MAX_CALL_S = 15  # every call below ends well before it, except the one that tests it
+MAX_CALL_S = 15  # every call below ends well before it, except the two that test it
+GRACE_S = 4  # the worker's cap: MAX_CALL_S + GRACE_S, well clear of the agent's
+# A fault the last test switches on: the agents' own max-duration limit never fires.
+AGENT_LIMIT_OFF = Path(__file__).resolve().parent / "agent_limit_off"
 HEARTBEAT_TIMEOUT_S = 3
 START_TIMEOUT_S = 5
 PROBE_TIMEOUT_S = 3
@@ -215,20 +218,28 @@ PROBE_TIMEOUT_S = 3
 @pytest.fixture(scope="module")
 def sup_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server of its own: these tests stop and kill its processes."""
+    tmp = tmp_path_factory.mktemp("supervision")
     srv = start_server(
-        tmp_path_factory.mktemp("supervision"),
+        tmp,
         DRAGOMAN_MAX_CALLS=str(SLOTS),
         DRAGOMAN_AGENT_HEARTBEAT_TIMEOUT_S=str(HEARTBEAT_TIMEOUT_S),
         DRAGOMAN_AGENT_START_TIMEOUT_S=str(START_TIMEOUT_S),
         DRAGOMAN_MAX_CALL_S=str(MAX_CALL_S),
-        DRAGOMAN_MAX_CALL_GRACE_S="2",
+        DRAGOMAN_MAX_CALL_GRACE_S=str(GRACE_S),
         DRAGOMAN_INFERENCE_PROBE_INTERVAL_S="0.5",
         DRAGOMAN_INFERENCE_PROBE_TIMEOUT_S=str(PROBE_TIMEOUT_S),
         DRAGOMAN_CONNECT_TIMEOUT_S="5",
         DRAGOMAN_DRAIN_TIMEOUT_S="3",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(AGENT_LIMIT_OFF), os.getenv("PYTHONPATH")])),
+        AGENT_MAX_DURATION_OFF=str(limit_off_flag(tmp)),
     )
     yield srv
     assert stop_server(srv) == 0, srv.log_tail()
+
+
+def limit_off_flag(folder: Path) -> Path:
+    """While this file exists, the server's agents ignore their own max_call_s."""
+    return folder / "agent-max-duration-off"
 
 
 def gone(p: psutil.Process) -> bool:
@@ -427,7 +438,8 @@ async def test_losing_the_forkserver_cuts_no_call_and_a_new_one_forks(
     callers = await asyncio.gather(connected_call(sup_server), connected_call(sup_server))
     try:
         fresh = {p.pid for p in new_server.children()}
-        assert set(sup_server.health()["call_pids"]) <= fresh
+        busy = set(sup_server.health()["call_pids"])
+        assert len(busy) == 2 and busy <= fresh, (busy, fresh)
     finally:
         for c in callers:
             await c.close()
@@ -460,16 +472,55 @@ async def test_a_stuck_forkserver_is_replaced(sup_server: Server) -> None:
     wait_until(lambda: settled(sup_server), 20, what="the pool refilled")
 
 
-async def test_a_call_is_ended_at_its_maximum_duration(sup_server: Server) -> None:
-    wait_until(lambda: settled(sup_server), 30, what="a settled node")
+def ended_by_the_worker(server: Server, call_id: str) -> bool:
+    """The worker's log says its own cap ended the call (pool supervision's warning)."""
+    return any(
+        call_id in line and "the worker ends it" in line
+        for line in server.log_path.read_text(errors="replace").splitlines()
+    )
+
+
+async def test_a_call_is_ended_by_the_agent_at_its_maximum_duration(sup_server: Server) -> None:
+    """The agent's own limit ends the call at max_call_s, before the worker's cap."""
+    h0 = wait_until(lambda: settled(sup_server), 30, what="a settled node")
+    t0 = time.monotonic()  # before the call exists: no cap can end it sooner than this
     caller = await connected_call(sup_server)
     try:
-        t0 = time.monotonic()
         ended = await caller.wait_for(lambda m: m.get("state") == "ended", MAX_CALL_S + 10)
         took = time.monotonic() - t0
         assert ended["reason"] == "max_duration", ended
-        assert MAX_CALL_S - 2 < took < MAX_CALL_S + 2 + 3, took
+        assert took >= MAX_CALL_S, took
+        call_id = caller.result.call_id
+        assert call_id
+        assert not ended_by_the_worker(sup_server, call_id), "the worker's cap ended it"
     finally:
         await caller.close()
     h = wait_until(lambda: settled(sup_server), 15, what="the slot freed")
-    assert h["outcomes"].get("max_duration", 0) >= 1
+    assert h["outcomes"].get("max_duration", 0) == h0["outcomes"].get("max_duration", 0) + 1
+
+
+async def test_the_worker_ends_a_call_whose_agent_ignores_its_limit(sup_server: Server) -> None:
+    """The worker's backstop: with the agent's own limit off, the call still ends, at the
+    worker's cap (max_call_s + grace), by the worker."""
+    h0 = wait_until(lambda: settled(sup_server), 30, what="a settled node")
+    flag = limit_off_flag(sup_server.log_path.parent)
+    flag.touch()
+    try:
+        t0 = time.monotonic()
+        caller = await connected_call(sup_server)
+        try:
+            ended = await caller.wait_for(
+                lambda m: m.get("state") == "ended", MAX_CALL_S + GRACE_S + 10
+            )
+            took = time.monotonic() - t0
+            assert ended["reason"] == "max_duration", ended
+            assert took >= MAX_CALL_S + GRACE_S, took  # not before the worker's cap
+            call_id = caller.result.call_id
+            assert call_id
+            assert ended_by_the_worker(sup_server, call_id), sup_server.log_tail()
+        finally:
+            await caller.close()
+    finally:
+        flag.unlink()
+    h = wait_until(lambda: settled(sup_server), 15, what="the slot freed")
+    assert h["outcomes"].get("max_duration", 0) == h0["outcomes"].get("max_duration", 0) + 1
