@@ -282,8 +282,10 @@ async def test_two_api_replicas_share_the_abuse_limits(fleet: Fleet) -> None:
         refused = await place(b)  # same subject, other replica: one call at once in all
         assert refused.result.status == 429, refused.result
         # The call ends through replica B; its node releases it in Redis, and the subject
-        # may call again through either replica.
-        r = httpx.delete(f"{b}/v1/calls/{first.result.call_id}", timeout=5)
+        # may call again through either replica. (With tickets, ending it takes its control
+        # token, which the other replica checks with the shared secret.)
+        own = {"Authorization": f"Bearer {first.result.control_token}"}
+        r = httpx.delete(f"{b}/v1/calls/{first.result.call_id}", headers=own, timeout=5)
         assert r.status_code == 204
         await first.wait_for(lambda m: m.get("state") == "ended", 10)
         again = await place(b)
