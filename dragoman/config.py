@@ -16,12 +16,22 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from dragoman.media.ports import parse_range
-
 
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "dragoman"
+
+
+def parse_range(spec: str) -> tuple[int, int]:
+    """``"35000-39999"`` → (35000, 39999); ValueError with the reason otherwise."""
+    try:
+        low_s, high_s = spec.split("-", 1)
+        low, high = int(low_s), int(high_s)
+    except ValueError as e:
+        raise ValueError(f"a port range looks like 35000-39999, not {spec!r}") from e
+    if not (1024 <= low < high <= 65535):
+        raise ValueError(f"port range {spec!r} must be within 1024-65535, low < high")
+    return low, high
 
 
 class Settings(BaseSettings):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from dragoman.api.turn import ice_servers, turn_credentials
-from dragoman.config import Settings
+from dragoman.config import Settings, parse_range
 from dragoman.fleet.control_link import CLOSE_ENDED, CLOSE_REPLACED, LinkClosed
 from dragoman.media.opus import OpusDecoder, OpusEncoder
 from dragoman.media.plain_sdp import (
@@ -26,7 +26,7 @@ from dragoman.media.plain_sdp import (
     parse_plain_offer,
     plain_answer,
 )
-from dragoman.media.ports import bind_rtp_pair, parse_range
+from dragoman.media.ports import bind_rtp_pair
 from dragoman.media.reorder import ReorderBuffer
 from dragoman.media.rtp import parse_rtp, rtp_header
 from dragoman.worker.control import ControlHub

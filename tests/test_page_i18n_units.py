@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dragoman.agent import messages
+from dragoman.contract import page
 
 WEB = Path(__file__).resolve().parent.parent / "dragoman" / "web"
 CATALOGUES = WEB / "i18n"
@@ -143,9 +143,9 @@ def test_every_state_end_reason_and_error_code_has_our_words() -> None:
     assert sorted(s for s in states if f"state.{s}" not in english) == []
     # The agent's own sentences: the English catalogue says the same, other languages
     # translate them (the page shows ours for a code it knows).
-    for reason, sentence in messages.END_REASONS.items():
+    for reason, sentence in page.END_REASONS.items():
         assert english.get(f"end.{reason}") == sentence, reason
-    for code, sentence in messages.ERRORS.items():
+    for code, sentence in page.ERRORS.items():
         assert english.get(f"errors.{code}") == sentence, code
     # call.js' own failures carry a code the page turns into our words.
     call = _script("call.js")

@@ -7,13 +7,12 @@ import json
 
 import pytest
 
-from dragoman.agent import messages
 from dragoman.contract import page
 from dragoman.languages import LanguagePair
 
 
 def test_agent_messages_keep_their_wire_shape() -> None:
-    assert json.dumps(messages.caption("u1", "source", "ja", "こんにちは", False, 10, 20)) == (
+    assert json.dumps(page.caption("u1", "source", "ja", "こんにちは", False, 10, 20)) == (
         json.dumps(
             {
                 "v": 1,
@@ -28,49 +27,49 @@ def test_agent_messages_keep_their_wire_shape() -> None:
             }
         )
     )
-    assert list(messages.state("listening")) == ["v", "type", "state"]
-    assert messages.state("ended", "hangup") == {
+    assert list(page.state("listening")) == ["v", "type", "state"]
+    assert page.state("ended", "hangup") == {
         "v": 1,
         "type": "state",
         "state": "ended",
         "reason": "hangup",
         "message": "You hung up.",
     }
-    assert list(messages.languages(LanguagePair("ja", "en"))) == [
+    assert list(page.languages(LanguagePair("ja", "en"))) == [
         "v",
         "type",
         "source",
         "target",
         "mode",
     ]
-    assert list(messages.note("u1", "c", "m")) == ["v", "type", "id", "code", "message"]
-    assert messages.metrics("u1", {"vad_stop": 1.234567}) == {
+    assert list(page.note("u1", "c", "m")) == ["v", "type", "id", "code", "message"]
+    assert page.metrics("u1", {"vad_stop": 1.234567}) == {
         "v": 1,
         "type": "metrics",
         "id": "u1",
         "marks": {"vad_stop": 1.2346},
     }
-    assert list(messages.error("x", "y")) == ["v", "type", "code", "message", "fatal"]
+    assert list(page.error("x", "y")) == ["v", "type", "code", "message", "fatal"]
 
 
 def test_new_fields_follow_the_old_ones_only_when_set() -> None:
-    partial = messages.caption("u1", "translation", "en", "Hello there", False, 0, 0, stable=6)
+    partial = page.caption("u1", "translation", "en", "Hello there", False, 0, 0, stable=6)
     assert list(partial)[-2:] == ["t_end_ms", "stable"] and partial["stable"] == 6
-    langs = messages.languages(LanguagePair("ja", "en"), "consecutive")
+    langs = page.languages(LanguagePair("ja", "en"), "consecutive")
     assert list(langs) == ["v", "type", "source", "target", "mode", "interpretation"]
     assert langs["interpretation"] == "consecutive"
 
 
 def test_page_messages_parse_into_the_models() -> None:
-    msg = messages.parse_control(
+    msg = page.parse_control(
         {"v": 1, "type": "set_languages", "source": "ko", "target": "en", "extra": 1}
     )
     assert isinstance(msg, page.SetLanguages) and (msg.source, msg.target) == ("ko", "en")
-    assert isinstance(messages.parse_control({"v": 1, "type": "hangup"}), page.Hangup)
-    with pytest.raises(messages.BadMessage, match="string 'source'"):
-        messages.parse_control({"v": 1, "type": "set_languages", "source": "ko"})
-    msg = messages.parse_control({"v": 1, "type": "set_interpretation", "interpretation": "x"})
+    assert isinstance(page.parse_control({"v": 1, "type": "hangup"}), page.Hangup)
+    with pytest.raises(page.BadMessage, match="string 'source'"):
+        page.parse_control({"v": 1, "type": "set_languages", "source": "ko"})
+    msg = page.parse_control({"v": 1, "type": "set_interpretation", "interpretation": "x"})
     # Any string parses: the agent's policy refuses an unknown one with its reason.
     assert isinstance(msg, page.SetInterpretation) and msg.interpretation == "x"
-    with pytest.raises(messages.BadMessage, match="string 'interpretation'"):
-        messages.parse_control({"v": 1, "type": "set_interpretation", "interpretation": 1})
+    with pytest.raises(page.BadMessage, match="string 'interpretation'"):
+        page.parse_control({"v": 1, "type": "set_interpretation", "interpretation": 1})

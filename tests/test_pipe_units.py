@@ -12,6 +12,7 @@ from multiprocessing.connection import Connection
 import pytest
 
 from dragoman.contract.calls import CallRequest
+from dragoman.contract.channel import HEADER, ChannelClosed, PipeChannel
 from dragoman.contract.pipe import (
     PING,
     TO_AGENT,
@@ -33,7 +34,6 @@ from dragoman.contract.pipe import (
     RtpPeer,
     Stop,
 )
-from dragoman.worker.channel import HEADER, ChannelClosed, PipeChannel
 
 CALL = CallRequest(call_id="c1", sdp="", source="ja", target="en", max_call_s=60.0)
 PCM = b"\x01\x02" * 2400  # 200 ms at 24 kHz

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dragoman.agent import messages
 from dragoman.agent.limits import CallLimits, CallVitals, limit_exceeded
 from dragoman.api.sdp import SdpError, check_offer
 from dragoman.config import Settings
+from dragoman.contract import page
 from dragoman.contract.errors import InterpretationError
 from dragoman.contract.page import Hangup, SetLanguages
 from dragoman.languages import LanguageError, validate_pair
@@ -80,8 +80,8 @@ def test_catalogue_says_which_interpretations_each_provider_has() -> None:
 
 
 def test_parse_control_messages() -> None:
-    assert messages.parse_control({"v": 1, "type": "hangup"}) == Hangup()
-    assert messages.parse_control(
+    assert page.parse_control({"v": 1, "type": "hangup"}) == Hangup()
+    assert page.parse_control(
         {"v": 1, "type": "set_languages", "source": "ko", "target": "en"}
     ) == SetLanguages(source="ko", target="en")
     for bad in (
@@ -91,12 +91,12 @@ def test_parse_control_messages() -> None:
         {"v": 1, "type": "dance"},
         {"v": 1, "type": "set_languages", "source": 3, "target": "en"},
     ):
-        with pytest.raises(messages.BadMessage):
-            messages.parse_control(bad)
+        with pytest.raises(page.BadMessage):
+            page.parse_control(bad)
 
 
 def test_state_message_carries_a_readable_reason() -> None:
-    msg = messages.state("ended", "no_media")
+    msg = page.state("ended", "no_media")
     assert msg["reason"] == "no_media" and "audio" in msg["message"]
 
 

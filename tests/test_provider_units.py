@@ -28,11 +28,11 @@ from openai.types.realtime import (
 )
 
 from dragoman import cli
-from dragoman.agent import messages
 from dragoman.api import direct
 from dragoman.api.direct import ProviderClients, mint_session
 from dragoman.api.errors import ApiError
 from dragoman.config import Settings, settings_for_child
+from dragoman.contract import page
 from dragoman.contract.errors import GlossaryError, ProviderRejected, ProviderUnavailable
 from dragoman.fakes import sdk
 from dragoman.fakes.server import build_app
@@ -174,10 +174,10 @@ def test_gemini_setup_is_the_sdks_and_the_page_sends_the_same() -> None:
         "echoTargetLanguage": True,
     }
     assert "translationConfig" not in setup
-    page = direct.gemini_setup(s, pair)
-    assert json.loads(json.dumps(setup, default=str)) == page
+    page_setup = direct.gemini_setup(s, pair)
+    assert json.loads(json.dumps(setup, default=str)) == page_setup
     # …and the SDK's own client-message model accepts it (and refuses the old shape).
-    sdk.gemini_client_message(json.dumps({"setup": page}))
+    sdk.gemini_client_message(json.dumps({"setup": page_setup}))
     old = {"setup": {"model": setup["model"], "translationConfig": {"targetLanguageCode": "ko"}}}
     with pytest.raises(sdk.Invalid):
         sdk.gemini_client_message(json.dumps(old))
@@ -203,13 +203,13 @@ def test_glossaries_are_read_by_name_from_the_server_folder(tmp_path: Path) -> N
 def test_failures_reach_the_page_in_our_words_and_the_log_in_theirs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="dragoman.agent.messages")
-    msg = messages.failure("provider_refused", f"401: bad key of {MARKER}\nline 2", True, "x")
+    caplog.set_level(logging.WARNING, logger="dragoman.contract.page")
+    msg = page.failure("provider_refused", f"401: bad key of {MARKER}\nline 2", True, "x")
     assert msg == {
         "v": 1,
         "type": "error",
         "code": "provider_refused",
-        "message": messages.ERRORS["provider_refused"],
+        "message": page.ERRORS["provider_refused"],
         "fatal": True,
     }
     assert MARKER not in json.dumps(msg)
@@ -217,23 +217,23 @@ def test_failures_reach_the_page_in_our_words_and_the_log_in_theirs(
     assert record.getMessage() == f"x: provider_refused: 401: bad key of {MARKER} line 2"
 
     caplog.clear()
-    quiet = messages.failure("translation_failed")
+    quiet = page.failure("translation_failed")
     assert quiet["message"] == "This sentence could not be translated." and not quiet["fatal"]
     assert caplog.records == []  # nothing to log: the caller logged its traceback
 
     # A code without a sentence is a slip on our side: the page still gets a sentence.
-    slip = messages.failure("their_code", MARKER)
-    assert slip["code"] == "provider_error" and slip["message"] == messages.ERRORS["provider_error"]
+    slip = page.failure("their_code", MARKER)
+    assert slip["code"] == "provider_error" and slip["message"] == page.ERRORS["provider_error"]
 
-    long = messages.clip("x" * 2000)
-    assert len(long) == messages.DETAIL_MAX_CHARS and long.endswith("…")
-    assert messages.clip(" a\n\tb ") == "a b"
+    long = page.clip("x" * 2000)
+    assert len(long) == page.DETAIL_MAX_CHARS and long.endswith("…")
+    assert page.clip(" a\n\tb ") == "a b"
 
 
 def test_provider_errors_carry_our_sentence_and_keep_the_detail_apart() -> None:
     e = ProviderError("provider_unavailable", f"HTTP 500: {MARKER}")
-    assert e.message == messages.ERRORS["provider_unavailable"] and e.detail.endswith(MARKER)
-    assert ProviderError("nonsense").message == messages.ERRORS["provider_error"]
+    assert e.message == page.ERRORS["provider_unavailable"] and e.detail.endswith(MARKER)
+    assert ProviderError("nonsense").message == page.ERRORS["provider_error"]
 
 
 async def test_a_provider_error_event_reaches_the_page_as_our_sentence(
@@ -253,10 +253,10 @@ async def test_a_provider_error_event_reaches_the_page_as_our_sentence(
     [frame] = pushed
     assert isinstance(frame, CallErrorFrame) and frame.end_reason is None
     # What PageMessages makes of it: our sentence for the page, their words for the log.
-    caplog.set_level(logging.WARNING, logger="dragoman.agent.messages")
-    sent = messages.failure(frame.code, frame.detail, frame.fatal, frame.origin)
+    caplog.set_level(logging.WARNING, logger="dragoman.contract.page")
+    sent = page.failure(frame.code, frame.detail, frame.fatal, frame.origin)
     assert sent["code"] == "provider_error" and not sent["fatal"]
-    assert sent["message"] == messages.ERRORS["provider_error"] and MARKER not in json.dumps(sent)
+    assert sent["message"] == page.ERRORS["provider_error"] and MARKER not in json.dumps(sent)
     assert MARKER in caplog.text and "openai-translate" in caplog.text
 
     # A fatal one ends the session (the run loop reconnects) with our sentence, theirs apart.
@@ -276,7 +276,7 @@ async def test_streaming_providers_interpret_only_simultaneously() -> None:
         with pytest.raises(ProviderError) as e:
             await stage.set_interpretation("consecutive")
         assert e.value.code == "unsupported_interpretation"
-        assert e.value.message == messages.ERRORS["unsupported_interpretation"]
+        assert e.value.message == page.ERRORS["unsupported_interpretation"]
 
 
 def _minting(handler: Any) -> tuple[Settings, ProviderClients]:
@@ -322,7 +322,7 @@ async def test_direct_minting_errors_are_ours_with_their_words_in_the_log(
     with pytest.raises(ApiError) as e:
         await mint_session(s, clients, provider, LanguagePair("ko", "ja"), "requested")
     assert e.value.status == 503 and e.value.code == code
-    sentence = messages.ERRORS[code].removesuffix(".")
+    sentence = page.ERRORS[code].removesuffix(".")
     assert e.value.message == f"{sentence} (HTTP {status})."
     assert MARKER in caplog.text
 
@@ -342,7 +342,7 @@ async def test_direct_minting_unreachable_or_garbled_is_ours(
         with pytest.raises(ApiError) as e:
             await mint_session(s, clients, provider, LanguagePair("ko", "ja"), "requested")
         assert e.value.code == "provider_unavailable"
-        assert e.value.message == messages.ERRORS["provider_unavailable"]
+        assert e.value.message == page.ERRORS["provider_unavailable"]
     assert caplog.text.count("provider_unavailable") == 2 and MARKER in caplog.text
 
 

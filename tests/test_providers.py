@@ -32,8 +32,8 @@ import pytest
 from conftest import Server, start_server, stop_server, wait_until
 from fake_provider import GEMINI_KEY, KEY, Fake, start_fake, stop_fake
 
-from dragoman.agent.messages import ERRORS
 from dragoman.bench.caller import AUDIBLE_RMS, Caller, load_wav_mono
+from dragoman.contract.page import ERRORS
 
 
 @pytest.fixture(scope="module")

@@ -28,11 +28,12 @@ from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 
 from dragoman import logs
-from dragoman.agent import messages
 from dragoman.agent.inline_executor import InlineExecutor
 from dragoman.agent.rtp_media import RtpMedia
 from dragoman.agent.session import CallSession
 from dragoman.config import Settings
+from dragoman.contract import page
+from dragoman.contract.channel import ChannelClosed, PipeChannel
 from dragoman.contract.errors import CallRejected
 from dragoman.contract.pipe import (
     PING,
@@ -59,7 +60,6 @@ from dragoman.media.ports import bind_rtp_pair
 from dragoman.pipeline.glossary import read_glossary
 from dragoman.pipeline.providers.catalog import PROVIDERS, resolve_interpretation, validate_call
 from dragoman.pipeline.smart_turn import SmartTurnModel, TurnModel
-from dragoman.worker.channel import ChannelClosed, PipeChannel
 
 log = logging.getLogger("dragoman.agent")
 EXIT_FLUSH_S = 2.0  # well within the worker's EXIT_GRACE_S
@@ -195,7 +195,7 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
         )
     except Exception:
         log.exception("could not build the call's pipeline")
-        chan.send(PageMessage(msg=messages.state("ended", "error")))
+        chan.send(PageMessage(msg=page.state("ended", "error")))
         chan.send(Ended(reason="error"))
         return
 

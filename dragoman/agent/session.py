@@ -19,15 +19,14 @@ from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.transports.base_transport import TransportParams
 from pipecat.workers.runner import WorkerRunner
 
-from dragoman.agent import messages
 from dragoman.agent.limits import CallLimits, CallVitals, limit_exceeded
 from dragoman.agent.rtp_media import RtpMedia
 from dragoman.agent.rtp_transport import RtpTransport
 from dragoman.config import Settings
+from dragoman.contract import page
 from dragoman.contract.errors import InterpretationError
 from dragoman.contract.page import Hangup, SetInterpretation
 from dragoman.contract.pipe import RtpPeer
-from dragoman.fleet.limits import gcra
 from dragoman.inference.client import InferenceClient
 from dragoman.languages import LanguageError, LanguagePair
 from dragoman.pipeline.chime import chime
@@ -41,6 +40,7 @@ from dragoman.pipeline.providers.catalog import (
 )
 from dragoman.pipeline.room_router import RoomRouter
 from dragoman.pipeline.smart_turn import SmartTurnGate, TurnModel
+from dragoman.rate import gcra
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class CallSession:
             )
         )
         self._languages()
-        self.notify(messages.state("listening"))
+        self.notify(page.state("listening"))
 
     # --- two-party rooms ------------------------------------------------------------------
     async def play_from_peer(self, pcm: bytes, rate: int) -> None:
@@ -185,7 +185,7 @@ class CallSession:
             await self.interpretation.set_pair(pair)
         except (LanguageError, ProviderError) as e:
             # The guest still hears nothing from us, and both pages are told why.
-            self.notify(messages.error(e.code, e.message))
+            self.notify(page.error(e.code, e.message))
             return
         self.pair = pair
         self.router.active = True
@@ -199,9 +199,9 @@ class CallSession:
 
     async def on_control(self, raw: Any) -> None:
         try:
-            msg = messages.parse_control(raw)
-        except messages.BadMessage as e:
-            self.notify(messages.error("bad_message", str(e)))
+            msg = page.parse_control(raw)
+        except page.BadMessage as e:
+            self.notify(page.error("bad_message", str(e)))
             return
         if isinstance(msg, Hangup):
             await self.end("hangup")
@@ -216,7 +216,7 @@ class CallSession:
                     "Too many language or interpretation changes; "
                     f"try again in {math.ceil(wait)} s."
                 )
-                self.notify(messages.error("rate_limited", why))
+                self.notify(page.error("rate_limited", why))
                 self._languages()
                 return
         if isinstance(msg, SetInterpretation):
@@ -228,7 +228,7 @@ class CallSession:
             await self.interpretation.set_pair(pair)
         except (LanguageError, ProviderError) as e:
             # The call goes on with the pair it had; the page is told why.
-            self.notify(messages.error(e.code, e.message))
+            self.notify(page.error(e.code, e.message))
             self._languages()
             return
         self.pair = pair
@@ -240,7 +240,7 @@ class CallSession:
             await self.interpretation.set_interpretation(mode)
         except (InterpretationError, ProviderError) as e:
             # The call goes on as it was; the page is told why and what is in force.
-            self.notify(messages.error(e.code, e.message))
+            self.notify(page.error(e.code, e.message))
             self._languages()
             return
         self.interpretation_mode = mode
@@ -250,14 +250,14 @@ class CallSession:
 
     def _languages(self) -> None:
         """Tell the page the pair and the interpretation in force."""
-        self.notify(messages.languages(self.pair, self.interpretation_mode))
+        self.notify(page.languages(self.pair, self.interpretation_mode))
 
     async def end(self, reason: str) -> None:
         if self.end_reason is not None:
             return
         self.end_reason = reason
         log.info("call ending: %s", reason)
-        self.notify(messages.state("ended", reason))
+        self.notify(page.state("ended", reason))
         await self.worker.cancel(reason=reason)
 
     def flush_pacing(self) -> None:

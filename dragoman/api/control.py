@@ -12,8 +12,8 @@ import json
 
 from fastapi import APIRouter, WebSocket
 
-from dragoman.agent.messages import state
 from dragoman.api.admission import check_control
+from dragoman.contract.page import state
 from dragoman.fleet.control_link import (
     CLOSE_ENDED,
     CLOSE_UNAUTHORIZED,

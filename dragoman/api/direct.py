@@ -28,9 +28,9 @@ import openai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from dragoman.agent import messages
 from dragoman.api.errors import ApiError
 from dragoman.config import Settings
+from dragoman.contract import page
 from dragoman.contract.errors import LanguageError, ProviderRejected
 from dragoman.languages import LanguagePair, validate_pair
 from dragoman.pipeline.providers import sdk_sessions as sdk
@@ -249,8 +249,8 @@ async def _mint_gemini(
 def _unavailable(code: str, detail: str, status: int | None = None) -> ApiError:
     """A 503 in our words (the HTTP status is ours to report); the provider's or the
     library's text, which can name the account or its organisation, goes to the log only."""
-    log.warning("direct mode: minting a client secret failed: %s: %s", code, messages.clip(detail))
-    message = messages.ERRORS[code]
+    log.warning("direct mode: minting a client secret failed: %s: %s", code, page.clip(detail))
+    message = page.ERRORS[code]
     if status is not None:
         message = f"{message.removesuffix('.')} (HTTP {status})."
     return ApiError(503, code, message, {"Retry-After": "2"})

@@ -32,14 +32,22 @@ Page → agent:
   next words on (answered by ``languages``, or an ``error`` then ``languages``).
 - ``hangup``.
 
+Below the models: the builders of agent → page messages, the parser of page → agent ones,
+and our sentences for end reasons and failures (``END_REASONS``, ``ERRORS``: the page shows
+only these, never a provider's or an exception's text).
+
 Import-light: the api and the worker import it too (no Pipecat here).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import logging
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
+
+if TYPE_CHECKING:  # a type only: languages sits above the contract
+    from dragoman.languages import LanguagePair
 
 VERSION = 1
 
@@ -141,3 +149,154 @@ class Hangup(PageMessage):
 
 
 Control = Annotated[SetLanguages | SetInterpretation | Hangup, Field(discriminator="type")]
+
+
+# --- builders and the parser ---------------------------------------------------------
+log = logging.getLogger(__name__)
+
+END_REASONS: dict[str, str] = {
+    "hangup": "You hung up.",
+    "remote_hangup": "The call was ended by the service.",
+    "max_duration": "The call reached its maximum duration.",
+    "no_media": "No audio was received from your microphone for a while.",
+    "connect_timeout": "The media connection could not be established.",
+    "memory_limit": "The interpreter ran out of memory for this call.",
+    "disconnected": "The connection to your browser was lost.",
+    "draining": "The server is shutting down.",
+    "agent_lost": "The interpreter process was lost.",
+    "room_ended": "The person who invited you had left before you joined.",
+    "agent_unresponsive": "The interpreter stopped responding; please call again.",
+    "media_lost": "The server's media gateway restarted; please call again.",
+    "error": "The interpreter hit an internal error.",
+    "provider_error": "The translation service refused the session.",
+    "provider_lost": "The translation service stopped responding.",
+}
+
+
+def caption(
+    utterance_id: str,
+    side: Side,
+    lang: str,
+    text: str,
+    final: bool,
+    t_start_ms: int,
+    t_end_ms: int,
+    stable: int | None = None,
+) -> dict[str, Any]:
+    """``stable``: how many leading characters of a partial's ``text`` are committed."""
+    return Caption(
+        id=utterance_id,
+        side=side,
+        lang=lang,
+        final=final,
+        text=text,
+        t_start_ms=t_start_ms,
+        t_end_ms=t_end_ms,
+        stable=stable,
+    ).wire()
+
+
+def state(value: State, reason: str | None = None) -> dict[str, Any]:
+    message = None if reason is None else END_REASONS.get(reason, reason)
+    return StateMessage(state=value, reason=reason, message=message).wire()
+
+
+def languages(pair: LanguagePair, interpretation: str | None = None) -> dict[str, Any]:
+    """The pair in force and, from an agent, the interpretation (simultaneous | consecutive)."""
+    return Languages(
+        source=pair.source, target=pair.target, mode=pair.mode, interpretation=interpretation
+    ).wire()
+
+
+def note(utterance_id: str, code: str, message: str) -> dict[str, Any]:
+    """Something the page should show next to an utterance's captions, e.g. why it was not
+    translated (never an untranslated text passed off as a translation)."""
+    return Note(id=utterance_id, code=code, message=message).wire()
+
+
+def metrics(utterance_id: str, marks: dict[str, float]) -> dict[str, Any]:
+    """When each step of an utterance happened on the agent (``time.monotonic()`` seconds of
+    the agent's host: comparable with a client's clock only on the same machine)."""
+    rounded = {k: round(v, 4) for k, v in marks.items()}
+    return Metrics(id=utterance_id, marks=rounded).wire()
+
+
+def error(code: str, message: str, fatal: bool = False) -> dict[str, Any]:
+    """An error in our own words (a bad message, a language the provider lacks). Text from a
+    provider or an exception goes through ``failure`` instead."""
+    return Error(code=code, message=message, fatal=fatal).wire()
+
+
+# The page-facing codes of failures outside our control, each with the only sentence the page
+# sees: a provider's own text can name accounts, organisations, quotas or internals, and an
+# exception's can name hosts and paths, so those go to the server log, never to the caller.
+ERRORS: dict[str, str] = {
+    "provider_refused": (
+        "The translation service refused this server's credentials; "
+        "the operator must check its key."
+    ),
+    "provider_unavailable": "The translation service is unavailable right now; please try again.",
+    "provider_reconnecting": "The connection to the translation service broke; reconnecting…",
+    "provider_lost": "The translation service could not be reached again; the call ends.",
+    "provider_closing": "The translation service is ending this session; it will be reopened.",
+    "provider_error": (
+        "The translation service reported an error; some speech may not have been translated."
+    ),
+    "translation_failed": "This sentence could not be translated.",
+    "tts_failed": "The translation of this sentence could not be spoken.",
+    "inference_unavailable": (
+        "The interpreter's speech service is restarting; please repeat that in a moment."
+    ),
+    # Streaming services interpret only simultaneously; a conversation only consecutively.
+    "unsupported_interpretation": (
+        "This call cannot switch to that interpretation; it goes on as before."
+    ),
+}
+DETAIL_MAX_CHARS = 500  # of a provider's or exception's text in one log line
+
+
+def failure(
+    code: str, detail: object = None, fatal: bool = False, origin: str = ""
+) -> dict[str, Any]:
+    """The ``error`` message for a failure: our code and sentence from ``ERRORS``; ``detail``
+    (what the provider or exception said) is logged for the operator, one line, clipped."""
+    if code not in ERRORS:  # a caller's slip must not become a page without a sentence
+        log.warning("no page sentence for error code %r; sent as provider_error", code)
+        code = "provider_error"
+    if detail is not None:
+        log.warning("%s%s: %s", f"{origin}: " if origin else "", code, clip(detail))
+    return error(code, ERRORS[code], fatal)
+
+
+def clip(detail: object, limit: int = DETAIL_MAX_CHARS) -> str:
+    """One line of at most ``limit`` characters: a provider's text may hold newlines or be long."""
+    text = " ".join(str(detail).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class BadMessage(ValueError):
+    pass
+
+
+_CONTROL: TypeAdapter[Control] = TypeAdapter(Control)
+# Each page → agent type, and what its refusal says it needs.
+_NEEDS = {
+    "hangup": "nothing else",
+    "set_languages": "string 'source' and 'target'",
+    "set_interpretation": "a string 'interpretation'",
+}
+
+
+def parse_control(message: Any) -> Control:
+    """Parse a page → agent message; BadMessage says what was wrong with it."""
+    if not isinstance(message, dict):
+        raise BadMessage("control messages are JSON objects")
+    if message.get("v") != VERSION:
+        raise BadMessage(f"unsupported protocol version {message.get('v')!r}; expected {VERSION}")
+    kind = message.get("type")
+    if kind not in _NEEDS:
+        raise BadMessage(f"unknown message type {kind!r}")
+    try:
+        return _CONTROL.validate_python(message)
+    except ValidationError as e:
+        raise BadMessage(f"{kind} needs {_NEEDS[kind]}") from e

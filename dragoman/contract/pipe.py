@@ -2,7 +2,7 @@
 tell them apart, one TypeAdapter for each direction.
 
 On the wire a message is its ``model_dump()`` dict, pickled by the pipe; the receiving end
-validates it with the adapter of its direction (``worker.channel.PipeChannel``). Dicts, not
+validates it with the adapter of its direction (``contract.channel.PipeChannel``). Dicts, not
 pickled models: the pipe carries a heartbeat per agent per second, pacing counts and
 translated speech in 200 ms pieces on a node with a hundred agents, and a dict costs a few
 microseconds to build, pickle, unpickle and validate (a ping about 2.5 µs, 200 ms of room

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from dragoman.agent.messages import error, state
-from dragoman.fleet.limits import gcra
+from dragoman.contract.page import error, state
+from dragoman.rate import gcra
 
 MAX_MESSAGE_BYTES = 4096  # page → agent messages are a few dozen bytes
 

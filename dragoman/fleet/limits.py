@@ -1,4 +1,5 @@
-"""Abuse limits as pure decisions: request rates (GCRA) and concurrent calls per key.
+"""Abuse limits as pure decisions: request rates (GCRA, ``dragoman.rate``) and concurrent
+calls per key.
 
 The registry stores the state (in memory under ``serve``, in Redis for a fleet, so every
 api replica sees the same counts); these functions decide. A key names who is limited,
@@ -8,8 +9,6 @@ e.g. ``calls:ip:203.0.113.7`` or ``calls:sub:alice``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-EPSILON_S = 1e-9
 
 
 @dataclass(frozen=True)
@@ -28,24 +27,6 @@ class ConcurrencyRule:
 
     key: str
     limit: int
-
-
-def gcra(tat: float | None, now: float, limit: int, window_s: float) -> tuple[float, float]:
-    """Generic cell rate algorithm: one request against ``limit`` per ``window_s``.
-
-    ``tat`` is the key's theoretical arrival time (None: never seen). Returns
-    ``(retry_after_s, new_tat)``: ``retry_after_s`` is 0 when the request is allowed, else
-    how long until one would be (and ``new_tat`` is ``tat`` unchanged). One number per key,
-    exact at window edges, unlike a fixed window that lets twice the limit through.
-    """
-    interval = window_s / limit
-    base = now if tat is None or tat < now else tat
-    new_tat = base + interval
-    allow_at = new_tat - window_s  # a burst of `limit` fits in one window
-    # (A rounding error's worth late is on time: base + w/l - w can exceed base by 1e-13.)
-    if allow_at - now > EPSILON_S:  # only when base is the stored tat: it stays as it was
-        return allow_at - now, base
-    return 0.0, new_tat
 
 
 LIVE, ENDED, UNKNOWN = "live", "ended", "unknown"  # a held call, as the registry knows it

@@ -17,10 +17,10 @@ from dragoman.fleet.limits import (
     UNKNOWN,
     ConcurrencyRule,
     RateRule,
-    gcra,
     live_holds,
 )
 from dragoman.fleet.registry import READY, NodeInfo, NodeReport, Reservation, check_ttl
+from dragoman.rate import gcra
 
 _ENDED_KEEP_S = 120.0  # how long a released call is remembered as ended
 _MAX_RATE_KEYS = 100_000  # past this, keys whose window has passed are forgotten

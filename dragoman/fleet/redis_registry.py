@@ -165,7 +165,7 @@ else
 end
 """
 
-# GCRA, as dragoman.fleet.limits.gcra. ARGV: prefix, key, limit, window ms.
+# GCRA, as dragoman.rate.gcra. ARGV: prefix, key, limit, window ms.
 # Returns 0 when allowed, else the milliseconds until a request would be.
 _TAKE_RATE = (
     _NOW_MS

@@ -9,19 +9,9 @@ from __future__ import annotations
 import random
 import socket
 
+from dragoman.config import parse_range
+
 ATTEMPTS = 64
-
-
-def parse_range(spec: str) -> tuple[int, int]:
-    """``"35000-39999"`` → (35000, 39999); ValueError with the reason otherwise."""
-    try:
-        low_s, high_s = spec.split("-", 1)
-        low, high = int(low_s), int(high_s)
-    except ValueError as e:
-        raise ValueError(f"a port range looks like 35000-39999, not {spec!r}") from e
-    if not (1024 <= low < high <= 65535):
-        raise ValueError(f"port range {spec!r} must be within 1024-65535, low < high")
-    return low, high
 
 
 def bind_rtp_pair(host: str, port_range: str) -> tuple[socket.socket, socket.socket]:

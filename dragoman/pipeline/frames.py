@@ -68,7 +68,7 @@ class TranslationFrame(SystemFrame):
 @dataclass
 class SpeakTranslationFrame(TTSSpeakFrame):
     """A finished translation for the TTS service to voice, with where its latency went so
-    far (``time.monotonic()`` at each step; see ``agent.messages.metrics``)."""
+    far (``time.monotonic()`` at each step; see ``contract.page.metrics``)."""
 
     utterance_id: str = ""
     marks: dict[str, float] = field(default_factory=dict)
@@ -120,7 +120,7 @@ def needs_cloud_note(utterance_id: str, spoken: str, into: str) -> NoteFrame:
 @dataclass
 class CallErrorFrame(SystemFrame):
     """A failure the page is told about in our words: ``code`` is a key of
-    ``agent.messages.ERRORS``; ``detail`` (the provider's or the exception's words) goes to
+    ``contract.page.ERRORS``; ``detail`` (the provider's or the exception's words) goes to
     the log only. With ``end_reason`` the call ends after the page was told."""
 
     code: str = "provider_error"

@@ -33,7 +33,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from dragoman.agent import messages
+from dragoman.contract import page
 from dragoman.pipeline.frames import (
     CallErrorFrame,
     ForwardedSpeechPlayedFrame,
@@ -70,15 +70,15 @@ class PageMessages(FrameProcessor):
         elif isinstance(frame, TranslationFrame):
             self._caption(frame, "translation", frame.final, frame.stable)
         elif isinstance(frame, TranslatingFrame):
-            self._send(messages.state("translating"))
+            self._send(page.state("translating"))
         elif isinstance(frame, NothingToSpeakFrame):
-            self._send(messages.state("listening"))
+            self._send(page.state("listening"))
         elif isinstance(frame, NoteFrame):
-            self._send(messages.note(frame.utterance_id, frame.code, frame.message))
+            self._send(page.note(frame.utterance_id, frame.code, frame.message))
         elif isinstance(frame, LatencyMarksFrame):
-            self._send(messages.metrics(frame.utterance_id, frame.marks))
+            self._send(page.metrics(frame.utterance_id, frame.marks))
         elif isinstance(frame, CallErrorFrame):
-            self._send(messages.failure(frame.code, frame.detail, frame.fatal, frame.origin))
+            self._send(page.failure(frame.code, frame.detail, frame.fatal, frame.origin))
             if frame.end_reason is not None:
                 await self._end_call(frame.end_reason)
         elif isinstance(frame, ForwardedSpeechPlayedFrame):
@@ -96,11 +96,11 @@ class PageMessages(FrameProcessor):
             self._audible = True
             if self._announce:
                 self._announce = False
-                self._send(messages.state("speaking"))
+                self._send(page.state("speaking"))
         elif isinstance(frame, TTSStoppedFrame):
             self._tts_open = self._announce = False
             if not self._audible:
-                self._send(messages.state("listening"))
+                self._send(page.state("listening"))
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._quiet()
 
@@ -108,16 +108,14 @@ class PageMessages(FrameProcessor):
         """The speech that went out has finished playing."""
         was_audible, self._audible = self._audible, False
         if was_audible and not self._tts_open:
-            self._send(messages.state("listening"))
+            self._send(page.state("listening"))
 
     def _caption(
         self,
         frame: SourceTranscriptionFrame | InterimSourceTranscriptionFrame | TranslationFrame,
-        side: messages.Side,
+        side: page.Side,
         final: bool,
         stable: int | None = None,
     ) -> None:
         lang, times = str(frame.language), (frame.t_start_ms, frame.t_end_ms)
-        self._send(
-            messages.caption(frame.utterance_id, side, lang, frame.text, final, *times, stable)
-        )
+        self._send(page.caption(frame.utterance_id, side, lang, frame.text, final, *times, stable))

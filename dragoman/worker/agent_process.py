@@ -24,6 +24,7 @@ import psutil
 from pydantic import BaseModel
 
 from dragoman.contract.calls import CallRequest
+from dragoman.contract.channel import ChannelClosed, PipeChannel
 from dragoman.contract.errors import AgentFailed
 from dragoman.contract.pipe import (
     TO_WORKER,
@@ -46,7 +47,6 @@ from dragoman.contract.pipe import (
     ToWorker,
 )
 from dragoman.worker import metrics
-from dragoman.worker.channel import ChannelClosed, PipeChannel
 from dragoman.worker.gateway import Handle
 from dragoman.worker.supervision import EXIT_GRACE_S, AgentVitals
 

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dragoman import logs
-from dragoman.agent import messages
 from dragoman.config import Settings
+from dragoman.contract import page
 from dragoman.contract.calls import CallAnswer, CallRequest
 from dragoman.contract.errors import (
     AgentFailed,
@@ -266,7 +266,7 @@ class NodeCalls:
             self._count(reason)
             if not agent.said_ended:
                 # It died without a word (killed, crashed): the page still learns it ended.
-                self.hub.publish(agent.call_id, messages.state("ended", reason))
+                self.hub.publish(agent.call_id, page.state("ended", reason))
         if agent.call_id and was in (AgentState.RESERVED, *IN_CALL):
             self._log_end(agent, reason)
             if self.on_call_ended:

@@ -24,8 +24,8 @@ from typing import Protocol
 
 from pipecat.processors.frame_processor import FrameProcessor
 
-from dragoman.agent import messages
 from dragoman.config import Settings
+from dragoman.contract import page
 from dragoman.inference.client import InferenceClient
 from dragoman.languages import LanguagePair
 from dragoman.pipeline.providers.catalog import ProviderSpec
@@ -62,13 +62,13 @@ class Interpretation(Protocol):
 
 class ProviderError(RuntimeError):
     """A provider refused or failed. ``code`` and ``message`` (our sentence for the code, from
-    ``messages.ERRORS``) may go to the page; ``detail``, what went wrong in the provider's or
+    ``page.ERRORS``) may go to the page; ``detail``, what went wrong in the provider's or
     the library's words, is for the server log only."""
 
     def __init__(self, code: str, detail: str = "") -> None:
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
-        self.message = messages.ERRORS.get(code, messages.ERRORS["provider_error"])
+        self.message = page.ERRORS.get(code, page.ERRORS["provider_error"])
         self.detail = detail
 
 

@@ -49,7 +49,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.openai.tts import OpenAITTSService
 
-from dragoman.agent import messages
+from dragoman.contract import page
 from dragoman.languages import LanguagePair
 from dragoman.pipeline.frames import (
     CallErrorFrame,
@@ -239,7 +239,7 @@ class Simultaneous(FrameProcessor):
                 await conn.update(pair)  # the transcription language, on the open session
             except Exception as e:
                 # A broken session: the run loop reopens it, with the new pair.
-                log.warning("%s: language switch failed: %s", NAME, messages.clip(e))
+                log.warning("%s: language switch failed: %s", NAME, page.clip(e))
 
     def _open(self) -> None:
         self._gen += 1
@@ -360,7 +360,7 @@ class Simultaneous(FrameProcessor):
             await self._commit_ready(now)
         elif ev.kind in ("completed", "failed"):
             if ev.kind == "failed":
-                log.warning("%s: an item's transcription failed: %s", NAME, messages.clip(ev.text))
+                log.warning("%s: an item's transcription failed: %s", NAME, page.clip(ev.text))
             item = self._items.get(ev.item)
             transcript = ev.text if ev.kind == "completed" else (item.text if item else "")
             if item is None and not transcript.strip():

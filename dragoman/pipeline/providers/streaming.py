@@ -39,7 +39,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from dragoman.agent import messages
+from dragoman.contract import page
 from dragoman.languages import LanguagePair
 from dragoman.pipeline.frames import (
     CallErrorFrame,
@@ -78,7 +78,7 @@ class ProviderEvent:
     audio: bytes = b""
     rate: int = 24000
     text: str = ""  # a transcript delta; for "error", the provider's words (logged only)
-    code: str = ""  # for "error": our code, a key of messages.ERRORS
+    code: str = ""  # for "error": our code, a key of page.ERRORS
     fatal: bool = False
 
 
@@ -135,7 +135,7 @@ class StreamingInterpretation(FrameProcessor):
         self._source = CaptionStream()
         self._translation = CaptionStream()
         self._last_audio_at: float | None = None
-        self._partial: dict[messages.Side, CaptionLine] = {}  # not yet sent to the page
+        self._partial: dict[page.Side, CaptionLine] = {}  # not yet sent to the page
         self._speaking = False
         self._closing = False
         self._restart = False  # a deliberate reconnect (language switch), not a failure
@@ -187,7 +187,7 @@ class StreamingInterpretation(FrameProcessor):
         attempts = 0
         while not self._closing:
             # ``why``: the provider's or the library's words, for the log; the page is told
-            # our sentence for the code (messages.failure).
+            # our sentence for the code (page.failure).
             try:
                 await self._session_once()
                 if self._closing:
@@ -306,7 +306,7 @@ class StreamingInterpretation(FrameProcessor):
     def _now(self) -> float:
         return time.monotonic() - self._t0
 
-    async def _caption(self, side: messages.Side, line: CaptionLine | None) -> None:
+    async def _caption(self, side: page.Side, line: CaptionLine | None) -> None:
         if line is None:
             return
         times = {"utterance_id": line.uid, "t_start_ms": line.t_start_ms, "t_end_ms": line.t_end_ms}
@@ -335,7 +335,7 @@ class StreamingInterpretation(FrameProcessor):
         except (SessionLost, websockets.ConnectionClosed, OSError) as e:
             self.pair = old
             # The session relays only ``message`` (our sentence) to the page: log the rest here.
-            log.warning("%s: language switch failed: %s", self._provider.name, messages.clip(e))
+            log.warning("%s: language switch failed: %s", self._provider.name, page.clip(e))
             raise ProviderError("provider_unavailable", f"closed during a switch: {e}") from e
 
     async def set_interpretation(self, mode: str) -> None:
