@@ -127,7 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
     from dragoman.api.app import create_app
     from dragoman.fleet.dispatcher import Dispatcher
     from dragoman.fleet.worker_client import LocalWorkerClient
-    from dragoman.http_server import run_app
+    from dragoman.http.server import run_app
     from dragoman.worker.node_supervisor import NodeSupervisor
     from dragoman.worker.service import WorkerService
 
@@ -176,7 +176,7 @@ def _api(args: argparse.Namespace) -> int:
     from dragoman.api.app import create_app
     from dragoman.fleet.dispatcher import Dispatcher
     from dragoman.fleet.worker_client import HttpWorkerClient
-    from dragoman.http_server import run_app
+    from dragoman.http.server import run_app
 
     settings = _settings(args)
     token = _require_token(settings)
@@ -210,7 +210,7 @@ def _api(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from fastapi import FastAPI
 
-    from dragoman.http_server import run_app
+    from dragoman.http.server import run_app
     from dragoman.worker.app import create_worker_app
     from dragoman.worker.node_supervisor import NodeSupervisor
     from dragoman.worker.service import WorkerService

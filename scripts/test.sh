@@ -8,5 +8,7 @@ echo "==> lint"
 .venv/bin/ruff check dragoman tests
 echo "==> every imported package declared (deptry)"
 .venv/bin/deptry dragoman
+echo "==> the layers hold (import-linter, pyproject.toml)"
+.venv/bin/lint-imports --no-cache
 echo "==> tests"
 exec .venv/bin/python -m pytest "$@"

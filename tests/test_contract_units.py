@@ -11,8 +11,6 @@ from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ValidationError
 
-from dragoman.api.body import json_body
-from dragoman.api.errors import install_error_handlers
 from dragoman.contract.calls import CallRequest
 from dragoman.contract.errors import (
     AgentFailed,
@@ -29,6 +27,8 @@ from dragoman.contract.errors import (
     from_http,
     to_http,
 )
+from dragoman.http.body import json_body
+from dragoman.http.errors import install_error_handlers
 
 
 @pytest.mark.parametrize(

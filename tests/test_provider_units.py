@@ -30,12 +30,12 @@ from openai.types.realtime import (
 from dragoman import cli
 from dragoman.api import direct
 from dragoman.api.direct import ProviderClients, mint_session
-from dragoman.api.errors import ApiError
 from dragoman.config import Settings, settings_for_child
 from dragoman.contract import page
 from dragoman.contract.errors import GlossaryError, ProviderRejected, ProviderUnavailable
 from dragoman.fakes import sdk
 from dragoman.fakes.server import build_app
+from dragoman.http.errors import ApiError
 from dragoman.languages import LanguageError, LanguagePair
 from dragoman.pipeline.frames import CallErrorFrame
 from dragoman.pipeline.glossary import read_glossary

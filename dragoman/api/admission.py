@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from dragoman.api.errors import ApiError
 from dragoman.api.tickets import Ticket, TicketError, mint_control, verify, verify_control
 from dragoman.config import Settings
 from dragoman.fleet.limits import ConcurrencyRule, RateRule, client_address
 from dragoman.fleet.registry import Registry
+from dragoman.http.errors import ApiError
 
 MINUTE_S = 60.0
 HOUR_S = 3600.0

@@ -14,13 +14,13 @@ from dragoman import __version__
 from dragoman.api import openapi
 from dragoman.api.calls import router
 from dragoman.api.control import router as control_router
-from dragoman.api.errors import install_error_handlers
 from dragoman.api.listeners import SplitListeners
 from dragoman.api.rooms import room_key
 from dragoman.api.rooms import router as rooms_router
 from dragoman.config import Settings
 from dragoman.fleet.autoscale import ArrivalMeter
 from dragoman.fleet.dispatcher import Dispatcher
+from dragoman.http.errors import install_error_handlers
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 

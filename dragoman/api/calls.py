@@ -18,10 +18,8 @@ from pydantic import BaseModel
 
 from dragoman import logs
 from dragoman.api import admission, metrics
-from dragoman.api.body import documented, json_body
 from dragoman.api.direct import ProviderClients, mint_session, overflow_provider
 from dragoman.api.direct import choose as choose_direct
-from dragoman.api.errors import ApiError, answers, fleet_error
 from dragoman.api.rooms import verify as verify_room
 from dragoman.api.sdp import SdpError, check_offer
 from dragoman.api.turn import ice_servers
@@ -39,6 +37,8 @@ from dragoman.fleet.dispatcher import Dispatcher
 from dragoman.fleet.node_state import NodeState
 from dragoman.fleet.ranking import free_local_slots, free_slots
 from dragoman.fleet.registry import Registry
+from dragoman.http.body import documented, json_body
+from dragoman.http.errors import ApiError, answers, fleet_error
 from dragoman.pipeline.glossary import check_name as check_glossary_name
 from dragoman.pipeline.providers.catalog import (
     catalogue,
@@ -48,7 +48,7 @@ from dragoman.pipeline.providers.catalog import (
 )
 
 # Every fleet error (contract.errors) that escapes a route is answered through the
-# contract's table (api.errors.install_error_handlers): a registry that is down answers
+# contract's table (http.errors.install_error_handlers): a registry that is down answers
 # 503 ``registry_unavailable`` wherever it is met.
 
 router = APIRouter()

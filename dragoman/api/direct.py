@@ -28,10 +28,10 @@ import openai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from dragoman.api.errors import ApiError
 from dragoman.config import Settings
 from dragoman.contract import page
 from dragoman.contract.errors import LanguageError, ProviderRejected
+from dragoman.http.errors import ApiError
 from dragoman.languages import LanguagePair, validate_pair
 from dragoman.pipeline.providers import sdk_sessions as sdk
 from dragoman.pipeline.providers.catalog import (

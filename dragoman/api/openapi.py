@@ -1,8 +1,8 @@
 """The API's OpenAPI document, made to say what the server really does.
 
 FastAPI's own document misses what our request handling changes: bodies read by the
-size-limited dependency (``api.body``) are added from ``BODY_MODELS``; request validation
-answers 400 in the one error body (``api.errors``), so FastAPI's "422 Validation Error" is
+size-limited dependency (``http.body``) are added from ``BODY_MODELS``; request validation
+answers 400 in the one error body (``http.errors``), so FastAPI's "422 Validation Error" is
 dropped; and each listening port (``api.listeners``) gets the document of its own routes.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from dragoman.api.body import BODY_MODELS
+from dragoman.http.body import BODY_MODELS
 
 INTERNAL_PATHS = frozenset({"/healthz", "/metrics", "/v1/fleet/autoscale"})
 _FASTAPI_422 = ("HTTPValidationError", "ValidationError")

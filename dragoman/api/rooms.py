@@ -21,9 +21,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from dragoman.api import admission
-from dragoman.api.body import documented, json_body
-from dragoman.api.errors import ApiError, answers
 from dragoman.contract.errors import AgentFailed, RegistryUnavailable
+from dragoman.http.body import documented, json_body
+from dragoman.http.errors import ApiError, answers
 from dragoman.languages import name_of
 
 router = APIRouter()

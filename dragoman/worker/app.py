@@ -12,8 +12,6 @@ from fastapi import Depends, FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from dragoman.api.body import json_body
-from dragoman.api.errors import ApiError, install_error_handlers
 from dragoman.contract.calls import (
     CALL_TOKEN_HEADER,
     TOKEN_HEADER,
@@ -23,6 +21,8 @@ from dragoman.contract.calls import (
     InviteRequest,
 )
 from dragoman.fleet.control_link import CLOSE_UNAUTHORIZED, LinkClosed, relay
+from dragoman.http.body import json_body
+from dragoman.http.errors import ApiError, install_error_handlers
 from dragoman.worker.service import WorkerService
 
 HandOff = Annotated[CallRequest, Depends(json_body(CallRequest))]
@@ -35,8 +35,8 @@ def create_worker_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
     app = FastAPI(title="dragoman worker", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.settings = service.settings  # the body limit (api.body)
-    # The fleet's errors answer through the contract's table (api.errors), which
+    app.state.settings = service.settings  # the body limit (http.body)
+    # The fleet's errors answer through the contract's table (http.errors), which
     # fleet.worker_client reads back into the same exceptions.
     install_error_handlers(app)
 

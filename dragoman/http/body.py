@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from dragoman.api.errors import ApiError, validation_message
+from dragoman.http.errors import ApiError, validation_message
 
 M = TypeVar("M", bound=BaseModel)
 
