@@ -34,6 +34,7 @@ import psutil
 from aiortc import RTCConfiguration, RTCPeerConnection
 from prometheus_client.parser import text_string_to_metric_families
 
+from dragoman.agent.messages import END_REASONS
 from dragoman.bench.caller import Caller, PrecodedTrack, precode
 from dragoman.bench.connect import machine
 from dragoman.bench.embedded import embedded_process, free_port, internal_url
@@ -55,7 +56,6 @@ from dragoman.bench.soak_plan import (
     rss_slope_verdict,
     traceback_verdict,
 )
-from dragoman.contract.page import END_REASONS
 
 FAKE_KEY = "sk-soak-fake-key"  # the only key the fake accepts: no real provider is called
 ROLES = ("serve", "janus", "inference", "forkserver")
