@@ -22,7 +22,8 @@ from dragoman.fleet.autoscale import (
     expected_arrivals,
 )
 from dragoman.fleet.memory_registry import MemoryRegistry
-from dragoman.fleet.registry import DRAINING, READY, NodeReport
+from dragoman.fleet.node_state import NodeState
+from dragoman.fleet.registry import NodeReport
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,11 @@ def fleets(draw: st.DrawFn) -> list[Node]:
         out.append(
             Node(
                 f"n{i:03d}",
-                draw(st.sampled_from([READY, READY, READY, DRAINING])),
+                draw(
+                    st.sampled_from(
+                        [NodeState.READY, NodeState.READY, NodeState.READY, NodeState.DRAINING]
+                    )
+                ),
                 cap,
                 draw(st.integers(0, cap)),
                 draw(st.booleans()) or draw(st.booleans()),  # mostly alive
@@ -73,10 +78,10 @@ def test_never_drains_a_node_with_calls(nodes, history, cfg, booting, extra_acti
     by_id = {n.node_id: n for n in nodes}
     for node_id in d.drain:
         node = by_id[node_id]
-        assert node.load == 0 and node.state == READY and node.alive
+        assert node.load == 0 and node.state == NodeState.READY and node.alive
     assert len(set(d.drain)) == len(d.drain)
     # Never shrinks below what it asks for: boots are cancelled first, then empty nodes go.
-    serving = sum(1 for n in nodes if n.state == READY and n.alive)
+    serving = sum(1 for n in nodes if n.state == NodeState.READY and n.alive)
     assert 0 <= d.cancel_booting <= booting
     if d.drain or d.cancel_booting:
         assert serving + booting - d.cancel_booting - len(d.drain) >= d.desired_nodes
@@ -148,11 +153,11 @@ def test_a_recent_peak_is_held() -> None:
 def test_drain_takes_booting_first_then_empty_nodes_highest_id_first() -> None:
     cfg = AutoscaleConfig(slots_per_node=10, buffer_floor_slots=0, min_nodes=1)
     nodes = [
-        Node("a", READY, 10, 3),
-        Node("b", READY, 10, 0),
-        Node("c", READY, 10, 0),
-        Node("d", DRAINING, 10, 0),
-        Node("e", READY, 10, 0, alive=False),
+        Node("a", NodeState.READY, 10, 3),
+        Node("b", NodeState.READY, 10, 0),
+        Node("c", NodeState.READY, 10, 0),
+        Node("d", NodeState.DRAINING, 10, 0),
+        Node("e", NodeState.READY, 10, 0, alive=False),
     ]
     d = autoscale(nodes, [], 0, cfg, booting=1)
     assert d.desired_nodes == 1
@@ -186,7 +191,7 @@ async def test_endpoint_reports_the_policy_and_sets_the_gauge() -> None:
     now = [0.0]
     registry = MemoryRegistry(node_ttl_s=3.0, clock=lambda: now[0])
     for i, load in enumerate([5, 0, 0]):
-        await registry.register(NodeReport(f"n{i}", f"http://n{i}", "h", 8, 8, READY))
+        await registry.register(NodeReport(f"n{i}", f"http://n{i}", "h", 8, 8, NodeState.READY))
         for c in range(load):
             await registry.reserve(f"n{i}-c{c}", [f"n{i}"], 10.0)
     s = Settings(max_calls=8, warm_buffer_slots=8, autoscale_node_ready_s=30)
@@ -211,13 +216,14 @@ async def test_endpoint_reports_the_policy_and_sets_the_gauge() -> None:
 @settings(max_examples=300, deadline=None)
 @given(fleets(), histories, configs, st.integers(0, 20))
 @example(  # five calls on five nodes fit one: without the rule it would ask for one node
-    [Node(f"n{i}", READY, 100, 1) for i in range(5)] + [Node("n5", READY, 100, 0)],
+    [Node(f"n{i}", NodeState.READY, 100, 1) for i in range(5)]
+    + [Node("n5", NodeState.READY, 100, 0)],
     [],
     AutoscaleConfig(slots_per_node=100, buffer_floor_slots=0),
     0,
 )
 @example(  # one node too many: the empty one goes, not the one with a call
-    [Node("n0", READY, 100, 0), Node("n1", READY, 100, 1)],
+    [Node("n0", NodeState.READY, 100, 0), Node("n1", NodeState.READY, 100, 1)],
     [],
     AutoscaleConfig(slots_per_node=100, buffer_floor_slots=0),
     0,
@@ -228,7 +234,7 @@ def test_never_asks_for_fewer_nodes_than_carry_calls(nodes, history, cfg, bootin
     are that many)."""
     active = sum(n.load for n in nodes)
     d = autoscale(nodes, history, active, cfg, booting=booting)
-    serving = [n for n in nodes if n.state == READY and n.alive]
+    serving = [n for n in nodes if n.state == NodeState.READY and n.alive]
     carrying = {n.node_id for n in serving if n.load > 0}
     empty = {n.node_id for n in serving if n.load == 0}
     assert d.desired_nodes >= min(len(carrying), cfg.max_nodes)
@@ -324,7 +330,7 @@ def test_local_calls_are_sized_against_local_capacity(
 def test_local_calls_ask_for_more_nodes_than_media_slots_would() -> None:
     """16 local calls on nodes of 8 call slots but 2 local slots each: 8 nodes, not 3."""
     cfg = AutoscaleConfig(slots_per_node=8, buffer_floor_slots=8, local_slots_per_node=2)
-    nodes = [Node(f"n{i}", READY, 8, 8) for i in range(2)]
+    nodes = [Node(f"n{i}", NodeState.READY, 8, 8) for i in range(2)]
     d = autoscale(nodes, [0.0] * 60, 16, cfg, local_active=16)
     assert d.need_slots == 24 and d.need_local_slots == 16
     assert d.desired_nodes == 8

@@ -289,7 +289,7 @@ async def test_a_node_without_its_media_gateway_refuses_calls_and_reports_not_re
     from dragoman.contract.calls import CallRequest
     from dragoman.contract.errors import NoAgentAvailable
     from dragoman.fleet.memory_registry import MemoryRegistry
-    from dragoman.fleet.registry import NOT_READY
+    from dragoman.fleet.node_state import NodeState
     from dragoman.worker.pool import AgentPool
     from dragoman.worker.service import WorkerService
 
@@ -303,4 +303,4 @@ async def test_a_node_without_its_media_gateway_refuses_calls_and_reports_not_re
 
     node: Any = SimpleNamespace(gateway=gateway, pool=pool)
     service = WorkerService(settings, MemoryRegistry(node_ttl_s=3), node)
-    assert service.report().state == NOT_READY
+    assert service.report().state == NodeState.NOT_READY

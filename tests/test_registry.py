@@ -20,17 +20,10 @@ from dragoman.contract.errors import NoAgentAvailable
 from dragoman.fleet.dispatcher import Dispatcher
 from dragoman.fleet.limits import ConcurrencyRule, RateRule
 from dragoman.fleet.memory_registry import MemoryRegistry
+from dragoman.fleet.node_state import NodeState
 from dragoman.fleet.ranking import Packing, free_local_slots, free_slots, rank_nodes
 from dragoman.fleet.redis_registry import RedisRegistry
-from dragoman.fleet.registry import (
-    DRAINING,
-    READY,
-    NodeInfo,
-    NodeReport,
-    Registry,
-    RegistryUnavailable,
-    Reservation,
-)
+from dragoman.fleet.registry import NodeInfo, NodeReport, Registry, RegistryUnavailable, Reservation
 
 BACKENDS = ["memory", "redis"]
 MakeRegistry = Callable[..., Registry]
@@ -72,7 +65,9 @@ def registry(make_registry: MakeRegistry) -> Registry:
     return make_registry()
 
 
-def report(node_id: str, capacity: int = 2, state: str = READY, idle: int = 0) -> NodeReport:
+def report(
+    node_id: str, capacity: int = 2, state: str = NodeState.READY, idle: int = 0
+) -> NodeReport:
     return NodeReport(node_id, f"http://{node_id}:8100", "10.0.0.9", capacity, idle, state)
 
 
@@ -96,14 +91,14 @@ async def test_register_heartbeat_nodes_round_trip(registry: Registry) -> None:
         "10.0.0.9",
         4,
         3,
-        READY,
+        NodeState.READY,
         0,
     )
     assert b.alive and 0 <= b.heartbeat_age_s < 1
 
-    await registry.heartbeat(report("b", capacity=5, idle=1, state=DRAINING))
+    await registry.heartbeat(report("b", capacity=5, idle=1, state=NodeState.DRAINING))
     b = await registry.node("b")
-    assert b is not None and (b.capacity, b.idle, b.state) == (5, 1, DRAINING)
+    assert b is not None and (b.capacity, b.idle, b.state) == (5, 1, NodeState.DRAINING)
     assert await registry.node("missing") is None
 
     await registry.heartbeat(report("c"))  # a heartbeat from an unknown node registers it
@@ -138,13 +133,13 @@ async def test_reserving_the_same_call_again_moves_its_one_slot(registry: Regist
 
 
 async def test_reserve_never_uses_a_draining_node(registry: Registry) -> None:
-    await registry.register(report("d", 5, state=DRAINING))
+    await registry.register(report("d", 5, state=NodeState.DRAINING))
     await registry.register(report("r", 1))
     res = await registry.reserve("call-1", ["d", "r"], ttl_s=30)
     assert res is not None and res.node_id == "r"
     assert await registry.reserve("call-2", ["d", "r"], ttl_s=30) is None
     # Draining keeps the calls already there.
-    await registry.heartbeat(report("r", 1, state=DRAINING))
+    await registry.heartbeat(report("r", 1, state=NodeState.DRAINING))
     assert await load(registry, "r") == 1
     assert await registry.lookup("call-1") == "r"
 
@@ -376,7 +371,7 @@ async def _burst(
     beater = make()
     tag = uuid.uuid4().hex[:6]  # node ids unique to this example
     ready = [report(f"ready-{tag}-{i}", c) for i, c in enumerate(fleet[0])]
-    draining = [report(f"drain-{tag}-{i}", c, DRAINING) for i, c in enumerate(fleet[1])]
+    draining = [report(f"drain-{tag}-{i}", c, NodeState.DRAINING) for i, c in enumerate(fleet[1])]
     capacity = {r.node_id: r.capacity for r in ready}
     unusable = [r.node_id for r in draining + DEAD]
     stop = asyncio.Event()
@@ -530,7 +525,7 @@ async def test_a_hung_redis_times_out_and_the_registry_recovers() -> None:
 
 
 def info(
-    node_id: str, load: int, capacity: int = 4, state: str = READY, alive: bool = True
+    node_id: str, load: int, capacity: int = 4, state: str = NodeState.READY, alive: bool = True
 ) -> NodeInfo:
     age = 0.1 if alive else 10.0
     return NodeInfo(node_id, "", "", capacity, 0, state, load, age, alive)
@@ -605,7 +600,7 @@ def test_packing_empties_nodes_where_least_loaded_would_not() -> None:
 
 
 def test_rank_nodes_drops_draining_and_dead_nodes() -> None:
-    nodes = [info("a", 0, state=DRAINING), info("b", 0, alive=False), info("c", 3)]
+    nodes = [info("a", 0, state=NodeState.DRAINING), info("b", 0, alive=False), info("c", 3)]
     assert rank_nodes(nodes) == ["c"]
     assert rank_nodes([]) == []
 
@@ -614,7 +609,7 @@ def test_free_slots_counts_only_ready_alive_nodes() -> None:
     nodes = [
         info("a", 1),  # 3
         info("b", 9, capacity=8),  # over capacity: 0, not -1
-        info("c", 0, state=DRAINING),
+        info("c", 0, state=NodeState.DRAINING),
         info("d", 0, alive=False),
         info("e", 0, capacity=2),  # 2
     ]
@@ -642,8 +637,8 @@ class _Worker:
 async def test_dispatcher_tries_the_next_node_when_a_worker_cannot_take_the_call() -> None:
     registry = MemoryRegistry()
     workers = {"w-a": _Worker(refuse=True), "w-b": _Worker(refuse=False)}
-    await registry.register(NodeReport("a", "w-a", "", 10, 0, READY))
-    await registry.register(NodeReport("b", "w-b", "", 10, 0, READY))
+    await registry.register(NodeReport("a", "w-a", "", 10, 0, NodeState.READY))
+    await registry.register(NodeReport("b", "w-b", "", 10, 0, NodeState.READY))
     await registry.reserve("old", ["a"], ttl_s=30)  # "a" is the fuller: packing tries it first
     await registry.confirm("old")
     dispatcher = Dispatcher(registry, workers.__getitem__, 10.0, 2, Packing(spread=1))
@@ -665,7 +660,14 @@ async def test_dispatcher_tries_the_next_node_when_a_worker_cannot_take_the_call
 
 def local_report(node_id: str, capacity: int, local_capacity: int) -> NodeReport:
     return NodeReport(
-        node_id, f"http://{node_id}:8100", "10.0.0.9", capacity, 0, READY, local_capacity, 0
+        node_id,
+        f"http://{node_id}:8100",
+        "10.0.0.9",
+        capacity,
+        0,
+        NodeState.READY,
+        local_capacity,
+        0,
     )
 
 
@@ -800,7 +802,9 @@ def test_a_burst_of_local_calls_takes_exactly_the_free_local_slots(
 
 def test_rank_nodes_for_a_local_call_keeps_only_nodes_with_a_free_local_slot() -> None:
     def node(node_id: str, load: int, local_capacity: int, local: int) -> NodeInfo:
-        return NodeInfo(node_id, "", "", 10, 0, READY, load, 0.1, True, local_capacity, local)
+        return NodeInfo(
+            node_id, "", "", 10, 0, NodeState.READY, load, 0.1, True, local_capacity, local
+        )
 
     nodes = [
         node("a", 8, 2, 2),  # the fullest, but its inference is full
@@ -822,7 +826,7 @@ async def test_dispatcher_refuses_a_local_call_in_its_own_words_when_only_infere
 ):
     registry = MemoryRegistry()
     workers = {"w-a": _Worker(refuse=False)}
-    await registry.register(NodeReport("a", "w-a", "", 3, 0, READY, 1))
+    await registry.register(NodeReport("a", "w-a", "", 3, 0, NodeState.READY, 1))
     dispatcher = Dispatcher(registry, workers.__getitem__, 10.0, 2)
 
     def req(call_id: str) -> CallRequest:

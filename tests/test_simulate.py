@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dragoman import cli
-from dragoman.fleet.registry import DRAINING
+from dragoman.fleet.node_state import NodeState
 from dragoman.sim import calibrate, report
 from dragoman.sim.engine import SimParams, Simulation, simulate
 from dragoman.sim.hpa import Hpa, HpaBehavior
@@ -141,7 +141,7 @@ def test_packing_leaves_nodes_empty_and_scale_down_removes_only_those() -> None:
     assert rep["calls"]["cut_by_scale_down"] == 0
     gone = [n for n in sim.nodes.values() if n.state == GONE]
     assert gone and all(n.busy == 0 and n.removed_at is not None for n in gone)
-    assert not any(n.state == DRAINING for n in sim.nodes.values())
+    assert not any(n.state == NodeState.DRAINING for n in sim.nodes.values())
     left = sum(1 for n in sim.nodes.values() if n.state != GONE)
     assert 200 // 8 <= left < rep["nodes"]["peak_paid"]
     # Packing: while calls run, some READY nodes stay empty (drainable).

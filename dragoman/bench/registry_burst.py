@@ -20,8 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import Redis
 
 from dragoman.bench.connect import machine
+from dragoman.fleet.node_state import NodeState
 from dragoman.fleet.redis_registry import RedisRegistry
-from dragoman.fleet.registry import READY, NodeReport
+from dragoman.fleet.registry import NodeReport
 
 NODES = 4
 
@@ -40,7 +41,9 @@ async def measure(p: RegistryParams, progress: float = 1.0) -> float:
     ids = [f"bench-{i}" for i in range(NODES)]
     try:
         for node_id in ids:
-            report = NodeReport(node_id, f"http://{node_id}", "127.0.0.1", p.concurrency, 0, READY)
+            report = NodeReport(
+                node_id, f"http://{node_id}", "127.0.0.1", p.concurrency, 0, NodeState.READY
+            )
             await registry.register(report)
         remaining = p.pairs
 

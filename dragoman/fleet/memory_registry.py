@@ -19,7 +19,8 @@ from dragoman.fleet.limits import (
     RateRule,
     live_holds,
 )
-from dragoman.fleet.registry import READY, NodeInfo, NodeReport, Reservation, check_ttl
+from dragoman.fleet.node_state import NodeState
+from dragoman.fleet.registry import NodeInfo, NodeReport, Reservation, check_ttl
 from dragoman.rate import gcra
 
 _ENDED_KEEP_S = 120.0  # how long a released call is remembered as ended
@@ -83,7 +84,7 @@ class MemoryRegistry:
         self._ended_on.pop(call_id, None)
         for node_id in ranked:
             node = self._nodes.get(node_id)
-            if node is None or node.report.state != READY or not self._alive(node, now):
+            if node is None or node.report.state != NodeState.READY or not self._alive(node, now):
                 continue
             self._purge(node, now)
             if len(node.calls) >= node.report.capacity:

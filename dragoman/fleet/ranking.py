@@ -23,7 +23,8 @@ import math
 import zlib
 from dataclasses import dataclass
 
-from dragoman.fleet.registry import READY, NodeInfo
+from dragoman.fleet.node_state import NodeState
+from dragoman.fleet.registry import NodeInfo
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ DEFAULT_PACKING = Packing()
 
 
 def _usable(node: NodeInfo) -> bool:
-    return node.state == READY and node.alive
+    return node.state == NodeState.READY and node.alive
 
 
 def _has_slot(node: NodeInfo) -> bool:

@@ -14,10 +14,6 @@ from typing import Protocol
 # Raised by every registry; defined with the other errors that cross the api boundary.
 from dragoman.contract.errors import RegistryUnavailable as RegistryUnavailable
 from dragoman.fleet.limits import ConcurrencyRule, RateRule
-from dragoman.fleet.node_state import NodeState
-
-# The states by their short names, as ranking, the simulator and the tests use them.
-READY, DRAINING, NOT_READY = NodeState.READY, NodeState.DRAINING, NodeState.NOT_READY
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ from dragoman.contract.errors import NoAgentAvailable
 from dragoman.fleet.autoscale import AutoscaleConfig, Decision, autoscale, serving
 from dragoman.fleet.dispatcher import Dispatcher
 from dragoman.fleet.memory_registry import MemoryRegistry
+from dragoman.fleet.node_state import NodeState
 from dragoman.fleet.ranking import Packing
-from dragoman.fleet.registry import DRAINING, READY
 from dragoman.sim import calibrate, traces
 from dragoman.sim.calibrate import (
     AGENT_CALLER_RTTS,
@@ -273,7 +273,7 @@ class Simulation:
         return self.now
 
     def _progress(self) -> str:
-        ready = sum(1 for nd in self.live.values() if nd.state == READY)
+        ready = sum(1 for nd in self.live.values() if nd.state == NodeState.READY)
         return (
             f"  t={_clock(self.now)}  active {self.active}, direct {int(self.direct.sum())}, "
             f"retrying {self.retrying}, nodes {ready} ready + {len(self.booting)} booting, "
@@ -335,7 +335,7 @@ class Simulation:
         if node is None or i not in node.calls:  # cut earlier by a drain timeout
             return
         await self._release(node, i)
-        if node.state == DRAINING and node.busy == 0:
+        if node.state == NodeState.DRAINING and node.busy == 0:
             await self._remove(node)
 
     async def _release(self, node: SimNode, i: int) -> None:
@@ -407,7 +407,7 @@ class Simulation:
         """The READY pods a ReplicaSet removes when scaled down by ``count`` (after the
         booting ones): lowest pod-deletion-cost first — each worker keeps it at its call
         count — and among equals the most recently ready; or any, without the cost."""
-        ready = [nd for nd in self.live.values() if nd.state == READY]
+        ready = [nd for nd in self.live.values() if nd.state == NodeState.READY]
         if self.p.scale_down == "random":
             order = self.rng.permutation(len(ready))
             return [ready[j] for j in order[:count]]
@@ -434,7 +434,7 @@ class Simulation:
                 self.cancelled += 1
             victims = self._victims(surplus - cancel)
             for node in victims:
-                node.state = DRAINING
+                node.state = NodeState.DRAINING
                 await self.registry.heartbeat(node.report())
                 self.drained += 1
                 if node.busy == 0:
@@ -447,7 +447,7 @@ class Simulation:
             self.hpa.applied(self.now, changed)
 
     def _sample(self) -> None:
-        ready = [nd for nd in self.live.values() if nd.state == READY]
+        ready = [nd for nd in self.live.values() if nd.state == NodeState.READY]
         paid = len(self.live)
         desired = self.decision.desired_nodes if self.decision else len(ready)
         self.samples.append(

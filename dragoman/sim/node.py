@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from dragoman.contract.calls import CallAnswer, CallRequest
 from dragoman.contract.errors import NoAgentAvailable
-from dragoman.fleet.registry import DRAINING, READY, NodeReport, Registry
+from dragoman.fleet.node_state import NodeState
+from dragoman.fleet.registry import NodeReport, Registry
 
 BOOTING = "BOOTING"
 GONE = "GONE"
@@ -55,7 +56,7 @@ class SimNode:
         # capacity, which the registry's reserve enforces for local calls; its call slots are
         # capped at it too, as deploy/k8s sizes DRAGOMAN_MAX_CALLS for the local pipeline, so
         # the policy's floor (in call slots) counts calls the node can actually take.
-        state = DRAINING if self.state == DRAINING else READY
+        state = NodeState.DRAINING if self.state == NodeState.DRAINING else NodeState.READY
         return NodeReport(
             self.node_id,
             self.address,
@@ -68,7 +69,7 @@ class SimNode:
 
     def start(self, now: float) -> None:
         """Registered with its idle pool already forked (node ready time includes that)."""
-        self.state = READY
+        self.state = NodeState.READY
         self._procs = [now] * min(self.idle_target, self.limit)
 
     def take(self, now: float, wait_bound_s: float) -> float | None:
@@ -89,7 +90,7 @@ class SimNode:
         self._top_up(now)
 
     def _top_up(self, now: float) -> None:
-        if self.state != READY:
+        if self.state != NodeState.READY:
             return
         want = min(self.idle_target, self.limit - self.busy) - len(self._procs)
         for _ in range(want):
@@ -126,7 +127,7 @@ class SimWorkerClient:
         self._retry_after = retry_after_s
 
     async def start_call(self, req: CallRequest) -> CallAnswer:
-        if self.node.state != READY:
+        if self.node.state != NodeState.READY:
             raise NoAgentAvailable("This node is draining.", self._retry_after)
         wait = self.node.take(self._clock(), self._wait_bound)
         if wait is None:
