@@ -73,3 +73,21 @@ def test_page_messages_parse_into_the_models() -> None:
     assert isinstance(msg, page.SetInterpretation) and msg.interpretation == "x"
     with pytest.raises(page.BadMessage, match="string 'interpretation'"):
         page.parse_control({"v": 1, "type": "set_interpretation", "interpretation": 1})
+
+
+def test_talk_controls_parse_and_refuse_what_is_not_a_boolean() -> None:
+    on = page.parse_control({"v": 1, "type": "push_to_talk", "on": True})
+    assert isinstance(on, page.PushToTalk) and on.on is True
+    held = page.parse_control({"v": 1, "type": "talk", "held": False})
+    assert isinstance(held, page.Talk) and held.held is False
+    assert isinstance(page.parse_control({"v": 1, "type": "interpret_now"}), page.InterpretNow)
+    # "true" or 1 is not a press: a page that sends them has a bug worth hearing about.
+    with pytest.raises(page.BadMessage, match="boolean 'held'"):
+        page.parse_control({"v": 1, "type": "talk", "held": "true"})
+    with pytest.raises(page.BadMessage, match="boolean 'on'"):
+        page.parse_control({"v": 1, "type": "push_to_talk", "on": 1})
+    with pytest.raises(page.BadMessage, match="boolean 'on'"):
+        page.parse_control({"v": 1, "type": "push_to_talk"})
+    assert page.talk(True, False) == {"v": 1, "type": "talk", "push_to_talk": True, "held": False}
+    refusal = page.error("unsupported_control", page.ERRORS["unsupported_control"])
+    assert refusal["code"] == "unsupported_control" and "push-to-talk" in refusal["message"]

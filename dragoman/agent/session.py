@@ -25,7 +25,7 @@ from dragoman.agent.rtp_transport import RtpTransport
 from dragoman.config import Settings
 from dragoman.contract import page
 from dragoman.contract.errors import InterpretationError
-from dragoman.contract.page import Hangup, SetInterpretation
+from dragoman.contract.page import Hangup, InterpretNow, PushToTalk, SetInterpretation, Talk
 from dragoman.contract.pipe import RtpPeer
 from dragoman.inference.client import InferenceClient
 from dragoman.languages import LanguageError, LanguagePair
@@ -40,6 +40,7 @@ from dragoman.pipeline.providers.catalog import (
 )
 from dragoman.pipeline.room_router import RoomRouter
 from dragoman.pipeline.smart_turn import SmartTurnGate, TurnModel
+from dragoman.pipeline.talk import Talk as TalkGates
 from dragoman.rate import gcra
 
 log = logging.getLogger(__name__)
@@ -126,14 +127,19 @@ class CallSession:
             if turn_model is not None and vad is not None and provider.uses_vad
             else None
         )
+        # Push-to-talk and "interpret now" steer the utterances our VAD cuts (pipeline.talk);
+        # a speech-to-speech provider finds the ends of speech itself.
+        self.talk = TalkGates() if vad is not None and provider.uses_vad else None
         # A room's translations are for the other person (see pipeline.room_router).
         self.router = RoomRouter(to_peer or (lambda _pcm, _rate: None), active=pair.room)
         pipeline = Pipeline(
             [
                 self.transport.input(),
+                *([self.talk.mic] if self.talk else []),
                 *([VADProcessor(vad_analyzer=vad)] if vad and provider.uses_vad else []),
                 *([self.turns] if self.turns else []),
                 *([self.echo_gate] if self.echo_gate else []),
+                *([self.talk.cutter] if self.talk else []),
                 *self.interpretation.stages,
                 self.page_messages,
                 self.router,
@@ -206,6 +212,9 @@ class CallSession:
         if isinstance(msg, Hangup):
             await self.end("hangup")
             return
+        if isinstance(msg, (PushToTalk, Talk, InterpretNow)):
+            await self._talk_control(msg)  # a press and a release per sentence: not rate-limited
+            return
         per_minute = self.settings.language_switches_per_minute
         if per_minute > 0:
             # Each switch restarts a provider session (billed, slow): a page may not spin it.
@@ -247,6 +256,22 @@ class CallSession:
         if self.turns is not None:
             self.turns.enabled = mode == "consecutive"
         self._languages()
+
+    async def _talk_control(self, msg: page.TalkControl) -> None:
+        talk = self.talk
+        if talk is None:
+            self.notify(page.error("unsupported_control", page.ERRORS["unsupported_control"]))
+            return
+        if isinstance(msg, InterpretNow):
+            await talk.interpret_now()
+            return
+        if isinstance(msg, PushToTalk):
+            await talk.set(msg.on, held=False)
+        elif not talk.push_to_talk:
+            self.notify(page.error("bad_message", "talk needs push_to_talk on first"))
+        else:
+            await talk.set(True, held=msg.held)
+        self.notify(page.talk(talk.push_to_talk, talk.held))
 
     def _languages(self) -> None:
         """Tell the page the pair and the interpretation in force."""

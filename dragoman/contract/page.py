@@ -20,6 +20,8 @@ Every message carries ``v`` (1) and ``type``. Agent → page:
   not translated (e.g. ``needs_cloud_provider``).
 - ``metrics``: ``id`` (an utterance), ``marks``: when each step happened on the agent
   (``time.monotonic()`` seconds of its host; read by the latency bench).
+- ``talk``: ``push_to_talk``, ``held``: how the agent listens now, after every
+  ``push_to_talk`` and ``talk`` it took.
 - ``room``: ``event`` (``joined`` with the guest's ``language``, ``peer_left``), from the
   worker. In a room, the other person's captions and notes arrive too, with ``from: "peer"``
   and their ``id`` prefixed ``peer-``.
@@ -30,7 +32,16 @@ Page → agent:
   ``languages``).
 - ``set_interpretation``: ``interpretation`` (``simultaneous`` | ``consecutive``), from the
   next words on (answered by ``languages``, or an ``error`` then ``languages``).
+- ``push_to_talk``: ``on`` (bool): from now on the agent hears the caller only while the talk
+  button is held (``talk``); off, it listens all the time again (answered by ``talk``).
+- ``talk``: ``held`` (bool), push-to-talk on: pressed, the agent hears from now on; released,
+  it interprets what it heard at once (no silence wait) and hears nothing more.
+- ``interpret_now``: end the utterance under way now, as a pause would; speech that goes on
+  starts the next one.
 - ``hangup``.
+
+``push_to_talk``, ``talk`` and ``interpret_now`` are answered by an ``error``
+(``unsupported_control``) when the call's provider finds the ends of speech itself.
 
 Below the models: the builders of agent → page messages, the parser of page → agent ones,
 and our sentences for end reasons and failures (``END_REASONS``, ``ERRORS``: the page shows
@@ -44,7 +55,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 if TYPE_CHECKING:  # a type only: languages sits above the contract
     from dragoman.languages import LanguagePair
@@ -114,6 +133,12 @@ class Error(AgentMessage):
     fatal: bool = False
 
 
+class TalkState(AgentMessage):
+    type: Literal["talk"] = "talk"
+    push_to_talk: bool
+    held: bool
+
+
 class Room(AgentMessage):
     """Sent by the worker, not the agent: ``joined`` (with the guest's ``language``) or
     ``peer_left``."""
@@ -148,7 +173,27 @@ class Hangup(PageMessage):
     type: Literal["hangup"] = "hangup"
 
 
-Control = Annotated[SetLanguages | SetInterpretation | Hangup, Field(discriminator="type")]
+class PushToTalk(PageMessage):
+    type: Literal["push_to_talk"] = "push_to_talk"
+    on: StrictBool
+
+
+class Talk(PageMessage):
+    type: Literal["talk"] = "talk"
+    held: StrictBool
+
+
+class InterpretNow(PageMessage):
+    type: Literal["interpret_now"] = "interpret_now"
+
+
+Control = Annotated[
+    SetLanguages | SetInterpretation | Hangup | PushToTalk | Talk | InterpretNow,
+    Field(discriminator="type"),
+]
+# How the caller's speech is cut into utterances: not a language change, never rate-limited
+# with those (a press and a release per sentence).
+TalkControl = PushToTalk | Talk | InterpretNow
 
 
 # --- builders and the parser ---------------------------------------------------------
@@ -221,6 +266,11 @@ def metrics(utterance_id: str, marks: dict[str, float]) -> dict[str, Any]:
     return Metrics(id=utterance_id, marks=rounded).wire()
 
 
+def talk(push_to_talk: bool, held: bool) -> dict[str, Any]:
+    """How the agent listens now: all the time, or (push-to-talk) only while held."""
+    return TalkState(push_to_talk=push_to_talk, held=held).wire()
+
+
 def error(code: str, message: str, fatal: bool = False) -> dict[str, Any]:
     """An error in our own words (a bad message, a language the provider lacks). Text from a
     provider or an exception goes through ``failure`` instead."""
@@ -250,6 +300,10 @@ ERRORS: dict[str, str] = {
     # Streaming services interpret only simultaneously; a conversation only consecutively.
     "unsupported_interpretation": (
         "This call cannot switch to that interpretation; it goes on as before."
+    ),
+    # Speech-to-speech services find the ends of speech themselves (no VAD of ours to steer).
+    "unsupported_control": (
+        "This interpreter cannot take push-to-talk or interpret-now; it keeps listening as before."
     ),
 }
 DETAIL_MAX_CHARS = 500  # of a provider's or exception's text in one log line
@@ -284,6 +338,9 @@ _NEEDS = {
     "hangup": "nothing else",
     "set_languages": "string 'source' and 'target'",
     "set_interpretation": "a string 'interpretation'",
+    "push_to_talk": "a boolean 'on'",
+    "talk": "a boolean 'held'",
+    "interpret_now": "nothing else",
 }
 
 

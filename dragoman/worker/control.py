@@ -27,7 +27,7 @@ from dragoman.fleet.control_link import (
 
 MAILBOX = 256
 LINGER_S = 30.0
-_SNAPSHOT = ("languages", "state")
+_SNAPSHOT = ("languages", "state", "talk")
 
 
 def _digest(token: str) -> bytes:
