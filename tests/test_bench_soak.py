@@ -167,7 +167,10 @@ def test_connect_drift_in_fault_free_buckets() -> None:
     assert drift_verdict(steady, 2.0, 300).ok is True  # the slow minute had a fault
     drifted = bucket_p95(points([300, 320, 310, 900, 1200]), 60, [(185, 230)])
     assert drift_verdict(drifted, 2.0, 300).ok is False
-    assert drift_verdict(steady[:2], 2.0, 300).ok is None
+    assert drift_verdict(steady[:1], 2.0, 300).ok is None
+    # Two fault-free buckets: the second against the first.
+    assert drift_verdict(bucket_p95(points([300, 1000]), 60, []), 2.0, 300).ok is False
+    assert drift_verdict(bucket_p95(points([300, 500]), 60, []), 2.0, 300).ok is True
 
 
 def test_a_traceback_in_the_log_fails() -> None:

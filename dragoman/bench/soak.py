@@ -34,7 +34,6 @@ import psutil
 from aiortc import RTCConfiguration, RTCPeerConnection
 from prometheus_client.parser import text_string_to_metric_families
 
-from dragoman.agent.messages import END_REASONS
 from dragoman.bench.caller import Caller, PrecodedTrack, precode
 from dragoman.bench.connect import machine
 from dragoman.bench.embedded import embedded_process, free_port, internal_url
@@ -56,6 +55,7 @@ from dragoman.bench.soak_plan import (
     rss_slope_verdict,
     traceback_verdict,
 )
+from dragoman.contract.page import END_REASONS
 
 FAKE_KEY = "sk-soak-fake-key"  # the only key the fake accepts: no real provider is called
 ROLES = ("serve", "janus", "inference", "forkserver")
@@ -63,6 +63,8 @@ RECOVER_MAX_S = 120.0  # a fault's window ends when the node is whole again (or 
 GRACE_S = 3.0  # …plus this: a refusal decided just before the node came back is the fault's
 CONNECT_MAX_S = 10.0  # a caller that is not connected by then counts as failed to connect
 HANGUP_WAIT_S = 3.0
+CALLER_SLACK_S = 60.0  # a caller still busy this long past its planned stay is stuck
+CLOSE_MAX_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,7 @@ class CallRecord:
     control_reconnected: bool | None = None
     after_reconnect: list[str] | None = None  # what the control channel said after it
     control_close: tuple[int, str] | None = None  # how it last closed
+    stage: str = "planned"  # the step it is in (where a stuck caller stopped)
     error: str | None = None
 
 
@@ -322,17 +325,21 @@ async def run_caller(
         return
     caller = Caller(url, source="ja", target="en", keep_listening=False, mic=PrecodedTrack(packets))
     try:
+        rec.stage = "offer"
         res = await caller.call(http)
         rec.status, rec.call_id = res.status, res.call_id
         if res.status != 201:
             rec.code = (res.error or {}).get("code")
             return
+        rec.stage = "connect"
         rec.connect_ms = await _wait_connected(caller)
         if rec.connect_ms is None:
             rec.error = "not connected"
             return
+        rec.stage = "talk"
         if plan.behaviour == "vanish":
             await asyncio.sleep(plan.duration_s)
+            rec.stage = "vanish"
             _vanish(caller)
             return
         if plan.behaviour == "control_drop":
@@ -340,6 +347,7 @@ async def run_caller(
             if caller._ws is not None:
                 caller._ws.transport.abort()  # the network drops it: no close frame
             await asyncio.sleep(0.5)
+            rec.stage = "reconnect"
             mark = caller.mark()
             await caller.open_control()
             try:  # a page that reconnects gets the call's latest state first
@@ -351,9 +359,11 @@ async def run_caller(
                 f"{m.get('type')}:{m.get('state') or m.get('code') or ''}"
                 for m in caller.result.messages[mark:]
             ]
+            rec.stage = "talk"
             await asyncio.sleep(plan.duration_s / 2)
         else:
             await asyncio.sleep(plan.duration_s)
+        rec.stage = "hangup"
         if caller.channel_open:
             mark = caller.mark()
             caller.send({"v": 1, "type": "hangup"})
@@ -365,14 +375,17 @@ async def run_caller(
         rec.error = f"{type(e).__name__}: {str(e)[:200]}"
     finally:
         rec.control_close = caller.result.control_close
+        rec.stage = "close"
         with contextlib.suppress(Exception):
-            await caller.close()
+            await asyncio.wait_for(caller.close(), CLOSE_MAX_S)
+        rec.stage = "done"
 
 
 async def _no_ice(url: str, rec: CallRecord, http: httpx.AsyncClient) -> None:
     """An offer posted by a page that never connects: no remote description is set, so no
     ICE check ever reaches Janus; the node must end it by its connect timeout."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    rec.stage = "offer"
     try:
         pc.addTransceiver("audio", direction="sendrecv")
         await pc.setLocalDescription(await pc.createOffer())
@@ -387,7 +400,10 @@ async def _no_ice(url: str, rec: CallRecord, http: httpx.AsyncClient) -> None:
     except Exception as e:
         rec.error = f"{type(e).__name__}: {str(e)[:200]}"
     finally:
-        await pc.close()
+        rec.stage = "close"
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pc.close(), CLOSE_MAX_S)
+        rec.stage = "done"
 
 
 # --- faults -----------------------------------------------------------------------------
@@ -537,7 +553,12 @@ async def churn(url: str, serve_pid: int, fake_url: str, p: SoakParams, say: Say
             if delay > 0:
                 await asyncio.sleep(delay)
             rec.pressed_s = round(time.monotonic() - t0, 3)
-            await run_caller(url, plan, rec, packets, http)
+            try:
+                await asyncio.wait_for(
+                    run_caller(url, plan, rec, packets, http), plan.duration_s + CALLER_SLACK_S
+                )
+            except TimeoutError:
+                rec.error = f"stuck in {rec.stage}"
 
         progress = asyncio.create_task(_progress(records, samples, t0, p.duration_s, say))
         await asyncio.gather(*(one(c, r) for c, r in zip(calls, records, strict=True)))
@@ -652,6 +673,7 @@ def summary(run: dict[str, Any], p: SoakParams, vs: list[Verdict]) -> dict[str, 
         "calls_placed": h1.get("calls_total"),
         "answers_by_status": by_status,
         "caller_errors": sum(r.error is not None for r in calls),
+        "callers_stuck": [r.error for r in calls if (r.error or "").startswith("stuck")],
         "control_reconnects": {
             "ok": sum(r.control_reconnected is True for r in calls),
             "failed": sum(r.control_reconnected is False for r in calls),
@@ -704,6 +726,9 @@ def main(p: SoakParams, out: Path, say: Say | None = None) -> dict[str, Any]:
         f"  {rep['callers']} callers, {rep['calls_placed']} calls placed; answers "
         f"{rep['answers_by_status']}; outcomes {rep['outcomes']}"
     )
+    if rep["caller_errors"]:
+        errors = [c.error for c in run["calls"] if c.error]
+        say(f"  {rep['caller_errors']} callers failed on their side: {errors[:10]}")
     for v in vs:
         mark = {True: "ok  ", False: "FAIL", None: "n/a "}[v.ok]
         say(f"  [{mark}] {v.name}: {v.detail}")

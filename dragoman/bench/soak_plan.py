@@ -331,13 +331,15 @@ def drift_verdict(
     buckets: list[dict[str, Any]], ratio: float, floor_ms: float, min_n: int = 5
 ) -> Verdict:
     """Connect p95 of the fault-free buckets must not drift: the later ones' worst p95 at
-    most ``ratio`` × the first two's (and never judged below ``floor_ms`` of difference,
-    the noise of a shared machine). Fewer than three such buckets: not judged."""
+    most ``ratio`` × the first ones' (the first two, or the first alone when there are only
+    two), and never judged below ``floor_ms`` of difference, the noise of a shared machine.
+    Fewer than two such buckets: not judged."""
     clean = [b for b in buckets if b["fault_free"] and b["n"] >= min_n]
-    if len(clean) < 3:
+    if len(clean) < 2:
         return Verdict("connect_drift", None, f"{len(clean)} fault-free buckets: not judged")
-    early = max(b["p95_ms"] for b in clean[:2])
-    late = max(b["p95_ms"] for b in clean[2:])
+    first = min(2, len(clean) - 1)
+    early = max(b["p95_ms"] for b in clean[:first])
+    late = max(b["p95_ms"] for b in clean[first:])
     ok = late <= max(ratio * early, early + floor_ms)
     return Verdict(
         "connect_drift",
