@@ -43,6 +43,9 @@ class CallRequest(BaseModel):
     room_host: str | None = None
     # Resolved by the api (the call mode's default where the caller named none).
     interpretation: Interpretation = "simultaneous"
+    # The W3C traceparent of the span that handed the call on (api → worker → agent), when
+    # tracing is on (``dragoman.tracing``): one trace follows the call across processes.
+    traceparent: str | None = None
 
 
 class CallAnswer(BaseModel):
