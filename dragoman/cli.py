@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from dragoman import logs
+from dragoman import logs, tracing
 from dragoman.config import Settings
 
 
@@ -132,6 +132,7 @@ def _serve(args: argparse.Namespace) -> int:
     from dragoman.worker.service import WorkerService
 
     settings = _settings(args, registry="memory")
+    tracing.setup("api", "worker")  # one process, both roles: a fleet's services in a trace
     registry = _open_registry(settings)
     service = WorkerService(settings, registry, NodeSupervisor(settings))
     local = LocalWorkerClient(service)
@@ -179,6 +180,7 @@ def _api(args: argparse.Namespace) -> int:
     from dragoman.http.server import run_app
 
     settings = _settings(args)
+    tracing.setup("api")
     token = _require_token(settings)
     registry = _open_registry(settings)
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000))
@@ -216,6 +218,7 @@ def _worker(args: argparse.Namespace) -> int:
     from dragoman.worker.service import WorkerService
 
     settings = _settings(args)
+    tracing.setup("worker")
     token = _require_token(settings)
     registry = _open_registry(settings)
     service = WorkerService(settings, registry, NodeSupervisor(settings))

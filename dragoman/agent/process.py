@@ -27,7 +27,8 @@ from loguru import logger as loguru_logger
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 
-from dragoman import logs
+from dragoman import logs, tracing
+from dragoman.agent.call_trace import CallTrace
 from dragoman.agent.inline_executor import InlineExecutor
 from dragoman.agent.rtp_media import RtpMedia
 from dragoman.agent.session import CallSession
@@ -147,8 +148,10 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
     if not isinstance(offer, Offer):
         return  # "stop": the worker is shrinking its idle pool or shutting down
     t0 = time.perf_counter()
+    t_offer = time.monotonic()
     call = offer.call
     bind_call(call.call_id)
+    call_trace = CallTrace(call, tracing.tracer("agent"), t_offer)
     try:
         spec, pair = validate_call(call.provider, call.source, call.target, settings, call.mode)
         interpretation = resolve_interpretation(spec, pair.mode, call.interpretation)
@@ -167,10 +170,17 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
         )
     except CallRejected as e:  # languages, provider, interpretation, glossary
         chan.send(Refused(code=e.code, message=e.message))
+        call_trace.end(e.code, None, None)
         return
     # The call is valid: say so now, so the answer goes out while the pipeline is built
     # (the caller's WebRTC takes tens of milliseconds to come up anyway).
     chan.send(Accepted(timings_ms={"agent_accept": _ms(t0)}))
+    call_trace.step("agent.accept", t_offer, time.monotonic())
+
+    def notify(msg: dict) -> None:
+        call_trace.on_page_message(msg)  # an utterance's marks become its spans
+        chan.send(PageMessage(msg=msg))
+
     try:
         if spec.uses_vad and vad is None:  # a provider the node's default does not need
             vad = _load_vad(settings, inline)
@@ -181,7 +191,7 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
         session = CallSession(
             media=media,
             peer=peer,
-            notify=lambda m: chan.send(PageMessage(msg=m)),
+            notify=notify,
             vad=vad,
             turn_model=turn_model,
             pair=pair,
@@ -197,6 +207,7 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
         log.exception("could not build the call's pipeline")
         chan.send(PageMessage(msg=page.state("ended", "error")))
         chan.send(Ended(reason="error"))
+        call_trace.end("error", None, None)
         return
 
     async def follow_worker() -> None:
@@ -228,12 +239,14 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
     finally:
         follower.cancel()
     chan.send(Ended(reason=reason))
+    call_trace.end(reason, session.connected_at, media.first_rx_at)
 
 
 def agent_main(conn: Connection, settings_json: str, socket_path: str) -> None:
     """Process target. Runs exactly one call (or none, if told to stop while idle)."""
     settings = Settings.model_validate_json(settings_json)
     logs.setup(settings, "agent")
+    tracing.setup("agent")  # while idle: nothing of it on the call's path
     # Ctrl-C in a terminal reaches every process in the group; the worker drains calls
     # and decides when each agent ends, so agents ignore SIGINT.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -254,3 +267,5 @@ def agent_main(conn: Connection, settings_json: str, socket_path: str) -> None:
             chan.close()
 
     asyncio.run(main())
+    # A forked process skips atexit handlers: the call's spans go out now (bounded).
+    tracing.shutdown()

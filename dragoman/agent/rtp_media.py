@@ -81,6 +81,7 @@ class RtpMedia:
         self.reorder = ReorderBuffer()
         self.pacing = PacingStats()
         self.last_rx_at: float | None = None  # the caller's last packet (no-media limit)
+        self.first_rx_at: float | None = None  # the caller's first packet (the call's trace)
         self._out = bytearray()
         self._quiet_ticks = 0
         self._speaking = False
@@ -161,6 +162,8 @@ class RtpMedia:
             if pkt is None or pkt.payload_type != peer.payload_type:
                 continue
             self.last_rx_at = time.monotonic()
+            if self.first_rx_at is None:
+                self.first_rx_at = self.last_rx_at
             for slot in self.reorder.push(pkt.seq, pkt.payload):
                 try:
                     if slot.payload is not None:

@@ -13,10 +13,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
+from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from dragoman import logs
+from dragoman import logs, tracing
 from dragoman.api import admission, metrics
 from dragoman.api.direct import ProviderClients, mint_session, overflow_provider
 from dragoman.api.direct import choose as choose_direct
@@ -87,6 +88,7 @@ async def admitted(request: Request) -> admission.Caller:
     """Who is calling, checked in admission's order before the body is read: JSON (415),
     the address's request rate, the ticket, the subject's request rate (429, 401/403)."""
     request.state.t0 = time.perf_counter()
+    request.state.t0_ns = time.time_ns()  # the call's trace starts here (tracing)
     settings = request.app.state.settings
     await admission.check_request(request)
     caller = admission.identify(request, settings)
@@ -117,6 +119,16 @@ def _fail(outcome: str, e: Exception) -> ApiError:
 async def create_call(
     request: Request, caller: Admitted, offer: Offer
 ) -> dict[str, Any] | JSONResponse:
+    # The call's first span: placing it, admission to answer (a trace's root).
+    with tracing.tracer("api").start_as_current_span(
+        "POST /v1/calls", kind=trace.SpanKind.SERVER, start_time=request.state.t0_ns
+    ) as span:
+        return await _place_call(request, caller, offer, span)
+
+
+async def _place_call(
+    request: Request, caller: admission.Caller, offer: CallOffer, span: trace.Span
+) -> dict[str, Any] | JSONResponse:
     t0 = request.state.t0
     settings = request.app.state.settings
     registry = _dispatcher(request).registry
@@ -146,22 +158,26 @@ async def create_call(
     # The page's key to this call's control channel.
     control_token = admission.control_token(settings, caller, call_id, secrets.token_urlsafe(24))
     t_checked = time.perf_counter()
+    call = CallRequest(
+        call_id=call_id,
+        sdp=offer.sdp,
+        sdp_type=offer.type,
+        source=pair.source,
+        target=pair.target,
+        provider=spec.name,
+        glossary=offer.glossary,
+        control_token=control_token,
+        max_call_s=admission.call_max_s(settings, caller),
+        mode=pair.mode,
+        room_host=invitation.host_call_id if invitation else None,
+        interpretation=interpretation,
+    )
+    span.set_attributes(tracing.call_attributes(call))
+    checked_ns = request.state.t0_ns + int((t_checked - t0) * 1e9)
+    tracing.record(tracing.tracer("api"), "admission", request.state.t0_ns, checked_ns)
     try:
         result = await _dispatcher(request).start_call(
-            CallRequest(
-                call_id=call_id,
-                sdp=offer.sdp,
-                sdp_type=offer.type,
-                source=pair.source,
-                target=pair.target,
-                provider=spec.name,
-                glossary=offer.glossary,
-                control_token=control_token,
-                max_call_s=admission.call_max_s(settings, caller),
-                mode=pair.mode,
-                room_host=invitation.host_call_id if invitation else None,
-                interpretation=interpretation,
-            ),
+            call,
             # A local-pipeline call also needs a free slot on a node's inference service.
             local=spec.kind == "local",
         )

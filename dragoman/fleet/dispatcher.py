@@ -9,7 +9,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
+from opentelemetry import trace
+
+from dragoman import tracing
 from dragoman.contract.calls import CallAnswer, CallRequest, InviteAnswer
 from dragoman.contract.errors import (
     AgentFailed,
@@ -93,9 +97,10 @@ class Dispatcher:
         it also needs a free local slot there."""
         t0 = time.perf_counter()
         if req.room_host is not None:
-            res = await self._reserve_next_to_host(req, local)
+            with _span("registry.reserve", req):
+                res = await self._reserve_next_to_host(req, local)
             try:
-                result = await self._client_for(res.address).start_call(req)
+                result = await self._hand_off(res, req)
             except Exception:
                 await self._release_quietly(req.call_id)
                 raise
@@ -103,10 +108,11 @@ class Dispatcher:
         tried: set[str] = set()
         last_error: Exception | None = None
         for _ in range(MAX_NODE_ATTEMPTS):
-            res = await self._reserve(req.call_id, tried, local)
+            with _span("registry.reserve", req):
+                res = await self._reserve(req.call_id, tried, local)
             t_reserved = time.perf_counter()
             try:
-                result = await self._client_for(res.address).start_call(req)
+                result = await self._hand_off(res, req)
             except (AgentFailed, NoAgentAvailable) as e:
                 # The worker frees its own reservations; a dead one's expire. Release anyway
                 # so the slot is back at once, then try another node.
@@ -122,6 +128,15 @@ class Dispatcher:
             return result.model_copy(update={"timings_ms": timings, "node_id": res.node_id})
         assert last_error is not None
         raise last_error
+
+    async def _hand_off(self, res: Reservation, req: CallRequest) -> CallAnswer:
+        """The call to the reserved node's worker, in a span whose context goes with it."""
+        with _span("worker.hand_off", req, trace.SpanKind.CLIENT) as span:
+            span.set_attribute("dragoman.node", res.node_id)
+            traceparent = tracing.traceparent(span)
+            if traceparent is not None:
+                req = req.model_copy(update={"traceparent": traceparent})
+            return await self._client_for(res.address).start_call(req)
 
     async def end_call(self, call_id: str, reason: str = "remote_hangup") -> bool:
         node_id = await self.registry.lookup(call_id)
@@ -172,3 +187,12 @@ class Dispatcher:
             await self.registry.release(call_id)
         except RegistryUnavailable:
             pass  # the reservation expires by itself
+
+
+def _span(
+    name: str, req: CallRequest, kind: trace.SpanKind = trace.SpanKind.INTERNAL
+) -> AbstractContextManager[trace.Span]:
+    """A step of placing ``req``, under the api's request span (no-op when tracing is off)."""
+    return tracing.tracer("api").start_as_current_span(
+        name, kind=kind, attributes={"dragoman.call_id": req.call_id}
+    )

@@ -18,7 +18,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dragoman import logs
+from opentelemetry import trace
+
+from dragoman import logs, tracing
 from dragoman.config import Settings
 from dragoman.contract import page
 from dragoman.contract.calls import CallAnswer, CallRequest
@@ -99,8 +101,22 @@ class NodeCalls:
 
     # --- placing a call ------------------------------------------------------------------
     async def start_call(self, req: CallRequest) -> CallAnswer:
-        t0 = time.perf_counter()
         logs.CALL_ID.set(req.call_id)  # this task's log lines are about this call
+        # The worker's part of the call's trace, under the api's hand-off; the agent's part
+        # goes under it (its offer carries this span's traceparent).
+        with tracing.tracer("worker").start_as_current_span(
+            "worker.start_call",
+            context=tracing.parent(req.traceparent),
+            kind=trace.SpanKind.SERVER,
+            attributes={**tracing.call_attributes(req), "dragoman.node": self.settings.node_id},
+        ) as span:
+            traceparent = tracing.traceparent(span)
+            if traceparent is not None:
+                req = req.model_copy(update={"traceparent": traceparent})
+            return await self._start_call(req, span)
+
+    async def _start_call(self, req: CallRequest, span: trace.Span) -> CallAnswer:
+        t0 = time.perf_counter()
         opus_pt = opus_payload_type(req.sdp)
         if opus_pt is None:  # nothing to bridge: refused before it costs anything
             self._count("rejected")
@@ -152,6 +168,14 @@ class NodeCalls:
         timings["gateway_offer"] = round((t_bridged - t_taken) * 1000, 2)
         timings["dispatch"] = round((time.perf_counter() - t0) * 1000, 2)
         self._records[req.call_id] = CallRecord(answer_ms=timings["dispatch"])
+        if span.is_recording():
+            span.set_attribute("dragoman.agent_pid", agent.pid or 0)
+            steps = (("agent.take_idle", t0, t_taken), ("janus.bridge", t_taken, t_bridged))
+            steps += (("agent.answer", t_bridged, time.perf_counter()),)
+            for name, start, end in steps:
+                tracing.record(
+                    tracing.tracer("worker"), name, tracing.perf_ns(start), tracing.perf_ns(end)
+                )
         return CallAnswer(sdp=answer_sdp, timings_ms=timings, pid=agent.pid)
 
     async def _answer(

@@ -18,6 +18,7 @@ import multiprocessing.util
 import os
 import signal
 
+from dragoman import tracing
 from dragoman.config import Settings
 from dragoman.pipeline.providers.catalog import PROVIDERS, ProviderSpec, unavailable_reason
 from dragoman.worker import metrics
@@ -49,7 +50,9 @@ def forkserver_preload(settings: Settings) -> list[str]:
     providers = sorted({spec.builder.split(":")[0] for spec in specs})
     vad = [SHARED_VAD_MODULE] if any(spec.uses_vad for spec in specs) else []
     turn = [SHARED_TURN_MODULE] if vad and settings.smart_turn else []
-    return [AGENT_MODULE, *providers, *vad, *turn, FREEZE_MODULE]
+    # With tracing on, each agent exports its call's spans: the SDK is imported once here.
+    otel = list(tracing.SDK_MODULES) if tracing.enabled() else []
+    return [AGENT_MODULE, *providers, *vad, *turn, *otel, FREEZE_MODULE]
 
 
 def forkserver_pid() -> int | None:
