@@ -191,7 +191,7 @@ async def test_endpoint_reports_the_policy_and_sets_the_gauge() -> None:
     now = [0.0]
     registry = MemoryRegistry(node_ttl_s=3.0, clock=lambda: now[0])
     for i, load in enumerate([5, 0, 0]):
-        await registry.register(NodeReport(f"n{i}", f"http://n{i}", "h", 8, 8, NodeState.READY))
+        await registry.register(NodeReport(f"n{i}", f"http://n{i}", 8, 8, NodeState.READY))
         for c in range(load):
             await registry.reserve(f"n{i}-c{c}", [f"n{i}"], 10.0)
     s = Settings(max_calls=8, warm_buffer_slots=8, autoscale_node_ready_s=30)

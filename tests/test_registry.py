@@ -68,7 +68,7 @@ def registry(make_registry: MakeRegistry) -> Registry:
 def report(
     node_id: str, capacity: int = 2, state: str = NodeState.READY, idle: int = 0
 ) -> NodeReport:
-    return NodeReport(node_id, f"http://{node_id}:8100", "10.0.0.9", capacity, idle, state)
+    return NodeReport(node_id, f"http://{node_id}:8100", capacity, idle, state)
 
 
 async def load(registry: Registry, node_id: str) -> int:
@@ -86,9 +86,8 @@ async def test_register_heartbeat_nodes_round_trip(registry: Registry) -> None:
     nodes = await registry.nodes()
     assert [n.node_id for n in nodes] == ["a", "b"]
     b = nodes[1]
-    assert (b.address, b.media_address, b.capacity, b.idle, b.state, b.load) == (
+    assert (b.address, b.capacity, b.idle, b.state, b.load) == (
         "http://b:8100",
-        "10.0.0.9",
         4,
         3,
         NodeState.READY,
@@ -528,7 +527,7 @@ def info(
     node_id: str, load: int, capacity: int = 4, state: str = NodeState.READY, alive: bool = True
 ) -> NodeInfo:
     age = 0.1 if alive else 10.0
-    return NodeInfo(node_id, "", "", capacity, 0, state, load, age, alive)
+    return NodeInfo(node_id, "", capacity, 0, state, load, age, alive)
 
 
 def test_rank_nodes_packs_fullest_first_headroom_spill_then_full() -> None:
@@ -637,8 +636,8 @@ class _Worker:
 async def test_dispatcher_tries_the_next_node_when_a_worker_cannot_take_the_call() -> None:
     registry = MemoryRegistry()
     workers = {"w-a": _Worker(refuse=True), "w-b": _Worker(refuse=False)}
-    await registry.register(NodeReport("a", "w-a", "", 10, 0, NodeState.READY))
-    await registry.register(NodeReport("b", "w-b", "", 10, 0, NodeState.READY))
+    await registry.register(NodeReport("a", "w-a", 10, 0, NodeState.READY))
+    await registry.register(NodeReport("b", "w-b", 10, 0, NodeState.READY))
     await registry.reserve("old", ["a"], ttl_s=30)  # "a" is the fuller: packing tries it first
     await registry.confirm("old")
     dispatcher = Dispatcher(registry, workers.__getitem__, 10.0, 2, Packing(spread=1))
@@ -662,7 +661,6 @@ def local_report(node_id: str, capacity: int, local_capacity: int) -> NodeReport
     return NodeReport(
         node_id,
         f"http://{node_id}:8100",
-        "10.0.0.9",
         capacity,
         0,
         NodeState.READY,
@@ -802,9 +800,7 @@ def test_a_burst_of_local_calls_takes_exactly_the_free_local_slots(
 
 def test_rank_nodes_for_a_local_call_keeps_only_nodes_with_a_free_local_slot() -> None:
     def node(node_id: str, load: int, local_capacity: int, local: int) -> NodeInfo:
-        return NodeInfo(
-            node_id, "", "", 10, 0, NodeState.READY, load, 0.1, True, local_capacity, local
-        )
+        return NodeInfo(node_id, "", 10, 0, NodeState.READY, load, 0.1, True, local_capacity, local)
 
     nodes = [
         node("a", 8, 2, 2),  # the fullest, but its inference is full
@@ -826,7 +822,7 @@ async def test_dispatcher_refuses_a_local_call_in_its_own_words_when_only_infere
 ):
     registry = MemoryRegistry()
     workers = {"w-a": _Worker(refuse=False)}
-    await registry.register(NodeReport("a", "w-a", "", 3, 0, NodeState.READY, 1))
+    await registry.register(NodeReport("a", "w-a", 3, 0, NodeState.READY, 1))
     dispatcher = Dispatcher(registry, workers.__getitem__, 10.0, 2)
 
     def req(call_id: str) -> CallRequest:

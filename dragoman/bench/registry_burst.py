@@ -41,9 +41,7 @@ async def measure(p: RegistryParams, progress: float = 1.0) -> float:
     ids = [f"bench-{i}" for i in range(NODES)]
     try:
         for node_id in ids:
-            report = NodeReport(
-                node_id, f"http://{node_id}", "127.0.0.1", p.concurrency, 0, NodeState.READY
-            )
+            report = NodeReport(node_id, f"http://{node_id}", p.concurrency, 0, NodeState.READY)
             await registry.register(report)
         remaining = p.pairs
 

@@ -203,7 +203,6 @@ class MemoryRegistry:
         return NodeInfo(
             node_id=r.node_id,
             address=r.address,
-            media_address=r.media_address,
             capacity=r.capacity,
             idle=r.idle,
             state=r.state,

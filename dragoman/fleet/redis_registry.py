@@ -360,7 +360,6 @@ class RedisRegistry:
     def _upsert_args(self, r: NodeReport, forget: bool) -> list[Any]:
         fields = {
             "address": r.address,
-            "media_address": r.media_address,
             "capacity": r.capacity,
             "idle": r.idle,
             "state": r.state,
@@ -379,7 +378,6 @@ class RedisRegistry:
                 NodeInfo(
                     node_id=node_id,
                     address=h["address"],
-                    media_address=h["media_address"],
                     capacity=int(h["capacity"]),
                     idle=int(h["idle"]),
                     state=h["state"],

@@ -22,7 +22,6 @@ class NodeReport:
 
     node_id: str
     address: str  # internal URL of the worker, e.g. "http://10.0.0.2:8100"
-    media_address: str  # IP the worker's WebRTC candidates use
     capacity: int  # call slots
     idle: int  # idle agent processes right now
     state: str  # a NodeState (a str: as stored and sent)
@@ -38,7 +37,6 @@ class NodeInfo:
 
     node_id: str
     address: str
-    media_address: str
     capacity: int
     idle: int
     state: str

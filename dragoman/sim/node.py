@@ -60,7 +60,6 @@ class SimNode:
         return NodeReport(
             self.node_id,
             self.address,
-            "sim",
             self.limit,
             self.limit,
             state,

@@ -125,7 +125,6 @@ class WorkerService:
         return NodeReport(
             node_id=s.node_id,
             address=self.address,
-            media_address=s.media_public_ip or s.media_address or s.worker_host,
             capacity=s.max_calls,
             idle=stats["idle_agents"],
             state=self.state,
