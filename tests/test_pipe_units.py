@@ -50,7 +50,7 @@ TO_AGENT_MESSAGES = [
     RoomLeft(),
 ]
 TO_WORKER_MESSAGES = [
-    Ready(pid=1, rtp_port=4000, prep_ms=1.5),
+    Ready(rtp_port=4000),
     Accepted(timings_ms={"agent_accept": 0.4}),
     Refused(code="unknown_language", message="Unknown source language 'xx'."),
     PageMessage(msg={"v": 1, "type": "caption", "id": "u1", "text": "hi", "final": True}),

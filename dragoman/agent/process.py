@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 import time
@@ -132,7 +131,6 @@ def _load_turn_model(settings: Settings) -> TurnModel | None:
 
 
 async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket_path: str) -> None:
-    t_prep = time.perf_counter()
     inline = InlineExecutor()  # for the VAD's per-chunk analysis
     rtp, rtcp = bind_rtp_pair("127.0.0.1", settings.agent_rtp_port_range)
     opus.lib()  # load libopus now, not while a caller waits
@@ -142,7 +140,7 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
     turn_model = _load_turn_model(settings) if vad is not None else None
     client = InferenceClient(socket_path)
     port = rtp.getsockname()[1]
-    chan.send(Ready(pid=os.getpid(), rtp_port=port, prep_ms=_ms(t_prep)))
+    chan.send(Ready(rtp_port=port))
 
     offer = await chan.recv()
     if not isinstance(offer, Offer):

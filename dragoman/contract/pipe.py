@@ -110,9 +110,7 @@ class Ready(_Message):
     """Idle and ready for a call on loopback RTP port ``rtp_port`` (RTCP: the next one)."""
 
     kind: Literal["ready"] = "ready"
-    pid: int
     rtp_port: int
-    prep_ms: float = 0.0
 
 
 class Accepted(_Message):

@@ -30,8 +30,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_UNKNOWN_CALL = 4404
 CLOSE_REPLACED = 4409  # a newer connection for the same call took over
 CLOSE_UNAVAILABLE = 4503  # the call's node or the registry cannot be reached
-# The page does not reconnect after these: nothing would change.
-FINAL_CODES = frozenset({CLOSE_ENDED, CLOSE_UNAUTHORIZED, CLOSE_UNKNOWN_CALL, CLOSE_REPLACED})
+# The page does not reconnect after 1000, 4401, 4404, 4409 (web/call.js FINAL_CLOSE_CODES).
 
 
 class LinkClosed(Exception):

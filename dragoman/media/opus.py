@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-OPUS_OK = 0
 APPLICATION_VOIP = 2048
 SET_BITRATE = 4002
 SET_COMPLEXITY = 4010
