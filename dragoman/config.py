@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 
 
 def _default_cache_dir() -> Path:
@@ -208,9 +209,9 @@ class Settings(BaseSettings):
     # --- admission and abuse limits (dragoman/api/admission.py); 0 disables a limit ----
     call_token_secret: SecretStr | None = Field(
         None,
-        description="HS256 secret (at least 32 bytes) of call tickets. Set: creating a call, a "
-        "direct session or a control channel needs a ticket the operator's backend signs. "
-        "Unset: anyone who reaches the api may call (development).",
+        description=f"HS256 secret (at least {MIN_SECRET_BYTES} bytes) of call tickets. Set: "
+        "creating a call, a direct session or a control channel needs a ticket the operator's "
+        "backend signs. Unset: anyone who reaches the api may call (development).",
     )
     call_token_max_ttl_s: int = Field(
         3600, ge=10, description="Tickets valid for longer than this (exp - iat) are refused."
@@ -494,8 +495,10 @@ class Settings(BaseSettings):
     @field_validator("call_token_secret")
     @classmethod
     def _ticket_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value().encode()) < 32:
-            raise ValueError("must be at least 32 bytes (e.g. `openssl rand -hex 32`)")
+        if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+            )
         return value
 
     @field_validator(
@@ -598,11 +601,6 @@ def local_capacity(settings: Settings, cores: int | None = None) -> int:
         return settings.local_capacity
     n = node_cores() if cores is None else cores
     return max(1, int(settings.local_calls_per_core * n))
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()
 
 
 def settings_for_child(settings: Settings) -> str:

@@ -25,7 +25,6 @@ import jwt
 
 ALGORITHM = "HS256"
 CONTROL_SCOPE = "control"
-MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 
 
 class TicketError(Exception):

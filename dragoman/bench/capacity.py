@@ -45,7 +45,7 @@ from dragoman.bench.embedded import embedded_process, internal_url
 from dragoman.bench.lag import TalkMic, cpu_seconds, inference_process
 from dragoman.bench.lag_report import Recording, analyse
 from dragoman.bench.lag_talk import SENTENCES, Talk, sentence_clips
-from dragoman.config import get_settings
+from dragoman.config import Settings
 
 MODES = ("consecutive", "simultaneous")
 CHIME_MAX_S = 8.0  # the connect chime plays before the talk, never over it
@@ -307,7 +307,7 @@ def main(p: CapacityParams, out: Path) -> dict[str, Any]:
     def say(text: str) -> None:
         print(text, flush=True)
 
-    cache = get_settings().cache_dir / "bench" / "lag-talk"
+    cache = Settings().cache_dir / "bench" / "lag-talk"
     say(f"bench capacity: a pool of {p.sentences} Kokoro sentences (cached in {cache})…")
     clips = [trim(c) for c in sentence_clips(p.sentences, cache, say)]
     durations = [len(c) / RATE for c in clips]

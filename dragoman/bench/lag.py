@@ -32,7 +32,7 @@ from dragoman.bench.embedded import embedded_process, internal_url
 from dragoman.bench.lag_measure import Span, clock_origin, covered_by_final, open_lines
 from dragoman.bench.lag_report import TARGET, TODAY, Recording, analyse, table, verdicts
 from dragoman.bench.lag_talk import Talk, make_talk
-from dragoman.config import get_settings
+from dragoman.config import Settings
 
 MODES = ("consecutive", "simultaneous")
 CHIME_MAX_S = 8.0  # the connect chime plays before the talk, never over it
@@ -314,7 +314,7 @@ def main(p: LagParams, out: Path) -> dict[str, Any]:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    cache = get_settings().cache_dir / "bench" / "lag-talk"
+    cache = Settings().cache_dir / "bench" / "lag-talk"
     say(f"bench lag: making a talk of ≥ {p.talk_s:g} s (Kokoro, cached in {cache})…")
     talk = make_talk(p.talk_s, p.pause_s, cache, say)
     say(f"  {len(talk.sentences)} sentences, {talk.duration_s:.1f} s, pauses {p.pause_s:g} s")
