@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from dragoman.api import admission
+from dragoman.api.tickets import decode_claims, sign_claims
 from dragoman.contract.errors import AgentFailed, RegistryUnavailable
 from dragoman.http.body import documented, json_body
 from dragoman.http.errors import ApiError, answers
@@ -54,13 +55,13 @@ def sign(inv: Invitation, key: bytes) -> str:
         "provider": inv.provider,
         "exp": int(inv.expires_at),
     }
-    return jwt.encode(claims, key, algorithm="HS256")
+    return sign_claims(claims, key)
 
 
 def verify(token: str, key: bytes) -> Invitation:
     """The invitation behind a room link; ApiError 410 when expired, 404 when not one."""
     try:
-        c = jwt.decode(token, key, algorithms=["HS256"], options={"require": ["exp"]})
+        c = decode_claims(token, key, ["exp"])
     except jwt.ExpiredSignatureError as e:
         raise ApiError(
             410, "room_expired", "This invitation has expired; ask for a new one."

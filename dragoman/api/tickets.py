@@ -68,7 +68,7 @@ def mint(
         claims["direct"] = True
     if max_call_s is not None:
         claims["max_call_s"] = max_call_s
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    return sign_claims(claims, secret)
 
 
 def verify(token: str, secret: str, max_ttl_s: float, leeway_s: float) -> Ticket:
@@ -116,7 +116,7 @@ def mint_control(secret: str, subject: str, call_id: str, ttl_s: float) -> str:
         "iat": now,
         "exp": now + int(ttl_s),
     }
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    return sign_claims(claims, secret)
 
 
 def verify_control(token: str, secret: str, call_id: str, leeway_s: float) -> None:
@@ -126,15 +126,28 @@ def verify_control(token: str, secret: str, call_id: str, leeway_s: float) -> No
         raise TicketError(403, "ticket_scope", "This token is not for this call's control.")
 
 
+def sign_claims(claims: dict[str, Any], key: str | bytes) -> str:
+    """An HS256 token of ``claims`` (call tickets, control tokens, room links)."""
+    return jwt.encode(claims, key, algorithm=ALGORITHM)
+
+
+def decode_claims(
+    token: str, key: str | bytes, require: list[str], leeway_s: float = 0.0
+) -> dict[str, Any]:
+    """The claims of an HS256 token signed with ``key`` that has the ``require``d claims;
+    PyJWT's ``InvalidTokenError`` kinds otherwise, for the caller to answer in its terms."""
+    return jwt.decode(
+        token,
+        key,
+        algorithms=[ALGORITHM],  # never the token's own "alg": no "none", no key confusion
+        options={"require": require},
+        leeway=leeway_s,
+    )
+
+
 def _decode(token: str, secret: str, leeway_s: float) -> dict[str, Any]:
     try:
-        return jwt.decode(
-            token,
-            secret,
-            algorithms=[ALGORITHM],  # never the token's own "alg": no "none", no key confusion
-            options={"require": ["exp", "sub"]},
-            leeway=leeway_s,
-        )
+        return decode_claims(token, secret, ["exp", "sub"], leeway_s)
     except jwt.ExpiredSignatureError as e:
         raise TicketError(401, "ticket_expired", "The call ticket has expired.") from e
     except jwt.ImmatureSignatureError as e:
