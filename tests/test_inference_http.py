@@ -278,7 +278,7 @@ async def test_a_bad_stt_parameter_is_a_400(service: tuple[FakeModels, str], que
     models, path = service
     async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=path)) as http:
         r = await http.post(f"http://inference{wire.STT}?language=ja&{query}", content=bytes(8))
-    assert r.status_code == 400 and r.json()["error"]
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
     assert models.calls == []
 
 
@@ -465,7 +465,7 @@ async def test_the_409_is_superseded_on_the_wire(
         await until("queued", lambda: impl.ping()["stt"]["queued"]["partial"] == 1)
         new = asyncio.create_task(http.post(url, content=bytes(32)))
         assert (await old).status_code == 409
-        assert (await old).json() == {"error": "superseded"}
+        assert (await old).json()["error"]["code"] == wire.SUPERSEDED
         whisper.gate.set()
         assert (await new).status_code == 200
     await busy
@@ -487,7 +487,7 @@ async def test_tts_speed_reaches_piper_and_a_bad_one_is_refused(
         for bad in ("fast", "nan", "0", "-1", "2.5", "inf"):
             r = await http.post(f"{wire.TTS}?speed={bad}", content=b"Hi.")
             assert r.status_code == 400, bad
-            assert "speed" in r.json()["error"]
+            assert "speed" in r.json()["error"]["message"]
     assert len(piper.speeds) == 3  # none of them reached Piper
 
 

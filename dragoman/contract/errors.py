@@ -93,6 +93,12 @@ AGENT_FAILED_MESSAGE = "The interpreter failed to start; try again in a moment."
 REGISTRY_UNAVAILABLE_MESSAGE = "The call registry is unavailable; try again in a moment."
 
 
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    """Every HTTP error answer's body (api, worker, inference service): ``code`` for programs,
+    ``message`` for people."""
+    return {"error": {"code": code, "message": message}}
+
+
 @dataclass(frozen=True)
 class HttpError:
     """An error answer: ``{"error": {"code", "message"}}`` with ``status`` and headers."""

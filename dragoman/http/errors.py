@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dragoman.contract.errors import FLEET_ERRORS, to_http
+from dragoman.contract.errors import FLEET_ERRORS, error_body, to_http
 
 
 class ErrorDetail(BaseModel):
@@ -75,10 +75,6 @@ def validation_message(e: ValidationError | RequestValidationError) -> str:
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
     msg = first.get("msg", "invalid request")
     return f"{where}: {msg}" if where else msg
-
-
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
 
 
 def install_error_handlers(app: FastAPI) -> None:

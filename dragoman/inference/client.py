@@ -248,7 +248,8 @@ def _why(e: Exception) -> str:
 
 
 def _error(response: httpx.Response, what: str) -> str:
+    """The message of the service's error body (``contract.errors.error_body``)."""
     try:
-        return str(response.json()["error"])
+        return str(response.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return f"{what} failed: HTTP {response.status_code}"

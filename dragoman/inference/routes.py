@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from dragoman.contract.errors import error_body
 from dragoman.inference import wire
 from dragoman.inference.lanes import Superseded
 
@@ -33,8 +34,8 @@ class BadRequest(ValueError):
     """A bad query parameter: the request's fault, answered 400 and not logged."""
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(error_body(code, message), status_code=status)
 
 
 def _reporting(op: str) -> Callable[[Endpoint], Endpoint]:
@@ -47,15 +48,15 @@ def _reporting(op: str) -> Callable[[Endpoint], Endpoint]:
             try:
                 return await endpoint(request)
             except TooLarge as e:
-                return _error(413, str(e))
+                return _error(413, "body_too_large", str(e))
             except BadRequest as e:
-                return _error(400, str(e))
+                return _error(400, "bad_request", str(e))
             except Superseded:
                 # A newer request of the same stream replaced it: expected, not logged.
-                return _error(409, wire.SUPERSEDED)
+                return _error(409, wire.SUPERSEDED, "A newer request of its stream replaced it.")
             except Exception as e:
                 log.exception("inference request %s failed", op)
-                return _error(500, str(e))
+                return _error(500, "inference_failed", str(e))
 
         return run
 

@@ -15,7 +15,7 @@ Plain HTTP/1.1 over the node's Unix socket; audio travels as raw bodies, never e
         requests before queued ``partial`` ones, whatever their arrival
     ``stream=<id>``  a queued ``partial`` of a stream is dropped when a newer request of
         the same stream (a ``partial``, or a ``final``) is queued: it answers **409**
-        ``{"error": "superseded"}``. A ``final`` is never dropped.
+        with the error code ``superseded``. A ``final`` is never dropped.
     ``queue_ms`` is how long the request waited for a Whisper worker; ``window_s`` the
     encoder window its decode used. A transcribe and a translate of the same audio share
     one encoder pass.
@@ -28,7 +28,9 @@ Plain HTTP/1.1 over the node's Unix socket; audio travels as raw bodies, never e
     ``stt``: the Whisper lane's workers and threads, its queue by priority, requests done,
     superseded and retried, and queue-wait totals and histogram, for metrics)
 
-A failed request answers 4xx/5xx with ``{"error": "..."}`` (400: a bad parameter); a
+A failed request answers 4xx/5xx with ``{"error": {"code", "message"}}``, the body every
+dragoman error has (``contract.errors.error_body``): 400 ``bad_request`` (a bad parameter),
+413 ``body_too_large``, 409 ``superseded``, 500 ``inference_failed``; a
 synthesis that fails after its first audio ends the stream early (the client sees an
 incomplete body).
 """
@@ -44,7 +46,7 @@ AUDIO = "application/octet-stream"
 TEXT = "text/plain; charset=utf-8"
 MAX_BODY = 64 << 20  # 64 MB: far above any utterance (30 s of 16 kHz PCM16 is ~1 MB)
 PRIORITIES = ("final", "partial")
-SUPERSEDED = "superseded"  # the 409's error
+SUPERSEDED = "superseded"  # the 409's error code
 PROMPT_CHARS = 200  # of an stt prompt, kept from its end
 TTS_SPEED_MIN = 0.5
 TTS_SPEED_MAX = 2.0
