@@ -165,12 +165,21 @@ async def test_one_trace_from_the_api_through_the_worker_to_the_agent(
 
 
 def test_utterance_steps_follow_the_marks_in_time_order() -> None:
-    # Simultaneous interpretation's marks (a piece: pending, its source's end, translated).
-    marks = {"translated": 5.0, "first_pending": 3.0, "source_end": 4.0, "first_audio_out": 6.0}
+    # Simultaneous interpretation's marks: the first piece's source audio ended, its
+    # translation came (pending), more joined it, then it was said; a mark of no known step
+    # names its own.
+    marks = {
+        "translated": 5.0,
+        "first_pending": 4.0,
+        "source_end": 3.0,
+        "first_audio_out": 7.0,
+        "later_mark": 6.0,
+    }
     assert utterance_steps(marks) == [
-        ("source_end", 3.0, 4.0),
-        ("stt_translate", 4.0, 5.0),
-        ("first_audio", 5.0, 6.0),
+        ("stt_translate", 3.0, 4.0),
+        ("join", 4.0, 5.0),
+        ("later_mark", 5.0, 6.0),
+        ("first_audio", 6.0, 7.0),
     ]
     assert utterance_steps({"vad_stop": 1.0, "text": "x"}) == []  # one mark: no step
 

@@ -31,15 +31,19 @@ STEPS = {
     "tts_start": "queue",  # waiting for the voice
     "tts_first_chunk": "tts",  # the voice's first audio
     "first_audio_out": "first_audio",  # that audio leaves for the caller
+    # Simultaneous: the first piece of a spoken unit is recognised and translated; more
+    # pieces may join it before it is said.
+    "first_pending": "stt_translate",
 }
+PAIR_STEPS = {("first_pending", "translated"): "join"}  # where a mark's step depends on before
 
 
 def utterance_steps(marks: Mapping[str, Any]) -> list[tuple[str, float, float]]:
     """(step, start, end) between consecutive marks in time order (monotonic seconds)."""
     timed = sorted((v, k) for k, v in marks.items() if isinstance(v, int | float))
     return [
-        (STEPS.get(name, name), start, end)
-        for (start, _), (end, name) in zip(timed, timed[1:], strict=False)
+        (PAIR_STEPS.get((before, name)) or STEPS.get(name, name), start, end)
+        for (start, before), (end, name) in zip(timed, timed[1:], strict=False)
     ]
 
 
