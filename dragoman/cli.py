@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -120,14 +120,51 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _run_node(
+    service: Any,
+    registry: Any,
+    make_app: Callable[[Any], Any],
+    host: str,
+    port: int,
+    *,
+    started: Callable[[], None],
+    draining: str,
+    stopped: str,
+    internal: tuple[str, int] | None = None,
+) -> int:
+    """Run a process that hosts a node (``serve``, ``worker``): the node starts with the app
+    (``make_app(lifespan)``), the first signal drains its calls, the second ends them."""
     from fastapi import FastAPI
 
+    from dragoman.http.server import run_app
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await service.start(on_progress=_say)
+        started()
+        try:
+            yield
+        finally:
+            await service.stop()  # already drained when a signal started the shutdown
+            await registry.close()
+            _say(stopped)
+
+    def force() -> None:
+        service.pool.force_stop = True
+
+    async def drain() -> None:
+        _say(draining)
+        await service.stop()
+
+    run_app(make_app(lifespan), host, port, drain=drain, on_force=force, internal=internal)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
     from dragoman.api import metrics
     from dragoman.api.app import create_app
     from dragoman.fleet.dispatcher import Dispatcher
     from dragoman.fleet.worker_client import LocalWorkerClient
-    from dragoman.http.server import run_app
     from dragoman.worker.node_supervisor import NodeSupervisor
     from dragoman.worker.service import WorkerService
 
@@ -140,33 +177,26 @@ def _serve(args: argparse.Namespace) -> int:
         registry, lambda _address: local, settings.reservation_ttl_s, settings.retry_after_s
     )
     dispatcher.on_conflict = metrics.RESERVATION_CONFLICTS.inc
+    host, port = _internal(settings)
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await service.start(on_progress=_say)
+    def started() -> None:
         _say_admission(settings)
         _say(f"dragoman is ready: open http://{settings.host}:{settings.port}")
-        host, port = _internal(settings)
         _say(f"health, metrics, autoscale: http://{host}:{port} (internal port)")
-        try:
-            yield
-        finally:
-            await service.stop()  # already drained when a signal started the shutdown
-            _say("stopped cleanly")
 
-    app = create_app(settings, dispatcher, lifespan=lifespan, local_pool=service.pool)
-
-    def force() -> None:
-        service.pool.force_stop = True
-
-    async def drain() -> None:
-        _say("draining calls (Ctrl-C again to end them now)…")
-        await service.stop()
-
-    run_app(
-        app, settings.host, settings.port, drain=drain, on_force=force, internal=_internal(settings)
+    return _run_node(
+        service,
+        registry,
+        lambda lifespan: create_app(
+            settings, dispatcher, lifespan=lifespan, local_pool=service.pool
+        ),
+        settings.host,
+        settings.port,
+        started=started,
+        draining="draining calls (Ctrl-C again to end them now)…",
+        stopped="stopped cleanly",
+        internal=(host, port),
     )
-    return 0
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -210,9 +240,6 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from fastapi import FastAPI
-
-    from dragoman.http.server import run_app
     from dragoman.worker.app import create_worker_app
     from dragoman.worker.node_supervisor import NodeSupervisor
     from dragoman.worker.service import WorkerService
@@ -222,28 +249,16 @@ def _worker(args: argparse.Namespace) -> int:
     token = _require_token(settings)
     registry = _open_registry(settings)
     service = WorkerService(settings, registry, NodeSupervisor(settings))
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await service.start(on_progress=_say)
-        try:
-            yield
-        finally:
-            await service.stop()
-            await registry.close()
-            _say(f"node {settings.node_id} drained; exiting")
-
-    app = create_worker_app(service, token, lifespan=lifespan)
-
-    def force() -> None:
-        service.pool.force_stop = True
-
-    async def drain() -> None:
-        _say(f"node {settings.node_id} draining…")
-        await service.stop()
-
-    run_app(app, settings.worker_host, settings.worker_port, drain=drain, on_force=force)
-    return 0
+    return _run_node(
+        service,
+        registry,
+        lambda lifespan: create_worker_app(service, token, lifespan=lifespan),
+        settings.worker_host,
+        settings.worker_port,
+        started=lambda: None,
+        draining=f"node {settings.node_id} draining…",
+        stopped=f"node {settings.node_id} drained; exiting",
+    )
 
 
 def _bench_connect(args: argparse.Namespace) -> int:
