@@ -75,6 +75,8 @@ def shutdown() -> None:
 
 def traceparent(span: trace.Span) -> str | None:
     """``span``'s W3C traceparent, for the next process; None for a no-op span."""
+    if not span.get_span_context().is_valid:
+        return None  # tracing off: skip the propagator (a few microseconds)
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
     return carrier.get("traceparent")
