@@ -182,6 +182,7 @@ def test_a_traceback_in_the_log_fails() -> None:
 # --- the short soak: a leak check -------------------------------------------------------
 
 
+@pytest.mark.timeout(480)  # ≈ 2 min: 90 s of churn, the serve's start and the drain
 def test_a_short_soak_with_every_fault_leaks_nothing(tmp_path: Path) -> None:
     out = tmp_path / "soak"
     exe = Path(sys.executable).with_name("dragoman")
@@ -190,7 +191,7 @@ def test_a_short_soak_with_every_fault_leaks_nothing(tmp_path: Path) -> None:
         + ["--median-call-s", "5", "--faults-per-kind", "1", "--seed", "2", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=450,
     )
     rep = json.loads((out / "soak.json").read_text())
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
