@@ -39,7 +39,7 @@ from dragoman.http.errors import ApiError
 from dragoman.languages import LanguageError, LanguagePair
 from dragoman.pipeline.frames import CallErrorFrame
 from dragoman.pipeline.glossary import read_glossary
-from dragoman.pipeline.providers import gemini_live, openai_translate, sdk_sessions
+from dragoman.pipeline.providers import cascade_stream, gemini_live, openai_translate, sdk_sessions
 from dragoman.pipeline.providers.base import CallContext, ProviderError
 from dragoman.pipeline.providers.captions import CaptionStream
 from dragoman.pipeline.providers.catalog import catalogue, validate_call
@@ -457,3 +457,25 @@ def test_the_default_provider_is_checked_at_start(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(SystemExit) as e:
         cli._load_settings()
     assert "DRAGOMAN_PROVIDER" in str(e.value)
+
+
+@pytest.mark.parametrize("opener", ["translation", "transcription"])
+@pytest.mark.parametrize(("key", "code"), [("sk-unit", None), ("sk-wrong", "provider_refused")])
+async def test_openai_realtime_sessions_open_or_fail_in_our_terms(
+    fake_url: str, opener: str, key: str, code: str | None
+) -> None:
+    s = Settings(openai_api_key=key, openai_base_url=fake_url + "/v1")
+    pair = LanguagePair("ko", "en")
+    stream: Any = (
+        openai_translate.OpenAITranslate(s)
+        if opener == "translation"
+        else cascade_stream.TranscriptionStream(s)
+    )
+    if code is None:
+        async with stream.connect(pair, 5.0) as session:
+            assert session is not None
+        return
+    with pytest.raises(ProviderError) as e:
+        async with stream.connect(pair, 5.0):
+            pass
+    assert e.value.code == code and "HTTP 401" in str(e.value)

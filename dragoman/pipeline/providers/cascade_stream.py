@@ -31,7 +31,7 @@ from openai.types.realtime.realtime_transcription_session_create_request import 
 
 from dragoman.config import Settings
 from dragoman.languages import LanguagePair
-from dragoman.pipeline.providers.base import ProviderError
+from dragoman.pipeline.providers import openai_realtime
 from dragoman.pipeline.providers.sdk_sessions import openai_client
 from dragoman.pipeline.providers.streaming import SessionLost, websocket_options
 
@@ -136,14 +136,7 @@ class TranscriptionStream:
             extra_query=INTENT,
             websocket_connection_options=cast(Any, websocket_options(timeout)),
         )
-        try:
-            connection = await manager.enter()
-        except websockets.InvalidStatus as e:
-            status = e.response.status_code
-            code = "provider_refused" if status in (401, 403) else "provider_unavailable"
-            raise ProviderError(code, f"HTTP {status} at the WebSocket upgrade") from e
-        except openai.OpenAIError as e:
-            raise ProviderError("provider_unavailable", f"{type(e).__name__}: {e}") from e
+        connection = await openai_realtime.enter(manager)
         conn = TranscriptionConnection(connection, self._settings)
         try:
             await conn.update(pair)

@@ -27,7 +27,8 @@ from openai.types.realtime import RealtimeTranslationServerEvent
 
 from dragoman.config import Settings
 from dragoman.languages import LanguagePair
-from dragoman.pipeline.providers.base import CallContext, ProviderError
+from dragoman.pipeline.providers import openai_realtime
+from dragoman.pipeline.providers.base import CallContext
 
 # The SDK client and session are pure configuration, shared with the api's direct mode.
 from dragoman.pipeline.providers.sdk_sessions import OPENAI_TRANSLATE as NAME
@@ -111,14 +112,7 @@ class OpenAITranslate:
             model=self._settings.openai_translate_model,
             websocket_connection_options=cast(Any, websocket_options(timeout)),
         )
-        try:
-            connection = await manager.enter()
-        except websockets.InvalidStatus as e:
-            status = e.response.status_code
-            code = "provider_refused" if status in (401, 403) else "provider_unavailable"
-            raise ProviderError(code, f"HTTP {status} at the WebSocket upgrade") from e
-        except openai.OpenAIError as e:
-            raise ProviderError("provider_unavailable", f"{type(e).__name__}: {e}") from e
+        connection = await openai_realtime.enter(manager)
         session = OpenAITranslateSession(connection, self._settings)
         try:
             await connection.session.update(session=openai_translation_param(self._settings, pair))
