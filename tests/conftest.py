@@ -95,6 +95,14 @@ def final_caption(
     return match
 
 
+def nonstop(speech: np.ndarray, seconds: float = 60, rate: int = 48000) -> np.ndarray:
+    """A talker who never pauses: ``speech`` without the silence around it, back to back for
+    ``seconds`` (no pause lets the VAD end an utterance; tests/test_talk.py)."""
+    voiced = np.flatnonzero(np.abs(speech) > 300)
+    core = speech[voiced[0] : voiced[-1] + 1]
+    return np.tile(core, int(seconds * rate / len(core)) + 1)
+
+
 def start_server(tmp: Path, **env_overrides: str) -> Server:
     port = free_serve_port()
     env = {

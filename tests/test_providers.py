@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import Server, start_server, stop_server, wait_until
+from conftest import Server, nonstop, start_server, stop_server, wait_until
 from fake_provider import GEMINI_KEY, KEY, Fake, start_fake, stop_fake
 
 from dragoman.bench.caller import AUDIBLE_RMS, Caller, load_wav_mono
@@ -349,6 +349,48 @@ async def test_cascade_transcribes_translates_with_prompt_and_glossary_then_spea
         await asyncio.sleep(1.0)
         heard = [r for r in caller.result.audio_rms[50:] if r > AUDIBLE_RMS]
         assert len(heard) > 5, "the translation was not spoken"
+    finally:
+        await caller.close()
+
+
+async def test_cascade_interprets_now_while_the_person_talks_on(
+    cloud: Server, fake: Fake, ja_speech: Path
+) -> None:
+    caller = Caller(
+        cloud.url, source="ja", target="de", provider="openai-cascade", interpretation="consecutive"
+    )
+    try:
+        assert (await caller.call()).status == 201, caller.result.error
+        await caller.wait_open()
+        await caller.wait_for(lambda m: m.get("state") == "listening", 10)
+        before = len(fake.sessions("transcription"))
+        caller.mic.play(nonstop(load_wav_mono(ja_speech)))
+        await asyncio.sleep(3.0)  # no pause: nothing to transcribe yet
+        assert len(fake.sessions("transcription")) == before
+        mark = caller.mark()
+        caller.send({"v": 1, "type": "interpret_now"})
+        translation = await caller.wait_for(_caption("translation", final=True), 30, since=mark)
+        assert translation["text"].startswith("[de] fake transcript")
+        assert caller.mic.playing  # the talker went on: the control ended the utterance
+        # The cut audio went up whole: about the three seconds and more before the control.
+        assert fake.sessions("transcription")[before]["audio_bytes"] > 2 * 32_000
+    finally:
+        await caller.close()
+
+
+async def test_speech_to_speech_providers_refuse_the_talk_controls(cloud: Server) -> None:
+    caller = Caller(cloud.url, source="ja", target="es")  # openai-translate: its own VAD
+    try:
+        assert (await caller.call()).status == 201, caller.result.error
+        await caller.wait_open()
+        await caller.wait_for(lambda m: m.get("state") == "listening", 10)
+        for msg in ({"type": "push_to_talk", "on": True}, {"type": "interpret_now"}):
+            mark = caller.mark()
+            caller.send({"v": 1, **msg})
+            err = await caller.wait_for(lambda m: m.get("type") == "error", 5, since=mark)
+            assert err["code"] == "unsupported_control" and not err["fatal"]
+            assert err["message"] == ERRORS["unsupported_control"]
+        assert not [m for m in caller.result.messages if m.get("type") == "talk"]
     finally:
         await caller.close()
 
