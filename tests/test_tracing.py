@@ -1,12 +1,17 @@
 """A call's trace from a real ``dragoman serve``: with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, its
 api, worker and agent export OTLP/HTTP to a receiver run here (a small HTTP server decoding
 the protobuf with ``opentelemetry-proto``), and one call with speech comes back as one trace
-across the three services, its utterance under the call."""
+across the three services, its utterance under the call. And with the api and the worker as
+separate processes (a real Redis registry), the context crosses the HTTP hand-off."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,14 +22,16 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Server, final_caption, start_server, stop_server
+from conftest import Server, final_caption, start_server, stop_server, wait_until
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from redis_server import RedisServer
 
 from dragoman.bench.caller import Caller, load_wav_mono
+from dragoman.bench.embedded import NO_ABUSE_LIMITS, free_port, free_serve_port, internal_url
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,7 @@ def receiver() -> Iterator[Receiver]:
     r.http.shutdown()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def traced_server(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Server]:
     srv = start_server(
         tmp_path_factory.mktemp("traces"),
@@ -205,3 +212,99 @@ async def test_one_call_is_one_trace_across_api_worker_and_agent(
         assert all(u.start_ns <= s.start_ns <= s.end_ns <= u.end_ns for s in steps)
         # The utterance lies within the call.
         assert agent.start_ns <= u.start_ns <= u.end_ns <= agent.end_ns
+
+
+def _spans_of_call(receiver: Receiver, call_id: str) -> list[Span]:
+    """Every span of the trace whose ``agent.call`` is ``call_id``'s (none before it ends)."""
+    spans = receiver.snapshot()
+    agent = next(
+        (
+            s
+            for s in spans
+            if s.name == "agent.call" and s.attributes.get("dragoman.call_id") == call_id
+        ),
+        None,
+    )
+    return [s for s in spans if agent and s.trace_id == agent.trace_id]
+
+
+def test_the_trace_crosses_the_http_hand_off_between_api_and_worker_processes(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    env = {
+        **os.environ,
+        **NO_ABUSE_LIMITS,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "DRAGOMAN_INTERNAL_TOKEN": "test-token-" + "x" * 24,
+        "DRAGOMAN_LOG_LEVEL": "WARNING",
+        "DRAGOMAN_MAX_CALLS": "1",
+        "DRAGOMAN_LOCAL_CAPACITY": "1",
+    }
+    exe = str(Path(sys.executable).with_name("dragoman"))
+    api_port, worker_port = free_serve_port(), free_port()
+    procs: list[subprocess.Popen] = []
+
+    def start(kind: str, **extra: str) -> None:
+        log = (tmp_path / f"{kind}.log").open("w")
+        procs.append(
+            subprocess.Popen(
+                [exe, kind], env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT
+            )
+        )
+
+    def log_of(kind: str) -> str:
+        return (tmp_path / f"{kind}.log").read_text(errors="replace")[-3000:]
+
+    def free_slot() -> bool:
+        try:
+            r = httpx.get(f"{internal_url(api)}/healthz", timeout=5)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200 and r.json().get("free_slots", 0) >= 1
+
+    with RedisServer() as redis:
+        try:
+            start("worker", DRAGOMAN_REGISTRY=redis.url, DRAGOMAN_WORKER_PORT=str(worker_port))
+            start("api", DRAGOMAN_REGISTRY=redis.url, DRAGOMAN_PORT=str(api_port))
+            api = f"http://127.0.0.1:{api_port}"
+            try:
+                wait_until(free_slot, 180, interval=0.5, what="the worker's slot at the api")
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n{log_of('worker')}\n{log_of('api')}") from e
+
+            async def call() -> str:
+                caller = Caller(api, source="ja", target="en", send_audio=False)
+                try:
+                    result = await caller.call()
+                    assert result.status == 201, result.error
+                    await caller.wait_for(lambda m: m.get("state") == "listening", 15)
+                    async with httpx.AsyncClient() as http:
+                        r = await http.delete(f"{api}/v1/calls/{result.call_id}", timeout=5)
+                    assert r.status_code == 204
+                    await poll(lambda: _spans_of_call(receiver, result.call_id), 30, "its trace")
+                    return result.call_id
+                finally:
+                    await caller.close()
+
+            call_id = asyncio.run(call())
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGINT)
+            for proc in procs:
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    trace = _spans_of_call(receiver, call_id)
+    named = {s.name: s for s in trace}
+    post, hand_off = named["POST /v1/calls"], named["worker.hand_off"]
+    worker, agent = named["worker.start_call"], named["agent.call"]
+    assert (post.service, hand_off.service) == ("dragoman-api", "dragoman-api")
+    assert post.parent_id == "" and hand_off.parent_id == post.span_id
+    # The worker process read the hand-off's context from the request it was sent.
+    assert worker.service == "dragoman-worker" and worker.parent_id == hand_off.span_id
+    assert agent.service == "dragoman-agent" and agent.parent_id == worker.span_id
+    assert worker.attributes["dragoman.call_id"] == call_id
