@@ -81,6 +81,9 @@ const ui = {
   remoteLevel: $('remote-level'),
   captions: $('captions'),
   remoteAudio: $('remote-audio'),
+  pushToTalk: $('push-to-talk'),
+  talk: $('talk'),
+  interpretNow: $('interpret-now'),
 };
 
 // Read by tests; kept current by the functions below.
@@ -121,6 +124,10 @@ const dragoman = {
   wakeLockRequests: 0,
   audioUnlocked: false, // the tap on Call has started the page's audio (phones need a gesture)
   lastDownload: null, // {format, name, text} of the last transcript saved
+  // Push-to-talk as the agent last confirmed it ({pushToTalk, held, at}; a test waits for
+  // one after the step that causes it), and whether the talk button is held on this page.
+  talkLog: [],
+  talkHeld: false,
 };
 window.dragoman = dragoman;
 const MAX_LEVEL_SAMPLES = 30000; // 10 minutes at 20 ms
@@ -227,6 +234,7 @@ function updateButtons() {
   // Only a connected one-way agent call can become a room, once.
   ui.invite.disabled = !active || dragoman.mode !== 'agent' || dragoman.conversation || Boolean(ROOM) || Boolean(dragoman.inviteUrl);
   ui.invite.hidden = Boolean(ROOM);
+  updateTalkButtons(active);
   // Keyboard users: the button they pressed turns off, so focus moves to its counterpart.
   const focused = document.activeElement;
   if (focused === ui.call && ui.call.disabled && !ui.hangup.disabled) ui.hangup.focus();
@@ -710,6 +718,7 @@ async function setUpCall(s) {
     // Sent only where the person has a choice; otherwise the server's default applies.
     interpretation: ui.interpretation.disabled ? null : ui.interpretation.value,
   }));
+  if (ui.pushToTalk.checked) call.pushToTalk = true; // sent once the control channel opens
   dragoman.conversation = call.mode === 'conversation';
   dragoman.callTimings = call.timings; // live: filled in as the call is set up
   wireCall(s, call);
@@ -797,7 +806,21 @@ function wireCall(s, call) {
     }
     updateTargetNote();
   });
-  on('error', ({ code, message, fatal }) => showError(byCode('errors', code, message), { autoHide: !fatal }));
+  on('talk', ({ pushToTalk, held }) => {
+    if (dragoman.talkLog.length < 1000) dragoman.talkLog.push({ pushToTalk, held, at: performance.now() });
+    ui.talk.classList.toggle('live', held);
+  });
+  on('error', ({ code, message, fatal }) => {
+    if (code === 'unsupported_control') {
+      // This call's interpreter finds the ends of speech itself: it listens all the time.
+      ui.pushToTalk.checked = false;
+      s.call.pushToTalk = false;
+      releaseTalk();
+      s.talkUnsupported = true;
+      updateButtons();
+    }
+    showError(byCode('errors', code, message), { autoHide: !fatal });
+  });
   on('channelclose', () => {
     setNotice({ key: 'notice.channel_closed' });
     endSession(s, 'ended');
@@ -1024,6 +1047,48 @@ function storedCaptionSize() {
   }
 }
 
+// ---------------------------------------------------------------- ways to talk
+
+/** The talk controls steer an agent call's utterances; a direct call's provider finds the
+ *  ends of speech itself. */
+function updateTalkButtons(active = ACTIVE_STATES.has(dragoman.state)) {
+  const steerable = active && dragoman.mode !== 'direct' && !session?.talkUnsupported;
+  ui.talk.hidden = !ui.pushToTalk.checked;
+  ui.talk.disabled = !steerable || !ui.pushToTalk.checked;
+  ui.interpretNow.disabled = !steerable || ui.pushToTalk.checked;
+  if (ui.talk.disabled) releaseTalk();
+}
+
+function onPushToTalkChange() {
+  releaseTalk();
+  session?.call?.setPushToTalk(ui.pushToTalk.checked);
+  updateTalkButtons();
+}
+
+function pressTalk() {
+  if (ui.talk.disabled || dragoman.talkHeld) return;
+  dragoman.talkHeld = true;
+  ui.talk.setAttribute('aria-pressed', 'true');
+  session?.call?.talk(true);
+}
+
+function releaseTalk() {
+  if (!dragoman.talkHeld) return;
+  dragoman.talkHeld = false;
+  ui.talk.setAttribute('aria-pressed', 'false');
+  ui.talk.classList.remove('live');
+  session?.call?.talk(false);
+}
+
+/** The space bar holds the talk button, wherever the focus is, except where a key types or
+ *  picks something (a field, a menu) or presses another button. */
+function spaceTalks(e) {
+  if (e.code !== 'Space' || ui.talk.hidden || ui.talk.disabled) return false;
+  const el = e.target;
+  if (el === ui.talk) return true;
+  return !(el instanceof HTMLInputElement || el instanceof HTMLSelectElement || el instanceof HTMLTextAreaElement || el instanceof HTMLButtonElement || el?.isContentEditable);
+}
+
 // ---------------------------------------------------------------- startup
 
 ui.call.addEventListener('click', startCall);
@@ -1060,6 +1125,26 @@ ui.saveTxt.addEventListener('click', () => saveTranscript('txt'));
 ui.saveVtt.addEventListener('click', () => saveTranscript('vtt'));
 ui.saveSrt.addEventListener('click', () => saveTranscript('srt'));
 ui.copyTranscript.addEventListener('click', copyTranscript);
+ui.pushToTalk.addEventListener('change', onPushToTalkChange);
+ui.interpretNow.addEventListener('click', () => session?.call?.interpretNow());
+ui.talk.addEventListener('pointerdown', (e) => {
+  if (e.button !== 0) return;
+  ui.talk.setPointerCapture(e.pointerId); // a finger sliding off still holds
+  pressTalk();
+});
+for (const type of ['pointerup', 'pointercancel', 'lostpointercapture']) ui.talk.addEventListener(type, releaseTalk);
+ui.talk.addEventListener('contextmenu', (e) => e.preventDefault()); // a long press is a hold
+document.addEventListener('keydown', (e) => {
+  if (!spaceTalks(e)) return;
+  e.preventDefault(); // no scrolling, no click
+  if (!e.repeat) pressTalk();
+});
+document.addEventListener('keyup', (e) => {
+  if (e.code !== 'Space' || !dragoman.talkHeld) return;
+  e.preventDefault();
+  releaseTalk();
+});
+window.addEventListener('blur', releaseTalk); // a key released in another window never comes
 ui.unlockAudio.addEventListener('click', () => {
   ui.unlockAudio.hidden = true;
   ui.remoteAudio.play().catch(() => {});

@@ -65,6 +65,10 @@ export class Call extends EventTarget {
     super();
     // 'simultaneous' | 'consecutive'; null: the server's default for the call's mode.
     this.interpretation = interpretation;
+    // Push-to-talk: the agent hears only while the talk button is held (sent when the
+    // control channel opens, and again after it reconnects).
+    this.pushToTalk = false;
+    this.held = false;
     this.source = source;
     this.target = target;
     this.provider = provider;
@@ -260,6 +264,26 @@ export class Call extends EventTarget {
     if (this.channelOpen) this.#sendInterpretation();
   }
 
+  /** Push-to-talk on or off; answered by a `talk` event (or an `error`, unsupported_control). */
+  setPushToTalk(on) {
+    this.pushToTalk = on;
+    this.held = false;
+    this.#sendTalkMode();
+  }
+
+  /** The talk button pressed or released (push-to-talk on): released, the agent interprets
+   *  what it heard at once. False when the control channel is not open. */
+  talk(held) {
+    if (!this.pushToTalk || held === this.held) return false;
+    this.held = held;
+    return this.#send({ type: 'talk', held });
+  }
+
+  /** Ends the utterance under way now, as a pause would. */
+  interpretNow() {
+    return this.#send({ type: 'interpret_now' });
+  }
+
   /** Polite hang-up: tell the agent on the control channel, or DELETE the call, then close. */
   async hangup() {
     if (this.closed) return;
@@ -382,6 +406,10 @@ export class Call extends EventTarget {
       const req = this.#requested;
       if (req && (req.source !== this.source || req.target !== this.target)) this.#sendLanguages();
       if (this.interpretation && this.interpretation !== this.#requestedInterpretation) this.#sendInterpretation();
+      if (this.pushToTalk) {
+        this.held = false; // a hold cut short by the reconnect ended with it
+        this.#sendTalkMode();
+      }
       this.#emit('open');
     });
     ws.addEventListener('message', (e) => this.#onMessage(e.data));
@@ -435,6 +463,9 @@ export class Call extends EventTarget {
         if (msg.interpretation) this.interpretation = this.#requestedInterpretation = msg.interpretation;
         this.#emit('languages', { source: msg.source, target: msg.target, mode: msg.mode ?? 'one_way', interpretation: msg.interpretation ?? null });
         break;
+      case 'talk':
+        this.#emit('talk', { pushToTalk: msg.push_to_talk === true, held: msg.held === true });
+        break;
       case 'error':
         this.#emit('error', { code: msg.code ?? 'error', message: msg.message || 'Unknown server error', fatal: msg.fatal === true });
         break;
@@ -446,6 +477,14 @@ export class Call extends EventTarget {
   #sendLanguages() {
     this.#requested = { source: this.source, target: this.target };
     this.#send({ type: 'set_languages', ...this.#requested });
+  }
+
+  #sendTalkMode() {
+    if (this.direct) {
+      if (this.pushToTalk) this.#emit('error', { code: 'unsupported_control', message: 'This interpreter cannot take push-to-talk or interpret-now; it keeps listening as before.', fatal: false });
+      return;
+    }
+    this.#send({ type: 'push_to_talk', on: this.pushToTalk });
   }
 
   #sendInterpretation() {
