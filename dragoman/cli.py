@@ -17,10 +17,13 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dragoman import logs, tracing
 from dragoman.config import Settings
+
+if TYPE_CHECKING:  # imported when used: the CLI starts fast
+    from dragoman.http.tls import Certificate
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -33,6 +36,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         "node_id": getattr(args, "node_id", None),
         "worker_host": getattr(args, "worker_host", None),
         "worker_port": getattr(args, "worker_port", None),
+        "https": getattr(args, "https", None),
         **extra,
     }
     settings = _load_settings(**{k: v for k, v in given.items() if v is not None})
@@ -131,6 +135,7 @@ def _run_node(
     draining: str,
     stopped: str,
     internal: tuple[str, int] | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> int:
     """Run a process that hosts a node (``serve``, ``worker``): the node starts with the app
     (``make_app(lifespan)``), the first signal drains its calls, the second ends them."""
@@ -156,7 +161,7 @@ def _run_node(
         _say(draining)
         await service.stop()
 
-    run_app(make_app(lifespan), host, port, drain=drain, on_force=force, internal=internal)
+    run_app(make_app(lifespan), host, port, drain=drain, on_force=force, internal=internal, tls=tls)
     return 0
 
 
@@ -178,10 +183,19 @@ def _serve(args: argparse.Namespace) -> int:
     )
     dispatcher.on_conflict = metrics.RESERVATION_CONFLICTS.inc
     host, port = _internal(settings)
+    tls = _tls(settings)
+    scheme = "https" if tls else "http"
 
     def started() -> None:
         _say_admission(settings)
-        _say(f"dragoman is ready: open http://{settings.host}:{settings.port}")
+        _say(f"dragoman is ready: open {scheme}://{settings.host}:{settings.port}")
+        if tls:
+            from dragoman.http.tls import ANY, lan_addresses
+
+            if settings.host in ANY:
+                for address in lan_addresses():
+                    _say(f"  from a phone on this network: https://{address}:{settings.port}")
+            _say(f"  certificate SHA-256 fingerprint: {tls.fingerprint}")
         _say(f"health, metrics, autoscale: http://{host}:{port} (internal port)")
 
     return _run_node(
@@ -196,7 +210,21 @@ def _serve(args: argparse.Namespace) -> int:
         draining="draining calls (Ctrl-C again to end them now)…",
         stopped="stopped cleanly",
         internal=(host, port),
+        tls=(tls.cert, tls.key) if tls else None,
     )
+
+
+def _tls(settings: Settings) -> Certificate | None:
+    """The public port's certificate (``http.tls.Certificate``), or None for plain HTTP."""
+    if not (settings.https or settings.tls_cert):
+        return None
+    from dragoman.http import tls
+
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        return tls.given(settings.tls_cert, settings.tls_key)
+    made = tls.self_signed(tls.host_names(settings.host))
+    _say(f"made a self-signed certificate for {', '.join(made.names)}")
+    return made
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -489,6 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="health, metrics, autoscale (default port + 1000, DRAGOMAN_INTERNAL_PORT)",
     )
     serve.add_argument("--max-calls", type=int, help="concurrent calls (DRAGOMAN_MAX_CALLS)")
+    serve.add_argument(
+        "--https",
+        action="store_true",
+        default=None,
+        help="HTTPS on the public port, for browsers on other devices (a phone's microphone "
+        "needs it): DRAGOMAN_TLS_CERT/KEY, or a self-signed certificate made now (DRAGOMAN_HTTPS)",
+    )
     serve.set_defaults(func=_serve)
 
     api = sub.add_parser("api", help="a stateless control-plane replica (needs --registry)")

@@ -56,6 +56,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         64 * 1024, description="Largest accepted request body; an SDP offer is a few KB."
     )
+    # HTTPS on the public port (the internal one stays plain HTTP): a browser grants the
+    # microphone only to a secure context, so a phone on the LAN needs it (`serve --https`).
+    https: bool = Field(
+        False,
+        description="Serve the public port over HTTPS (serve --https); with no tls_cert, a "
+        "self-signed certificate for this host's addresses is made at start.",
+    )
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate (chain) for HTTPS; setting it turns HTTPS on."
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
 
     # --- fleet: registry, api ↔ worker hand-off ----------------------------------------
     registry: str = Field(
@@ -578,6 +589,12 @@ class Settings(BaseSettings):
     def _internal_port_default(self) -> Settings:
         if self.internal_port is None:
             self.internal_port = default_internal_port(self.port)
+        return self
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key are given together (or neither)")
         return self
 
 

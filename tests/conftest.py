@@ -103,7 +103,8 @@ def nonstop(speech: np.ndarray, seconds: float = 60, rate: int = 48000) -> np.nd
     return np.tile(core, int(seconds * rate / len(core)) + 1)
 
 
-def start_server(tmp: Path, **env_overrides: str) -> Server:
+def start_server(tmp: Path, *args: str, **env_overrides: str) -> Server:
+    """``dragoman serve`` with ``args`` and settings from ``env_overrides``, once ready."""
     port = free_serve_port()
     env = {
         **os.environ,
@@ -118,7 +119,7 @@ def start_server(tmp: Path, **env_overrides: str) -> Server:
     log_path = tmp / f"serve-{port}.log"
     exe = Path(sys.executable).with_name("dragoman")
     proc = subprocess.Popen(
-        [str(exe), "serve"], env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT
+        [str(exe), "serve", *args], env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT
     )
     server = Server(f"http://127.0.0.1:{port}", proc, log_path)
     deadline = time.monotonic() + 240

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import json
+import ssl
 import time
 import wave
 from dataclasses import dataclass, field
@@ -211,6 +212,7 @@ class Caller:
         echo: float = 0.0,
         room: str | None = None,
         interpretation: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         # send_audio=False: a muted mic that sends no packets. keep_listening=False: stop
         # decoding the agent's audio once it has been heard. Both keep a load client cheap
@@ -226,6 +228,9 @@ class Caller:
         # > 0: what the "speaker" plays leaks back into the "microphone" at this gain, as on
         # a device shared by two people (conversation mode's echo test).
         self.echo = echo
+        # An https:// server's trust (e.g. exactly its self-signed certificate): for the
+        # POST and the control WebSocket; the media (DTLS-SRTP) is WebRTC's own.
+        self.ssl_context = ssl_context
         # No STUN server: aiortc would otherwise wait for a public one first.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers or []))
         self.mic: Any = mic or PcmTrack(send=send_audio)
@@ -258,7 +263,9 @@ class Caller:
             await self._ws.close()
         self._control_open.clear()
         url = "ws" + self.base_url.removeprefix("http") + self.result.control_url
-        self._ws = await websockets.connect(f"{url}?token={self.result.control_token}")
+        self._ws = await websockets.connect(
+            f"{url}?token={self.result.control_token}", ssl=self.ssl_context
+        )
         self._control_open.set()
         self._tasks.append(asyncio.ensure_future(self._read_control(self._ws)))
 
@@ -340,7 +347,7 @@ class Caller:
         if self.interpretation:
             body["interpretation"] = self.interpretation
         own = client is None
-        client = client or httpx.AsyncClient(timeout=30)
+        client = client or httpx.AsyncClient(timeout=30, verify=self.ssl_context or True)
         try:
             headers = {"Authorization": f"Bearer {self.ticket}"} if self.ticket else {}
             resp = await client.post(f"{self.base_url}/v1/calls", json=body, headers=headers)

@@ -8,7 +8,8 @@ not a crash: the drain just continues. A second Ctrl-C calls ``on_force``.
 
 ``internal`` adds a second listening address to the same server (the api's internal port:
 health, metrics, the autoscale view); the app tells the two apart by the port a request
-came in on (``api.listeners``).
+came in on (``api.listeners``). ``tls`` (certificate, key) puts HTTPS on the public port
+only: probes, Prometheus and KEDA keep reading the internal one in plain HTTP.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -39,6 +42,27 @@ class _DrainingServer(uvicorn.Server):
         self._signals = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task | None = None
+        self.plain: list[socket.socket] = []  # served without the config's TLS
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        tls_sockets = [s for s in sockets or [] if s not in self.plain]
+        await super().startup(tls_sockets if sockets is not None else None)
+        if self.should_exit:
+            return
+        config, loop = self.config, asyncio.get_running_loop()
+
+        def protocol() -> asyncio.Protocol:  # as uvicorn's startup makes them
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=loop,
+            )
+
+        for sock in self.plain:  # closed with the others at shutdown (self.servers)
+            self.servers.append(
+                await loop.create_server(protocol, sock=sock, ssl=None, backlog=config.backlog)
+            )
 
     async def serve(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -84,6 +108,7 @@ def run_app(
     drain: Callable[[], Awaitable[None]] | None = None,
     on_force: Callable[[], None] = lambda: None,
     internal: tuple[str, int] | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> None:
     config = uvicorn.Config(
         app,
@@ -99,14 +124,20 @@ def run_app(
         # ... and never large: refuse a huge frame before it is buffered (uvicorn's default
         # accepts 16 MB). Control messages over 4 KB are refused with a reason anyway.
         ws_max_size=64 * 1024,
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
     )
     sockets = None
+    plain: list[socket.socket] = []
     if internal is not None and internal[1] != port:
         # Bound here, before serving: a port already taken fails the start, not a probe later.
         extra = uvicorn.Config(
             app, host=internal[0], port=internal[1], log_config=None, log_level=None
         )
         sockets = [config.bind_socket(), extra.bind_socket()]
+        plain = sockets[1:]
         for sock in sockets:
             sock.set_inheritable(False)  # bound before the node's children start: not theirs
-    _DrainingServer(config, drain, on_force).run(sockets=sockets)
+    server = _DrainingServer(config, drain, on_force)
+    server.plain = plain
+    server.run(sockets=sockets)
