@@ -1,7 +1,7 @@
 """The page's ways to talk, in headless Chromium against a real serve (its fake microphone
 loops a Japanese sentence): push-to-talk switched on before the call reaches the agent when
 the control channel opens, nothing is interpreted while the talk button is not held, the
-space bar holds it and its release is interpreted; switched off, "Interpret now" is
+space bar or a pointer holds it and its release is interpreted; switched off, "Interpret now" is
 offered. (The agent side, on a talker who never pauses: tests/test_talk.py.)"""
 
 from __future__ import annotations
@@ -74,6 +74,20 @@ def test_push_to_talk_and_interpret_now_from_the_page(server: Server, browser) -
                && c.text.trim())""",
         arg=quiet_from,
         timeout=60_000,
+    )
+
+    # A pointer (a finger on a phone) holds it too.
+    pressed_log = len(talk_log(page))
+    page.hover("#talk")
+    page.mouse.down()
+    page.wait_for_function(
+        "n => window.dragoman.talkLog.slice(n).some(t => t.held)", arg=pressed_log, timeout=10_000
+    )
+    page.mouse.up()
+    page.wait_for_function(
+        "n => window.dragoman.talkLog.length > n + 1 && !window.dragoman.talkLog.at(-1).held",
+        arg=pressed_log,
+        timeout=10_000,
     )
 
     # Off again: the agent listens all the time, and "Interpret now" is offered.

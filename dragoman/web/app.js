@@ -750,6 +750,8 @@ function wireCall(s, call) {
     // The provider streams: the interpretation asked for does not apply to a direct call.
     Object.assign(dragoman, { mode: 'direct', directReason: reason, provider, interpretation: 'simultaneous' });
     selectValue(ui.interpretation, 'simultaneous');
+    // The provider finds the ends of speech itself: push-to-talk is refused, in our words.
+    if (call.pushToTalk) call.setPushToTalk(true);
     updateButtons();
     const title = providerInfo(provider)?.title ?? provider;
     showMode({ key: reason === 'overflow' ? 'mode.direct_overflow' : 'mode.direct', vars: { provider: title } }, 'direct');
