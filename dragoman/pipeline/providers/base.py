@@ -3,11 +3,13 @@
 The call session owns the transport, the VAD, the page's messages and the control channel; a
 provider supplies the processors between them:
 
-    transport.input() → VADProcessor → EchoGate → [provider processors] → PageMessages
-        → RoomRouter → transport.output()
+    transport.input() → MicGate → VADProcessor → EchoGate → UtteranceCutter
+        → [provider processors] → PageMessages → RoomRouter → transport.output()
 
 Its processors receive ``InputAudioRawFrame`` (mono PCM16 at the spec's ``input_rate``) and
-the VAD's ``VADUserStarted/StoppedSpeakingFrame``. They push speech as Pipecat's TTS frames
+the VAD's ``VADUserStarted/StoppedSpeakingFrame`` — also sent early by push-to-talk's release
+or "interpret now" (``pipeline.talk``), so a provider that ends utterances on them honours
+both. They push speech as Pipecat's TTS frames
 (``TTSStartedFrame``, ``TTSAudioRawFrame`` at any rate — the transport resamples —,
 ``TTSStoppedFrame``) and everything the page should know as the frames of
 ``pipeline.frames`` (transcriptions with an utterance id, ``TranslationFrame``,
