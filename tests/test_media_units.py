@@ -1,24 +1,14 @@
-"""The plain-RTP pieces, pure or close to it: RTP headers, the reorder buffer, libopus,
-NoSIP's barebone SDP, the agent's port pair, the Janus configuration, TURN credentials,
-and the per-call control channel's mailbox."""
+"""The plain-RTP pieces (``dragoman/media/``), pure or close to it: RTP headers, the reorder
+buffer, libopus, NoSIP's barebone SDP, the agent's port pair."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import hashlib
-import hmac
 import struct
-from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 import pytest
 
-from dragoman.api.turn import ice_servers, turn_credentials
 from dragoman.config import Settings, parse_range
-from dragoman.fleet.control_link import CLOSE_ENDED, CLOSE_REPLACED, LinkClosed
 from dragoman.media.opus import OpusDecoder, OpusEncoder
 from dragoman.media.plain_sdp import (
     PlainSdpError,
@@ -29,8 +19,6 @@ from dragoman.media.plain_sdp import (
 from dragoman.media.ports import bind_rtp_pair
 from dragoman.media.reorder import ReorderBuffer
 from dragoman.media.rtp import parse_rtp, rtp_header
-from dragoman.worker.control import ControlHub
-from dragoman.worker.janus_config import janus_files
 
 # What Janus 1.1.2's NoSIP generated for an aiortc offer (recorded, then trimmed).
 NOSIP_OFFER = (
@@ -207,100 +195,3 @@ def test_agent_ports_are_an_even_odd_pair_in_range() -> None:
         parse_range("40000")
     with pytest.raises(ValueError):
         Settings(agent_rtp_port_range="5-3")
-
-
-# --- Janus configuration -------------------------------------------------------------------
-def test_janus_config_loads_only_what_is_used(tmp_path: Path) -> None:
-    s = Settings(media_port_range="21000-21999", media_public_ip="203.0.113.7")
-    files = janus_files(s, tmp_path, tmp_path / "ws.sock", tmp_path / "admin.sock", "s3")
-    main = files["janus.jcfg"]
-    assert 'rtp_port_range = "21000-21999"' in main
-    assert 'nat_1_1_mapping = "203.0.113.7"' in main
-    assert "stun_server" not in main  # nothing waits on a STUN gather
-    disabled = main.split("plugins: {")[1].split("}")[0]
-    assert "libjanus_videoroom.so" in disabled and "libjanus_nosip.so" not in disabled
-    transports = main.split("transports: {")[1].split("}")[0]
-    assert "libjanus_http.so" in transports and "libjanus_websockets.so" not in transports
-    assert f'ws_unix = "{tmp_path / "ws.sock"}"' in files["janus.transport.websockets.jcfg"]
-    assert 'local_ip = "127.0.0.1"' in files["janus.plugin.nosip.jcfg"]
-    assert 'admin_secret = "s3"' in main
-    ws = files["janus.transport.websockets.jcfg"]
-    assert f'admin_ws_unix = "{tmp_path / "admin.sock"}"' in ws
-
-
-# --- TURN credentials ----------------------------------------------------------------------
-def test_turn_credentials_follow_coturns_rest_scheme() -> None:
-    user, cred = turn_credentials("s3cret", "abcd", now_s=1_000_000.0, ttl_s=300)
-    assert user == "1000300:abcd"
-    expected = hmac.new(b"s3cret", user.encode(), hashlib.sha1).digest()
-    assert base64.b64decode(cred) == expected
-    body = ice_servers(["turn:t.example:3478?transport=tcp"], "s3cret", "abcd", 1e6, 300)
-    assert body["iceServers"][0]["username"] == user and body["ttl_s"] == 300
-    assert ice_servers([], "s3cret", "x", 1e6, 300) == {"iceServers": [], "ttl_s": None}
-    assert ice_servers(["turn:x"], None, "x", 1e6, 300)["iceServers"] == []
-
-
-# --- control channel mailbox ---------------------------------------------------------------
-async def test_control_channel_buffers_until_a_page_attaches_and_replays_state() -> None:
-    hub = ControlHub(linger_s=0.05)
-    to_agent: list[dict] = []
-    hub.open("c1", "tok", lambda m: to_agent.append(m) is None)
-    langs = {"v": 1, "type": "languages", "source": "ja", "target": "en"}
-    listening = {"v": 1, "type": "state", "state": "listening"}
-    hub.publish("c1", langs)
-    hub.publish("c1", listening)
-    with pytest.raises(LinkClosed) as refused:
-        hub.attach("c1", "wrong")
-    assert refused.value.code == 4401
-    with pytest.raises(LinkClosed) as unknown:
-        hub.attach("nope", "tok")
-    assert unknown.value.code == 4404
-
-    first = hub.attach("c1", "tok")
-    assert [await first.recv(), await first.recv()] == [langs, listening]
-    await first.send({"v": 1, "type": "hangup"})
-    assert to_agent == [{"v": 1, "type": "hangup"}]
-
-    # A reconnecting page replaces the old connection and learns where the call stands.
-    second = hub.attach("c1", "tok")
-    with pytest.raises(LinkClosed) as replaced:
-        await first.recv()
-    assert replaced.value.code == CLOSE_REPLACED
-    assert [await second.recv(), await second.recv()] == [langs, listening]
-
-    ended = {"v": 1, "type": "state", "state": "ended", "reason": "hangup"}
-    hub.publish("c1", ended)
-    hub.ended("c1")
-    assert await second.recv() == ended
-    with pytest.raises(LinkClosed) as closed:
-        await second.recv()
-    assert closed.value.code == CLOSE_ENDED
-    await asyncio.sleep(0.1)  # after the linger the call is forgotten
-    with pytest.raises(LinkClosed):
-        hub.attach("c1", "tok")
-
-
-# --- a node whose media gateway is down takes no call ----------------------------------------
-class _DownGateway:
-    up = False
-
-
-async def test_a_node_without_its_media_gateway_refuses_calls_and_reports_not_ready() -> None:
-    from dragoman.contract.calls import CallRequest
-    from dragoman.contract.errors import NoAgentAvailable
-    from dragoman.fleet.memory_registry import MemoryRegistry
-    from dragoman.fleet.node_state import NodeState
-    from dragoman.worker.pool import AgentPool
-    from dragoman.worker.service import WorkerService
-
-    settings = Settings()
-    gateway: Any = _DownGateway()
-    pool = AgentPool(settings, "/nonexistent", gateway, ControlHub())
-    with pytest.raises(NoAgentAvailable) as e:
-        offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
-        await pool.calls.start_call(CallRequest(call_id="c", sdp=offer, source="ja", target="en"))
-    assert "media gateway" in str(e.value)
-
-    node: Any = SimpleNamespace(gateway=gateway, pool=pool)
-    service = WorkerService(settings, MemoryRegistry(node_ttl_s=3), node)
-    assert service.report().state == NodeState.NOT_READY
