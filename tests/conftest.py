@@ -105,6 +105,7 @@ def nonstop(speech: np.ndarray, seconds: float = 60, rate: int = 48000) -> np.nd
 
 def start_server(tmp: Path, *args: str, **env_overrides: str) -> Server:
     """``dragoman serve`` with ``args`` and settings from ``env_overrides``, once ready."""
+    _not_in_a_unit_test("dragoman serve")
     port = free_serve_port()
     env = {
         **os.environ,
@@ -231,6 +232,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 def launch_chromium(p, wav: Path):
     """A headless Chromium whose fake microphone plays ``wav`` (in a loop)."""
+    _not_in_a_unit_test("Chromium")
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is not installed; run scripts/test.sh (it installs it)")
     return p.chromium.launch(
@@ -262,3 +264,61 @@ def page(ja_speech: Path):
             yield pg
         finally:
             browser.close()
+
+
+# --- unit and end-to-end tests ---------------------------------------------------------------
+# `pytest -m unit` runs in seconds, in this process (a fresh interpreter or a short tool such as
+# lint-imports or promtool at most). `e2e` is the rest: a real `serve`, a browser, network
+# namespaces, a provider fake or redis-server process, speech made with Kokoro, a whole command
+# or simulation run. A test is e2e when it uses one of these fixtures (conftest's, or a module's
+# that starts one of those)...
+E2E_FIXTURES = frozenset(
+    {
+        "server",
+        "page",
+        "ja_speech",
+        "en_speech",
+        "browser",  # test_page
+        "public",  # test_admission
+        "media_server",  # test_media_plane
+        "json_server",  # test_logs
+        "fuzzed",  # test_openapi
+        "sup_server",  # test_supervision
+        "fake",  # the provider fake process: test_providers, test_browser_direct, ...
+        "cascade",  # test_conversation
+        "ja_talk",  # test_simultaneous
+        "fleet",  # test_fleet
+        "turn_net",  # test_turn
+        "prometheus",  # test_observability_deploy
+    }
+)
+# ... or is marked `@pytest.mark.e2e` (one that runs a whole command or a redis-server itself, or
+# a Redis parameter), or lives in one of these modules (tests that start processes in their body).
+E2E_MODULES = frozenset({"test_tracing.py"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("e2e") is not None:
+            continue
+        e2e = item.path.name in E2E_MODULES or not E2E_FIXTURES.isdisjoint(
+            getattr(item, "fixturenames", ())
+        )
+        item.add_marker(pytest.mark.e2e if e2e else pytest.mark.unit)
+
+
+_running: list[pytest.Item] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _running[:] = [item]
+
+
+def _not_in_a_unit_test(what: str) -> None:
+    """A test marked unit that starts ``what`` would make `-m unit` slow: fail it."""
+    if _running and _running[0].get_closest_marker("unit") is not None:
+        raise RuntimeError(
+            f"{_running[0].nodeid} is a unit test but starts {what}: "
+            "add its fixture to E2E_FIXTURES or mark it e2e (tests/conftest.py)"
+        )

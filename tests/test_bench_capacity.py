@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dragoman.bench.caller import RATE
 from dragoman.bench.capacity_plan import (
@@ -137,6 +138,7 @@ def test_queue_wait_is_the_difference_of_two_snapshots() -> None:
 
 
 # --- a tiny run end to end ---------------------------------------------------------------------
+@pytest.mark.e2e  # a whole command run
 def test_capacity_command_writes_a_consistent_report(tmp_path: Path) -> None:
     out = tmp_path / "capacity"
     exe = Path(sys.executable).with_name("dragoman")

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.e2e  # a whole command run
 def test_density_command_writes_a_well_formed_report(tmp_path: Path) -> None:
     out = tmp_path / "density"
     exe = Path(sys.executable).with_name("dragoman")

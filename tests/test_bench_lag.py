@@ -237,6 +237,7 @@ def test_the_table_puts_targets_next_to_measurements() -> None:
 
 
 # --- the command, end to end -------------------------------------------------------------
+@pytest.mark.e2e  # a whole command run
 def test_lag_command_writes_a_consistent_report(tmp_path: Path) -> None:
     out = tmp_path / "lag"
     exe = Path(sys.executable).with_name("dragoman")

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 STAGES = ("vad", "stt", "queue", "tts", "output")
 
 
+@pytest.mark.e2e  # a whole command run
 def test_latency_command_reports_stages_that_add_up(tmp_path: Path) -> None:
     out = tmp_path / "latency"
     exe = Path(sys.executable).with_name("dragoman")

@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 from redis_server import RedisServer
 
 from dragoman.bench.registry_burst import redacted
 
 
+@pytest.mark.e2e  # a whole command run, against a redis-server
 def test_registry_command_saves_its_rate_and_cleans_up(tmp_path: Path) -> None:
     out = tmp_path / "registry"
     exe = Path(sys.executable).with_name("dragoman")

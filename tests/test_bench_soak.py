@@ -182,6 +182,7 @@ def test_a_traceback_in_the_log_fails() -> None:
 # --- the short soak: a leak check -------------------------------------------------------
 
 
+@pytest.mark.e2e  # a whole command run
 @pytest.mark.timeout(480)  # ≈ 2 min: 90 s of churn, the serve's start and the drain
 def test_a_short_soak_with_every_fault_leaks_nothing(tmp_path: Path) -> None:
     out = tmp_path / "soak"

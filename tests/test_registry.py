@@ -25,7 +25,8 @@ from dragoman.fleet.ranking import Packing, free_local_slots, free_slots, rank_n
 from dragoman.fleet.redis_registry import RedisRegistry
 from dragoman.fleet.registry import NodeInfo, NodeReport, Registry, RegistryUnavailable, Reservation
 
-BACKENDS = ["memory", "redis"]
+# The Redis half starts a redis-server: end to end (tests/conftest.py).
+BACKENDS = ["memory", pytest.param("redis", marks=pytest.mark.e2e)]
 MakeRegistry = Callable[..., Registry]
 
 
@@ -481,6 +482,7 @@ async def _fails_fast(op: Callable[[], Awaitable[object]], within_s: float = 1.0
     assert time.monotonic() - start < within_s
 
 
+@pytest.mark.e2e  # a redis-server
 async def test_redis_down_is_unavailable_fast_and_the_registry_recovers_on_restart() -> None:
     with RedisServer() as server:
         registry = RedisRegistry(server.url, prefix="outage", op_timeout_s=0.5)
@@ -504,6 +506,7 @@ async def test_redis_down_is_unavailable_fast_and_the_registry_recovers_on_resta
             await registry.close()
 
 
+@pytest.mark.e2e  # a redis-server
 async def test_a_hung_redis_times_out_and_the_registry_recovers() -> None:
     with RedisServer() as server:
         registry = RedisRegistry(server.url, prefix="hang", op_timeout_s=0.3)

@@ -295,6 +295,7 @@ def test_cli_runs_a_csv_trace(tmp_path: Path) -> None:
     assert (out / "demand_vs_capacity.png").exists() and (out / "connect_cdf.png").exists()
 
 
+@pytest.mark.e2e  # a whole command run
 def test_sweep_writes_the_tradeoff_with_the_direct_share(tmp_path: Path) -> None:
     params = replace(SMALL, scale=0.01, slots_per_node=4, direct=True)
     result = sweep(params, [0, 40], tmp_path)
@@ -332,6 +333,7 @@ def test_hpa_holds_scale_down_and_limits_its_pace() -> None:
 DAY_SMALL = SimParams(trace="day", scale=0.05, seed=5)
 
 
+@pytest.mark.e2e  # a whole simulation run
 def test_local_profile_admits_local_calls_only_up_to_its_local_capacity() -> None:
     local = replace(DAY_SMALL, profile="local")
     assert local.direct is False  # self-hosted: no provider key, no overflow
@@ -360,6 +362,7 @@ def test_local_profile_admits_local_calls_only_up_to_its_local_capacity() -> Non
     assert rep["calls"]["refused"] > 0
 
 
+@pytest.mark.e2e  # a whole simulation run
 def test_local_ai_costs_more_per_user_minute_than_cloud_on_the_same_trace() -> None:
     _, cloud = _run(DAY_SMALL)
     local_sim, local = _run(replace(DAY_SMALL, profile="local"))
@@ -372,6 +375,7 @@ def test_local_ai_costs_more_per_user_minute_than_cloud_on_the_same_trace() -> N
     assert denser["nodes"]["node_seconds"] <= local["nodes"]["node_seconds"]
 
 
+@pytest.mark.e2e  # a whole command run
 def test_cli_compare_prints_one_table_of_both_profiles(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
