@@ -62,17 +62,14 @@ def identify(request: Request, settings: Settings) -> Caller:
     address = address_of(request, settings)
     if settings.call_token_secret is None:
         return Caller(address, None)
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
-            401,
-            "ticket_required",
-            "This server needs a call ticket: 'Authorization: Bearer <ticket>'.",
-            {"WWW-Authenticate": 'Bearer realm="dragoman"'},
-        )
+    token = bearer(
+        request,
+        "ticket_required",
+        "This server needs a call ticket: 'Authorization: Bearer <ticket>'.",
+    )
     try:
         ticket = verify(
-            token.strip(),
+            token,
             settings.call_token_secret.get_secret_value(),
             settings.call_token_max_ttl_s,
             settings.call_token_leeway_s,
@@ -82,6 +79,14 @@ def identify(request: Request, settings: Settings) -> Caller:
             e.status, e.code, e.message, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
         ) from e
     return Caller(address, ticket)
+
+
+def bearer(request: Request, code: str, message: str) -> str:
+    """The token of ``Authorization: Bearer <token>``; 401 ``code`` without one."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, code, message, {"WWW-Authenticate": 'Bearer realm="dragoman"'})
+    return token.strip()
 
 
 def address_of(request: Request, settings: Settings) -> str:
@@ -210,15 +215,12 @@ def check_hangup(request: Request, settings: Settings, call_id: str) -> None:
     expired one) otherwise. Open, the call id is enough, as anyone may start a call."""
     if settings.call_token_secret is None:
         return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
-            401,
-            "control_token_required",
-            "Ending a call needs its control token: 'Authorization: Bearer <control_token>'.",
-            {"WWW-Authenticate": 'Bearer realm="dragoman"'},
-        )
-    problem = check_control(settings, call_id, token.strip())
+    token = bearer(
+        request,
+        "control_token_required",
+        "Ending a call needs its control token: 'Authorization: Bearer <control_token>'.",
+    )
+    problem = check_control(settings, call_id, token)
     if problem is not None:
         raise ApiError(
             problem.status,
