@@ -77,13 +77,17 @@ from dragoman.pipeline.providers.cascade_stream import (
     TranscriptionStream,
 )
 from dragoman.pipeline.providers.cascade_text import NAME, refused, system_prompt
-from dragoman.pipeline.providers.streaming import SessionLost
+
+# The same buffer before a session opens and pause before reopening one as the other streams.
+from dragoman.pipeline.providers.streaming import (
+    PRECONNECT_BUFFER_S,
+    RECONNECT_PAUSE_S,
+    SessionLost,
+)
 
 log = logging.getLogger(__name__)
 
-PRECONNECT_BUFFER_S = 3.0  # speech said while the session opens is sent once it is open
 TICK_S = 0.25  # partial captions at most four times a second; time-bound commits
-RECONNECT_PAUSE_S = 0.5
 DRAIN_WAIT_S = 2.0  # closing: how long the last item may take to be transcribed
 
 
