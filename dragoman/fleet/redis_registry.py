@@ -56,6 +56,21 @@ local function forget_calls(prefix, id)
 end
 """
 
+# Frees the call's slot on its node (in both ZSETs) and drops its call -> node key; returns
+# the node it was on, or false.
+_DROP_CALL = """
+local function drop_call(prefix, call_id)
+  local call_key = prefix .. ':call:' .. call_id
+  local id = redis.call('GET', call_key)
+  if id then
+    redis.call('ZREM', prefix .. ':node:' .. id .. ':calls', call_id)
+    redis.call('ZREM', prefix .. ':node:' .. id .. ':local', call_id)
+    redis.call('DEL', call_key)
+  end
+  return id
+end
+"""
+
 # ARGV: prefix, node id, forget (0|1), field, value, ...
 _UPSERT = (
     _NOW_MS
@@ -85,18 +100,14 @@ redis.call('SREM', prefix .. ':nodes', id)
 # expiry. A node hash without local_capacity (a worker from before it) counts its call slots.
 _RESERVE = (
     _NOW_MS
+    + _DROP_CALL
     + """
 local prefix, call_id = ARGV[1], ARGV[2]
 local ttl_ms, node_ttl_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
 local is_local = ARGV[5] == '1'
 local call_key = prefix .. ':call:' .. call_id
 redis.call('DEL', prefix .. ':ended:' .. call_id)
-local held = redis.call('GET', call_key)
-if held then
-  redis.call('ZREM', prefix .. ':node:' .. held .. ':calls', call_id)
-  redis.call('ZREM', prefix .. ':node:' .. held .. ':local', call_id)
-  redis.call('DEL', call_key)
-end
+drop_call(prefix, call_id)
 for i = 6, #ARGV do
   local id = ARGV[i]
   local nk = prefix .. ':node:' .. id
@@ -146,15 +157,11 @@ return 1
 )
 
 # ARGV: prefix, call id
-_RELEASE = """
+_RELEASE = (
+    _DROP_CALL
+    + """
 local prefix, call_id = ARGV[1], ARGV[2]
-local call_key = prefix .. ':call:' .. call_id
-local id = redis.call('GET', call_key)
-if id then
-  redis.call('ZREM', prefix .. ':node:' .. id .. ':calls', call_id)
-  redis.call('ZREM', prefix .. ':node:' .. id .. ':local', call_id)
-  redis.call('DEL', call_key)
-end
+local id = drop_call(prefix, call_id)
 -- Remembered a while, so the concurrency limits stop counting it at once (see _HOLD).
 -- Its value is the node it was on ('' if unknown): a reconnecting page can still reach it.
 -- A second release (the call is gone already) keeps the node the first one wrote.
@@ -164,6 +171,7 @@ else
   redis.call('SET', prefix .. ':ended:' .. call_id, '', 'EX', 120, 'NX')
 end
 """
+)
 
 # GCRA, as dragoman.rate.gcra. ARGV: prefix, key, limit, window ms.
 # Returns 0 when allowed, else the milliseconds until a request would be.
