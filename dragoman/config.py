@@ -81,9 +81,6 @@ class Settings(BaseSettings):
     worker_url: str | None = Field(
         None, description="How api replicas reach this worker; default http://worker_host:port."
     )
-    media_address: str | None = Field(
-        None, description="Address callers reach this node's media on (informational)."
-    )
     node_ttl_s: float = Field(3.0, description="A node silent this long is never chosen.")
     heartbeat_s: float = Field(
         0.5, description="How often a worker reports; several beats fit in node_ttl_s."
