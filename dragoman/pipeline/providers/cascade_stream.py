@@ -33,7 +33,7 @@ from dragoman.config import Settings
 from dragoman.languages import LanguagePair
 from dragoman.pipeline.providers import openai_realtime
 from dragoman.pipeline.providers.sdk_sessions import openai_client
-from dragoman.pipeline.providers.streaming import SessionLost, websocket_options
+from dragoman.pipeline.providers.streaming import websocket_options
 
 RATE = 24000  # the only PCM rate the realtime API takes
 INTENT = {"intent": "transcription"}
@@ -100,11 +100,7 @@ class TranscriptionConnection:
         self._settings = settings
 
     async def receive(self) -> list[StreamEvent]:
-        try:
-            event = await self._conn.recv()
-        except openai.OpenAIError as e:
-            raise SessionLost(f"{type(e).__name__}: {e}") from e
-        return events_of(event)
+        return events_of(await openai_realtime.recv(self._conn))
 
     async def update(self, pair: LanguagePair) -> None:
         session = transcription_session(self._settings, pair)

@@ -1,5 +1,5 @@
-"""Opening an OpenAI realtime WebSocket (translation or transcription sessions), with its
-failures in our terms."""
+"""An OpenAI realtime WebSocket (translation or transcription sessions): opening it and reading
+from it, with its failures in our terms."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import openai
 import websockets
 
 from dragoman.pipeline.providers.base import ProviderError
+from dragoman.pipeline.providers.streaming import SessionLost
 
 
 async def enter(manager: Any) -> Any:
@@ -23,3 +24,11 @@ async def enter(manager: Any) -> Any:
         raise ProviderError(code, f"HTTP {status} at the WebSocket upgrade") from e
     except openai.OpenAIError as e:
         raise ProviderError("provider_unavailable", f"{type(e).__name__}: {e}") from e
+
+
+async def recv(connection: Any) -> Any:
+    """The connection's next server event; SessionLost when it fails (the stream reopens)."""
+    try:
+        return await connection.recv()
+    except openai.OpenAIError as e:
+        raise SessionLost(f"{type(e).__name__}: {e}") from e

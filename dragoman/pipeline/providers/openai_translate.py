@@ -74,10 +74,7 @@ class OpenAITranslateSession:
         self._settings = settings
 
     async def receive(self) -> list[ProviderEvent]:
-        try:
-            event = await self._conn.recv()
-        except openai.OpenAIError as e:
-            raise SessionLost(f"{type(e).__name__}: {e}") from e
+        event = await openai_realtime.recv(self._conn)
         return events_of(cast(RealtimeTranslationServerEvent, event))
 
     async def send_audio(self, pcm16: bytes) -> None:
