@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -123,19 +124,38 @@ def start_server(tmp: Path, *args: str, **env_overrides: str) -> Server:
         [str(exe), "serve", *args], env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT
     )
     server = Server(f"http://127.0.0.1:{port}", proc, log_path)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"dragoman serve exited early:\n{server.log_tail()}")
-        try:
-            h = server.health()
-            if h["idle_agents"] >= h["idle_target"]:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"dragoman serve exited early:\n{server.log_tail()}")
+            try:
+                h = server.health()
+                if h["idle_agents"] >= h["idle_target"]:
+                    return server
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"dragoman serve did not become ready:\n{server.log_tail()}")
+    except BaseException:
+        # Whatever went wrong (a health answer of another shape, Ctrl-C), the serve and its
+        # Janus, inference service and agents go with it: a failed start left them running
+        # for the rest of a suite run.
+        kill_tree(proc)
+        raise
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a process and everything it started, and reap it."""
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    for p in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
     proc.kill()
-    raise RuntimeError(f"dragoman serve did not become ready:\n{server.log_tail()}")
+    proc.wait()
 
 
 def stop_server(server: Server, timeout: float = 60) -> int:
