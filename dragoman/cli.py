@@ -202,7 +202,11 @@ def _serve(args: argparse.Namespace) -> int:
         service,
         registry,
         lambda lifespan: create_app(
-            settings, dispatcher, lifespan=lifespan, local_pool=service.pool
+            settings,
+            dispatcher,
+            lifespan=lifespan,
+            local_pool=service.pool,
+            local_metrics=service.report,
         ),
         settings.host,
         settings.port,

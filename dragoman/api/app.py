@@ -30,12 +30,16 @@ def create_app(
     dispatcher: Dispatcher,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     local_pool: Any = None,
+    local_metrics: Callable[[], object] | None = None,
 ) -> FastAPI:
-    """The control plane. ``local_pool`` is set when a worker shares the process (serve)."""
+    """The control plane. ``local_pool`` is set when a worker shares the process (serve),
+    with ``local_metrics``: what refreshes that worker's gauges before ``/metrics`` answers
+    (its own endpoint, which serve does not run, would)."""
     app = FastAPI(title="dragoman", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.dispatcher = dispatcher
     app.state.local_pool = local_pool
+    app.state.local_metrics = local_metrics
     app.state.arrival_meter = ArrivalMeter()
     app.state.local_arrival_meter = ArrivalMeter()  # those of them for the local pipeline
     app.state.room_key = room_key(settings.internal_token)

@@ -392,4 +392,6 @@ async def prometheus_metrics(request: Request) -> Response:
     # dragoman_api_registry_up 0 (the other gauges keep their last values).
     with contextlib.suppress(RegistryUnavailable):
         await fleet_summary(request)
+    if request.app.state.local_metrics is not None:  # serve: the worker in this process
+        request.app.state.local_metrics()
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
