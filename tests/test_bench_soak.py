@@ -183,12 +183,12 @@ def test_a_traceback_in_the_log_fails() -> None:
 
 
 @pytest.mark.e2e  # a whole command run
-@pytest.mark.timeout(480)  # ≈ 2 min: 90 s of churn, the serve's start and the drain
+@pytest.mark.timeout(480)  # ≈ 1.5 min: 60 s of churn, the serve's start and the drain
 def test_a_short_soak_with_every_fault_leaks_nothing(tmp_path: Path) -> None:
     out = tmp_path / "soak"
     exe = Path(sys.executable).with_name("dragoman")
     proc = subprocess.run(
-        [str(exe), "bench", "soak", "--duration-s", "90", "--rate", "0.7"]
+        [str(exe), "bench", "soak", "--duration-s", "60", "--rate", "1.0"]
         + ["--median-call-s", "5", "--faults-per-kind", "1", "--seed", "2", "--out", str(out)],
         capture_output=True,
         text=True,
