@@ -249,18 +249,18 @@ def measure_clip(engine: WhisperEngine, clip: Clip, window: Window, repeats: int
         clock = _Clock()
         decoded = engine.decode(encoded, "ja", task, duration_s=clip.duration_s)
         decode = clock.ms()
-        used, used_frames, retry = encoded, frames, (0.0, 0.0)
+        retry = (0.0, 0.0)
         first = decoded
         if decoded.looped:  # the engine's guard: beam search on the same encoding
             clock = _Clock()
             decoded = engine.decode(
-                used, "ja", task, duration_s=clip.duration_s, beam_size=RETRY_BEAM
+                encoded, "ja", task, duration_s=clip.duration_s, beam_size=RETRY_BEAM
             )
             retry = clock.ms()
         text = "" if decoded.hallucinated or decoded.looped else decoded.text
         clock = _Clock()
         tokens = decoded.tokens if text else ()
-        words = engine.align(used, tokens, "ja", task, min(content, used_frames), clip.duration_s)
+        words = engine.align(encoded, tokens, "ja", task, content, clip.duration_s)
         align = clock.ms()
         row[task] = {
             "decode_ms": decode[0],
@@ -319,16 +319,15 @@ def measure_growing(engine: WhisperEngine, clip: Clip, window: Window) -> list[d
         loops = retries = 0
         for task in ("transcribe", "translate"):
             decoded = engine.decode(encoded, "ja", task, duration_s=prefix.duration_s)
-            used, used_frames = encoded, frames
             if decoded.looped:
                 loops += 1
                 retries += 1
                 decoded = engine.decode(
-                    used, "ja", task, duration_s=prefix.duration_s, beam_size=RETRY_BEAM
+                    encoded, "ja", task, duration_s=prefix.duration_s, beam_size=RETRY_BEAM
                 )
             text = "" if decoded.hallucinated or decoded.looped else decoded.text
-            content = min(end // (WHISPER_RATE // FRAMES_PER_S), used_frames)
-            engine.align(used, decoded.tokens if text else (), "ja", task, content, end / step)
+            content = min(end // (WHISPER_RATE // FRAMES_PER_S), frames)
+            engine.align(encoded, decoded.tokens if text else (), "ja", task, content, end / step)
         wall, cpu = clock.ms()
         rows.append(
             {
