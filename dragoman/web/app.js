@@ -223,6 +223,10 @@ function setState(state) {
   updateButtons();
 }
 
+// A keyboard user hung up: Call takes the focus as soon as it is enabled again (the call may
+// end by the server's own "ended" before the hang-up returns).
+let focusCallWhenFree = false;
+
 function updateButtons() {
   const active = ACTIVE_STATES.has(dragoman.state);
   ui.call.disabled = active || !languagesLoaded;
@@ -239,6 +243,10 @@ function updateButtons() {
   const focused = document.activeElement;
   if (focused === ui.call && ui.call.disabled && !ui.hangup.disabled) ui.hangup.focus();
   else if (focused === ui.hangup && ui.hangup.disabled && !ui.call.disabled) ui.call.focus();
+  if (focusCallWhenFree && !ui.call.disabled) {
+    focusCallWhenFree = false;
+    ui.call.focus();
+  }
   updateTranscriptButtons();
 }
 
@@ -840,13 +848,17 @@ function onServerEnded(s, reason, message) {
 async function hangUp() {
   const s = session;
   if (!s) return;
-  const hadFocus = document.activeElement === ui.hangup;
+  // A disabled button loses focus: Call gets it once the call has ended (updateButtons).
+  focusCallWhenFree = document.activeElement === ui.hangup;
   ui.hangup.disabled = true;
-  await s.call?.hangup();
-  // The server's own "ended" message may have arrived (and said more) meanwhile.
-  if (!s.ended) setNotice(s.answered ? HUNG_UP_NOTICE : { key: 'notice.cancelled' });
-  endSession(s, 'ended');
-  if (hadFocus && !ui.call.disabled) ui.call.focus(); // the next call is one key away
+  try {
+    await s.call?.hangup();
+  } finally {
+    // The server's own "ended" message may have arrived (and said more) meanwhile; a
+    // hang-up that failed (the call was already gone) ends the page's side all the same.
+    if (!s.ended) setNotice(s.answered ? HUNG_UP_NOTICE : { key: 'notice.cancelled' });
+    endSession(s, 'ended');
+  }
 }
 
 /** Releases everything a session holds; safe to call more than once. */
