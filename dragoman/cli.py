@@ -636,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--seed", type=int, default=1, help="callers' and faults' schedule")
     soak.add_argument(
         "--faults",
-        default="agent_kill,agent_stop,janus_kill,inference_stop,provider_drop",
+        default="agent_kill,agent_stop,janus_kill,inference_stop,provider_drop,provider_stall",
         help="fault kinds to inject (empty: none)",
     )
     soak.add_argument(

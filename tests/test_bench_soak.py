@@ -153,9 +153,12 @@ def test_every_call_needs_an_end_the_page_can_show() -> None:
 def test_a_refusal_counts_only_outside_faults_and_below_capacity() -> None:
     windows = [(10.0, 20.0)]
     samples = [(t, t >= 40) for t in range(0, 60, 2)]  # full from 40 s on
-    assert refusal_verdict([(15.0, "no_agent"), (41.0, "no_agent")], windows, samples).ok
-    bad = refusal_verdict([(15.0, "no_agent"), (25.0, "no_agent")], windows, samples)
+    inside = [(15.0, "no_agent", False), (41.0, "no_agent", False)]
+    assert refusal_verdict(inside, windows, samples).ok
+    bad = refusal_verdict([(15.0, "no_agent", False), (25.0, "no_agent", False)], windows, samples)
     assert bad.ok is False and bad.value == 1
+    # Between two samples that saw a free slot, the registry itself said full: not a fault.
+    assert refusal_verdict([(25.0, "no_agent", True)], windows, samples).ok
 
 
 def test_connect_drift_in_fault_free_buckets() -> None:

@@ -56,6 +56,7 @@ from dragoman.bench.soak_plan import (
     traceback_verdict,
 )
 from dragoman.contract.page import END_REASONS
+from dragoman.fleet.dispatcher import FLEET_FULL
 
 FAKE_KEY = "sk-soak-fake-key"  # the only key the fake accepts: no real provider is called
 ROLES = ("serve", "janus", "inference", "forkserver")
@@ -270,6 +271,7 @@ class CallRecord:
     pressed_s: float | None = None  # after the churn's start
     status: int | None = None
     code: str | None = None
+    message: str | None = None  # the refusal's words (the dispatcher's FLEET_FULL: no slot)
     call_id: str | None = None
     connect_ms: float | None = None  # press → WebRTC connected
     ended_reason: str | None = None  # the state "ended" the control channel said
@@ -330,6 +332,7 @@ async def run_caller(
         rec.status, rec.call_id = res.status, res.call_id
         if res.status != 201:
             rec.code = (res.error or {}).get("code")
+            rec.message = (res.error or {}).get("message")
             return
         rec.stage = "connect"
         rec.connect_ms = await _wait_connected(caller)
@@ -397,6 +400,7 @@ async def _no_ice(url: str, rec: CallRecord, http: httpx.AsyncClient) -> None:
             rec.call_id = data.get("call_id")
         else:
             rec.code = (data.get("error") or {}).get("code")
+            rec.message = (data.get("error") or {}).get("message")
     except Exception as e:
         rec.error = f"{type(e).__name__}: {str(e)[:200]}"
     finally:
@@ -458,8 +462,9 @@ async def inject(
         _signal(pid, signal.SIGSTOP)
         await asyncio.sleep(f.hold_s)
         _signal(pid, signal.SIGCONT)  # already killed by supervision: nothing to resume
-    elif f.kind == "provider_drop":
-        await node.http.post(f"{fake_url}/fake/fault", json={"drop_after_s": 1.0})
+    elif f.kind in ("provider_drop", "provider_stall"):
+        after = "drop_after_s" if f.kind == "provider_drop" else "stall_after_s"
+        await node.http.post(f"{fake_url}/fake/fault", json={after: 1.0})
         await asyncio.sleep(f.hold_s)
         await node.http.post(f"{fake_url}/fake/fault", json={})
     deadline = time.monotonic() + RECOVER_MAX_S
@@ -610,7 +615,7 @@ def verdicts(run: dict[str, Any], p: SoakParams, log_text: str) -> list[Verdict]
         )
     )
     refusals = [
-        (r.pressed_s, r.code or str(r.status))
+        (r.pressed_s, r.code or str(r.status), r.message == FLEET_FULL)
         for r in run["calls"]
         if r.status is not None and r.status != 201 and r.pressed_s is not None
     ]

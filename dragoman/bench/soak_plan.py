@@ -28,13 +28,23 @@ DEFAULT_MIX = {"polite": 0.6, "vanish": 0.15, "no_ice": 0.1, "control_drop": 0.1
 #   janus_kill      kill -9 of Janus
 #   inference_stop  SIGSTOP of the inference service, SIGCONT after ``hold_s``
 #   provider_drop   the provider fake closes every session opened during ``hold_s`` 1 s in
-FAULT_KINDS = ("agent_kill", "agent_stop", "janus_kill", "inference_stop", "provider_drop")
+#   provider_stall  the provider fake stops answering (pings too) every session opened during
+#                   ``hold_s``, 1 s in: our keepalive must find it dead
+FAULT_KINDS = (
+    "agent_kill",
+    "agent_stop",
+    "janus_kill",
+    "inference_stop",
+    "provider_drop",
+    "provider_stall",
+)
 HOLD_S = {
     "agent_kill": (0.0, 0.0),
     "agent_stop": (2.0, 9.0),
     "janus_kill": (0.0, 0.0),
     "inference_stop": (1.0, 6.0),
     "provider_drop": (3.0, 8.0),
+    "provider_stall": (3.0, 8.0),
 }
 
 
@@ -277,16 +287,17 @@ def in_window(t: float, windows: list[tuple[float, float]]) -> bool:
 
 
 def refusal_verdict(
-    refusals: list[tuple[float, str]],
+    refusals: list[tuple[float, str, bool]],
     windows: list[tuple[float, float]],
     full_at: list[tuple[float, bool]],
 ) -> Verdict:
-    """No caller refused while capacity was free, outside a fault's window. ``full_at``:
-    (time, node full) samples; a refusal counts as at capacity when the samples on either
-    side of it say full."""
+    """No caller refused while capacity was free, outside a fault's window. ``refusals``:
+    (time, code, the registry had no free slot: the dispatcher's own "fleet full" answer);
+    ``full_at``: (time, node full) samples; a refusal also counts as at capacity when the
+    samples on either side of it say full."""
     bad = []
-    for t, code in refusals:
-        if in_window(t, windows):
+    for t, code, full in refusals:
+        if full or in_window(t, windows):
             continue
         before = [f for at, f in full_at if at <= t]
         after = [f for at, f in full_at if at >= t]
