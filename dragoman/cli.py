@@ -480,7 +480,8 @@ DEFAULT_SWEEP = "3000,3500,4000,4500,5000,6000"
 def _providers_check(args: argparse.Namespace) -> int:
     import asyncio
 
-    from dragoman.pipeline.providers.check import CHECKED, check_all
+    from dragoman.pipeline.providers.catalog import CHECKED
+    from dragoman.pipeline.providers.check import check_all
 
     settings = _settings(args)
     names = [n.strip() for n in args.provider.split(",")] if args.provider else list(CHECKED)

@@ -10,10 +10,16 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The interpretation providers' names: pipeline/providers/catalog.py holds one ProviderSpec
+# per name (with its `direct` flag) and will not import unless these are exactly its own.
+# Written here because config sits below the pipeline and validates the settings naming them.
+ProviderName = Literal["local", "openai-translate", "openai-cascade", "gemini-live-translate"]
+DirectProviderName = Literal["openai-translate", "gemini-live-translate"]
 
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 
@@ -380,13 +386,12 @@ class Settings(BaseSettings):
 
     # --- interpretation providers (dragoman/pipeline/providers/) ------------------------
     # Keys, prompts and glossaries stay on the server: nothing below is ever sent to a page.
-    provider: str = Field(
+    # A typo must stop the server at start (naming the valid ones), not fail every call.
+    provider: ProviderName = Field(
         "local",
-        # The names of pipeline.providers.catalog.PROVIDERS (a unit test keeps them equal):
-        # a typo must stop the server at start, not fail every call.
-        pattern="^(local|openai-translate|openai-cascade|gemini-live-translate)$",
-        description="Default provider of a call: local | openai-translate | openai-cascade | "
-        "gemini-live-translate. A call may ask for another configured one.",
+        description="Default provider of a call: "
+        + " | ".join(get_args(ProviderName))
+        + ". A call may ask for another configured one.",
     )
     openai_api_key: SecretStr | None = None
     openai_base_url: str = Field(
@@ -477,9 +482,8 @@ class Settings(BaseSettings):
         "(browser ↔ provider, ephemeral credential) instead of 503. Needs a direct "
         "provider's key.",
     )
-    direct_provider: str = Field(
+    direct_provider: DirectProviderName = Field(
         "openai-translate",
-        pattern="^(openai-translate|gemini-live-translate)$",
         description="Direct mode's provider when the call names none (and, when it is not "
         "configured or cannot speak the target, the other one is tried).",
     )

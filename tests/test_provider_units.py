@@ -443,20 +443,16 @@ def test_providers_check_without_keys_says_so(
 
 
 def test_the_default_provider_is_checked_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A typo in DRAGOMAN_PROVIDER stops the server with a readable line (it used to start
-    and fail every call); the settings accept exactly the catalogue's providers."""
+    """A typo in DRAGOMAN_PROVIDER stops the server with a readable line naming the valid
+    ones (it used to start and fail every call); that the settings accept exactly the
+    catalogue's providers is test_catalog_units'."""
     from dragoman.pipeline.providers.catalog import PROVIDERS
 
-    pattern = next(
-        m.pattern for m in Settings.model_fields["provider"].metadata if hasattr(m, "pattern")
-    )
-    assert set(pattern.strip("^$()").split("|")) == set(PROVIDERS)
-    for name in PROVIDERS:
-        assert Settings(provider=name).provider == name
     monkeypatch.setenv("DRAGOMAN_PROVIDER", "opneai-translate")
     with pytest.raises(SystemExit) as e:
         cli._load_settings()
     assert "DRAGOMAN_PROVIDER" in str(e.value)
+    assert all(repr(name) in str(e.value) for name in PROVIDERS), e.value
 
 
 @pytest.mark.parametrize("opener", ["translation", "transcription"])

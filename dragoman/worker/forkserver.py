@@ -47,7 +47,7 @@ def forkserver_preload(settings: Settings) -> list[str]:
     uses it (and Smart Turn's model with it, where enabled), and last the module that
     freezes all of it out of the GC's reach."""
     specs = runnable_providers(settings)
-    providers = sorted({spec.builder.split(":")[0] for spec in specs})
+    providers = sorted({spec.module for spec in specs})
     vad = [SHARED_VAD_MODULE] if any(spec.uses_vad for spec in specs) else []
     turn = [SHARED_TURN_MODULE] if vad and settings.smart_turn else []
     # With tracing on, each agent exports its call's spans: the SDK is imported once here.

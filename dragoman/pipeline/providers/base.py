@@ -19,7 +19,6 @@ page's messages. A provider never writes to the page itself.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -76,6 +75,4 @@ class ProviderError(RuntimeError):
 
 def build_interpretation(spec: ProviderSpec, ctx: CallContext) -> Interpretation:
     """Import the provider's module (only the one a call uses) and build its stage."""
-    module_name, func = spec.builder.split(":")
-    build = getattr(importlib.import_module(module_name), func)
-    return build(ctx)
+    return spec.builder()(ctx)

@@ -3,14 +3,21 @@
 Plain data, no Pipecat import: the API process reads it to answer ``GET /v1/languages`` and
 to validate a call before dispatch; the agent process reads it again before building the
 pipeline. The builders themselves live in one module per provider, imported lazily.
+
+``PROVIDERS`` is the one list of providers: which have a direct mode and a ``dragoman
+providers check`` probe is read off it. ``config`` sits below the pipeline, so it validates
+against its own ``ProviderName`` / ``DirectProviderName``; this module refuses to import
+unless those are exactly the specs' names.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast, get_args
 
-from dragoman.config import Settings
+from dragoman.config import DirectProviderName, ProviderName, Settings
 from dragoman.contract.calls import INTERPRETATIONS, Interpretation
 from dragoman.contract.errors import InterpretationError, ProviderRejected, ProviderUnavailable
 from dragoman.languages import (
@@ -22,6 +29,10 @@ from dragoman.languages import (
     target_unavailable_reason,
     validate_pair,
 )
+
+if TYPE_CHECKING:  # Pipecat's side: the agent process's types
+    from dragoman.pipeline.providers.base import CallContext, Interpretation
+    from dragoman.pipeline.providers.streaming import SpeechProvider
 
 ALL = frozenset(LANGUAGE_NAMES)
 BOTH = frozenset(INTERPRETATIONS)
@@ -42,7 +53,10 @@ class ProviderSpec:
     sources: frozenset[str]
     targets: frozenset[str]
     key_setting: str | None  # the Settings field that must be set, e.g. "openai_api_key"
-    builder: str  # "module:function" building the per-call pipeline stage
+    # The module whose ``build(ctx)`` makes the per-call pipeline stage. A name, imported on
+    # first use (``builder``): the api and worker processes import no Pipecat, and the
+    # worker's forkserver preloads the modules of the providers its node can run by name.
+    module: str
     note: str
     # Speech-to-speech services take the audio stream as is (silence included) and find
     # sentences themselves; running our VAD for them would cost CPU for nothing.
@@ -52,6 +66,27 @@ class ProviderSpec:
     input_rate: int = 16000
     # "simultaneous" (while the person talks) and/or "consecutive" (after each sentence).
     interpretations: frozenset[str] = BOTH
+    # A conversation: each utterance interpreted into the pair's other language.
+    conversation: bool = True
+    # The browser can talk to it itself with a credential the server mints (direct mode,
+    # also the overflow when the fleet is full): api/direct.py.
+    direct: bool = False
+    # ``dragoman providers check`` opens a session with it: its module has
+    # ``speech_provider(settings)`` (a ``streaming.SpeechProvider``).
+    checkable: bool = False
+
+    def builder(self) -> Callable[[CallContext], Interpretation]:
+        """The provider's ``build(ctx)``, its module imported now (in the agent process)."""
+        return cast("Callable[[CallContext], Interpretation]", self._module().build)
+
+    def speech_provider(self, settings: Settings) -> SpeechProvider:
+        """The session opener ``providers check`` probes (``checkable`` providers)."""
+        if not self.checkable:
+            raise ValueError(f"{self.name} has no providers check probe")
+        return cast("SpeechProvider", self._module().speech_provider(settings))
+
+    def _module(self) -> Any:
+        return importlib.import_module(self.module)
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
@@ -64,7 +99,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             sources=ALL,
             targets=frozenset({"en"}),
             key_setting=None,
-            builder="dragoman.pipeline.providers.local:build",
+            module="dragoman.pipeline.providers.local",
             note="Whisper's translate task only produces English.",
             interpretations=BOTH,
         ),
@@ -75,11 +110,14 @@ PROVIDERS: dict[str, ProviderSpec] = {
             sources=ALL,
             targets=OPENAI_TRANSLATE_TARGETS,
             key_setting="openai_api_key",
-            builder="dragoman.pipeline.providers.openai_translate:build",
+            module="dragoman.pipeline.providers.openai_translate",
             note="Continuous speech-to-speech translation over OpenAI's WebSocket endpoint.",
             uses_vad=False,
             input_rate=24000,
             interpretations=STREAMING,  # it translates as the words come, by nature
+            conversation=False,
+            direct=True,
+            checkable=True,
         ),
         ProviderSpec(
             name="openai-cascade",
@@ -88,7 +126,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             sources=ALL,
             targets=ALL,
             key_setting="openai_api_key",
-            builder="dragoman.pipeline.providers.openai_cascade:build",
+            module="dragoman.pipeline.providers.openai_cascade",
             note="Any pair; server-side prompt and glossary; voice of your choice.",
             interpretations=BOTH,
         ),
@@ -99,13 +137,30 @@ PROVIDERS: dict[str, ProviderSpec] = {
             sources=ALL,
             targets=ALL,
             key_setting="gemini_api_key",
-            builder="dragoman.pipeline.providers.gemini_live:build",
+            module="dragoman.pipeline.providers.gemini_live",
             note="Continuous speech-to-speech translation over the Gemini Live WebSocket API.",
             uses_vad=False,
             interpretations=STREAMING,
+            conversation=False,
+            direct=True,
+            checkable=True,
         ),
     )
 }
+
+# Read off the specs: the providers with a direct mode, and those ``providers check`` probes.
+DIRECT_PROVIDERS = tuple(name for name, spec in PROVIDERS.items() if spec.direct)
+CHECKED = tuple(name for name, spec in PROVIDERS.items() if spec.checkable)
+
+# config validates DRAGOMAN_PROVIDER / DRAGOMAN_DIRECT_PROVIDER against names it holds itself
+# (it may not import the pipeline): they must be these, or every setting would lie.
+_NAMES = (tuple(PROVIDERS), DIRECT_PROVIDERS)
+_CONFIG_NAMES = (get_args(ProviderName), get_args(DirectProviderName))
+if _NAMES != _CONFIG_NAMES:
+    raise RuntimeError(
+        f"config's ProviderName / DirectProviderName {_CONFIG_NAMES} are not the "
+        f"catalogue's providers / direct providers {_NAMES}"
+    )
 
 
 def unavailable_reason(spec: ProviderSpec, settings: Settings) -> str | None:
@@ -136,9 +191,10 @@ MODES = ("one_way", "conversation", "room")
 def conversation_unavailable_reason(spec: ProviderSpec) -> str | None:
     """Why ``spec`` cannot interpret a conversation (each utterance into the pair's other
     language), or None."""
-    if spec.kind == "speech-to-speech":
-        # One output language per session: a second session routed by the identified
-        # language would double the provider bill and both would hear every word.
+    if not spec.conversation:
+        # Speech-to-speech services: one output language per session. A second session
+        # routed by the identified language would double the provider bill and both would
+        # hear every word.
         return (
             f"{spec.title} translates into one language per session, so it cannot interpret "
             "a conversation; use openai-cascade or the offline provider."
@@ -308,10 +364,6 @@ def catalogue(settings: Settings) -> dict[str, object]:
             "providers": [p for p in DIRECT_PROVIDERS if direct_usable(p, settings)],
         },
     }
-
-
-# Providers a page can talk to itself with a credential the server mints (direct mode).
-DIRECT_PROVIDERS = ("openai-translate", "gemini-live-translate")
 
 
 def direct_usable(name: str, settings: Settings) -> bool:

@@ -21,12 +21,10 @@ import numpy as np
 from dragoman.config import Settings
 from dragoman.languages import LanguagePair
 from dragoman.pipeline.providers.base import ProviderError
-from dragoman.pipeline.providers.catalog import PROVIDERS, unavailable_reason
-from dragoman.pipeline.providers.streaming import SpeechProvider
+from dragoman.pipeline.providers.catalog import CHECKED, PROVIDERS, unavailable_reason
 
 log = logging.getLogger(__name__)
 
-CHECKED = ("openai-translate", "gemini-live-translate")
 SPEECH_RATE = 24000
 SENTENCE = "Hello, can you hear me? This is a short test."
 MAX_SPEECH_S = 2.0
@@ -88,16 +86,6 @@ def generated_speech(settings: Settings) -> np.ndarray:
     return speech[: int(SPEECH_RATE * MAX_SPEECH_S)]
 
 
-def _provider(name: str, settings: Settings) -> SpeechProvider:
-    if name == "openai-translate":
-        from dragoman.pipeline.providers.openai_translate import OpenAITranslate
-
-        return OpenAITranslate(settings)
-    from dragoman.pipeline.providers.gemini_live import GeminiLive
-
-    return GeminiLive(settings)
-
-
 async def check_one(
     name: str, settings: Settings, speech: np.ndarray, listen_s: float = 6.0
 ) -> CheckResult:
@@ -107,7 +95,7 @@ async def check_one(
     import soxr
 
     result = CheckResult(name, configured=True)
-    provider = _provider(name, settings)
+    provider = PROVIDERS[name].speech_provider(settings)
     rate = provider.input_rate
     pcm = speech if rate == SPEECH_RATE else soxr.resample(speech, SPEECH_RATE, rate)
     audio = np.concatenate([np.asarray(pcm, np.int16), np.zeros(int(rate * listen_s), np.int16)])

@@ -146,5 +146,9 @@ class GeminiLive:
             yield GeminiLiveSession(session)
 
 
+def speech_provider(settings: Settings) -> GeminiLive:
+    return GeminiLive(settings)
+
+
 def build(ctx: CallContext) -> StreamingInterpretation:
-    return StreamingInterpretation(ctx, GeminiLive(ctx.settings))
+    return StreamingInterpretation(ctx, speech_provider(ctx.settings))

@@ -119,5 +119,9 @@ class OpenAITranslate:
                 await connection.close()
 
 
+def speech_provider(settings: Settings) -> OpenAITranslate:
+    return OpenAITranslate(settings)
+
+
 def build(ctx: CallContext) -> StreamingInterpretation:
-    return StreamingInterpretation(ctx, OpenAITranslate(ctx.settings))
+    return StreamingInterpretation(ctx, speech_provider(ctx.settings))
