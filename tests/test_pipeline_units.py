@@ -33,11 +33,11 @@ from dragoman.pipeline.frames import (
     TranslationFrame,
 )
 from dragoman.pipeline.page_messages import PageMessages
-from dragoman.pipeline.piper_tts import PiperTTSService
 from dragoman.pipeline.providers import openai_translate
 from dragoman.pipeline.providers.base import CallContext
+from dragoman.pipeline.providers.local.piper_tts import PiperTTSService
+from dragoman.pipeline.providers.local.whisper_stt import WhisperSTTService
 from dragoman.pipeline.providers.streaming import ProviderEvent, StreamingInterpretation
-from dragoman.pipeline.whisper_stt import WhisperSTTService
 
 
 class FakeWhisper:

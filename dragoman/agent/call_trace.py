@@ -21,7 +21,7 @@ from opentelemetry import trace
 from dragoman import tracing
 from dragoman.contract.calls import CallRequest
 
-# The step that ends at a mark (the marks: pipeline.whisper_stt, simultaneous.stt_service,
+# The step that ends at a mark (the marks: providers.local.whisper_stt, simultaneous.stt_service,
 # providers.cascade_simultaneous, piper_tts). A mark not named here names its own step.
 STEPS = {
     "finalise": "vad",  # the VAD's end of speech → the turn is over, decoding starts

@@ -99,7 +99,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             sources=ALL,
             targets=frozenset({"en"}),
             key_setting=None,
-            module="dragoman.pipeline.providers.local",
+            module="dragoman.pipeline.providers.local.interpretation",
             note="Whisper's translate task only produces English.",
             interpretations=BOTH,
         ),

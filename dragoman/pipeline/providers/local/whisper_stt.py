@@ -52,7 +52,7 @@ from dragoman.pipeline.frames import (
     TranslationFrame,
     needs_cloud_note,
 )
-from dragoman.pipeline.speech_translator import SpeechTranslator
+from dragoman.pipeline.providers.local.speech_translator import SpeechTranslator
 
 log = logging.getLogger(__name__)
 
