@@ -143,7 +143,7 @@ def test_opus_round_trip_at_the_providers_rate() -> None:
 
 
 def test_agents_silence_packets_decode_to_silence_of_their_length() -> None:
-    from dragoman.agent.rtp_media import OPUS_SILENCE
+    from dragoman.pipeline.transports.rtp_media import OPUS_SILENCE
 
     dec = OpusDecoder(24000)
     for ms, packet in OPUS_SILENCE.items():

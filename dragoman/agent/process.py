@@ -29,7 +29,6 @@ from pipecat.audio.vad.vad_analyzer import VADParams
 from dragoman import logs, tracing
 from dragoman.agent.call_trace import CallTrace
 from dragoman.agent.inline_executor import InlineExecutor
-from dragoman.agent.rtp_media import RtpMedia
 from dragoman.agent.session import CallSession
 from dragoman.config import Settings
 from dragoman.contract import page
@@ -60,6 +59,7 @@ from dragoman.media.ports import bind_rtp_pair
 from dragoman.pipeline.glossary import read_glossary
 from dragoman.pipeline.providers.catalog import PROVIDERS, resolve_interpretation, validate_call
 from dragoman.pipeline.smart_turn import SmartTurnModel, TurnModel
+from dragoman.pipeline.transports.rtp_media import RtpMedia
 
 log = logging.getLogger("dragoman.agent")
 EXIT_FLUSH_S = 2.0  # well within the worker's EXIT_GRACE_S

@@ -20,8 +20,6 @@ from pipecat.transports.base_transport import TransportParams
 from pipecat.workers.runner import WorkerRunner
 
 from dragoman.agent.limits import CallLimits, CallVitals, limit_exceeded
-from dragoman.agent.rtp_media import RtpMedia
-from dragoman.agent.rtp_transport import RtpTransport
 from dragoman.config import Settings
 from dragoman.contract import page
 from dragoman.contract.errors import InterpretationError
@@ -41,6 +39,8 @@ from dragoman.pipeline.providers.catalog import (
 from dragoman.pipeline.room_router import RoomRouter
 from dragoman.pipeline.smart_turn import SmartTurnGate, TurnModel
 from dragoman.pipeline.talk import Talk as TalkGates
+from dragoman.pipeline.transports.rtp import RtpTransport
+from dragoman.pipeline.transports.rtp_media import RtpMedia
 from dragoman.rate import gcra
 
 log = logging.getLogger(__name__)

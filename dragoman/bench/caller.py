@@ -36,7 +36,7 @@ RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms
 AUDIBLE_RMS = 500.0  # int16 RMS above which agent audio counts as heard
 VOICED_PEAK = 500  # int16 peak above which a sent frame counts as speech
-SILENCE_BYTES = 8  # agents' Opus silence packets are 3-8 bytes (agent.rtp_media.OPUS_SILENCE)
+SILENCE_BYTES = 8  # agents' Opus silence: 3-8 bytes (transports.rtp_media.OPUS_SILENCE)
 
 
 def load_wav_mono(path: Path | str, rate: int = RATE) -> np.ndarray:

@@ -33,8 +33,8 @@ from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
-from dragoman.agent.rtp_media import RtpMedia
 from dragoman.contract.pipe import RtpPeer
+from dragoman.pipeline.transports.rtp_media import RtpMedia
 
 
 class RtpOutputTransport(BaseOutputTransport):

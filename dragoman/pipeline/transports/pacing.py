@@ -1,7 +1,7 @@
 """How punctually the agent's outgoing audio leaves: the real-time health of a call.
 
 The agent sends one Opus packet per period (``agent_ptime_ms``) from a timer on its loop
-(``agent.rtp_media``). On a saturated CPU the loop wakes late and packets leave late; the
+(``transports.rtp_media``). On a saturated CPU the loop wakes late and packets leave late; the
 caller hears gaps. Every send is timed against its slot: a packet is "late" when it leaves
 more than 20 ms after its slot, which a browser's jitter buffer no longer
 hides without stretching.

@@ -24,7 +24,7 @@ from dragoman.contract.pipe import RtpPeer
 from dragoman.media.opus import OpusDecoder, OpusEncoder
 from dragoman.media.reorder import ReorderBuffer
 from dragoman.media.rtp import OPUS_CLOCK, parse_rtp, rtp_header
-from dragoman.pipeline.pacing import PacingStats
+from dragoman.pipeline.transports.pacing import PacingStats
 
 log = logging.getLogger(__name__)
 
