@@ -373,12 +373,19 @@ def _bench_capacity(args: argparse.Namespace) -> int:
 
 def _bench_soak(args: argparse.Namespace) -> int:
     from dragoman.bench.soak import SoakParams, main
-    from dragoman.bench.soak_plan import FAULT_KINDS
+    from dragoman.bench.soak_plan import FAULT_KINDS, FLEET_FAULT_KINDS
 
-    kinds = tuple(k.strip() for k in args.faults.split(",") if k.strip())
-    if any(k not in FAULT_KINDS for k in kinds):
-        raise SystemExit(f"--faults: a comma-separated list of {', '.join(FAULT_KINDS)}")
+    allowed = FAULT_KINDS + (FLEET_FAULT_KINDS if args.fleet else ())
+    if args.faults is None:
+        kinds = allowed
+    else:
+        kinds = tuple(k.strip() for k in args.faults.split(",") if k.strip())
+    if any(k not in allowed for k in kinds):
+        fleet_only = "" if args.fleet else f" ({', '.join(FLEET_FAULT_KINDS)} need --fleet)"
+        raise SystemExit(f"--faults: a comma-separated list of {', '.join(allowed)}{fleet_only}")
     params = SoakParams(
+        fleet=args.fleet,
+        idle_target=args.idle_target,
         duration_s=args.duration_s,
         rate_per_s=args.rate,
         median_call_s=args.median_call_s,
@@ -637,13 +644,23 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--seed", type=int, default=1, help="callers' and faults' schedule")
     soak.add_argument(
         "--faults",
-        default="agent_kill,agent_stop,janus_kill,inference_stop,provider_drop,provider_stall",
-        help="fault kinds to inject (empty: none)",
+        default=None,
+        help="fault kinds to inject, comma-separated (empty: none; default: every kind: "
+        "agent_kill, agent_stop, janus_kill, inference_stop, provider_drop, provider_stall, "
+        "and with --fleet also redis_restart, worker_kill, worker_drain)",
     )
     soak.add_argument(
         "--faults-per-kind", type=int, help="default: one per 6 minutes of churn (≥ 1)"
     )
-    soak.add_argument("--max-calls", type=int, default=24, help="the node's call slots")
+    soak.add_argument("--max-calls", type=int, default=24, help="call slots per node")
+    soak.add_argument("--idle-target", type=int, default=4, help="idle agents per node")
+    soak.add_argument(
+        "--fleet",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run api + Redis + N workers on network-namespace hosts (root) instead of serve",
+    )
     soak.add_argument("--out", default="results/soak", help="folder for JSON and plots")
     soak.set_defaults(func=_bench_soak)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from dragoman.bench.soak import CallRecord, SoakParams, verdicts
 from dragoman.bench.soak_plan import (
     BEHAVIOURS,
     FAULT_KINDS,
@@ -69,7 +70,9 @@ def test_fault_schedule_spreads_each_kind_over_the_span() -> None:
         lo, hi = HOLD_S[x.kind]
         assert lo <= x.hold_s <= hi
     with pytest.raises(ValueError, match="unknown fault kinds"):
-        fault_schedule(1, 0, 10, 1, ("redis_restart",))
+        fault_schedule(1, 0, 10, 1, ("power_cut",))
+    fleet = fault_schedule(1, 0, 100, 1, ("redis_restart", "worker_kill", "worker_drain"))
+    assert sorted(x.kind for x in fleet) == ["redis_restart", "worker_drain", "worker_kill"]
 
 
 # --- slope and verdicts -----------------------------------------------------------------
@@ -139,6 +142,55 @@ def test_leak_verdicts_pass_a_clean_node_and_name_each_leak() -> None:
     assert "janus_handles" in {
         v.name for v in failed(leak_verdicts(_rest(), _rest(janus_handles=None), 8))
     }
+
+
+def test_a_fleet_holds_one_janus_session_per_worker_and_redis_fds_are_not_judged() -> None:
+    fleet = {"nodes": 2, "janus_sessions": 2, "fds": {"redis": 10, "w1.janus": 14}}
+    after = {**fleet, "fds": {"redis": 30, "w1.janus": 14}}
+    vs = leak_verdicts(_rest(**fleet), _rest(**after), 8)
+    assert not failed(vs)
+    assert {v.name: v.ok for v in vs}["fds:redis"] is None  # reported, not judged
+    assert "janus_sessions" in {
+        v.name
+        for v in failed(leak_verdicts(_rest(**fleet), _rest(**{**after, "janus_sessions": 3}), 8))
+    }
+
+
+def _fleet_run(**fleet: object) -> dict[str, object]:
+    """A clean two-worker run's record, with ``fleet`` overriding what the faults left."""
+    calls = [CallRecord(i, "polite", float(i), pressed_s=float(i), status=201) for i in range(10)]
+    rest = _rest(nodes=2, janus_sessions=2)
+    return {
+        "calls": calls,
+        "faults": [],
+        "samples": [],
+        "before": rest,
+        "after": rest,
+        # 10 placed, 3 of them on a worker killed mid-call: its own counts died with it.
+        "health_after": {"outcomes": {"hangup": 7}, "calls_total": 7},
+        "registry_keys": {
+            "call_records": 0,
+            "node_call_entries": 0,
+            "live_holds": 0,
+            "stale_hold_entries_not_counted": 5,
+        },
+        "fleet": {"orphans": [], "lost_calls": 3, "redis_restarts": 1, **fleet},
+    }
+
+
+def test_fleet_verdicts_name_orphans_live_registry_keys_and_count_calls_lost_with_a_worker() -> (
+    None
+):
+    p = SoakParams(fleet=2, fault_kinds=())
+    ok = {v.name: v.ok for v in verdicts(_fleet_run(), p, "")}
+    assert ok["end_reasons"] and ok["orphans"] and ok["registry_keys"]
+    bad = {v.name for v in failed(verdicts(_fleet_run(lost_calls=2), p, ""))}
+    assert "end_reasons" in bad  # one placed call has no end anywhere
+    orphan = [{"worker": "w1", "pid": 42, "cmd": "janus"}]
+    assert "orphans" in {v.name for v in failed(verdicts(_fleet_run(orphans=orphan), p, ""))}
+    run = _fleet_run()
+    run["registry_keys"] = {**run["registry_keys"], "live_holds": 1}  # type: ignore[dict-item]
+    assert "registry_keys" in {v.name for v in failed(verdicts(run, p, ""))}
 
 
 def test_every_call_needs_an_end_the_page_can_show() -> None:

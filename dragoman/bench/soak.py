@@ -37,9 +37,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from dragoman.bench.caller import Caller, PrecodedTrack, precode
 from dragoman.bench.connect import machine
 from dragoman.bench.embedded import embedded_process, free_port, internal_url
+from dragoman.bench.soak_fleet import FleetView, fleet, wait_ready
 from dragoman.bench.soak_plan import (
     DEFAULT_MIX,
     FAULT_KINDS,
+    FLEET_FAULT_KINDS,
     CallPlan,
     FaultPlan,
     Quiescent,
@@ -59,7 +61,6 @@ from dragoman.contract.page import END_REASONS
 from dragoman.fleet.dispatcher import FLEET_FULL
 
 FAKE_KEY = "sk-soak-fake-key"  # the only key the fake accepts: no real provider is called
-ROLES = ("serve", "janus", "inference", "forkserver")
 RECOVER_MAX_S = 120.0  # a fault's window ends when the node is whole again (or this)
 GRACE_S = 3.0  # …plus this: a refusal decided just before the node came back is the fault's
 CONNECT_MAX_S = 10.0  # a caller that is not connected by then counts as failed to connect
@@ -88,6 +89,7 @@ class SoakParams:
     drift_floor_ms: float = 300.0
     drain_max_s: float = 90.0
     mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    fleet: int = 0  # 0: an embedded serve; N: api + Redis + N workers on netns hosts
 
     @property
     def per_kind(self) -> int:
@@ -107,17 +109,17 @@ Say = Callable[[str], None]
 
 
 @contextlib.contextmanager
-def provider_fake(log_path: Path) -> Iterator[str]:
-    """``dragoman.fakes.server`` on a free port; yields its base URL."""
+def provider_fake(log_path: Path, host: str = "127.0.0.1") -> Iterator[str]:
+    """``dragoman.fakes.server`` on a free port of ``host``; yields its base URL."""
     port = free_port()
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dragoman.fakes.server", "--port", str(port)]
+            [sys.executable, "-m", "dragoman.fakes.server", "--host", host, "--port", str(port)]
             + ["--key", FAKE_KEY],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -179,6 +181,10 @@ class Node:
             "inference": (h.get("inference") or {}).get("pid"),
             "forkserver": (h.get("supervision") or {}).get("forkserver_pid"),
         }
+
+    def fault_pid(self, kind: str, h: dict[str, Any], _rng: random.Random) -> int | None:
+        """The process a node fault hits: Janus (``janus_kill``) or the inference service."""
+        return self.pids(h)["janus" if kind == "janus_kill" else "inference"]
 
     def processes(self, h: dict[str, Any]) -> dict[str, Any]:
         """RSS (MB) and open fds of each long-running process; agent and zombie counts."""
@@ -250,7 +256,9 @@ def at_rest(q: Quiescent, idle_target: int) -> bool:
     )
 
 
-async def settle(node: Node, idle_target: int, max_s: float) -> tuple[Quiescent, dict[str, Any]]:
+async def settle(
+    node: Node | FleetView, idle_target: int, max_s: float
+) -> tuple[Quiescent, dict[str, Any]]:
     """Poll until the node is at rest (or ``max_s``); the last observation either way."""
     deadline = time.monotonic() + max_s
     while True:
@@ -424,7 +432,7 @@ class FaultRecord:
     window: tuple[float, float] | None = None  # injection → node whole again + grace
 
 
-async def _call_pid(node: Node, rng: random.Random, wait_s: float = 10.0) -> int | None:
+async def _call_pid(node: Node | FleetView, rng: random.Random, wait_s: float = 10.0) -> int | None:
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         pids = (await node.health()).get("call_pids") or []
@@ -440,7 +448,12 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 
 async def inject(
-    node: Node, fake_url: str, f: FaultPlan, rec: FaultRecord, rng: random.Random, t0: float
+    node: Node | FleetView,
+    fake_url: str,
+    f: FaultPlan,
+    rec: FaultRecord,
+    rng: random.Random,
+    t0: float,
 ) -> None:
     """One fault, then its window: until the node is whole again, plus the grace."""
     h = await node.health()
@@ -450,13 +463,16 @@ async def inject(
         if pid is None:
             rec.skipped = "no call running"
             return
-    elif f.kind == "janus_kill":
-        pid = node.pids(h)["janus"]
-    elif f.kind == "inference_stop":
-        pid = node.pids(h)["inference"]
+    elif f.kind in ("janus_kill", "inference_stop"):
+        pid = node.fault_pid(f.kind, h, rng)
     rec.injected_s = round(time.monotonic() - t0, 2)
     rec.target_pid = pid
-    if f.kind in ("agent_kill", "janus_kill") and pid:
+    if f.kind in FLEET_FAULT_KINDS:
+        if not isinstance(node, FleetView):
+            rec.skipped = "a fleet fault: run with --fleet"
+            return
+        rec.target_pid = await node.fleet_fault(f.kind, f.hold_s, rng, t0)
+    elif f.kind in ("agent_kill", "janus_kill") and pid:
         _signal(pid, signal.SIGKILL)
     elif f.kind in ("agent_stop", "inference_stop") and pid:
         _signal(pid, signal.SIGSTOP)
@@ -475,7 +491,7 @@ async def inject(
 
 
 async def run_faults(
-    node: Node, fake_url: str, plans: list[FaultPlan], seed: int, t0: float, say: Say
+    node: Node | FleetView, fake_url: str, plans: list[FaultPlan], seed: int, t0: float, say: Say
 ) -> list[FaultRecord]:
     rng = random.Random(seed * 7919)
     records = []
@@ -497,7 +513,11 @@ async def run_faults(
 
 
 async def sample_loop(
-    node: Node, every_s: float, t0: float, out: list[dict[str, Any]], stop: asyncio.Event
+    node: Node | FleetView,
+    every_s: float,
+    t0: float,
+    out: list[dict[str, Any]],
+    stop: asyncio.Event,
 ) -> None:
     while not stop.is_set():
         h = await node.health()
@@ -532,8 +552,8 @@ async def sample_loop(
 # --- the run ----------------------------------------------------------------------------
 
 
-async def churn(url: str, serve_pid: int, fake_url: str, p: SoakParams, say: Say) -> dict[str, Any]:
-    node = Node(url, serve_pid)
+async def churn(node: Node | FleetView, fake_url: str, p: SoakParams, say: Say) -> dict[str, Any]:
+    url = node.url
     calls = call_schedule(p.seed, p.duration_s, p.rate_per_s, p.median_call_s, p.sigma, p.mix)
     lo, hi = p.fault_span()
     faults = fault_schedule(p.seed, lo, hi, p.per_kind, p.fault_kinds)
@@ -542,10 +562,12 @@ async def churn(url: str, serve_pid: int, fake_url: str, p: SoakParams, say: Say
         f"({', '.join(f'{b} {sum(c.behaviour == b for c in calls)}' for b in p.mix)}); "
         f"{len(faults)} faults"
     )
-    before, h0 = await settle(node, p.idle_target, 60)
+    idle = p.idle_target * max(1, p.fleet)
+    before, h0 = await settle(node, idle, 60)
     packets = precode(np.zeros(48000, dtype=np.int16))
     records = [CallRecord(i, c.behaviour, c.at_s) for i, c in enumerate(calls)]
     samples: list[dict[str, Any]] = []
+    loop_errors = _count_loop_errors(say)
     stop = asyncio.Event()
     t0 = time.monotonic()
     sampler = asyncio.create_task(sample_loop(node, p.sample_s, t0, samples, stop))
@@ -571,13 +593,15 @@ async def churn(url: str, serve_pid: int, fake_url: str, p: SoakParams, say: Say
         fault_records = await fault_task
     churn_end = round(time.monotonic() - t0, 1)
     say(f"  churn over at {churn_end} s; draining…")
-    after, h1 = await settle(node, p.idle_target, p.drain_max_s)
+    after, h1 = await settle(node, idle, p.drain_max_s)
     stop.set()
     await sampler
     m1 = await node.metrics()
+    registry = await node.registry_keys() if isinstance(node, FleetView) else None
     await node.http.aclose()
     return {
         "calls": records,
+        "caller_loop_errors": dict(loop_errors),
         "faults": fault_records,
         "samples": samples,
         "before": before,
@@ -586,8 +610,26 @@ async def churn(url: str, serve_pid: int, fake_url: str, p: SoakParams, say: Say
         "health_after": h1,
         "metrics_after": m1,
         "churn_end_s": churn_end,
+        "registry_keys": registry,
+        "fleet": asdict(node.fleet.record) if isinstance(node, FleetView) else None,
         "drained_s": round(time.monotonic() - t0, 1),
     }
+
+
+def _count_loop_errors(say: Say) -> dict[str, int]:
+    """Count the callers' unretrieved task errors (aioice's consent checks on a vanished
+    caller's closed socket) instead of printing each traceback; say each kind once."""
+    counts: dict[str, int] = {}
+
+    def handler(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        e = context.get("exception")
+        kind = type(e).__name__ if e is not None else str(context.get("message"))[:80]
+        if kind not in counts:
+            say(f"  (caller side, counted from now on) {kind}: {context.get('message')}")
+        counts[kind] = counts.get(kind, 0) + 1
+
+    asyncio.get_running_loop().set_exception_handler(handler)
+    return counts
 
 
 async def _progress(
@@ -599,8 +641,8 @@ async def _progress(
         last = samples[-1] if samples else {}
         say(
             f"  {time.monotonic() - t0:.0f}/{total:g} s: {pressed} callers pressed Call, "
-            f"{last.get('active_calls')} active, {last.get('idle_agents')} idle, "
-            f"serve RSS {(last.get('procs') or {}).get('serve', {}).get('rss_mb')} MB"
+            f"{last.get('active_calls')} active, {last.get('idle_agents')} idle, RSS MB "
+            + ", ".join(f"{r} {v['rss_mb']}" for r, v in (last.get("procs") or {}).items())
         )
 
 
@@ -609,11 +651,34 @@ def verdicts(run: dict[str, Any], p: SoakParams, log_text: str) -> list[Verdict]
     after: Quiescent = run["after"]
     out = leak_verdicts(run["before"], after, p.fd_slack)
     h1 = run["health_after"]
-    out.append(
-        reasons_verdict(
-            h1.get("outcomes") or {}, h1.get("calls_total", 0), set(END_REASONS), {"rejected"}
+    fleet_rec = run.get("fleet")
+    if fleet_rec is None:
+        placed = h1.get("calls_total", 0)
+    else:
+        # A killed worker's own counts die with it: its running calls were ended by the api
+        # (agent_lost on their control channel), counted here from its last health report.
+        placed = sum(r.status == 201 for r in run["calls"]) - fleet_rec["lost_calls"]
+    out.append(reasons_verdict(h1.get("outcomes") or {}, placed, set(END_REASONS), {"rejected"}))
+    if fleet_rec is not None:
+        orphans = fleet_rec["orphans"]
+        out.append(
+            Verdict(
+                "orphans",
+                not orphans,
+                f"{len(orphans)} processes outlived their worker: {orphans[:5]}",
+                len(orphans),
+            )
         )
-    )
+        keys = run["registry_keys"] or {}
+        left = {k: v for k, v in keys.items() if k != "stale_hold_entries_not_counted"}
+        out.append(
+            Verdict(
+                "registry_keys",
+                not any(left.values()),
+                f"Redis after the drain: {keys}",
+                keys,
+            )
+        )
     refusals = [
         (r.pressed_s, r.code or str(r.status), r.message == FLEET_FULL)
         for r in run["calls"]
@@ -628,7 +693,8 @@ def verdicts(run: dict[str, Any], p: SoakParams, log_text: str) -> list[Verdict]
     connects = [(r.pressed_s, r.connect_ms) for r in run["calls"] if r.connect_ms is not None]
     buckets = bucket_p95(connects, p.bucket_s, windows)
     out.append(drift_verdict(buckets, p.drift_ratio, p.drift_floor_ms))
-    for role in ROLES:
+    roles = sorted({r for smp in run["samples"] for r in smp.get("procs") or {}})
+    for role in roles:
         xs, ys = _rss_series(run["samples"], role)
         out.append(rss_slope_verdict(role, xs, ys, p.rss_bound_mb_per_1000, p.rss_min_calls))
     out.append(traceback_verdict(log_text))
@@ -678,6 +744,9 @@ def summary(run: dict[str, Any], p: SoakParams, vs: list[Verdict]) -> dict[str, 
         "calls_placed": h1.get("calls_total"),
         "answers_by_status": by_status,
         "caller_errors": sum(r.error is not None for r in calls),
+        # Our own callers' side (aioice after a vanished caller closed its sockets), not
+        # the server's: counted, each kind said once.
+        "caller_loop_errors": run.get("caller_loop_errors", {}),
         "callers_stuck": [r.error for r in calls if (r.error or "").startswith("stuck")],
         "control_reconnects": {
             "ok": sum(r.control_reconnected is True for r in calls),
@@ -696,24 +765,59 @@ def summary(run: dict[str, Any], p: SoakParams, vs: list[Verdict]) -> dict[str, 
     }
 
 
+def _cloud_env(fake_url: str, p: SoakParams) -> dict[str, str]:
+    """A node in cloud mode against the provider fake."""
+    return {
+        "DRAGOMAN_PROVIDER": "openai-translate",
+        "DRAGOMAN_OPENAI_API_KEY": FAKE_KEY,
+        "DRAGOMAN_OPENAI_BASE_URL": f"{fake_url}/v1",
+        "DRAGOMAN_PROVIDER_CONNECT_TIMEOUT_S": "3",
+        "DRAGOMAN_MAX_CALLS": str(p.max_calls),
+        "DRAGOMAN_IDLE_TARGET": str(p.idle_target),
+        "DRAGOMAN_DIRECT_OVERFLOW": "false",
+    }
+
+
+def _fleet_run(p: SoakParams, out: Path, say: Say) -> dict[str, Any]:
+    """The churn against api + Redis + ``p.fleet`` workers on namespace hosts (root only)."""
+    if os.geteuid() != 0:
+        raise SystemExit("bench soak --fleet needs root (network namespaces)")
+    with contextlib.ExitStack() as stack:
+        f = stack.enter_context(fleet(p.fleet, out, p.max_calls, p.idle_target))
+        # The fake listens on the bridge, where the workers' agents can reach it.
+        fake_url = stack.enter_context(provider_fake(out / "fake.log", host=f.gateway))
+        f.start(_cloud_env(fake_url, p))
+        say(
+            f"  starting a fleet: Redis, an api and {p.fleet} workers on namespace hosts "
+            f"({p.max_calls} slots, {p.idle_target} idle each; logs in {out})…"
+        )
+
+        async def go() -> dict[str, Any]:
+            view = FleetView(f)
+            await wait_ready(view)
+            return await churn(view, fake_url, p, say)
+
+        return asyncio.run(go())
+
+
 def main(p: SoakParams, out: Path, say: Say | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     say = say or (lambda text: print(text, flush=True))
     say(f"bench soak: {p.duration_s:g} s of churn at {p.rate_per_s:g} calls/s, seed {p.seed}")
-    with provider_fake(out / "fake.log") as fake_url:
-        env = {
-            "DRAGOMAN_PROVIDER": "openai-translate",
-            "DRAGOMAN_OPENAI_API_KEY": FAKE_KEY,
-            "DRAGOMAN_OPENAI_BASE_URL": f"{fake_url}/v1",
-            "DRAGOMAN_PROVIDER_CONNECT_TIMEOUT_S": "3",
-            "DRAGOMAN_MAX_CALLS": str(p.max_calls),
-            "DRAGOMAN_IDLE_TARGET": str(p.idle_target),
-            "DRAGOMAN_DIRECT_OVERFLOW": "false",
-        }
-        say(f"  starting an embedded dragoman serve ({p.max_calls} slots, {p.idle_target} idle)…")
-        with embedded_process(out / "serve.log", **env) as (url, proc):
-            run = asyncio.run(churn(url, proc.pid, fake_url, p, say))
-    log_text = (out / "serve.log").read_text(errors="replace")
+    if p.fleet:
+        run = _fleet_run(p, out, say)
+        logs = ["api.log", *(f"w{i}.log" for i in range(1, p.fleet + 1))]
+    else:
+        with provider_fake(out / "fake.log") as fake_url:
+            env = _cloud_env(fake_url, p)
+            say(
+                f"  starting an embedded dragoman serve "
+                f"({p.max_calls} slots, {p.idle_target} idle)…"
+            )
+            with embedded_process(out / "serve.log", **env) as (url, proc):
+                run = asyncio.run(churn(Node(url, proc.pid), fake_url, p, say))
+        logs = ["serve.log"]
+    log_text = "\n".join((out / name).read_text(errors="replace") for name in logs)
     vs = verdicts(run, p, log_text)
     rep = summary(run, p, vs)
     (out / "soak.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False, default=str))

@@ -86,6 +86,7 @@ def create_worker_app(
             "media": {
                 **service.gateway.stats(),
                 "janus_handles": await service.gateway.count_handles(),
+                "janus_sessions": await service.gateway.count_sessions(),
             },
         }
         return JSONResponse(body, 200 if state == "READY" else 503)
