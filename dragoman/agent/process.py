@@ -38,20 +38,20 @@ from dragoman.contract.pipe import (
     PING,
     TO_AGENT,
     Accepted,
-    Control,
     End,
     Ended,
+    FromPage,
     MediaDown,
     MediaUp,
     Offer,
     Pacing,
-    PageMessage,
     Ready,
     Refused,
     RoomAudio,
     RoomJoined,
     RoomLeft,
     ToAgent,
+    ToPage,
 )
 from dragoman.inference.client import InferenceClient
 from dragoman.media import opus
@@ -177,7 +177,7 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
 
     def notify(msg: dict) -> None:
         call_trace.on_page_message(msg)  # an utterance's marks become its spans
-        chan.send(PageMessage(msg=msg))
+        chan.send(ToPage(msg=msg))
 
     try:
         if spec.uses_vad and vad is None:  # a provider the node's default does not need
@@ -203,7 +203,7 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
         )
     except Exception:
         log.exception("could not build the call's pipeline")
-        chan.send(PageMessage(msg=page.state("ended", "error")))
+        chan.send(ToPage(msg=page.state("ended", "error")))
         chan.send(Ended(reason="error"))
         call_trace.end("error", None, None)
         return
@@ -218,7 +218,7 @@ async def _serve_one_call(chan: PipeChannel[ToAgent], settings: Settings, socket
                     await session.media_up()
                 elif isinstance(m, MediaDown):
                     await session.end("disconnected")
-                elif isinstance(m, Control):
+                elif isinstance(m, FromPage):
                     await session.on_control(m.msg)
                 elif isinstance(m, End):
                     await session.end(m.reason)

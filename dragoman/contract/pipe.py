@@ -6,9 +6,9 @@ validates it with the adapter of its direction (``contract.channel.PipeChannel``
 pickled models: the pipe carries a heartbeat per agent per second, pacing counts and
 translated speech in 200 ms pieces on a node with a hundred agents, and a dict costs a few
 microseconds to build, pickle, unpickle and validate (a ping about 2.5 µs, 200 ms of room
-audio about 4 µs, against about 1-2 µs for the untyped dicts before). ``msg`` and
-``control`` carry a page message (``contract.page``) as an opaque dict: the control channel
-relays it.
+audio about 4 µs, against about 1-2 µs for the untyped dicts before). The envelopes named
+by their direction, ``ToPage`` (kind ``msg``) and ``FromPage`` (kind ``control``), carry a
+page message (``contract.page``) as an opaque dict: the control channel relays it.
 
 Worker → agent: ``offer`` (the call and the Janus side of its RTP), ``media_up`` /
 ``media_down`` (the caller's WebRTC came up / went down), ``control`` (from the page),
@@ -64,8 +64,9 @@ class MediaDown(_Message):
     reason: str = ""
 
 
-class Control(_Message):
-    """A message from the page (a ``contract.page`` control message, relayed as is)."""
+class FromPage(_Message):
+    """A message from the page (a ``contract.page`` control message, relayed as is): the
+    envelope of page → agent messages on the pipe."""
 
     kind: Literal["control"] = "control"
     msg: Any
@@ -128,8 +129,9 @@ class Refused(_Message):
     message: str
 
 
-class PageMessage(_Message):
-    """A message for the page (a ``contract.page`` message, as a dict)."""
+class ToPage(_Message):
+    """A message for the page (a ``contract.page`` message, as a dict): the envelope of
+    agent → page messages on the pipe."""
 
     kind: Literal["msg"] = "msg"
     msg: dict[str, Any]
@@ -155,11 +157,11 @@ class Ping(_Message):
 
 
 ToAgent = Annotated[
-    Offer | MediaUp | MediaDown | Control | End | Stop | RoomJoined | RoomAudio | RoomLeft,
+    Offer | MediaUp | MediaDown | FromPage | End | Stop | RoomJoined | RoomAudio | RoomLeft,
     Field(discriminator="kind"),
 ]
 ToWorker = Annotated[
-    Ready | Accepted | Refused | PageMessage | Pacing | Ended | RoomAudio | Ping,
+    Ready | Accepted | Refused | ToPage | Pacing | Ended | RoomAudio | Ping,
     Field(discriminator="kind"),
 ]
 TO_AGENT: TypeAdapter[ToAgent] = TypeAdapter(ToAgent)

@@ -29,9 +29,9 @@ from dragoman.contract.errors import AgentFailed
 from dragoman.contract.pipe import (
     TO_WORKER,
     Accepted,
-    Control,
     End,
     Ended,
+    FromPage,
     MediaDown,
     MediaUp,
     Offer,
@@ -321,7 +321,7 @@ class AgentProcess:
 
     def control(self, msg: Any) -> bool:
         """A message from the page; False once the agent is gone."""
-        return self.send(Control(msg=msg))
+        return self.send(FromPage(msg=msg))
 
     def room_joined(self, language: str) -> None:
         self.send(RoomJoined(language=language))

@@ -31,7 +31,7 @@ from dragoman.contract.errors import (
     UnknownCall,
     WrongCallToken,
 )
-from dragoman.contract.pipe import Accepted, PageMessage, Refused, RoomAudio, RtpPeer
+from dragoman.contract.pipe import Accepted, Refused, RoomAudio, RtpPeer, ToPage
 from dragoman.media.plain_sdp import PlainOffer, opus_payload_type, plain_answer
 from dragoman.pipeline.providers.catalog import PROVIDERS
 from dragoman.worker import metrics
@@ -243,7 +243,7 @@ class NodeCalls:
     def route(self, agent: AgentProcess, msg: Any) -> None:
         """What an agent sends for others: its page's messages (and, in a room, the shared
         ones for the other page), its translated speech for the other participant."""
-        if isinstance(msg, PageMessage):
+        if isinstance(msg, ToPage):
             if msg.msg.get("type") == "metrics":
                 metrics.record_marks(msg.msg.get("marks"))
                 record = self._records.get(agent.call_id or "")
