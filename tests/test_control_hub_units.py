@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from dragoman.fleet.control_link import CLOSE_ENDED, CLOSE_REPLACED, LinkClosed
+from dragoman.contract.page import CLOSE_ENDED, CLOSE_REPLACED
+from dragoman.fleet.control_link import LinkClosed
 from dragoman.worker.control import ControlHub
 
 

@@ -1,26 +1,17 @@
 """``/v1/calls/{id}/control``: the page's control channel for its call (captions, state,
 language switches, hang-up), relayed to the call's node. Authorised by the per-call token
 returned with the answer (``?token=``), never by the call id alone; with call tickets on,
-that token is signed and checked here before any node is asked. Close codes: 1000 the
-call ended, 4401 wrong token, 4404 unknown call, 4409 replaced by a newer connection,
-4503 the node or the registry cannot be reached (the page reconnects). When the node is
-found dead, the page gets ``state: ended, reason: agent_lost`` and 1000 instead."""
+that token is signed and checked here before any node is asked. Its close codes are the
+protocol's (``contract.page.CLOSE_*``); when the node cannot be reached and is found dead,
+the page gets ``state: ended, reason: agent_lost`` and 1000 (``control_link.close_page``)."""
 
 from __future__ import annotations
-
-import json
 
 from fastapi import APIRouter, WebSocket
 
 from dragoman.api.admission import check_control
-from dragoman.contract.page import state
-from dragoman.fleet.control_link import (
-    CLOSE_ENDED,
-    CLOSE_UNAUTHORIZED,
-    CLOSE_UNAVAILABLE,
-    LinkClosed,
-    relay,
-)
+from dragoman.contract.page import CLOSE_UNAUTHORIZED, CLOSE_UNAVAILABLE
+from dragoman.fleet.control_link import LinkClosed, close_page, relay
 from dragoman.fleet.registry import RegistryUnavailable
 
 router = APIRouter()
@@ -49,10 +40,6 @@ async def control(ws: WebSocket, call_id: str) -> None:
         await ws.close(CLOSE_UNAVAILABLE, "the call registry is unavailable")
         return
     except LinkClosed as e:
-        if e.code == CLOSE_UNAVAILABLE and await node_lost():
-            await ws.send_text(json.dumps(state("ended", "agent_lost")))
-            await ws.close(CLOSE_ENDED, "call ended")
-        else:
-            await ws.close(e.code, e.reason)
+        await close_page(ws, e, node_lost)
         return
     await relay(ws, link, node_lost, ws.app.state.settings.control_messages_per_minute)

@@ -73,6 +73,17 @@ VERSION = 1
 Side = Literal["source", "translation"]
 State = Literal["listening", "translating", "speaking", "ended"]
 
+# The control WebSocket's close codes (4xxx: application-defined, mirroring the HTTP status),
+# whoever closes it: the call's node (worker.control), the api's relay (fleet.control_link).
+CLOSE_ENDED = 1000  # the call is over; its last message was "state: ended"
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_UNKNOWN_CALL = 4404
+CLOSE_REPLACED = 4409  # a newer connection for the same call took over
+CLOSE_UNAVAILABLE = 4503  # the call's node or the registry cannot be reached: reconnect
+# After these the page does not reconnect (web/call.js FINAL_CLOSE_CODES: a test keeps the two
+# equal).
+FINAL_CLOSE_CODES = frozenset({CLOSE_ENDED, CLOSE_UNAUTHORIZED, CLOSE_UNKNOWN_CALL, CLOSE_REPLACED})
+
 
 class AgentMessage(BaseModel):
     """Agent → page. Field order is the wire order (the JSON stays what it always was)."""

@@ -19,18 +19,10 @@ from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from dragoman.contract.page import error, state
+from dragoman.contract.page import CLOSE_ENDED, CLOSE_UNAVAILABLE, error, state
 from dragoman.rate import gcra
 
 MAX_MESSAGE_BYTES = 4096  # page → agent messages are a few dozen bytes
-
-# WebSocket close codes (4xxx: application-defined, mirroring the HTTP status).
-CLOSE_ENDED = 1000  # the call is over; its last message was "state: ended"
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_UNKNOWN_CALL = 4404
-CLOSE_REPLACED = 4409  # a newer connection for the same call took over
-CLOSE_UNAVAILABLE = 4503  # the call's node or the registry cannot be reached
-# The page does not reconnect after 1000, 4401, 4404, 4409 (web/call.js FINAL_CLOSE_CODES).
 
 
 class LinkClosed(Exception):
@@ -65,6 +57,22 @@ def parse_page_message(raw: str | bytes) -> dict[str, Any] | str:
     return msg
 
 
+async def close_page(
+    ws: WebSocket, closed: LinkClosed, node_lost: Callable[[], Awaitable[bool]] | None
+) -> None:
+    """Close the page's socket as its link to the node closed. When the node could not be
+    reached and ``node_lost`` finds it dead (a killed worker takes its agents and Janus with
+    it), the page is told its call ended (``agent_lost``, then 1000) rather than left
+    reconnecting to a node that is gone."""
+    code, reason = closed.code, closed.reason
+    if code == CLOSE_UNAVAILABLE and node_lost is not None and await node_lost():
+        with contextlib.suppress(Exception):
+            await ws.send_text(json.dumps(state("ended", "agent_lost")))
+        code, reason = CLOSE_ENDED, "call ended"
+    with contextlib.suppress(Exception):
+        await ws.close(code, reason[:120])
+
+
 async def relay(
     ws: WebSocket,
     link: ControlLink,
@@ -73,9 +81,7 @@ async def relay(
 ) -> None:
     """Pump between an accepted WebSocket and a link until one side ends.
 
-    ``node_lost`` is asked when the link breaks without a word from the node: if the node
-    is dead (a killed worker takes its agents and Janus with it), the page is told its call
-    ended (``agent_lost``) rather than left reconnecting to a node that is gone.
+    ``node_lost`` is asked when the link breaks without a word from the node (``close_page``).
     Page messages over ``per_minute`` (0: no limit) are dropped with an error to the page.
     """
     tat: float | None = None
@@ -85,13 +91,7 @@ async def relay(
             while True:
                 await ws.send_text(json.dumps(await link.recv()))
         except LinkClosed as e:
-            code, reason = e.code, e.reason
-            if code == CLOSE_UNAVAILABLE and node_lost is not None and await node_lost():
-                with contextlib.suppress(Exception):
-                    await ws.send_text(json.dumps(state("ended", "agent_lost")))
-                code, reason = CLOSE_ENDED, "call ended"
-            with contextlib.suppress(Exception):
-                await ws.close(code, reason[:120])
+            await close_page(ws, e, node_lost)
 
     async def to_agent() -> None:
         nonlocal tat

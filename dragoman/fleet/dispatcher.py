@@ -22,7 +22,8 @@ from dragoman.contract.errors import (
     RegistryUnavailable,
     UnknownCall,
 )
-from dragoman.fleet.control_link import CLOSE_UNKNOWN_CALL, ControlLink, LinkClosed
+from dragoman.contract.page import CLOSE_UNKNOWN_CALL
+from dragoman.fleet.control_link import ControlLink, LinkClosed
 from dragoman.fleet.ranking import (
     DEFAULT_PACKING,
     Packing,

@@ -20,7 +20,8 @@ from dragoman.contract.calls import (
     InviteAnswer,
     InviteRequest,
 )
-from dragoman.fleet.control_link import CLOSE_UNAUTHORIZED, LinkClosed, relay
+from dragoman.contract.page import CLOSE_UNAUTHORIZED
+from dragoman.fleet.control_link import LinkClosed, relay
 from dragoman.http.body import json_body
 from dragoman.http.errors import ApiError, install_error_handlers
 from dragoman.worker.service import WorkerService

@@ -17,13 +17,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from dragoman.fleet.control_link import (
+from dragoman.contract.page import (
     CLOSE_ENDED,
     CLOSE_REPLACED,
     CLOSE_UNAUTHORIZED,
     CLOSE_UNKNOWN_CALL,
-    LinkClosed,
 )
+from dragoman.fleet.control_link import LinkClosed
 
 MAILBOX = 256
 LINGER_S = 30.0
