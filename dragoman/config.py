@@ -263,6 +263,12 @@ class Settings(BaseSettings):
     language_switches_per_minute: int = Field(
         6, ge=0, description="Language or interpretation changes per call per minute."
     )
+    ice_restarts_per_minute: int = Field(
+        10,
+        ge=0,
+        description="ICE restarts (the page's new offer after a network switch) per call per "
+        "minute: each renegotiates the call on the media gateway.",
+    )
 
     # --- per-call limits ---------------------------------------------------------------
     max_call_s: float = Field(30 * 60, description="Hard cap on one call's duration.")

@@ -23,6 +23,7 @@ from conftest import Server, start_server, stop_server, wait_until
 
 from dragoman.api.tickets import mint, mint_control
 from dragoman.bench.caller import Caller
+from dragoman.fleet.control_link import MAX_MESSAGE_BYTES
 
 SECRET = "test-ticket-secret-0123456789abcdef0123456789"
 RATE_PER_IP = 4
@@ -246,9 +247,10 @@ async def test_control_messages_and_language_switches_are_limited(public: Server
 
         # Oversized: refused with a reason, the call goes on.
         since = caller.mark()
-        caller.send({"v": 1, "type": "set_languages", "source": "ja", "target": "x" * 5000})
+        oversized = "x" * (MAX_MESSAGE_BYTES + 1)
+        caller.send({"v": 1, "type": "set_languages", "source": "ja", "target": oversized})
         err = await caller.wait_for(lambda m: m.get("type") == "error", 10, since)
-        assert err["code"] == "bad_message" and "4096" in err["message"]
+        assert err["code"] == "bad_message" and str(MAX_MESSAGE_BYTES) in err["message"]
 
         # Language switches: SWITCHES_PER_MINUTE pass, the next is refused by the agent
         # and the page is told the pair it still has.

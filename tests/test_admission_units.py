@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dragoman.api.sdp import MAX_CANDIDATES, SdpError, check_offer
 from dragoman.api.tickets import TicketError, mint, mint_control, verify, verify_control
 from dragoman.fleet.limits import ENDED, LIVE, client_address, live_holds
+from dragoman.media.offer_sdp import MAX_CANDIDATES, SdpError, check_offer
 from dragoman.rate import gcra
 
 SECRET = "unit-test-secret-0123456789abcdef0123456789"

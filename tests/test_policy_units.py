@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from dragoman.agent.limits import CallLimits, CallVitals, limit_exceeded
-from dragoman.api.sdp import SdpError, check_offer
 from dragoman.config import Settings
 from dragoman.contract import page
 from dragoman.contract.errors import InterpretationError
 from dragoman.contract.page import Hangup, SetLanguages
 from dragoman.languages import LanguageError, validate_pair
+from dragoman.media.offer_sdp import SdpError, check_offer
 from dragoman.pipeline.providers.catalog import PROVIDERS, catalogue, resolve_interpretation
 from dragoman.worker.pool import idle_target
 

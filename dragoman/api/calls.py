@@ -22,7 +22,6 @@ from dragoman.api import admission, metrics
 from dragoman.api.direct import ProviderClients, mint_session, overflow_provider
 from dragoman.api.direct import choose as choose_direct
 from dragoman.api.rooms import verify as verify_room
-from dragoman.api.sdp import SdpError, check_offer
 from dragoman.api.turn import ice_servers
 from dragoman.contract.calls import CallRequest
 from dragoman.contract.errors import (
@@ -40,6 +39,7 @@ from dragoman.fleet.ranking import free_local_slots, free_slots
 from dragoman.fleet.registry import Registry
 from dragoman.http.body import documented, json_body
 from dragoman.http.errors import ApiError, answers, fleet_error
+from dragoman.media.offer_sdp import SdpError, check_offer
 from dragoman.pipeline.glossary import check_name as check_glossary_name
 from dragoman.pipeline.providers.catalog import (
     catalogue,

@@ -25,6 +25,7 @@ Every message carries ``v`` (1) and ``type``. Agent → page:
 - ``room``: ``event`` (``joined`` with the guest's ``language``, ``peer_left``), from the
   worker. In a room, the other person's captions and notes arrive too, with ``from: "peer"``
   and their ``id`` prefixed ``peer-``.
+- ``ice_answer``: ``sdp``, from the worker: the WebRTC answer to the page's ``ice_restart``.
 
 Page → agent:
 
@@ -42,6 +43,14 @@ Page → agent:
 
 ``push_to_talk``, ``talk`` and ``interpret_now`` are answered by an ``error``
 (``unsupported_control``) when the call's provider finds the ends of speech itself.
+
+Page → node (the call's worker answers it; the agent never sees it):
+
+- ``ice_restart``: ``sdp``, a new WebRTC offer with fresh ICE credentials, after the page
+  lost its media path (a network switch). The worker renegotiates the call's own Janus
+  handle (the agent's plain RTP side stays as it is) and answers ``ice_answer``, or an
+  ``error``: ``bad_message`` (not a usable offer), ``rate_limited`` or
+  ``ice_restart_failed``; the call goes on either way.
 
 Below the models: the builders of agent → page messages, the parser of page → agent ones,
 and our sentences for end reasons and failures (``END_REASONS``, ``ERRORS``: the page shows
@@ -150,6 +159,13 @@ class TalkState(AgentMessage):
     held: bool
 
 
+class IceAnswer(AgentMessage):
+    """Sent by the worker: the WebRTC answer to the page's ``ice_restart``."""
+
+    type: Literal["ice_answer"] = "ice_answer"
+    sdp: str
+
+
 class Room(AgentMessage):
     """Sent by the worker, not the agent: ``joined`` (with the guest's ``language``) or
     ``peer_left``."""
@@ -197,6 +213,20 @@ class Talk(PageMessage):
 class InterpretNow(PageMessage):
     type: Literal["interpret_now"] = "interpret_now"
 
+
+# An ICE restart's offer: a browser's audio offer with its candidates is 2-6 kB.
+MAX_ICE_SDP_CHARS = 16 * 1024
+
+
+class IceRestart(PageMessage):
+    """Page → node, answered by the call's worker (not a ``Control``: never the agent's)."""
+
+    type: Literal["ice_restart"] = "ice_restart"
+    sdp: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ICE_SDP_CHARS)]
+
+
+# The page messages the call's node answers itself.
+NODE_TYPES = frozenset({"ice_restart"})
 
 Control = Annotated[
     SetLanguages | SetInterpretation | Hangup | PushToTalk | Talk | InterpretNow,
@@ -282,6 +312,11 @@ def talk(push_to_talk: bool, held: bool) -> dict[str, Any]:
     return TalkState(push_to_talk=push_to_talk, held=held).wire()
 
 
+def ice_answer(sdp: str) -> dict[str, Any]:
+    """The WebRTC answer to an ``ice_restart``."""
+    return IceAnswer(sdp=sdp).wire()
+
+
 def error(code: str, message: str, fatal: bool = False) -> dict[str, Any]:
     """An error in our own words (a bad message, a language the provider lacks). Text from a
     provider or an exception goes through ``failure`` instead."""
@@ -315,6 +350,10 @@ ERRORS: dict[str, str] = {
     # Speech-to-speech services find the ends of speech themselves (no VAD of ours to steer).
     "unsupported_control": (
         "This interpreter cannot take push-to-talk or interpret-now; it keeps listening as before."
+    ),
+    # The media gateway could not renegotiate the page's new ICE offer (see ice_restart).
+    "ice_restart_failed": (
+        "The call's connection could not be renewed; it goes on if the network comes back."
     ),
 }
 DETAIL_MAX_CHARS = 500  # of a provider's or exception's text in one log line
@@ -368,3 +407,20 @@ def parse_control(message: Any) -> Control:
         return _CONTROL.validate_python(message)
     except ValidationError as e:
         raise BadMessage(f"{kind} needs {_NEEDS[kind]}") from e
+
+
+_ICE_RESTART: TypeAdapter[IceRestart] = TypeAdapter(IceRestart)
+
+
+def parse_ice_restart(message: Any) -> IceRestart:
+    """Parse a page → node ``ice_restart``; BadMessage says what was wrong with it."""
+    if not isinstance(message, dict):
+        raise BadMessage("control messages are JSON objects")
+    if message.get("v") != VERSION:
+        raise BadMessage(f"unsupported protocol version {message.get('v')!r}; expected {VERSION}")
+    try:
+        return _ICE_RESTART.validate_python(message)
+    except ValidationError as e:
+        raise BadMessage(
+            f"ice_restart needs a string 'sdp' of 1 to {MAX_ICE_SDP_CHARS} characters"
+        ) from e

@@ -22,7 +22,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from dragoman.contract.page import CLOSE_ENDED, CLOSE_UNAVAILABLE, error, state
 from dragoman.rate import gcra
 
-MAX_MESSAGE_BYTES = 4096  # page → agent messages are a few dozen bytes
+# Page messages are a few dozen bytes, but an ICE restart carries an SDP offer
+# (contract.page.MAX_ICE_SDP_CHARS, JSON-escaped).
+MAX_MESSAGE_BYTES = 20 * 1024
 
 
 class LinkClosed(Exception):

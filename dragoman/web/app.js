@@ -114,6 +114,10 @@ const dragoman = {
   // lets a test measure speech after a given caption arrived, not a running maximum.
   remoteLevels: [],
   states: [], // [performance.now(), state] of every state change (bounded)
+  // [performance.now(), connectionState] of the call's peer connection (bounded), and how
+  // many ICE restarts the call made after losing its media path (a network switch).
+  connectionLog: [],
+  iceRestarts: 0,
   // Call setups still running, hung-up ones included (their answers may still arrive):
   // 0 once every Call button press has finished with whatever it started.
   pendingSetups: 0,
@@ -283,6 +287,8 @@ function resetMetrics() {
     maxRemoteRms: 0,
     remoteLevels: [],
     states: [],
+    connectionLog: [],
+    iceRestarts: 0,
     controlOpen: false,
     serverTimings: null,
     interpretation: null,
@@ -781,18 +787,26 @@ function wireCall(s, call) {
   on('open', () => {
     if (dragoman.state === 'connecting') setState('connected');
     dragoman.controlOpen = true;
-    setNotice('');
+    // An ICE restart reopens the channel too: its notice stays until the media is back.
+    if (shown.notice?.key !== 'notice.media_reconnecting') setNotice('');
   });
   on('reconnecting', ({ seconds }) => {
     dragoman.controlOpen = false;
     setNotice({ key: 'notice.reconnecting', vars: { seconds } });
   });
   on('connection', ({ state }) => {
+    if (dragoman.connectionLog.length < 1000) dragoman.connectionLog.push([performance.now(), state]);
     if (state === 'connected' && dragoman.state === 'connecting') setState('connected');
-    if (state === 'failed') {
-      showError({ key: 'error.connection_failed' });
-      endSession(s, 'failed');
-    }
+  });
+  // The media path broke (a network switch): the call renews it and goes on.
+  on('icerestart', () => {
+    dragoman.iceRestarts += 1;
+    setNotice({ key: 'notice.media_reconnecting' });
+  });
+  on('mediarestored', () => setNotice(''));
+  on('mediafailed', () => {
+    showError({ key: 'error.connection_failed' });
+    endSession(s, 'failed');
   });
   on('state', ({ state, reason, message }) => {
     if (state === 'ended') onServerEnded(s, reason, message);

@@ -2,6 +2,8 @@
 // it), HTTP signalling (with retry while all interpreters are busy) and the call's control
 // channel: a WebSocket carrying the JSON v1 messages (captions, state, language and
 // interpretation switches, hang-up), reconnected if the network drops it while the call goes on.
+// A call whose media path breaks (a network switch, a longer loss) restarts ICE: a new offer
+// over a fresh control socket, answered by the server's media gateway on the same call.
 //
 // A Call is an EventTarget; every event is a CustomEvent whose `detail` is:
 //   retry        {attempt, seconds, message}  server busy (503), waiting before the next try
@@ -10,6 +12,11 @@
 //   open         —                            control channel open (again, after a reconnect)
 //   reconnecting {attempt, seconds}           control channel lost; reconnecting
 //   connection   {state}                      RTCPeerConnection.connectionState changed
+//   icerestart   {attempt}                    the media path was lost: a new offer (ICE
+//                                             restart) goes to the server on the control channel
+//   mediarestored —                           the media path is back after ICE restarts
+//   mediafailed  —                            the media path is gone for good (never connected,
+//                                             or ICE restarts did not bring it back)
 //   state        {state, reason, message}     server "state" message
 //   caption      {id, side, lang, final, text, t_start_ms, t_end_ms, stable}
 //                                             stable: committed leading characters of a
@@ -37,6 +44,12 @@ const HANGUP_FLUSH_MS = 100;
 // the token is wrong (4401), the call is unknown (4404), a newer connection took over (4409).
 const FINAL_CLOSE_CODES = new Set([1000, 4401, 4404, 4409]);
 const CONTROL_RETRY_MS = [250, 500, 1000, 2000, 4000];
+// ICE restarts: after this long 'disconnected' (at once on 'failed'); again if the media is
+// not back this long after one; at most this many per loss (the server ends a call that
+// hears nothing for its no-media timeout anyway).
+const ICE_RESTART_AFTER_MS = 2500;
+const ICE_RESTART_RETRY_MS = 6000;
+const MAX_ICE_RESTARTS = 5;
 // Direct mode: the provider streams transcript deltas; a pause this long closes a caption line.
 const DIRECT_CAPTION_GAP_MS = 1200;
 const GEMINI = 'gemini-live-translate';
@@ -58,6 +71,10 @@ export class Call extends EventTarget {
   #control = null; // {url, token} of the call's control channel
   #ws = null;
   #wsAttempt = 0;
+  #mediaUp = false; // the media path connected once: losing it is worth an ICE restart
+  #iceTimer = null; // the next ICE restart, while the media path is down
+  #iceAttempts = 0; // ICE restarts since the media path was last up
+  #pendingIce = null; // an ICE restart's offer, sent once the control channel is open
 
   /** @param {{source: string, target: string, provider?: string, ticket?: string}} options
    *  ticket: the call ticket the operator's site signed, when the server requires one. */
@@ -81,6 +98,7 @@ export class Call extends EventTarget {
     this.dc = null; // direct mode only: the provider's own data channel
     this.gemini = null; // direct mode with Gemini Live: its WebSocket session
     this.closed = false;
+    this.iceRestarts = 0; // ICE restarts sent during this call
     // Milliseconds from start() to each step (ice_servers, offer, gathered, answered).
     this.timings = {};
   }
@@ -111,8 +129,11 @@ export class Call extends EventTarget {
       this.#emit('track', { stream: e.streams[0] ?? new MediaStream([e.track]) });
     });
     pc.addEventListener('connectionstatechange', () => {
-      if (!this.closed) this.#emit('connection', { state: pc.connectionState });
+      if (this.closed) return;
+      this.#emit('connection', { state: pc.connectionState });
+      this.#watchMedia();
     });
+    pc.addEventListener('iceconnectionstatechange', () => this.#watchMedia());
 
     await pc.setLocalDescription(await pc.createOffer());
     this.timings.offer = Math.round(performance.now() - t0);
@@ -399,9 +420,15 @@ export class Call extends EventTarget {
     if (this.closed || !this.#control?.url) return;
     const { url, token } = this.#control;
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const old = this.#ws;
     const ws = (this.#ws = new WebSocket(`${scheme}//${location.host}${url}?token=${encodeURIComponent(token)}`));
+    old?.close(1000); // replaced: its close no longer counts (ws !== this.#ws)
     ws.addEventListener('open', () => {
       this.#wsAttempt = 0;
+      if (this.#pendingIce) {
+        this.#send({ type: 'ice_restart', sdp: this.#pendingIce });
+        this.#pendingIce = null;
+      }
       // The pickers may have changed between the POST and now.
       const req = this.#requested;
       if (req && (req.source !== this.source || req.target !== this.target)) this.#sendLanguages();
@@ -424,6 +451,62 @@ export class Call extends EventTarget {
       this.#emit('reconnecting', { attempt: this.#wsAttempt, seconds: ms / 1000 });
       setTimeout(() => this.#openControl(), ms);
     });
+  }
+
+  /** Keeps the media path up: ICE restarts while it is down (an agent call only). */
+  #watchMedia() {
+    const pc = this.pc;
+    if (this.closed || this.direct || !pc) return;
+    const ice = pc.iceConnectionState;
+    if (ice === 'connected' || ice === 'completed') {
+      this.#mediaUp = true;
+      clearTimeout(this.#iceTimer);
+      this.#iceTimer = null;
+      if (this.#iceAttempts > 0) {
+        this.#iceAttempts = 0;
+        this.#emit('mediarestored');
+      }
+      return;
+    }
+    const failed = ice === 'failed' || pc.connectionState === 'failed';
+    if (!this.#mediaUp) {
+      if (failed) this.#emit('mediafailed'); // it never connected: nothing to restart
+      return;
+    }
+    if (failed && this.#iceAttempts === 0) this.#restartIce();
+    else if (ice === 'disconnected' && !this.#iceTimer) {
+      this.#iceTimer = setTimeout(() => this.#restartIce(), ICE_RESTART_AFTER_MS);
+    }
+  }
+
+  /** A new offer with fresh ICE credentials, for the server to renegotiate the call with. */
+  async #restartIce() {
+    const pc = this.pc;
+    clearTimeout(this.#iceTimer);
+    this.#iceTimer = null;
+    if (this.closed || !pc || ['connected', 'completed'].includes(pc.iceConnectionState)) return;
+    if (this.#iceAttempts >= MAX_ICE_RESTARTS) {
+      this.#emit('mediafailed');
+      return;
+    }
+    this.#iceAttempts += 1;
+    this.iceRestarts += 1;
+    this.#emit('icerestart', { attempt: this.#iceAttempts });
+    // Tried again if this one does not bring the media back (its answer may never come).
+    this.#iceTimer = setTimeout(() => this.#restartIce(), ICE_RESTART_RETRY_MS);
+    try {
+      if (pc.signalingState !== 'stable') await pc.setLocalDescription({ type: 'rollback' });
+      await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+      await waitForIceGathering(pc, ICE_GATHER_CAP_MS);
+    } catch (err) {
+      console.warn('dragoman: ICE restart offer failed', err);
+      return;
+    }
+    if (this.closed) return;
+    this.#pendingIce = pc.localDescription.sdp;
+    // The network changed under the control socket too (its connection may be dead
+    // without knowing it yet): a fresh one carries the offer; the server drops the old.
+    this.#openControl();
   }
 
   #onMessage(raw) {
@@ -466,6 +549,12 @@ export class Call extends EventTarget {
       case 'talk':
         this.#emit('talk', { pushToTalk: msg.push_to_talk === true, held: msg.held === true });
         break;
+      case 'ice_answer':
+        // The answer to the latest ICE restart (an older one's is stale: no offer waits).
+        if (this.pc?.signalingState === 'have-local-offer' && typeof msg.sdp === 'string') {
+          this.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp }).catch((err) => console.warn('dragoman: ICE restart answer refused', err));
+        }
+        break;
       case 'error':
         this.#emit('error', { code: msg.code ?? 'error', message: msg.message || 'Unknown server error', fatal: msg.fatal === true });
         break;
@@ -500,6 +589,7 @@ export class Call extends EventTarget {
   }
 
   #teardown() {
+    clearTimeout(this.#iceTimer);
     const ws = this.#ws;
     this.#ws = null;
     ws?.close(1000);

@@ -7,7 +7,8 @@ Answering an offer is then: Janus turns the caller's WebRTC offer into a plain-R
 (``process``) and returns the WebRTC answer — a few milliseconds. Janus' events for the
 handle (WebRTC up, hung up) go to the agent; the agent's messages for the page go to the
 call's control channel (``worker.control``); when the agent exits its handle is detached,
-which hangs up the caller.
+which hangs up the caller. A page whose network changed renegotiates its call's handle
+(``worker.ice_restart``) without the agent noticing.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from dragoman.worker.agent_process import IN_CALL, AgentProcess, AgentState
 from dragoman.worker.call_record import CallRecord, end_fields, log_call_end
 from dragoman.worker.control import ControlHub
 from dragoman.worker.gateway import MediaGateway, MediaUnavailable, OfferRejected
+from dragoman.worker.ice_restart import IceRestarts
 from dragoman.worker.rooms import Rooms, for_peer, room_event
 
 if TYPE_CHECKING:
@@ -75,6 +77,7 @@ class NodeCalls:
         self.calls_total = 0
         self.outcomes: dict[str, int] = {}
         self._records: dict[str, CallRecord] = {}  # for each call's end line (call_record)
+        self.ice = IceRestarts(gateway, hub.publish, settings.ice_restarts_per_minute)
         # Called with (call_id, reason) once a call's process is gone, whatever ended it.
         self.on_call_ended: Callable[[str, str], Awaitable[None]] | None = None
 
@@ -148,11 +151,13 @@ class NodeCalls:
             self._back_to_idle(agent, req.call_id)
             raise NoAgentAvailable(f"This node's media gateway is unavailable: {e}", 1) from e
         t_bridged = time.perf_counter()
-        self.hub.open(req.call_id, req.control_token, agent.control)
+        self.ice.remember(req.call_id, plain, answer)
+        self.hub.open(req.call_id, req.control_token, lambda msg: self._from_page(agent, msg))
         reply, answer_sdp = await self._answer(agent, req, plain, webrtc_answer)
         if isinstance(reply, Refused):
             self._count("rejected")
             self.hub.drop(req.call_id)
+            self.ice.forget(req.call_id)
             raise CallRejected(reply.code, reply.message)
         agent.activate(req)
         if host is not None:
@@ -197,6 +202,7 @@ class NodeCalls:
             webrtc_answer.cancel()
             agent.kill("answer_timeout")
             self.hub.drop(req.call_id)
+            self.ice.forget(req.call_id)
             self._count("agent_failed")
             raise AgentFailed(f"agent {agent.pid} did not answer: {e or 'timeout'}") from e
 
@@ -240,6 +246,16 @@ class NodeCalls:
         return req
 
     # --- while a call runs ---------------------------------------------------------------
+    def _from_page(self, agent: AgentProcess, msg: dict[str, Any]) -> bool:
+        """A page message for its call: the node answers an ICE restart itself; the rest
+        go to the agent. False once the call is over."""
+        if msg.get("type") not in page.NODE_TYPES:
+            return agent.control(msg)
+        if agent.state not in IN_CALL or agent.call_id is None:
+            return False
+        self.pool.spawn(self.ice.handle(agent.call_id, agent.handle, msg))
+        return True
+
     def route(self, agent: AgentProcess, msg: Any) -> None:
         """What an agent sends for others: its page's messages (and, in a room, the shared
         ones for the other page), its translated speech for the other participant."""
@@ -301,6 +317,7 @@ class NodeCalls:
             self.hub.publish(alone, room_event("peer_left"))
         if agent.call_id and self._calls.get(agent.call_id) is agent:
             del self._calls[agent.call_id]
+        self.ice.forget(agent.call_id)
         self.hub.ended(agent.call_id)
 
     def _log_end(self, agent: AgentProcess, reason: str) -> None:

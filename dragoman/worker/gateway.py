@@ -284,7 +284,34 @@ class MediaGateway(SupervisedChild):
         hands requests to a thread pool and a short ``process`` overtakes a ``generate``
         still parsing its offer.)"""
         session = self._current()
-        offer = {"type": "offer", "sdp": offer_sdp}
+        plain = await self._generate(session, handle, offer_sdp)
+        processed = await self._process(session, handle, plain_answer)
+        return plain, asyncio.ensure_future(self._answer_of(processed))
+
+    async def renegotiate(
+        self, handle: Handle, offer_sdp: str, plain_answer: str, plain: PlainOffer
+    ) -> str:
+        """An ICE restart: the caller's new WebRTC offer on the call's own handle. Janus sees
+        the changed ICE credentials and restarts ICE (the DTLS session goes on); NoSIP keeps
+        the plain-RTP ports it has (an update), and the agent's unchanged plain answer is
+        processed again. Returns the WebRTC answer for the caller. OfferRejected when Janus
+        refuses the offer; MediaUnavailable when it did not answer or would move the
+        call's plain RTP (the agent's side must not change)."""
+        if not self.valid(handle):
+            raise MediaUnavailable("the call's media gateway handle is gone")
+        session = self._current()
+        again = await self._generate(session, handle, offer_sdp, update=True)
+        if (again.address, again.port) != (plain.address, plain.port):
+            raise MediaUnavailable(f"the media gateway moved the call's plain RTP: {again}")
+        return await self._answer_of(await self._process(session, handle, plain_answer))
+
+    async def _generate(
+        self, session: JanusSession, handle: Handle, offer_sdp: str, update: bool = False
+    ) -> PlainOffer:
+        """NoSIP ``generate``: the plain-RTP offer for the caller's WebRTC offer."""
+        offer: dict[str, Any] = {"type": "offer", "sdp": offer_sdp}
+        if update:
+            offer["update"] = True  # NoSIP keeps its ports (Janus also sets it on renegotiation)
         try:
             generated = await session.send_message(handle.id, {"request": "generate"}, offer)
             data, _ = plugin_result(await asyncio.wait_for(generated, REQUEST_TIMEOUT_S))
@@ -297,15 +324,20 @@ class MediaGateway(SupervisedChild):
         if result.get("event") != "generated" or not isinstance(result.get("sdp"), str):
             raise MediaUnavailable(f"unexpected reply from the media gateway: {result}"[:200])
         try:
-            plain = parse_plain_offer(result["sdp"])
+            return parse_plain_offer(result["sdp"])
         except PlainSdpError as e:
             raise OfferRejected(str(e)) from e
+
+    async def _process(
+        self, session: JanusSession, handle: Handle, plain_answer: str
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Send NoSIP ``process`` of the agent's plain answer; its reply (``_answer_of``)
+        carries Janus' WebRTC answer."""
         process = {"request": "process", "type": "answer", "sdp": plain_answer}
         try:
-            processed = await session.send_message(handle.id, process)
+            return await session.send_message(handle.id, process)
         except JanusClosed as e:
             raise MediaUnavailable(f"the media gateway did not answer: {e!r}") from e
-        return plain, asyncio.ensure_future(self._answer_of(processed))
 
     async def _answer_of(self, processed: asyncio.Future[dict[str, Any]]) -> str:
         try:

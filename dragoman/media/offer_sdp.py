@@ -1,4 +1,6 @@
-"""A quick structural check of an SDP offer before it costs an agent process.
+"""A quick structural check of a caller's WebRTC SDP offer before it costs anything: a new
+call's (the api, before an agent process is taken) and an ICE restart's (the worker, before
+Janus renegotiates a live call).
 
 It catches what a client gets wrong (not SDP at all, no audio, no ICE credentials or DTLS
 fingerprint) and what only an attacker sends (many media sections, floods of candidates,
