@@ -5,8 +5,8 @@ cloud provider, so no model runs), "caller" runs headless Chromium (a wrapper ex
 starts it under ``ip netns exec``) with a fake microphone playing an English sentence.
 Mid-call the caller's network fails in two ways:
 
-- every UDP packet in or out is dropped by nftables for a few seconds, then allowed again
-  (a lift, a tunnel, a Wi-Fi hiccup): the same call goes on;
+- every UDP packet in or out (or every packet) is dropped by nftables for a few seconds, then
+  allowed again (a lift, a tunnel, a Wi-Fi hiccup): the same call goes on;
 - the caller's address changes (``ip addr del`` / ``ip addr add``: walking out of Wi-Fi
   onto another network): the old ICE path is dead for good, and only an ICE restart —
   the page's new offer over the control channel, renegotiated on the call's own Janus
@@ -40,17 +40,17 @@ from dragoman.contract import page as page_contract
 
 FAKE_PORT = 9900
 AUDIBLE = 0.05  # the page's analyser RMS of the fake's translated tone is ~0.13
-# UDP dropped for this long: a few seconds (the old ICE path comes back by itself), and long
-# enough for the page to restart ICE while the network is still down (the restart's offer
-# and answer go over TCP; its checks succeed once UDP is back). Both well under the agent's
-# no-media timeout (20 s).
-DROPS_S = (6.0, 12.0)
-DROP_UDP = (
-    "table inet dgmloss {\n"
-    "  chain out { type filter hook output priority 0; meta l4proto udp drop; }\n"
-    "  chain in { type filter hook input priority 0; meta l4proto udp drop; }\n"
-    "}\n"
-)
+# What is dropped, for how long: UDP for a few seconds (the old ICE path comes back by
+# itself), UDP long enough for the page to restart ICE while the network is still down (the
+# restart's offer and answer go over TCP; its checks succeed once UDP is back), and all
+# traffic (the control socket's TCP too). All well under the agent's no-media timeout (20 s).
+LOSSES = (("udp", 6.0), ("udp", 12.0), ("all", 10.0))
+# What the caller's firewall drops: its UDP (media), or everything but loopback (the control
+# channel's TCP too: no network at all).
+DROP = {  # (the output chain's rule, the input chain's)
+    "udp": ("meta l4proto udp drop", "meta l4proto udp drop"),
+    "all": ('oifname != "lo" drop', 'iifname != "lo" drop'),
+}
 
 
 @dataclass
@@ -67,15 +67,22 @@ class LossyNet:
 
         return httpx.get(f"http://{self.node.ip}:9000/healthz", timeout=5).json()
 
-    def drop_udp(self) -> None:
+    def drop(self, what: str) -> None:
+        out, into = DROP[what]
+        rules = (
+            "table inet dgmloss {\n"
+            f"  chain out {{ type filter hook output priority 0; {out}; }}\n"
+            f"  chain in {{ type filter hook input priority 0; {into}; }}\n"
+            "}\n"
+        )
         subprocess.run(
             ["ip", "netns", "exec", self.caller.ns, "nft", "-f", "-"],
-            input=DROP_UDP.encode(),
+            input=rules.encode(),
             check=True,
             capture_output=True,
         )
 
-    def allow_udp(self) -> None:
+    def allow(self) -> None:
         sh("ip", "netns", "exec", self.caller.ns, "nft", "delete", "table", "inet", "dgmloss")
 
     def move_caller(self, host_byte: int) -> str:
@@ -234,18 +241,18 @@ def _hang_up(page, net: LossyNet) -> None:
     wait_until(lambda: net.health()["active_calls"] == 0, 20, what="the call to end")
 
 
-@pytest.mark.parametrize("drop_s", DROPS_S, ids=[f"{s:.0f}s" for s in DROPS_S])
-def test_a_call_survives_seconds_without_udp(
-    lossy_net: LossyNet, caller_page, drop_s: float
+@pytest.mark.parametrize(("what", "drop_s"), LOSSES, ids=[f"{w}-{s:.0f}s" for w, s in LOSSES])
+def test_a_call_survives_seconds_without_network(
+    lossy_net: LossyNet, caller_page, what: str, drop_s: float
 ) -> None:
     page, net = caller_page, lossy_net
     call_id = _start_call(page, net)
     t_drop = _now(page)
-    net.drop_udp()
+    net.drop(what)
     try:
         time.sleep(drop_s)
     finally:
-        net.allow_udp()
+        net.allow()
     t_back = _now(page)
     _wait_interpreted_after(page, t_back, 30, net)
     recovered_ms = page.evaluate(
@@ -257,8 +264,9 @@ def test_a_call_survives_seconds_without_udp(
     log = page.evaluate("window.dragoman.connectionLog")
     restarts = page.evaluate("window.dragoman.iceRestarts")
     print(
-        f"{drop_s:.0f} s without UDP: translation captions again {recovered_ms:.0f} ms after "
-        f"UDP was back ({restarts} ICE restarts); connection states from the drop on: "
+        f"{drop_s:.0f} s without {what} traffic: translation captions again "
+        f"{recovered_ms:.0f} ms after it was back ({restarts} ICE restarts); "
+        f"connection states from the drop on: "
         f"{[(round(t - t_drop), s) for t, s in log if t >= t_drop]}"
     )
     _hang_up(page, net)

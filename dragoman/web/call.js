@@ -43,7 +43,9 @@ const HANGUP_FLUSH_MS = 100;
 // Control-channel close codes after which reconnecting cannot help: the call ended (1000),
 // the token is wrong (4401), the call is unknown (4404), a newer connection took over (4409).
 const FINAL_CLOSE_CODES = new Set([1000, 4401, 4404, 4409]);
-const CONTROL_RETRY_MS = [250, 500, 1000, 2000, 4000];
+// About 20 s in all: a network switch may leave a phone with no network for several seconds,
+// and the call's agent waits that long for audio (DRAGOMAN_NO_MEDIA_TIMEOUT_S) anyway.
+const CONTROL_RETRY_MS = [250, 500, 1000, 2000, 4000, 4000, 4000, 4000];
 // ICE restarts: after this long 'disconnected' (at once on 'failed'); again if the media is
 // not back this long after one; at most this many per loss (the server ends a call that
 // hears nothing for its no-media timeout anyway).
