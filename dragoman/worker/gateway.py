@@ -36,6 +36,7 @@ from dragoman.worker.janus_client import (
     plugin_result,
 )
 from dragoman.worker.janus_config import janus_files
+from dragoman.worker.log_repeats import RepeatLimiter
 
 log = logging.getLogger("dragoman.gateway")
 
@@ -89,6 +90,7 @@ class MediaGateway(SupervisedChild):
         self._session: JanusSession | None = None
         self._subs: dict[int, EventCallback] = {}
         self._tail: deque[str] = deque(maxlen=LOG_TAIL)
+        self._repeats = RepeatLimiter()  # Janus can log an error once per packet
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -199,7 +201,9 @@ class MediaGateway(SupervisedChild):
             line = raw.decode(errors="replace").rstrip()
             self._tail.append(line)
             if "[ERR]" in line or "[FATAL]" in line:
-                log.warning("janus: %s", line)
+                relayed = self._repeats.admit(line, time.monotonic())
+                if relayed is not None:
+                    log.warning("janus: %s", relayed)
 
     def log_tail(self) -> str:
         return "\n".join(self._tail)
