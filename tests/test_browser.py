@@ -57,7 +57,7 @@ def test_japanese_call_in_chromium(server: Server, page) -> None:
     steps = page.evaluate("window.dragoman.callTimings")
     print(f"Chromium: press → first agent audio {first_audio:.0f} ms; call steps {steps}")
     shown = page.inner_text("#first-audio-ms")
-    assert shown.strip() == str(round(first_audio)) or shown.strip().isdigit()
+    assert shown.strip() == str(round(first_audio))  # the number the page measured
     rendered = page.locator('.caption[data-side="source"][data-final="true"]').all_inner_texts()
     assert any(JA_KEYWORD in t for t in rendered), rendered
 
