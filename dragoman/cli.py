@@ -154,14 +154,19 @@ def _run_node(
             await registry.close()
             _say(stopped)
 
-    def force() -> None:
-        service.pool.force_stop = True
-
     async def drain() -> None:
         _say(draining)
         await service.stop()
 
-    run_app(make_app(lifespan), host, port, drain=drain, on_force=force, internal=internal, tls=tls)
+    run_app(
+        make_app(lifespan),
+        host,
+        port,
+        drain=drain,
+        on_force=service.end_calls_now,
+        internal=internal,
+        tls=tls,
+    )
     return 0
 
 

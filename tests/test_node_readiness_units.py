@@ -33,6 +33,6 @@ async def test_a_node_without_its_media_gateway_refuses_calls_and_reports_not_re
         await pool.calls.start_call(CallRequest(call_id="c", sdp=offer, source="ja", target="en"))
     assert "media gateway" in str(e.value)
 
-    node: Any = SimpleNamespace(gateway=gateway, pool=pool)
+    node: Any = SimpleNamespace(gateway=gateway, pool=pool, inference=None)  # no inference
     service = WorkerService(settings, MemoryRegistry(node_ttl_s=3), node)
     assert service.report().state == NodeState.NOT_READY

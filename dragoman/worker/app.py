@@ -70,7 +70,7 @@ def create_worker_app(
             await ws.close(CLOSE_UNAUTHORIZED, "missing or wrong internal token")
             return
         try:
-            link = service.node.hub.attach(call_id, ws.headers.get(CALL_TOKEN_HEADER, ""))
+            link = service.attach_control(call_id, ws.headers.get(CALL_TOKEN_HEADER, ""))
         except LinkClosed as e:
             await ws.close(e.code, e.reason)
             return

@@ -23,6 +23,7 @@ from tenacity import (
 from dragoman.config import Settings
 from dragoman.contract.calls import CallAnswer, CallRequest, InviteAnswer
 from dragoman.contract.errors import NoAgentAvailable, RegistryUnavailable
+from dragoman.fleet.control_link import ControlLink
 from dragoman.fleet.node_state import NodeState
 from dragoman.fleet.registry import NodeReport, Registry
 from dragoman.pipeline.providers.catalog import PROVIDERS
@@ -50,7 +51,7 @@ class WorkerService:
         self.gateway = node.gateway
         self.gateway.on_down = self._media_down
         self.gateway.on_up = self._media_up
-        self.inference = getattr(node, "inference", None)  # None: a node that has none
+        self.inference = node.inference
         if self.inference is not None:
             self.inference.on_down = self._inference_down
             self.inference.on_up = self._beat_now
@@ -216,6 +217,14 @@ class WorkerService:
                     await self.registry.release(call_id)
         except RetryError:
             log.error("could not release call %s; its reservation will expire", call_id)
+
+    def attach_control(self, call_id: str, token: str) -> ControlLink:
+        """A page's control channel for a call on this node (``LinkClosed`` if refused)."""
+        return self.node.hub.attach(call_id, token)
+
+    def end_calls_now(self) -> None:
+        """A second Ctrl-C: the drain under way stops waiting and ends the running calls."""
+        self.pool.force_stop = True
 
     async def stop(self, drain_timeout_s: float | None = None) -> None:
         """Drain: DRAINING in the registry at once, let calls finish, then leave.
