@@ -28,7 +28,7 @@ from dragoman.fleet.node_state import NodeState
 from dragoman.fleet.registry import NodeReport, Registry
 from dragoman.pipeline.providers.catalog import PROVIDERS
 from dragoman.worker import k8s_cost, metrics
-from dragoman.worker.node_supervisor import NodeSupervisor
+from dragoman.worker.node import Node
 
 log = logging.getLogger("dragoman.worker")
 
@@ -41,7 +41,7 @@ RELEASE_WAIT_S = 0.2  # then 0.4, 0.6, ...
 
 
 class WorkerService:
-    def __init__(self, settings: Settings, registry: Registry, node: NodeSupervisor) -> None:
+    def __init__(self, settings: Settings, registry: Registry, node: Node) -> None:
         self.settings = settings
         self.registry = registry
         self.node = node

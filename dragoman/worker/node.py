@@ -18,7 +18,12 @@ from dragoman.worker.pool import AgentPool
 log = logging.getLogger("dragoman.worker")
 
 
-class NodeSupervisor:
+class Node:
+    """One node's parts, started and stopped together: the inference service, the media
+    gateway (Janus), the control hub and the agent pool. Each part supervises itself (a
+    ``SupervisedChild`` restarts Janus or the inference service; the pool supervises its
+    agents); this only wires them and orders their start and stop."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._tmpdir = tempfile.TemporaryDirectory(prefix="dragoman-")
