@@ -23,7 +23,7 @@ from conftest import Server, start_server, stop_server, wait_until
 
 from dragoman.api.tickets import mint, mint_control
 from dragoman.bench.caller import Caller
-from dragoman.fleet.control_link import MAX_MESSAGE_BYTES
+from dragoman.contract.page import MAX_MESSAGE_BYTES
 
 SECRET = "test-ticket-secret-0123456789abcdef0123456789"
 RATE_PER_IP = 4

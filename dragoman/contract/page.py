@@ -52,15 +52,17 @@ Page → node (the call's worker answers it; the agent never sees it):
   ``error``: ``bad_message`` (not a usable offer), ``rate_limited`` or
   ``ice_restart_failed``; the call goes on either way.
 
-Below the models: the builders of agent → page messages, the parser of page → agent ones,
-and our sentences for end reasons and failures (``END_REASONS``, ``ERRORS``: the page shows
-only these, never a provider's or an exception's text).
+Beside the models: the WebSocket's close codes (``CLOSE_*``) and size limits; below them,
+the builders of agent → page messages, the parsers of page → agent ones, and our sentences
+for end reasons and failures (``END_REASONS``, ``ERRORS``: the page shows only these, never
+a provider's or an exception's text).
 
 Import-light: the api and the worker import it too (no Pipecat here).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -216,6 +218,9 @@ class InterpretNow(PageMessage):
 
 # An ICE restart's offer: a browser's audio offer with its candidates is 2-6 kB.
 MAX_ICE_SDP_CHARS = 16 * 1024
+# One message from the page on the control WebSocket: a few dozen bytes, but an ICE restart
+# carries an SDP offer (MAX_ICE_SDP_CHARS, JSON-escaped).
+MAX_MESSAGE_BYTES = 20 * 1024
 
 
 class IceRestart(PageMessage):
@@ -380,6 +385,20 @@ def clip(detail: object, limit: int = DETAIL_MAX_CHARS) -> str:
 
 class BadMessage(ValueError):
     pass
+
+
+def parse_page_message(raw: str | bytes) -> dict[str, Any] | str:
+    """A WebSocket frame from the page as a JSON object, or the reason it is not one (what the
+    relay checks before passing it on; ``parse_control`` reads it on the agent)."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return f"control messages are at most {MAX_MESSAGE_BYTES} bytes"
+    try:
+        msg = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "control messages are JSON"
+    if not isinstance(msg, dict):
+        return "control messages are JSON objects"
+    return msg
 
 
 _CONTROL: TypeAdapter[Control] = TypeAdapter(Control)

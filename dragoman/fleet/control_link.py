@@ -19,12 +19,14 @@ from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from dragoman.contract.page import CLOSE_ENDED, CLOSE_UNAVAILABLE, error, state
+from dragoman.contract.page import (
+    CLOSE_ENDED,
+    CLOSE_UNAVAILABLE,
+    error,
+    parse_page_message,
+    state,
+)
 from dragoman.rate import gcra
-
-# Page messages are a few dozen bytes, but an ICE restart carries an SDP offer
-# (contract.page.MAX_ICE_SDP_CHARS, JSON-escaped).
-MAX_MESSAGE_BYTES = 20 * 1024
 
 
 class LinkClosed(Exception):
@@ -44,19 +46,6 @@ class ControlLink(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-def parse_page_message(raw: str | bytes) -> dict[str, Any] | str:
-    """A page → agent message as a JSON object, or the reason it is not one."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        return f"control messages are at most {MAX_MESSAGE_BYTES} bytes"
-    try:
-        msg = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return "control messages are JSON"
-    if not isinstance(msg, dict):
-        return "control messages are JSON objects"
-    return msg
 
 
 async def close_page(

@@ -20,8 +20,8 @@ from dragoman.contract.calls import (
     InviteRequest,
 )
 from dragoman.contract.errors import AgentFailed, from_http
-from dragoman.contract.page import CLOSE_ENDED, CLOSE_UNAVAILABLE
-from dragoman.fleet.control_link import MAX_MESSAGE_BYTES, ControlLink, LinkClosed
+from dragoman.contract.page import CLOSE_ENDED, CLOSE_UNAVAILABLE, MAX_MESSAGE_BYTES
+from dragoman.fleet.control_link import ControlLink, LinkClosed
 
 M = TypeVar("M", bound=BaseModel)
 
