@@ -49,6 +49,11 @@ PACING_REPORT_S = 5
 
 
 class CallSession:
+    """One call inside an agent process: builds the provider's Pipecat pipeline over the
+    call's plain-RTP transport, applies the page's control messages (languages,
+    interpretation, push-to-talk, hang-up) and enforces the call's limits (maximum duration,
+    connect timeout, no media, memory)."""
+
     def __init__(
         self,
         *,

@@ -45,6 +45,10 @@ class ChannelClosed(EOFError):
 
 
 class PipeChannel(Generic[T]):
+    """One end of a worker ↔ agent pipe: ``send`` a ``contract.pipe`` message, ``recv`` the
+    next one validated for this end's direction; never blocks the event loop (see the
+    module's docstring for the framing and the bounded write queue)."""
+
     def __init__(
         self,
         conn: Connection,

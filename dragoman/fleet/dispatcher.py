@@ -45,6 +45,11 @@ LOCAL_FULL = (
 
 
 class Dispatcher:
+    """Places calls for the api: ranks the registry's live nodes, reserves a slot on the
+    best one atomically, and hands the call to that node's worker (``WorkerClient``); when
+    the hand-off fails it tries the next node, and when none has a slot it says so
+    (``NoAgentAvailable``)."""
+
     def __init__(
         self,
         registry: Registry,

@@ -59,6 +59,11 @@ class InferenceStatus(Protocol):
 
 
 class NodeCalls:
+    """The calls on one node, by call id: starts one by bridging its offer through Janus to
+    an idle agent from the pool, relays what the agent says to the call's control channel
+    (and, in a room, to the other agent), ends it on request, and counts each end by reason
+    (``outcomes``)."""
+
     def __init__(
         self,
         settings: Settings,

@@ -71,6 +71,11 @@ def idle_uss_mb(pids: list[int], sample: int = 5) -> float | None:
 
 
 class AgentPool:
+    """A node's agent processes: forks idle ones ahead of demand (``top_up``), hands one to
+    each call (``take_idle``), supervises every one it forked, and drains. The calls
+    themselves (which agent holds which call, the bridge through Janus) are ``NodeCalls``'s
+    (``self.calls``)."""
+
     def __init__(
         self,
         settings: Settings,

@@ -41,6 +41,11 @@ RELEASE_WAIT_S = 0.2  # then 0.4, 0.6, ...
 
 
 class WorkerService:
+    """A node as the fleet sees it: registers in the registry and heartbeats, takes calls
+    handed over by the api (``start_call``, ``end_call``, ``invite``), confirms and releases
+    their slots, and drains on ``stop`` without cutting a call. Under ``serve`` the api
+    calls it in-process; a ``worker`` process serves it over HTTP (``worker.app``)."""
+
     def __init__(self, settings: Settings, registry: Registry, node: Node) -> None:
         self.settings = settings
         self.registry = registry
