@@ -29,7 +29,8 @@ OFFER = "\r\n".join(
 
 def test_an_ice_restart_carries_one_offer_of_bounded_size() -> None:
     msg = page.parse_ice_restart({"v": 1, "type": "ice_restart", "sdp": OFFER, "extra": 1})
-    assert msg.sdp == OFFER
+    assert msg.sdp == OFFER and msg.id is None
+    assert page.parse_ice_restart({"v": 1, "type": "ice_restart", "sdp": OFFER, "id": "r2"}).id
     bad = [
         "not an object",
         {"type": "ice_restart", "sdp": OFFER},  # no version
@@ -37,6 +38,8 @@ def test_an_ice_restart_carries_one_offer_of_bounded_size() -> None:
         {"v": 1, "type": "ice_restart", "sdp": ""},
         {"v": 1, "type": "ice_restart", "sdp": 42},
         {"v": 1, "type": "ice_restart", "sdp": "v=0" + "x" * page.MAX_ICE_SDP_CHARS},
+        {"v": 1, "type": "ice_restart", "sdp": OFFER, "id": 2},
+        {"v": 1, "type": "ice_restart", "sdp": OFFER, "id": "r" * 65},
     ]
     for raw in bad:
         with pytest.raises(page.BadMessage):
@@ -47,8 +50,9 @@ def test_an_ice_restart_carries_one_offer_of_bounded_size() -> None:
         page.parse_control({"v": 1, "type": "ice_restart", "sdp": OFFER})
 
 
-def test_the_answer_goes_back_as_an_ice_answer() -> None:
+def test_the_answer_goes_back_as_an_ice_answer_with_the_restarts_id() -> None:
     assert page.ice_answer("v=0\r\n") == {"v": 1, "type": "ice_answer", "sdp": "v=0\r\n"}
+    assert page.ice_answer("v=0\r\n", "r3")["id"] == "r3"
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,8 @@ Every message carries ``v`` (1) and ``type``. Agent → page:
 - ``room``: ``event`` (``joined`` with the guest's ``language``, ``peer_left``), from the
   worker. In a room, the other person's captions and notes arrive too, with ``from: "peer"``
   and their ``id`` prefixed ``peer-``.
-- ``ice_answer``: ``sdp``, from the worker: the WebRTC answer to the page's ``ice_restart``.
+- ``ice_answer``: ``sdp``, from the worker: the WebRTC answer to the page's ``ice_restart``
+  (with its ``id``, when it had one).
 
 Page → agent:
 
@@ -47,8 +48,9 @@ Page → agent:
 Page → node (the call's worker answers it; the agent never sees it):
 
 - ``ice_restart``: ``sdp``, a new WebRTC offer with fresh ICE credentials, after the page
-  lost its media path (a network switch). The worker renegotiates the call's own Janus
-  handle (the agent's plain RTP side stays as it is) and answers ``ice_answer``, or an
+  lost its media path (a network switch); optionally ``id``, echoed by its answer (an
+  older restart's answer may arrive after a newer offer). The worker renegotiates the call's
+  own Janus handle (the agent's plain RTP side stays as it is) and answers ``ice_answer``, or an
   ``error``: ``bad_message`` (not a usable offer), ``rate_limited`` or
   ``ice_restart_failed``; the call goes on either way.
 
@@ -166,6 +168,7 @@ class IceAnswer(AgentMessage):
 
     type: Literal["ice_answer"] = "ice_answer"
     sdp: str
+    id: str | None = None  # the ice_restart's
 
 
 class Room(AgentMessage):
@@ -228,6 +231,7 @@ class IceRestart(PageMessage):
 
     type: Literal["ice_restart"] = "ice_restart"
     sdp: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ICE_SDP_CHARS)]
+    id: Annotated[StrictStr, Field(max_length=64)] | None = None  # echoed by its ice_answer
 
 
 # The page messages the call's node answers itself.
@@ -317,9 +321,9 @@ def talk(push_to_talk: bool, held: bool) -> dict[str, Any]:
     return TalkState(push_to_talk=push_to_talk, held=held).wire()
 
 
-def ice_answer(sdp: str) -> dict[str, Any]:
-    """The WebRTC answer to an ``ice_restart``."""
-    return IceAnswer(sdp=sdp).wire()
+def ice_answer(sdp: str, restart_id: str | None = None) -> dict[str, Any]:
+    """The WebRTC answer to an ``ice_restart`` (``restart_id``: its ``id``)."""
+    return IceAnswer(sdp=sdp, id=restart_id).wire()
 
 
 def error(code: str, message: str, fatal: bool = False) -> dict[str, Any]:
@@ -441,5 +445,6 @@ def parse_ice_restart(message: Any) -> IceRestart:
         return _ICE_RESTART.validate_python(message)
     except ValidationError as e:
         raise BadMessage(
-            f"ice_restart needs a string 'sdp' of 1 to {MAX_ICE_SDP_CHARS} characters"
+            f"ice_restart needs a string 'sdp' of 1 to {MAX_ICE_SDP_CHARS} characters "
+            "(and 'id', if any, a string of at most 64)"
         ) from e

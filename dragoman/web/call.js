@@ -76,7 +76,8 @@ export class Call extends EventTarget {
   #mediaUp = false; // the media path connected once: losing it is worth an ICE restart
   #iceTimer = null; // the next ICE restart, while the media path is down
   #iceAttempts = 0; // ICE restarts since the media path was last up
-  #pendingIce = null; // an ICE restart's offer, sent once the control channel is open
+  #pendingIce = null; // {id, sdp}: an ICE restart's offer, sent once the control channel is open
+  #iceAwaited = null; // the id of the ICE restart whose answer may be applied
 
   /** @param {{source: string, target: string, provider?: string, ticket?: string}} options
    *  ticket: the call ticket the operator's site signed, when the server requires one. */
@@ -428,7 +429,7 @@ export class Call extends EventTarget {
     ws.addEventListener('open', () => {
       this.#wsAttempt = 0;
       if (this.#pendingIce) {
-        this.#send({ type: 'ice_restart', sdp: this.#pendingIce });
+        this.#send({ type: 'ice_restart', ...this.#pendingIce });
         this.#pendingIce = null;
       }
       // The pickers may have changed between the POST and now.
@@ -505,7 +506,10 @@ export class Call extends EventTarget {
       return;
     }
     if (this.closed) return;
-    this.#pendingIce = pc.localDescription.sdp;
+    // Only this offer's answer applies: an older restart's may still arrive (replayed to
+    // the new socket) and would not match the credentials the browser now uses.
+    this.#pendingIce = { id: `r${this.iceRestarts}`, sdp: pc.localDescription.sdp };
+    this.#iceAwaited = this.#pendingIce.id;
     // The network changed under the control socket too (its connection may be dead
     // without knowing it yet): a fresh one carries the offer; the server drops the old.
     this.#openControl();
@@ -552,8 +556,9 @@ export class Call extends EventTarget {
         this.#emit('talk', { pushToTalk: msg.push_to_talk === true, held: msg.held === true });
         break;
       case 'ice_answer':
-        // The answer to the latest ICE restart (an older one's is stale: no offer waits).
-        if (this.pc?.signalingState === 'have-local-offer' && typeof msg.sdp === 'string') {
+        // The answer to the latest ICE restart (an older one's is stale).
+        if (msg.id === this.#iceAwaited && this.pc?.signalingState === 'have-local-offer' && typeof msg.sdp === 'string') {
+          this.#iceAwaited = null;
           this.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp }).catch((err) => console.warn('dragoman: ICE restart answer refused', err));
         }
         break;

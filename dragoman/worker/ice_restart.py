@@ -72,10 +72,11 @@ class IceRestarts:
         if media is None or handle is None:
             return  # the call is over (or never started): nobody to answer
         try:
-            sdp = page.parse_ice_restart(raw).sdp
+            msg = page.parse_ice_restart(raw)
         except page.BadMessage as e:
             self.publish(call_id, page.error("bad_message", str(e)))
             return
+        sdp = msg.sdp
         problem = offer_problem(sdp, media.plain.opus_pt)
         if problem is not None:
             self.publish(call_id, page.error("bad_message", problem))
@@ -102,7 +103,7 @@ class IceRestarts:
             media.busy = False
         media.restarts += 1
         log.info("ice restart %d renegotiated in %.0f ms", media.restarts, _ms(t0))
-        self.publish(call_id, page.ice_answer(answer))
+        self.publish(call_id, page.ice_answer(answer, msg.id))
 
 
 def _ms(t0: float) -> float:
