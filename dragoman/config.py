@@ -355,7 +355,7 @@ class Settings(BaseSettings):
     )
     audio_out_sample_rate: int = 24000
 
-    # --- simultaneous mode (dragoman/pipeline/simultaneous/) ------------------------------
+    # --- simultaneous mode (dragoman/pipeline/providers/local/simultaneous/) --------------
     simultaneous_step_s: float = Field(
         0.5,
         gt=0,

@@ -23,8 +23,8 @@ from dragoman.pipeline.frames import (
     SpeakTranslationFrame,
     TranslationFrame,
 )
-from dragoman.pipeline.simultaneous import own_voice
-from dragoman.pipeline.simultaneous.agreement import (
+from dragoman.pipeline.providers.local.simultaneous import own_voice
+from dragoman.pipeline.providers.local.simultaneous.agreement import (
     Agreement,
     CutRule,
     TimedWord,
@@ -35,8 +35,13 @@ from dragoman.pipeline.simultaneous.agreement import (
     norm,
     paused_after,
 )
-from dragoman.pipeline.simultaneous.pace import PaceRule, SpeechBacklog, should_join, speed_for
-from dragoman.pipeline.simultaneous.stt_service import SimultaneousWhisperSTT
+from dragoman.pipeline.providers.local.simultaneous.pace import (
+    PaceRule,
+    SpeechBacklog,
+    should_join,
+    speed_for,
+)
+from dragoman.pipeline.providers.local.simultaneous.stt_service import SimultaneousWhisperSTT
 
 FORCE = 3.0
 VOCAB = ["the", "students", "study", "quietly", "in", "library", "station", "seven", "bakery"]

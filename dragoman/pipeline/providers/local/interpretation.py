@@ -16,12 +16,12 @@ from pipecat.processors.frame_processor import FrameProcessor
 from dragoman.languages import LanguagePair
 from dragoman.pipeline.providers.base import CallContext
 from dragoman.pipeline.providers.local.piper_tts import PiperTTSService
+from dragoman.pipeline.providers.local.simultaneous.agreement import CutRule
+from dragoman.pipeline.providers.local.simultaneous.decoder import WhisperStreamDecoder
+from dragoman.pipeline.providers.local.simultaneous.pace import PaceRule, SpeechBacklog
+from dragoman.pipeline.providers.local.simultaneous.stt_service import SimultaneousWhisperSTT
 from dragoman.pipeline.providers.local.speech_translator import WhisperSpeechTranslator
 from dragoman.pipeline.providers.local.whisper_stt import WhisperSTTService
-from dragoman.pipeline.simultaneous.agreement import CutRule
-from dragoman.pipeline.simultaneous.decoder import WhisperStreamDecoder
-from dragoman.pipeline.simultaneous.pace import PaceRule, SpeechBacklog
-from dragoman.pipeline.simultaneous.stt_service import SimultaneousWhisperSTT
 
 SIMULTANEOUS = "simultaneous"
 

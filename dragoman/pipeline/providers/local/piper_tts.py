@@ -27,7 +27,7 @@ from pipecat.services.tts_service import TTSService
 
 from dragoman.inference.client import InferenceClient, InferenceError
 from dragoman.pipeline.frames import CallErrorFrame, LatencyMarksFrame, SpeakTranslationFrame
-from dragoman.pipeline.simultaneous.pace import PaceRule, SpeechBacklog, speed_for
+from dragoman.pipeline.providers.local.simultaneous.pace import PaceRule, SpeechBacklog, speed_for
 from dragoman.pipeline.tts_page_frames import PassesPageFrames
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from difflib import SequenceMatcher
 
-from dragoman.pipeline.simultaneous.agreement import norm
+from dragoman.pipeline.providers.local.simultaneous.agreement import norm
 
 ECHO_TAIL_S = 1.0  # reverberation and the canceller settling, and Whisper's timing slack
 MATCH_SHARE = 0.6

@@ -66,8 +66,8 @@ from dragoman.pipeline.frames import (
     TranslationFrame,
     needs_cloud_note,
 )
-from dragoman.pipeline.simultaneous import own_voice
-from dragoman.pipeline.simultaneous.agreement import (
+from dragoman.pipeline.providers.local.simultaneous import own_voice
+from dragoman.pipeline.providers.local.simultaneous.agreement import (
     Agreement,
     CutRule,
     TimedWord,
@@ -76,8 +76,8 @@ from dragoman.pipeline.simultaneous.agreement import (
     cut_point,
     text_of,
 )
-from dragoman.pipeline.simultaneous.decoder import StreamDecoder
-from dragoman.pipeline.simultaneous.pace import PaceRule, SpeechBacklog, should_join
+from dragoman.pipeline.providers.local.simultaneous.decoder import StreamDecoder
+from dragoman.pipeline.providers.local.simultaneous.pace import PaceRule, SpeechBacklog, should_join
 
 log = logging.getLogger(__name__)
 

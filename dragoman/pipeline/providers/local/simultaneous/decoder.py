@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from dragoman.inference.client import InferenceClient, Superseded
-from dragoman.pipeline.simultaneous.agreement import TimedWord
+from dragoman.pipeline.providers.local.simultaneous.agreement import TimedWord
 
 
 class StreamDecoder(Protocol):
