@@ -31,7 +31,8 @@ from dragoman.languages import (
 )
 
 if TYPE_CHECKING:  # Pipecat's side: the agent process's types
-    from dragoman.pipeline.providers.base import CallContext, Interpretation
+    from dragoman.pipeline.providers.base import CallContext
+    from dragoman.pipeline.providers.base import Interpretation as Stage  # not the Literal
     from dragoman.pipeline.providers.streaming import SpeechProvider
 
 ALL = frozenset(LANGUAGE_NAMES)
@@ -75,9 +76,9 @@ class ProviderSpec:
     # ``speech_provider(settings)`` (a ``streaming.SpeechProvider``).
     checkable: bool = False
 
-    def builder(self) -> Callable[[CallContext], Interpretation]:
+    def builder(self) -> Callable[[CallContext], Stage]:
         """The provider's ``build(ctx)``, its module imported now (in the agent process)."""
-        return cast("Callable[[CallContext], Interpretation]", self._module().build)
+        return cast("Callable[[CallContext], Stage]", self._module().build)
 
     def speech_provider(self, settings: Settings) -> SpeechProvider:
         """The session opener ``providers check`` probes (``checkable`` providers)."""
