@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import CHROMIUM, wait_until
 from fake_provider import KEY
@@ -63,9 +64,15 @@ class LossyNet:
     chromium: Path  # runs Chromium inside the caller's namespace
 
     def health(self) -> dict:
-        import httpx
-
         return httpx.get(f"http://{self.node.ip}:9000/healthz", timeout=5).json()
+
+    def ice_restarts(self, outcome: str) -> float:
+        """The node's ``dragoman_worker_ice_restarts_total`` for ``outcome``."""
+        text = httpx.get(f"http://{self.node.ip}:9000/metrics", timeout=5).text
+        line = f'dragoman_worker_ice_restarts_total{{outcome="{outcome}"}} '
+        found = [ln for ln in text.splitlines() if ln.startswith(line)]
+        assert found, f"no {line.strip()} in the node's metrics"
+        return float(found[0].split()[-1])
 
     def drop(self, what: str) -> None:
         out, into = DROP[what]
@@ -276,6 +283,7 @@ def test_a_call_survives_a_switch_of_network(lossy_net: LossyNet, caller_page) -
     page, net = caller_page, lossy_net
     call_id = _start_call(page, net)
     old = net.caller.ip
+    answered = net.ice_restarts("answered")
     t_switch = _now(page)
     new = net.move_caller(200 if old != SUBNET.format(net.net.net, 200) else 201)
     _wait_interpreted_after(page, t_switch, 45, net)
@@ -293,6 +301,7 @@ def test_a_call_survives_a_switch_of_network(lossy_net: LossyNet, caller_page) -
         f"{[(round(t - t_switch), s) for t, s in log if t >= t_switch]}"
     )
     assert restarts >= 1
+    assert net.ice_restarts("answered") > answered  # the node renegotiated the call
     _hang_up(page, net)
 
 
@@ -313,6 +322,7 @@ def test_a_bad_ice_restart_is_refused_and_the_call_goes_on(
 
     page.route_web_socket(re.compile(r"/control"), route)
     call_id = _start_call(page, net)
+    refused = net.ice_restarts("refused")
     good = _offer_like_the_page(page)
     bad = {
         "oversized": "v=0\r\n" + "a=x:" + "y" * page_contract.MAX_ICE_SDP_CHARS,
@@ -326,6 +336,7 @@ def test_a_bad_ice_restart_is_refused_and_the_call_goes_on(
         err = next(m for m in from_server[since:] if m["type"] == "error")
         assert err["code"] == "bad_message" and "ice_restart" in err["message"], (what, err)
     assert not any(m["type"] == "ice_answer" for m in from_server)
+    assert net.ice_restarts("refused") == refused + len(bad)
     t = _now(page)
     _wait_interpreted_after(page, t, 30, net)
     _assert_same_call(page, net, call_id)

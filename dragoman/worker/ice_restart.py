@@ -21,6 +21,7 @@ from dragoman.contract import page
 from dragoman.media.offer_sdp import SdpError, check_offer
 from dragoman.media.plain_sdp import PlainOffer, opus_payload_type
 from dragoman.rate import gcra
+from dragoman.worker import metrics
 from dragoman.worker.gateway import Handle, MediaGateway, MediaUnavailable, OfferRejected
 
 log = logging.getLogger("dragoman.worker")
@@ -74,22 +75,22 @@ class IceRestarts:
         try:
             msg = page.parse_ice_restart(raw)
         except page.BadMessage as e:
-            self.publish(call_id, page.error("bad_message", str(e)))
+            self._refuse(call_id, "bad_message", str(e))
             return
         sdp = msg.sdp
         problem = offer_problem(sdp, media.plain.opus_pt)
         if problem is not None:
-            self.publish(call_id, page.error("bad_message", problem))
+            self._refuse(call_id, "bad_message", problem)
             return
         if media.busy:
             why = "An ICE restart is already under way; wait for its answer."
-            self.publish(call_id, page.error("rate_limited", why))
+            self._refuse(call_id, "rate_limited", why)
             return
         if self.per_minute > 0:
             wait, tat = gcra(media.tat, time.monotonic(), self.per_minute, 60.0)
             if wait > 0:
                 why = f"Too many ICE restarts; try again in {math.ceil(wait)} s."
-                self.publish(call_id, page.error("rate_limited", why))
+                self._refuse(call_id, "rate_limited", why)
                 return
             media.tat = tat
         media.busy = True
@@ -97,13 +98,19 @@ class IceRestarts:
         try:
             answer = await self.gateway.renegotiate(handle, sdp, media.plain_answer, media.plain)
         except (OfferRejected, MediaUnavailable) as e:
+            metrics.ICE_RESTARTS.labels("failed").inc()
             self.publish(call_id, page.failure("ice_restart_failed", e, origin="ice restart"))
             return
         finally:
             media.busy = False
         media.restarts += 1
+        metrics.ICE_RESTARTS.labels("answered").inc()
         log.info("ice restart %d renegotiated in %.0f ms", media.restarts, _ms(t0))
         self.publish(call_id, page.ice_answer(answer, msg.id))
+
+    def _refuse(self, call_id: str, code: str, why: str) -> None:
+        metrics.ICE_RESTARTS.labels("refused").inc()
+        self.publish(call_id, page.error(code, why))
 
 
 def _ms(t0: float) -> float:

@@ -31,6 +31,14 @@ ANSWER_SECONDS = Histogram(
     "Offer received → SDP answer ready on this node",
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
 )
+ICE_RESTARTS = Counter(
+    "dragoman_worker_ice_restarts_total",
+    "Callers' ICE restarts (a network switch): answered, refused (a bad offer, over the rate) "
+    "or failed (the media gateway did not renegotiate)",
+    ["outcome"],
+)
+for _outcome in ("answered", "refused", "failed"):
+    ICE_RESTARTS.labels(_outcome)
 AUDIO_FRAMES = Counter(
     "dragoman_worker_audio_frames_total",
     "20 ms audio frames agents sent to callers, by punctuality (late: > 20 ms after its slot)",
