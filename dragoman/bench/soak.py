@@ -32,12 +32,17 @@ import httpx
 import numpy as np
 import psutil
 from aiortc import RTCConfiguration, RTCPeerConnection
-from prometheus_client.parser import text_string_to_metric_families
 
 from dragoman.bench.caller import Caller, PrecodedTrack, precode
 from dragoman.bench.connect import machine
 from dragoman.bench.embedded import embedded_process, free_port, internal_url
 from dragoman.bench.soak_fleet import FleetView, fleet, wait_ready
+from dragoman.bench.soak_observe import (
+    agents_and_zombies,
+    process_stats,
+    quiescent_of,
+    read_counters,
+)
 from dragoman.bench.soak_plan import (
     DEFAULT_MIX,
     FAULT_KINDS,
@@ -161,18 +166,7 @@ class Node:
 
     async def metrics(self) -> dict[str, dict[str, float]]:
         """The counters a soak follows: call requests by outcome, calls ended by reason."""
-        try:
-            text = (await self.http.get(f"{self.internal}/metrics")).text
-        except httpx.HTTPError:
-            return {}
-        out: dict[str, dict[str, float]] = {"api_calls": {}, "ended": {}}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if s.name == "dragoman_api_calls_total":
-                    out["api_calls"][s.labels["outcome"]] = s.value
-                elif s.name == "dragoman_worker_calls_ended_total":
-                    out["ended"][s.labels["reason"]] = s.value
-        return out
+        return await read_counters(self.http, self.internal)
 
     def pids(self, h: dict[str, Any]) -> dict[str, int | None]:
         return {
@@ -188,52 +182,13 @@ class Node:
 
     def processes(self, h: dict[str, Any]) -> dict[str, Any]:
         """RSS (MB) and open fds of each long-running process; agent and zombie counts."""
-        procs: dict[str, Any] = {}
-        for role, pid in self.pids(h).items():
-            if pid is None:
-                continue
-            try:
-                p = psutil.Process(pid)
-                with p.oneshot():
-                    procs[role] = {
-                        "pid": pid,
-                        "rss_mb": round(p.memory_info().rss / 2**20, 2),
-                        "fds": p.num_fds(),
-                    }
-            except psutil.Error:
-                continue
-        agents = zombies = 0
-        fs_pid = self.pids(h)["forkserver"]
-        with contextlib.suppress(psutil.Error):
-            for p in self.serve.children(recursive=True):
-                try:
-                    status = p.status()
-                    if status == psutil.STATUS_ZOMBIE:
-                        zombies += 1
-                    elif p.ppid() == fs_pid:
-                        agents += 1
-                except psutil.Error:
-                    continue
-        return {"procs": procs, "agents": agents, "zombies": zombies}
+        pids = self.pids(h)
+        agents, zombies = agents_and_zombies(self.serve.pid, pids["forkserver"])
+        return {"procs": process_stats(pids), "agents": agents, "zombies": zombies}
 
     async def quiescent(self) -> tuple[Quiescent, dict[str, Any]]:
         h = await self.health()
-        pr = await asyncio.to_thread(self.processes, h)
-        media = h.get("media") or {}
-        q = Quiescent(
-            active_calls=h.get("active_calls", -1),
-            idle_agents=h.get("idle_agents", -1),
-            starting_agents=h.get("starting_agents", -1),
-            agent_processes=pr["agents"],
-            zombies=pr["zombies"],
-            janus_handles=media.get("janus_handles"),
-            janus_sessions=media.get("janus_sessions"),
-            fleet_active_calls=h.get("fleet_active_calls", -1),
-            free_slots=h.get("free_slots", -1),
-            capacity=h.get("capacity", -1),
-            fds={r: v["fds"] for r, v in pr["procs"].items()},
-        )
-        return q, h
+        return quiescent_of(h, await asyncio.to_thread(self.processes, h)), h
 
     def whole(self, h: dict[str, Any]) -> bool:
         """Ready for calls: media and inference up, not draining, an idle agent waiting."""

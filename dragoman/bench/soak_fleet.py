@@ -31,6 +31,12 @@ import redis.asyncio as aioredis
 
 from dragoman.bench.embedded import NO_ABUSE_LIMITS
 from dragoman.bench.netns import Host, HostNet, dragoman_exe, redis_argv
+from dragoman.bench.soak_observe import (
+    agents_and_zombies,
+    process_stats,
+    quiescent_of,
+    read_counters,
+)
 from dragoman.bench.soak_plan import Quiescent
 
 API_PORT = 8000
@@ -271,19 +277,13 @@ class FleetView:
         }
 
     async def metrics(self) -> dict[str, dict[str, float]]:
-        from prometheus_client.parser import text_string_to_metric_families
-
-        try:
-            text = (await self.http.get(f"{self.internal}/metrics")).text
-        except httpx.HTTPError:
-            return {}
-        out: dict[str, dict[str, float]] = {"api_calls": {}, "ended": {}}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if s.name == "dragoman_api_calls_total":
-                    out["api_calls"][s.labels["outcome"]] = s.value
-        out["ended"] = {k: float(v) for k, v in (await self.health())["outcomes"].items()}
-        return out
+        """The api's call requests by outcome; ends by reason summed over every worker
+        process seen (a killed worker's last report included)."""
+        out = await read_counters(self.http, self.internal)
+        ended: dict[str, float] = {}
+        for o in self._outcomes.values():
+            _merge_counts(ended, o)
+        return {**out, "ended": ended} if out else out
 
     def pids(self, h: dict[str, Any]) -> dict[str, int | None]:
         f = self.fleet
@@ -300,52 +300,17 @@ class FleetView:
         return pids
 
     def processes(self, h: dict[str, Any]) -> dict[str, Any]:
-        procs: dict[str, Any] = {}
         pids = self.pids(h)
-        for role, pid in pids.items():
-            if pid is None:
-                continue
-            with contextlib.suppress(psutil.Error):
-                p = psutil.Process(pid)
-                with p.oneshot():
-                    procs[role] = {
-                        "pid": pid,
-                        "rss_mb": round(p.memory_info().rss / 2**20, 2),
-                        "fds": p.num_fds(),
-                    }
         agents = zombies = 0
         for w in self.fleet.workers:
-            wpid, fs = pids.get(w.name), pids.get(f"{w.name}.forkserver")
-            if wpid is None:
-                continue
-            with contextlib.suppress(psutil.Error):
-                for p in psutil.Process(wpid).children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        if p.status() == psutil.STATUS_ZOMBIE:
-                            zombies += 1
-                        elif p.ppid() == fs:
-                            agents += 1
-        return {"procs": procs, "agents": agents, "zombies": zombies}
+            a, z = agents_and_zombies(pids.get(w.name), pids.get(f"{w.name}.forkserver"))
+            agents, zombies = agents + a, zombies + z
+        return {"procs": process_stats(pids), "agents": agents, "zombies": zombies}
 
     async def quiescent(self) -> tuple[Quiescent, dict[str, Any]]:
         h = await self.health()
         pr = await asyncio.to_thread(self.processes, h)
-        media = h.get("media") or {}
-        q = Quiescent(
-            active_calls=h.get("active_calls", -1),
-            idle_agents=h.get("idle_agents", -1),
-            starting_agents=h.get("starting_agents", -1),
-            agent_processes=pr["agents"],
-            zombies=pr["zombies"],
-            janus_handles=media.get("janus_handles"),
-            janus_sessions=media.get("janus_sessions"),
-            fleet_active_calls=h.get("fleet_active_calls") or 0,
-            free_slots=h.get("free_slots") or 0,
-            capacity=h.get("capacity") or 0,
-            fds={r: v["fds"] for r, v in pr["procs"].items()},
-            nodes=self.fleet.n,
-        )
-        return q, h
+        return quiescent_of(h, pr, self.fleet.n), h
 
     def whole(self, h: dict[str, Any]) -> bool:
         """Every worker back and ready, the api sees them all in the registry."""
