@@ -806,6 +806,7 @@ function wireCall(s, call) {
   on('mediarestored', () => setNotice(''));
   on('mediafailed', () => {
     showError({ key: 'error.connection_failed' });
+    void call.hangup(); // the agent is freed now, not after its no-media timeout
     endSession(s, 'failed');
   });
   on('state', ({ state, reason, message }) => {
