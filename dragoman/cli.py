@@ -111,6 +111,12 @@ def _token(args: argparse.Namespace) -> int:
             f"({settings.call_token_max_ttl_s}): the server would refuse it"
         )
     providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
+    if providers is not None:
+        from dragoman.pipeline.providers.catalog import PROVIDERS
+
+        unknown = sorted(set(providers) - set(PROVIDERS))
+        if unknown:  # a typo would mint a ticket no call can use
+            raise SystemExit(f"--providers: unknown {unknown}; known: {', '.join(PROVIDERS)}")
     print(
         mint(
             settings.call_token_secret.get_secret_value(),

@@ -81,13 +81,20 @@ def test_each_spec_resolves_its_builder_and_the_checkable_ones_their_probe() -> 
                 spec.speech_provider(settings)
 
 
-def _string_constants(path: Path) -> list[tuple[int, str]]:
-    tree = ast.parse(path.read_text(), str(path))
-    return [
-        (node.lineno, node.value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str)
-    ]
+def test_a_ticket_for_an_unknown_provider_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``dragoman token --providers``: checked against the list too (a typo would mint a
+    ticket no call can use)."""
+    from dragoman import cli
+
+    monkeypatch.setenv("DRAGOMAN_CALL_TOKEN_SECRET", "s" * 32)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["token", "--sub", "t", "--providers", "local,opneai-translate"])
+    assert "opneai-translate" in str(e.value)
+    assert all(name in str(e.value) for name in PROVIDERS), e.value
+    assert cli.main(["token", "--sub", "t", "--providers", ",".join(PROVIDERS)]) == 0
+    assert capsys.readouterr().out.count(".") == 2  # one JWT printed
 
 
 # Where a provider's name may be written out as a string, and why: the list itself; each
