@@ -181,13 +181,12 @@ def _serve(args: argparse.Namespace) -> int:
     from dragoman.api.app import create_app
     from dragoman.fleet.dispatcher import Dispatcher
     from dragoman.fleet.worker_client import LocalWorkerClient
-    from dragoman.worker.node import Node
     from dragoman.worker.service import WorkerService
 
     settings = _settings(args, registry="memory")
     tracing.setup("api", "worker")  # one process, both roles: a fleet's services in a trace
     registry = _open_registry(settings)
-    service = WorkerService(settings, registry, Node(settings))
+    service = WorkerService(settings, registry)
     local = LocalWorkerClient(service)
     dispatcher = Dispatcher(
         registry, lambda _address: local, settings.reservation_ttl_s, settings.retry_after_s
@@ -216,7 +215,7 @@ def _serve(args: argparse.Namespace) -> int:
             settings,
             dispatcher,
             lifespan=lifespan,
-            local_pool=service.pool,
+            local_calls=service.calls,
             local_metrics=service.report,
         ),
         settings.host,
@@ -284,14 +283,13 @@ def _api(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from dragoman.worker.app import create_worker_app
-    from dragoman.worker.node import Node
     from dragoman.worker.service import WorkerService
 
     settings = _settings(args)
     tracing.setup("worker")
     token = _require_token(settings)
     registry = _open_registry(settings)
-    service = WorkerService(settings, registry, Node(settings))
+    service = WorkerService(settings, registry)
     return _run_node(
         service,
         registry,

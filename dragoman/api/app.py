@@ -29,16 +29,16 @@ def create_app(
     settings: Settings,
     dispatcher: Dispatcher,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
-    local_pool: Any = None,
+    local_calls: Any = None,
     local_metrics: Callable[[], object] | None = None,
 ) -> FastAPI:
-    """The control plane. ``local_pool`` is set when a worker shares the process (serve),
-    with ``local_metrics``: what refreshes that worker's gauges before ``/metrics`` answers
-    (its own endpoint, which serve does not run, would)."""
+    """The control plane. ``local_calls`` (the worker's ``NodeCalls``) is set when a worker
+    shares the process (serve), with ``local_metrics``: what refreshes that worker's gauges
+    before ``/metrics`` answers (its own endpoint, which serve does not run, would)."""
     app = FastAPI(title="dragoman", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.dispatcher = dispatcher
-    app.state.local_pool = local_pool
+    app.state.local_calls = local_calls
     app.state.local_metrics = local_metrics
     app.state.arrival_meter = ArrivalMeter()
     app.state.local_arrival_meter = ArrivalMeter()  # those of them for the local pipeline

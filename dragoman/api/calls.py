@@ -364,7 +364,7 @@ async def autoscale(request: Request) -> dict[str, Any]:
     responses={503: {"description": "Not ready: the registry cannot be reached ('status')."}},
 )
 async def healthz(request: Request) -> JSONResponse:
-    local = request.app.state.local_pool
+    local = request.app.state.local_calls
     body: dict[str, Any] = dict(local.stats()) if local is not None else {}
     if local is not None:
         gateway = local.gateway

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from enum import Enum
 from multiprocessing.context import ForkServerContext
-from typing import Any
+from typing import Any, Protocol, assert_never
 
 import psutil
 from pydantic import BaseModel
@@ -44,6 +44,7 @@ from dragoman.contract.pipe import (
     RoomLeft,
     RtpPeer,
     Stop,
+    ToPage,
     ToWorker,
 )
 from dragoman.worker import metrics
@@ -99,6 +100,19 @@ def _agent_entry(conn: Any, settings_json: str, socket_path: str) -> None:
     from dragoman.agent.process import agent_main
 
     agent_main(conn, settings_json, socket_path)
+
+
+class AgentListener(Protocol):
+    """Who hears what an agent says that concerns others (``AgentProcess._dispatch``)."""
+
+    def agent_ready(self, agent: AgentProcess) -> None:
+        """It is idle, its RTP port bound: it may take a call."""
+
+    def agent_to_page(self, agent: AgentProcess, msg: dict[str, Any]) -> None:
+        """A message for its call's page (a ``contract.page`` message)."""
+
+    def agent_room_audio(self, agent: AgentProcess, audio: RoomAudio) -> None:
+        """Its translated speech, for the room's other participant."""
 
 
 class AgentProcess:
@@ -162,34 +176,43 @@ class AgentProcess:
         except psutil.Error:
             self.ps = None  # already gone; its pipe is closed and it is reaped below
 
-    async def serve(self, route: Callable[[AgentProcess, ToWorker], None]) -> None:
-        """Read its pipe until it closes. Its vital signs, readiness and answer are kept
-        here; what concerns others (``ready``, page messages, room audio) goes to
-        ``route``."""
+    async def serve(self, listener: AgentListener) -> None:
+        """Read its pipe until it closes, each message through ``_dispatch``."""
         with contextlib.suppress(ChannelClosed):
             while True:
                 msg = await self.chan.recv()
                 self.last_seen = time.monotonic()  # any message proves its loop runs
-                if isinstance(msg, Ping):
-                    continue
-                if isinstance(msg, Ready):
-                    if self.state is not AgentState.STARTING:
-                        continue
-                    self.ready_ms = round((self.last_seen - self.fork_requested_at) * 1000, 1)
-                    self.state = AgentState.IDLE
-                    self.rtp_port = msg.rtp_port
-                    route(self, msg)
-                elif isinstance(msg, Accepted | Refused):
-                    if self.answer is not None and not self.answer.done():
-                        self.answer.set_result(msg)
-                elif isinstance(msg, Ended):
-                    self.end_reason = msg.reason
-                    self.said_ended = True
-                elif isinstance(msg, Pacing):
-                    metrics.AUDIO_FRAMES.labels("on_time").inc(msg.frames - msg.late)
-                    metrics.AUDIO_FRAMES.labels("late").inc(msg.late)
-                else:
-                    route(self, msg)
+                self._dispatch(msg, listener)
+
+    def _dispatch(self, msg: ToWorker, listener: AgentListener) -> None:
+        """The one place an agent's messages are told apart: its vital signs, readiness,
+        answer and end reason are kept here; what concerns others (its readiness, its
+        page's messages, its room audio) goes to ``listener``."""
+        match msg:
+            case Ping():
+                pass
+            case Ready() if self.state is AgentState.STARTING:
+                self.ready_ms = round((self.last_seen - self.fork_requested_at) * 1000, 1)
+                self.state = AgentState.IDLE
+                self.rtp_port = msg.rtp_port
+                listener.agent_ready(self)
+            case Ready():
+                pass  # only the first counts
+            case Accepted() | Refused():
+                if self.answer is not None and not self.answer.done():
+                    self.answer.set_result(msg)
+            case Ended():
+                self.end_reason = msg.reason
+                self.said_ended = True
+            case Pacing():
+                metrics.AUDIO_FRAMES.labels("on_time").inc(msg.frames - msg.late)
+                metrics.AUDIO_FRAMES.labels("late").inc(msg.late)
+            case ToPage():
+                listener.agent_to_page(self, msg.msg)
+            case RoomAudio():
+                listener.agent_room_audio(self, msg)
+            case _:
+                assert_never(msg)
 
     def closed(self) -> AgentState:
         """Its pipe closed (it exited, or is leaving): GONE now; the state it was in."""

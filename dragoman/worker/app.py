@@ -78,7 +78,7 @@ def create_worker_app(
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
-        stats = service.pool.stats()
+        stats = service.calls.stats()
         state = service.state if service.ready else "STARTING"
         body = {
             "state": state,

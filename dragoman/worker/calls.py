@@ -1,7 +1,9 @@
 """The calls on one node: how a call is bridged to an idle agent, which agent holds which
 call, and what flows between a call's agent, its page and, in a room, the other agent.
 
-Each idle agent has its Janus NoSIP handle attached ahead of time (``worker.pool``).
+``NodeCalls`` owns the node's agent pool (``worker.pool``, which knows processes only and
+tells it of each one's readiness, messages and exit), the media gateway's handles and the
+control hub. Each idle agent has its Janus NoSIP handle attached ahead of time.
 Answering an offer is then: Janus turns the caller's WebRTC offer into a plain-RTP offer
 (``generate``), the agent takes the call while Janus gets the agent's plain answer
 (``process``) and returns the WebRTC answer — a few milliseconds. Janus' events for the
@@ -17,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from opentelemetry import trace
 
@@ -32,7 +34,7 @@ from dragoman.contract.errors import (
     UnknownCall,
     WrongCallToken,
 )
-from dragoman.contract.pipe import Accepted, Refused, RoomAudio, RtpPeer, ToPage
+from dragoman.contract.pipe import Accepted, Refused, RoomAudio, RtpPeer
 from dragoman.media.plain_sdp import PlainOffer, opus_payload_type, plain_answer
 from dragoman.pipeline.providers.catalog import PROVIDERS
 from dragoman.worker import metrics
@@ -41,16 +43,14 @@ from dragoman.worker.call_record import CallRecord, end_fields, log_call_end
 from dragoman.worker.control import ControlHub
 from dragoman.worker.gateway import MediaGateway, MediaUnavailable, OfferRejected
 from dragoman.worker.ice_restart import IceRestarts
+from dragoman.worker.pool import AgentPool
 from dragoman.worker.rooms import Rooms, for_peer, room_event
-
-if TYPE_CHECKING:
-    from dragoman.worker.pool import AgentPool
 
 log = logging.getLogger("dragoman.worker")
 
 
 class InferenceStatus(Protocol):
-    """The node's inference service as the pool sees it (see ``worker.inference_service``)."""
+    """The node's inference service as the calls see it (see ``worker.inference_service``)."""
 
     @property
     def up(self) -> bool: ...
@@ -58,22 +58,32 @@ class InferenceStatus(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
 
+# Called with (call_id, reason) once a call's process is gone, whatever ended it.
+CallEnded = Callable[[str, str], Awaitable[None]]
+
+
+async def _nobody_told(call_id: str, reason: str) -> None:
+    return None
+
+
 class NodeCalls:
     """The calls on one node, by call id: starts one by bridging its offer through Janus to
-    an idle agent from the pool, relays what the agent says to the call's control channel
+    an idle agent from its pool, relays what the agent says to the call's control channel
     (and, in a room, to the other agent), ends it on request, and counts each end by reason
-    (``outcomes``)."""
+    (``outcomes``). It owns the pool (``self.pool``) and is told of its processes' events
+    (``pool.PoolEvents``), and keeps each idle agent's Janus handle attached."""
 
     def __init__(
         self,
         settings: Settings,
-        pool: AgentPool,
+        inference_socket: str,
         gateway: MediaGateway,
         hub: ControlHub,
         inference: InferenceStatus | None,
+        on_call_ended: CallEnded = _nobody_told,
     ) -> None:
         self.settings = settings
-        self.pool = pool
+        self.pool = AgentPool(settings, inference_socket, events=self)
         self.gateway = gateway
         self.hub = hub
         self.inference = inference
@@ -83,8 +93,7 @@ class NodeCalls:
         self.outcomes: dict[str, int] = {}
         self._records: dict[str, CallRecord] = {}  # for each call's end line (call_record)
         self.ice = IceRestarts(gateway, hub.publish, settings.ice_restarts_per_minute)
-        # Called with (call_id, reason) once a call's process is gone, whatever ended it.
-        self.on_call_ended: Callable[[str, str], Awaitable[None]] | None = None
+        self._on_call_ended = on_call_ended
 
     def call_ids(self) -> set[str]:
         return set(self._calls)
@@ -103,6 +112,19 @@ class NodeCalls:
         """Calls on this node that use its inference service (their request is known)."""
         requests = (a.request for a in self._calls.values())
         return sum(1 for r in requests if r is not None and self.uses_inference(r))
+
+    def stats(self) -> dict[str, Any]:
+        """The node's ``/healthz`` body: its processes (``AgentPool.stats``), its calls and
+        its inference service."""
+        stats: dict[str, Any] = {
+            **self.pool.stats(),
+            "local_calls_active": self.local_calls,
+            "calls_total": self.calls_total,
+            "outcomes": dict(self.outcomes),
+        }
+        if self.inference is not None:
+            stats["inference"] = self.inference.stats()
+        return stats
 
     def _count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
@@ -217,7 +239,30 @@ class NodeCalls:
         if self._calls.get(call_id) is agent:
             del self._calls[call_id]
         if agent.unreserve():
-            self.pool.give_back(agent)
+            self.pool.spawn(self.gateway.detach(agent.handle))
+            agent.handle = None
+            self.pool.requeue(agent)
+            self.pool.spawn(self._prepare(agent))
+
+    # --- idle agents' handles ------------------------------------------------------------
+    def agent_ready(self, agent: AgentProcess) -> None:
+        """A new idle agent (``PoolEvents``): its handle is attached ahead of its call."""
+        self.pool.spawn(self._prepare(agent))
+
+    async def _prepare(self, agent: AgentProcess) -> None:
+        """Attach an idle agent's Janus handle ahead of its call."""
+        idle = AgentState.IDLE
+        if agent.state is not idle or self.gateway.valid(agent.handle) or not self.gateway.up:
+            return
+        try:
+            handle = await self.gateway.attach()
+        except MediaUnavailable as e:
+            log.debug("could not attach a handle for agent %s: %s", agent.pid, e)
+            return
+        if agent.state is idle and not self.gateway.valid(agent.handle):
+            agent.handle = handle
+        else:  # it took a call meanwhile (with a handle of its own) or exited
+            await self.gateway.detach(handle)
 
     def uses_inference(self, req: CallRequest) -> bool:
         spec = PROVIDERS.get(req.provider or self.settings.provider)
@@ -261,24 +306,25 @@ class NodeCalls:
         self.pool.spawn(self.ice.handle(agent.call_id, agent.handle, msg))
         return True
 
-    def route(self, agent: AgentProcess, msg: Any) -> None:
-        """What an agent sends for others: its page's messages (and, in a room, the shared
-        ones for the other page), its translated speech for the other participant."""
-        if isinstance(msg, ToPage):
-            if msg.msg.get("type") == "metrics":
-                metrics.record_marks(msg.msg.get("marks"))
-                record = self._records.get(agent.call_id or "")
-                if record is not None:
-                    record.on_marks(msg.msg.get("marks"))
-            self.hub.publish(agent.call_id, msg.msg)
-            peer = self.rooms.peer(agent.call_id)
-            shared = for_peer(msg.msg) if peer else None
-            if shared is not None:
-                self.hub.publish(peer, shared)
-        elif isinstance(msg, RoomAudio):
-            peer_agent = self._calls.get(self.rooms.peer(agent.call_id) or "")
-            if peer_agent is not None:
-                peer_agent.room_audio(msg)  # its caller hears our caller, translated
+    def agent_to_page(self, agent: AgentProcess, msg: dict[str, Any]) -> None:
+        """A message for an agent's page (and, in a room, the shared ones for the other
+        page)."""
+        if msg.get("type") == "metrics":
+            metrics.record_marks(msg.get("marks"))
+            record = self._records.get(agent.call_id or "")
+            if record is not None:
+                record.on_marks(msg.get("marks"))
+        self.hub.publish(agent.call_id, msg)
+        peer = self.rooms.peer(agent.call_id)
+        shared = for_peer(msg) if peer else None
+        if shared is not None:
+            self.hub.publish(peer, shared)
+
+    def agent_room_audio(self, agent: AgentProcess, audio: RoomAudio) -> None:
+        """An agent's translated speech: the room's other caller hears it."""
+        peer_agent = self._calls.get(self.rooms.peer(agent.call_id) or "")
+        if peer_agent is not None:
+            peer_agent.room_audio(audio)
 
     def on_media_event(self, agent: AgentProcess, kind: str, msg: dict[str, Any]) -> None:
         """Janus' events for an agent's handle."""
@@ -289,13 +335,18 @@ class NodeCalls:
         elif kind == "hangup":  # ICE failed, DTLS alert, the caller closed the connection
             agent.media_down(msg.get("reason", ""))
 
-    def media_lost(self, agents: list[AgentProcess]) -> None:
-        """The gateway died: every call on this node lost its caller."""
-        for agent in agents:
+    def media_lost(self) -> None:
+        """The gateway died: its handles are gone, and every call on this node lost its
+        caller."""
+        for agent in self.pool.agents():
             agent.handle = None
             if agent.state in (AgentState.RESERVED, AgentState.ACTIVE):
                 agent.end_reason = "media_lost"
                 agent.request_end("media_lost")
+
+    def media_restored(self) -> None:
+        for agent in self.pool.idle_agents():
+            self.pool.spawn(self._prepare(agent))
 
     async def end_call(self, call_id: str, reason: str = "remote_hangup") -> bool:
         agent = self._calls.get(call_id)
@@ -304,8 +355,9 @@ class NodeCalls:
         agent.request_end(reason)
         return True
 
-    def agent_gone(self, agent: AgentProcess, was: AgentState) -> None:
-        """An agent's pipe closed while ``was``: its call (if any) is over."""
+    def agent_exited(self, agent: AgentProcess, was: AgentState) -> None:
+        """An agent's pipe closed while ``was`` (``PoolEvents``): its call (if any) is over,
+        and its handle is detached, which hangs up the caller's WebRTC."""
         reason = agent.end_reason or "agent_lost"
         if was in IN_CALL:
             self._count(reason)
@@ -314,8 +366,7 @@ class NodeCalls:
                 self.hub.publish(agent.call_id, page.state("ended", reason))
         if agent.call_id and was in (AgentState.RESERVED, *IN_CALL):
             self._log_end(agent, reason)
-            if self.on_call_ended:
-                self.pool.spawn(self.on_call_ended(agent.call_id, reason))
+            self.pool.spawn(self._on_call_ended(agent.call_id, reason))
         alone = self.rooms.unlink(agent.call_id)
         if alone is not None and alone in self._calls:
             self._calls[alone].room_left()
@@ -324,6 +375,8 @@ class NodeCalls:
             del self._calls[agent.call_id]
         self.ice.forget(agent.call_id)
         self.hub.ended(agent.call_id)
+        self.pool.spawn(self.gateway.detach(agent.handle))
+        agent.handle = None
 
     def _log_end(self, agent: AgentProcess, reason: str) -> None:
         call_id = agent.call_id or ""

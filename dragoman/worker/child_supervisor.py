@@ -33,14 +33,18 @@ class SupervisedChild(ABC):
     """A child restarted whenever ``_watch`` returns (with the reason it is gone).
 
     ``on_down(reason)`` is called before the lost child is killed (the worker marks the node
-    not ready), ``on_up()`` once a new one answers."""
+    not ready), ``on_up()`` once a new one answers (both given by its owner, ``worker.node``)."""
 
     what: str  # as the log names it
     backoff: Backoff
 
-    def __init__(self) -> None:
-        self.on_down: Callable[[str], None] = lambda _reason: None
-        self.on_up: Callable[[], None] = lambda: None
+    def __init__(
+        self,
+        on_down: Callable[[str], None] = lambda _reason: None,
+        on_up: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.on_down = on_down
+        self.on_up = on_up
         self.restarts = 0
         self.last_down_reason: str | None = None
         self._up = False

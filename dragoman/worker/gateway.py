@@ -77,8 +77,14 @@ class MediaGateway(SupervisedChild):
     what = "media gateway (Janus)"
     backoff = RESTART_BACKOFF
 
-    def __init__(self, settings: Settings, runtime_dir: Path) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        settings: Settings,
+        runtime_dir: Path,
+        on_down: Callable[[str], None],
+        on_up: Callable[[], None],
+    ) -> None:
+        super().__init__(on_down, on_up)
         self.settings = settings
         self.dir = runtime_dir
         self.socket_path = runtime_dir / "janus-ws.sock"

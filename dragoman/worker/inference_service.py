@@ -8,6 +8,7 @@ import contextlib
 import logging
 import multiprocessing
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -34,8 +35,14 @@ class InferenceService(SupervisedChild):
     what = "inference service"
     backoff = RESTART_BACKOFF
 
-    def __init__(self, settings: Settings, socket_path: str) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        settings: Settings,
+        socket_path: str,
+        on_down: Callable[[str], None],
+        on_up: Callable[[], None],
+    ) -> None:
+        super().__init__(on_down, on_up)
         self.settings = settings
         self.socket_path = socket_path
         self._proc: BaseProcess | None = None

@@ -1,5 +1,5 @@
-"""One node's worker: the node-local inference service, the media gateway (Janus) and the
-pre-forked agent pool."""
+"""One node's worker: the node-local inference service, the media gateway (Janus), the
+control hub and the node's calls (which own the pre-forked agent pool)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,36 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Protocol
 
 from dragoman.config import Settings
+from dragoman.worker import metrics
+from dragoman.worker.calls import NodeCalls
 from dragoman.worker.control import ControlHub
 from dragoman.worker.gateway import MediaGateway
 from dragoman.worker.inference_service import InferenceService
-from dragoman.worker.pool import AgentPool
 
 log = logging.getLogger("dragoman.worker")
 
 
+class NodeEvents(Protocol):
+    """What a node tells the fleet side of its worker (``worker.service.WorkerService``)."""
+
+    async def call_ended(self, call_id: str, reason: str) -> None:
+        """A call's process is gone, whatever ended it: its slot may be released."""
+
+    def readiness_changed(self) -> None:
+        """The media gateway or the inference service went down or came back up."""
+
+
 class Node:
     """One node's parts, started and stopped together: the inference service, the media
-    gateway (Janus), the control hub and the agent pool. Each part supervises itself (a
-    ``SupervisedChild`` restarts Janus or the inference service; the pool supervises its
-    agents); this only wires them and orders their start and stop."""
+    gateway (Janus), the control hub and the calls (``NodeCalls``, which owns the agent
+    pool). Each part supervises itself (a ``SupervisedChild`` restarts Janus or the
+    inference service; the pool supervises its agents); this only wires them, tells
+    ``events`` what the fleet must know, and orders their start and stop."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, events: NodeEvents) -> None:
         self.settings = settings
         self._tmpdir = tempfile.TemporaryDirectory(prefix="dragoman-")
         runtime = Path(self._tmpdir.name)
@@ -32,12 +45,37 @@ class Node:
             self.socket_path = str(settings.inference_socket)
         else:
             self.socket_path = str(runtime / "inference.sock")
-        self.inference = InferenceService(settings, self.socket_path)
-        self.gateway = MediaGateway(settings, runtime / "janus")
-        self.hub = ControlHub()
-        self.pool = AgentPool(
-            settings, self.socket_path, self.gateway, self.hub, inference=self.inference
+        self.events = events
+        # Its calls go on while inference restarts (a sentence in flight fails with an error
+        # on the page); the node is only reported not ready meanwhile.
+        self.inference = InferenceService(
+            settings,
+            self.socket_path,
+            on_down=lambda _reason: events.readiness_changed(),
+            on_up=events.readiness_changed,
         )
+        self.gateway = MediaGateway(
+            settings, runtime / "janus", on_down=self._media_down, on_up=self._media_up
+        )
+        self.hub = ControlHub()
+        self.calls = NodeCalls(
+            settings,
+            self.socket_path,
+            self.gateway,
+            self.hub,
+            self.inference,
+            on_call_ended=events.call_ended,
+        )
+        self.pool = self.calls.pool
+
+    def _media_down(self, reason: str) -> None:
+        metrics.MEDIA_RESTARTS.inc()
+        self.calls.media_lost()
+        self.events.readiness_changed()
+
+    def _media_up(self) -> None:
+        self.calls.media_restored()
+        self.events.readiness_changed()
 
     async def start(self, on_progress=print) -> None:
         t0 = time.monotonic()

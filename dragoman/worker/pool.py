@@ -4,9 +4,10 @@ drain.
 Idle agent processes (``worker.agent_process``) are forked ahead of demand from a forkserver
 that already imported everything a call needs (``worker.forkserver``), so a call only ever
 takes a process that is up and waiting; a replacement is forked the moment one is taken.
-Each process runs one call and exits. Each idle agent also has its Janus handle attached
-ahead of time, so a call is bridged in milliseconds (``worker.calls``, which holds the
-calls).
+Each process runs one call and exits. The pool knows processes only: what they mean for
+calls (a Janus handle attached to each idle one, the call each one holds) is its owner's,
+``worker.calls.NodeCalls``, which hears of each process' readiness, messages and exit
+through ``PoolEvents``.
 
 Every agent is supervised (``worker.supervision``): it heartbeats on its pipe, and one that
 falls silent, never gets ready, ignores an end request, outgrows its memory or overstays
@@ -25,20 +26,17 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
 from dragoman.config import Settings, local_capacity, settings_for_child
 from dragoman.contract.errors import NoAgentAvailable
-from dragoman.contract.pipe import Ready
+from dragoman.contract.pipe import RoomAudio
 from dragoman.worker import metrics
-from dragoman.worker.agent_process import BUSY, AgentProcess, AgentState
-from dragoman.worker.calls import InferenceStatus, NodeCalls
+from dragoman.worker.agent_process import BUSY, AgentListener, AgentProcess, AgentState
 from dragoman.worker.child_supervisor import Backoff
-from dragoman.worker.control import ControlHub
 from dragoman.worker.forkserver import Forkserver, forkserver_pid, forkserver_preload
-from dragoman.worker.gateway import MediaGateway, MediaUnavailable
 from dragoman.worker.supervision import EXIT_GRACE_S, SupervisionLimits, beats_trustworthy, judge
 
 log = logging.getLogger("dragoman.worker")
@@ -70,26 +68,25 @@ def idle_uss_mb(pids: list[int], sample: int = 5) -> float | None:
     return round(sorted(found)[len(found) // 2], 1) if found else None
 
 
+class PoolEvents(AgentListener, Protocol):
+    """What the pool tells its owner about its processes: each one ready (now in the idle
+    queue), what each says that concerns others (``AgentListener``), and each one's exit."""
+
+    def agent_exited(self, agent: AgentProcess, was: AgentState) -> None:
+        """Its pipe closed while it was ``was``; it is out of the pool (and being reaped)."""
+
+
 class AgentPool:
     """A node's agent processes: forks idle ones ahead of demand (``top_up``), hands one to
-    each call (``take_idle``), supervises every one it forked, and drains. The calls
-    themselves (which agent holds which call, the bridge through Janus) are ``NodeCalls``'s
-    (``self.calls``)."""
+    each call (``take_idle``), supervises every one it forked, and drains. It knows
+    processes only; the calls they hold (and their Janus handles) are its owner's, told
+    through ``events`` (``worker.calls.NodeCalls``)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        inference_socket: str,
-        gateway: MediaGateway,
-        hub: ControlHub,
-        inference: InferenceStatus | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, inference_socket: str, events: PoolEvents) -> None:
         self.settings = settings
-        self.inference = inference
+        self.events = events
         self._limits = SupervisionLimits.from_settings(settings)
         self.inference_socket = inference_socket
-        self.gateway = gateway
-        self.calls = NodeCalls(settings, self, gateway, hub, inference)
         self.idle_target = idle_target(settings)
         # Local-pipeline calls admitted here (the registry enforces it; the worker reports it).
         self.local_capacity = local_capacity(settings)
@@ -120,20 +117,26 @@ class AgentPool:
     def starting(self) -> int:
         return sum(1 for a in self._agents if a.state is AgentState.STARTING)
 
+    def agents(self) -> list[AgentProcess]:
+        """Every process it forked that has not exited yet."""
+        return list(self._agents)
+
+    def idle_agents(self) -> list[AgentProcess]:
+        return list(self._idle)
+
     def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = {
+        """The processes' side of the node's ``/healthz`` (``NodeCalls.stats`` adds the
+        calls')."""
+        return {
             "capacity": self.settings.max_calls,
             "active_calls": self.busy,
             "local_capacity": self.local_capacity,
-            "local_calls_active": self.calls.local_calls,
             "idle_agents": len(self._idle),
             "starting_agents": self.starting,
             "idle_target": self.idle_target,
             "idle_agent_mb": self.idle_agent_mb,
             "agent_ready_ms": list(self.refill_ms),
             "draining": self.draining,
-            "calls_total": self.calls.calls_total,
-            "outcomes": dict(self.calls.outcomes),
             # Processes holding a call, for benchmarks that measure a call's memory.
             "call_pids": sorted(a.pid for a in self._agents if a.state is AgentState.ACTIVE),
             "supervision": {
@@ -142,9 +145,6 @@ class AgentPool:
                 "forkserver_pid": forkserver_pid(),
             },
         }
-        if self.inference is not None:
-            stats["inference"] = self.inference.stats()
-        return stats
 
     # --- the idle queue ------------------------------------------------------------------
     async def start(self, wait_ready_s: float = 60.0) -> None:
@@ -214,36 +214,10 @@ class AgentPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle_changed.wait(), remaining)
 
-    def give_back(self, agent: AgentProcess) -> None:
-        """A call never reached ``agent`` (idle again): first in line, with a fresh handle."""
-        self.spawn(self.gateway.detach(agent.handle))
-        agent.handle = None
+    def requeue(self, agent: AgentProcess) -> None:
+        """A call never reached ``agent`` (idle again): first in line."""
         self._idle.appendleft(agent)
         self._idle_changed.set()
-        self.spawn(self._prepare(agent))
-
-    async def _prepare(self, agent: AgentProcess) -> None:
-        """Attach an idle agent's Janus handle ahead of its call."""
-        idle = AgentState.IDLE
-        if agent.state is not idle or self.gateway.valid(agent.handle) or not self.gateway.up:
-            return
-        try:
-            handle = await self.gateway.attach()
-        except MediaUnavailable as e:
-            log.debug("could not attach a handle for agent %s: %s", agent.pid, e)
-            return
-        if agent.state is idle and not self.gateway.valid(agent.handle):
-            agent.handle = handle
-        else:  # it took a call meanwhile (with a handle of its own) or exited
-            await self.gateway.detach(handle)
-
-    def media_lost(self) -> None:
-        """The gateway died: its handles are gone, and every call lost its caller."""
-        self.calls.media_lost(list(self._agents))
-
-    def media_restored(self) -> None:
-        for agent in list(self._idle):
-            self.spawn(self._prepare(agent))
 
     # --- one agent's life ----------------------------------------------------------------
     async def _run(self, agent: AgentProcess) -> None:
@@ -256,31 +230,33 @@ class AgentPool:
             return
         assert agent.forked_at is not None
         self.forkserver.forked(agent.forked_at)
-        await agent.serve(self._route)
+        await agent.serve(self)
         was = agent.closed()
         died_starting = was is AgentState.STARTING and not self.draining
         if agent in self._idle:
             self._idle.remove(agent)
-        self.calls.agent_gone(agent, was)
+        self.events.agent_exited(agent, was)
         self._agents.discard(agent)
-        # Detaching the handle hangs up the caller's WebRTC (the agent is gone either way).
-        self.spawn(self.gateway.detach(agent.handle))
-        agent.handle = None
         code = await agent.reap()
         if died_starting:
             self._startup_failed(f"agent {agent.pid} exited during start (exit code {code})")
         self.top_up()
 
-    def _route(self, agent: AgentProcess, msg: Any) -> None:
-        if isinstance(msg, Ready):
-            assert agent.ready_ms is not None
-            self.refill_ms.append(agent.ready_ms)
-            self._startup_failures = 0
-            self._idle.append(agent)
-            self._idle_changed.set()
-            self.spawn(self._prepare(agent))
-        else:
-            self.calls.route(agent, msg)
+    # The pool is its agents' listener (``AgentProcess.serve``): readiness is its own
+    # business first; the rest is its owner's.
+    def agent_ready(self, agent: AgentProcess) -> None:
+        assert agent.ready_ms is not None
+        self.refill_ms.append(agent.ready_ms)
+        self._startup_failures = 0
+        self._idle.append(agent)
+        self._idle_changed.set()
+        self.events.agent_ready(agent)
+
+    def agent_to_page(self, agent: AgentProcess, msg: dict[str, Any]) -> None:
+        self.events.agent_to_page(agent, msg)
+
+    def agent_room_audio(self, agent: AgentProcess, audio: RoomAudio) -> None:
+        self.events.agent_room_audio(agent, audio)
 
     def _startup_failed(self, what: str) -> None:
         self._startup_failures += 1

@@ -44,22 +44,17 @@ class WorkerService:
     """A node as the fleet sees it: registers in the registry and heartbeats, takes calls
     handed over by the api (``start_call``, ``end_call``, ``invite``), confirms and releases
     their slots, and drains on ``stop`` without cutting a call. Under ``serve`` the api
-    calls it in-process; a ``worker`` process serves it over HTTP (``worker.app``)."""
+    calls it in-process; a ``worker`` process serves it over HTTP (``worker.app``). It builds
+    its ``Node`` and hears from it (``NodeEvents``) when a call ends or readiness changes."""
 
-    def __init__(self, settings: Settings, registry: Registry, node: Node) -> None:
+    def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
-        self.node = node
-        self.pool = node.pool
-        self.calls = node.pool.calls
-        self.calls.on_call_ended = self._on_call_ended
-        self.gateway = node.gateway
-        self.gateway.on_down = self._media_down
-        self.gateway.on_up = self._media_up
-        self.inference = node.inference
-        if self.inference is not None:
-            self.inference.on_down = self._inference_down
-            self.inference.on_up = self._beat_now
+        self.node = Node(settings, events=self)
+        self.calls = self.node.calls
+        self.pool = self.calls.pool
+        self.gateway = self.node.gateway
+        self.inference = self.node.inference
         self.address = (
             settings.worker_url or f"http://{settings.worker_host}:{settings.worker_port}"
         )
@@ -86,24 +81,11 @@ class WorkerService:
 
     @property
     def _inference_up(self) -> bool:
-        return self.inference is None or self.inference.up
+        return self.inference.up
 
-    def _media_down(self, reason: str) -> None:
-        # Not ready at once: the registry stops placing calls here before the next beat.
-        metrics.MEDIA_RESTARTS.inc()
-        self.pool.media_lost()
-        self._beat_now()
-
-    def _media_up(self) -> None:
-        self.pool.media_restored()
-        self._beat_now()
-
-    def _inference_down(self, reason: str) -> None:
-        # Not ready at once, as for media. Its calls go on: a sentence in flight fails with an
-        # error on the page, and later ones are translated once the service is back.
-        self._beat_now()
-
-    def _beat_now(self) -> None:
+    def readiness_changed(self) -> None:
+        """``NodeEvents``: its media gateway or inference service went down or came back.
+        Reported at once: the registry stops placing calls here before the next beat."""
         if self.ready:
             asyncio.ensure_future(self._heartbeat_once())
 
@@ -114,7 +96,7 @@ class WorkerService:
             log.warning("heartbeat failed: %s", e)
 
     def report(self) -> NodeReport:
-        stats = self.pool.stats()
+        stats = self.calls.stats()
         metrics.CALLS_ACTIVE.set(stats["active_calls"])
         metrics.IDLE_AGENTS.set(stats["idle_agents"])
         metrics.CAPACITY.set(stats["capacity"])
@@ -204,7 +186,9 @@ class WorkerService:
     async def end_call(self, call_id: str, reason: str = "remote_hangup") -> bool:
         return await self.calls.end_call(call_id, reason)
 
-    async def _on_call_ended(self, call_id: str, reason: str) -> None:
+    async def call_ended(self, call_id: str, reason: str) -> None:
+        """``NodeEvents``: a call's process is gone; its slot (and an unused invitation's)
+        is released."""
         metrics.CALLS_ENDED.labels(reason).inc()
         await self._release(call_id)
         guest = self._invites.pop(call_id, None)
