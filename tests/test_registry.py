@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 import uuid
@@ -501,6 +502,40 @@ async def test_redis_down_is_unavailable_fast_and_the_registry_recovers_on_resta
             res = await registry.reserve("after", ["a"], ttl_s=30)
             assert res is not None and res.node_id == "a"
             assert await registry.confirm("after")
+            assert await load(registry, "a") == 1
+        finally:
+            await registry.close()
+
+
+@pytest.mark.e2e  # a redis-server
+async def test_a_redis_that_restarted_empty_takes_the_running_calls_back_from_the_next_beat() -> (
+    None
+):
+    # Found by `bench soak --fleet`: after a Redis restart (no persistence) the registry
+    # counted 0 calls on nodes that were full, over-filled them (the worker refused with
+    # "all interpreters are busy") and lost where each call's control channel was.
+    with RedisServer() as server:
+        registry = RedisRegistry(server.url, prefix="restart", op_timeout_s=0.5)
+        try:
+            node = NodeReport("a", "http://a:8100", 3, 0, NodeState.READY, local_capacity=3)
+            await registry.register(node)
+            for call in ("kept", "kept-local", "ended-meanwhile"):
+                assert await registry.reserve(call, ["a"], ttl_s=30, local=call == "kept-local")
+                assert await registry.confirm(call)
+            server.stop()
+            server.start()  # same port, empty data
+            await registry.release("ended-meanwhile")  # released while the node was unknown
+            running = ("kept", "kept-local", "ended-meanwhile")  # the worker's last view
+            beat = dataclasses.replace(node, calls=running, local_calls=("kept-local",))
+            assert await registry.heartbeat(beat) is True
+            assert await load(registry, "a") == 2  # the released one stays released
+            info = await registry.node("a")
+            assert info is not None and info.local_load == 1
+            assert await registry.lookup("kept") == "a"
+            assert await registry.lookup("ended-meanwhile") is None
+            # Known again: the next beat restores nothing (a call released now stays so).
+            await registry.release("kept")
+            assert await registry.heartbeat(beat) is False
             assert await load(registry, "a") == 1
         finally:
             await registry.close()

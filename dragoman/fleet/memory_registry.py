@@ -52,12 +52,13 @@ class MemoryRegistry:
         await self.remove_node(report.node_id)
         self._nodes[report.node_id] = _Node(report, self._clock())
 
-    async def heartbeat(self, report: NodeReport) -> None:
+    async def heartbeat(self, report: NodeReport) -> bool:
         node = self._nodes.get(report.node_id)
         if node is None:
             self._nodes[report.node_id] = _Node(report, self._clock())
         else:
             node.report, node.heartbeat_at = report, self._clock()
+        return False  # in this process: it cannot lose its state and keep the node running
 
     async def remove_node(self, node_id: str) -> None:
         node = self._nodes.pop(node_id, None)

@@ -71,16 +71,38 @@ local function drop_call(prefix, call_id)
 end
 """
 
-# ARGV: prefix, node id, forget (0|1), field, value, ...
+# ARGV: prefix, node id, forget (0|1), n, n call ids, m, m local call ids, field, value, ...
+# A heartbeat (forget 0) for a node this Redis does not know restores the node's calls as
+# confirmed — Redis restarted without persistence — except those released since (their
+# ``ended`` key). Returns 1 when it restored, else 0.
 _UPSERT = (
     _NOW_MS
     + _FORGET_CALLS
     + """
 local prefix, id = ARGV[1], ARGV[2]
+local nk = prefix .. ':node:' .. id
+local lost = ARGV[3] == '0' and redis.call('EXISTS', nk) == 0
 if ARGV[3] == '1' then forget_calls(prefix, id) end
-redis.call('HSET', prefix .. ':node:' .. id, 'hb_ms', string.format('%.0f', now),
-           unpack(ARGV, 4))
+local n = tonumber(ARGV[4])
+local m = tonumber(ARGV[5 + n])
+local fields = 6 + n + m
+redis.call('HSET', nk, 'hb_ms', string.format('%.0f', now), unpack(ARGV, fields))
 redis.call('SADD', prefix .. ':nodes', id)
+if not lost then return 0 end
+for i = 5, 4 + n do
+  local c = ARGV[i]
+  if redis.call('EXISTS', prefix .. ':ended:' .. c) == 0 then
+    redis.call('ZADD', nk .. ':calls', '+inf', c)
+    redis.call('SET', prefix .. ':call:' .. c, id)
+  end
+end
+for i = 6 + n, 5 + n + m do
+  local c = ARGV[i]
+  if redis.call('EXISTS', prefix .. ':ended:' .. c) == 0 then
+    redis.call('ZADD', nk .. ':local', '+inf', c)
+  end
+end
+return 1
 """
 )
 
@@ -296,8 +318,8 @@ class RedisRegistry:
     async def register(self, report: NodeReport) -> None:
         await self._io(self._upsert(args=self._upsert_args(report, forget=True)))
 
-    async def heartbeat(self, report: NodeReport) -> None:
-        await self._io(self._upsert(args=self._upsert_args(report, forget=False)))
+    async def heartbeat(self, report: NodeReport) -> bool:
+        return await self._io(self._upsert(args=self._upsert_args(report, forget=False))) == 1
 
     async def remove_node(self, node_id: str) -> None:
         await self._io(self._remove(args=[self._prefix, node_id]))
@@ -374,7 +396,14 @@ class RedisRegistry:
             "local_capacity": r.local_capacity,
             "local_load": r.local_load,  # the worker's count; NodeInfo's is the ZSET's
         }
-        return [self._prefix, r.node_id, int(forget), *(x for kv in fields.items() for x in kv)]
+        calls = [] if forget else [len(r.calls), *r.calls, len(r.local_calls), *r.local_calls]
+        return [
+            self._prefix,
+            r.node_id,
+            int(forget),
+            *(calls or [0, 0]),
+            *(x for kv in fields.items() for x in kv),
+        ]
 
     def _infos(self, reply: list[Any]) -> list[NodeInfo]:
         now_ms, entries = reply[0], reply[1:]

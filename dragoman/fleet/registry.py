@@ -29,6 +29,11 @@ class NodeReport:
     # AND one of these. (Default 0: a node made without them, as the simulator's, takes none.)
     local_capacity: int = 0
     local_load: int = 0  # local calls running, as the worker counts them (informational)
+    # The calls the worker is running (and which of them are local): a registry that lost
+    # its state (a Redis restart without persistence) takes them back from the next beat,
+    # so it neither over-fills the node nor forgets where a call's control channel is.
+    calls: tuple[str, ...] = ()
+    local_calls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,10 @@ class Registry(Protocol):
         """A worker (re)started: upsert the node and forget every call recorded for its id,
         because a restarted worker hosts none."""
 
-    async def heartbeat(self, report: NodeReport) -> None:
-        """Upsert the node's fields and heartbeat time; its calls are kept."""
+    async def heartbeat(self, report: NodeReport) -> bool:
+        """Upsert the node's fields and heartbeat time; its calls are kept. When the registry
+        did not know the node any more (it lost its state), the report's calls are restored
+        as confirmed (those released meanwhile excepted) and True is returned."""
 
     async def remove_node(self, node_id: str) -> None:
         """Forget the node and its calls."""
