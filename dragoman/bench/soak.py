@@ -235,6 +235,7 @@ class CallRecord:
     status: int | None = None
     code: str | None = None
     message: str | None = None  # the refusal's words (the dispatcher's FLEET_FULL: no slot)
+    answer_s: float | None = None  # press → the server's answer (under load: seconds)
     call_id: str | None = None
     connect_ms: float | None = None  # press → WebRTC connected
     ended_reason: str | None = None  # the state "ended" the control channel said
@@ -291,7 +292,9 @@ async def run_caller(
     caller = Caller(url, source="ja", target="en", keep_listening=False, mic=PrecodedTrack(packets))
     try:
         rec.stage = "offer"
+        sent = time.monotonic()
         res = await caller.call(http)
+        rec.answer_s = round(time.monotonic() - sent, 3)
         rec.status, rec.call_id = res.status, res.call_id
         if res.status != 201:
             rec.code = (res.error or {}).get("code")
@@ -356,7 +359,9 @@ async def _no_ice(url: str, rec: CallRecord, http: httpx.AsyncClient) -> None:
         pc.addTransceiver("audio", direction="sendrecv")
         await pc.setLocalDescription(await pc.createOffer())
         body = {"sdp": pc.localDescription.sdp, "type": "offer", "source": "ja", "target": "en"}
+        sent = time.monotonic()
         resp = await http.post(f"{url}/v1/calls", json=body)
+        rec.answer_s = round(time.monotonic() - sent, 3)
         rec.status = resp.status_code
         data = resp.json()
         if resp.status_code == 201:
@@ -634,8 +639,9 @@ def verdicts(run: dict[str, Any], p: SoakParams, log_text: str) -> list[Verdict]
                 keys,
             )
         )
+    # Judged when the answer came: a request sent just before a fault is refused by it.
     refusals = [
-        (r.pressed_s, r.code or str(r.status), r.message == FLEET_FULL)
+        (r.pressed_s + (r.answer_s or 0.0), r.code or str(r.status), r.message == FLEET_FULL)
         for r in run["calls"]
         if r.status is not None and r.status != 201 and r.pressed_s is not None
     ]

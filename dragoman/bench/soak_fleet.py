@@ -305,7 +305,8 @@ class FleetView:
         for w in self.fleet.workers:
             a, z = agents_and_zombies(pids.get(w.name), pids.get(f"{w.name}.forkserver"))
             agents, zombies = agents + a, zombies + z
-        return {"procs": process_stats(pids), "agents": agents, "zombies": zombies}
+        procs = process_stats(pids, frozenset({REDIS_PORT, WORKER_PORT}))
+        return {"procs": procs, "agents": agents, "zombies": zombies}
 
     async def quiescent(self) -> tuple[Quiescent, dict[str, Any]]:
         h = await self.health()

@@ -14,8 +14,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from dragoman.bench.soak_plan import Quiescent
 
 
-def process_stats(pids: dict[str, int | None]) -> dict[str, dict[str, Any]]:
-    """RSS (MB) and open fds of each role's process (gone or unknown ones left out)."""
+def process_stats(
+    pids: dict[str, int | None], pooled_ports: frozenset[int] = frozenset()
+) -> dict[str, dict[str, Any]]:
+    """RSS (MB) and open fds of each role's process (gone or unknown ones left out), and
+    ``pooled``: its TCP connections to ``pooled_ports`` (Redis, the workers' endpoint),
+    which client pools keep open and grow with concurrency — not a leak."""
     procs: dict[str, dict[str, Any]] = {}
     for role, pid in pids.items():
         if pid is None:
@@ -28,6 +32,11 @@ def process_stats(pids: dict[str, int | None]) -> dict[str, dict[str, Any]]:
                     "rss_mb": round(p.memory_info().rss / 2**20, 2),
                     "fds": p.num_fds(),
                 }
+            if pooled_ports:
+                conns = p.net_connections(kind="tcp")
+                procs[role]["pooled"] = sum(
+                    1 for c in conns if c.raddr and c.raddr.port in pooled_ports
+                )
     return procs
 
 
@@ -61,7 +70,7 @@ def quiescent_of(h: dict[str, Any], pr: dict[str, Any], nodes: int = 1) -> Quies
         fleet_active_calls=h.get("fleet_active_calls") or 0,
         free_slots=h.get("free_slots") or 0,
         capacity=h.get("capacity") or 0,
-        fds={r: v["fds"] for r, v in pr["procs"].items()},
+        fds={r: v["fds"] - v.get("pooled", 0) for r, v in pr["procs"].items()},
         nodes=nodes,
     )
 

@@ -209,7 +209,7 @@ class Quiescent:
     fleet_active_calls: int
     free_slots: int
     capacity: int
-    fds: dict[str, int] = field(default_factory=dict)  # process role → open fds
+    fds: dict[str, int] = field(default_factory=dict)  # role → open fds (less pooled conns)
     nodes: int = 1  # workers (one Janus session each)
 
 
