@@ -276,7 +276,7 @@ def test_policy_from_settings() -> None:
 def test_idle_pool_is_sized_from_the_measured_idle_agent() -> None:
     import os
 
-    from dragoman.worker.pool import idle_target, idle_uss_mb
+    from dragoman.worker.agents.pool import idle_target, idle_uss_mb
 
     s = Settings(max_calls=120, idle_memory_budget_mb=1024)
     assert idle_target(s) == 1024 // 60  # the conservative estimate until measured

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
+from dragoman.worker.agents.pool import FORK_BACKOFF
 from dragoman.worker.child_supervisor import Backoff, SupervisedChild
-from dragoman.worker.gateway import RESTART_BACKOFF as JANUS_BACKOFF
 from dragoman.worker.inference_service import RESTART_BACKOFF as INFERENCE_BACKOFF
-from dragoman.worker.pool import FORK_BACKOFF
+from dragoman.worker.media.gateway import RESTART_BACKOFF as JANUS_BACKOFF
 
 
 def test_backoff_doubles_per_failure_up_to_its_cap() -> None:

@@ -1,4 +1,4 @@
-"""The per-call control channel's mailbox on the node (``worker/control.py`` ``ControlHub``):
+"""The per-call control channel's mailbox on the node (``worker/calls/control.py`` ``ControlHub``):
 buffering until a page attaches, replay, replacement, the end."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from dragoman.contract.page import CLOSE_ENDED, CLOSE_REPLACED
 from dragoman.fleet.control_link import LinkClosed
-from dragoman.worker.control import ControlHub
+from dragoman.worker.calls.control import ControlHub
 
 
 # --- control channel mailbox ---------------------------------------------------------------

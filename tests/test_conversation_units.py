@@ -16,7 +16,7 @@ from pipecat.tests.utils import run_test
 from dragoman.languages import LanguageError, LanguagePair
 from dragoman.pipeline.echo_gate import EchoGate
 from dragoman.pipeline.providers.catalog import PROVIDERS, validate_for_mode
-from dragoman.worker.rooms import Rooms, for_peer
+from dragoman.worker.calls.rooms import Rooms, for_peer
 
 
 def audio() -> InputAudioRawFrame:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dragoman.contract import page
-from dragoman.worker.ice_restart import offer_problem
+from dragoman.worker.calls.ice_restart import offer_problem
 
 OFFER = "\r\n".join(
     [

@@ -1,4 +1,4 @@
-"""The Janus configuration a node generates (``worker/janus_config.py``): only the plugins
+"""The Janus configuration a node generates (``worker/media/janus_config.py``): only the plugins
 and transports used, the media port range and NAT mapping, the Unix sockets."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dragoman.config import Settings
-from dragoman.worker.janus_config import janus_files
+from dragoman.worker.media.janus_config import janus_files
 
 
 # --- Janus configuration -------------------------------------------------------------------

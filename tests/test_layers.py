@@ -17,7 +17,7 @@ LINT = Path(sys.executable).with_name("lint-imports")
 
 # (a module, an upward import it once made, the layers it crossed)
 UPWARD = [
-    ("dragoman/agent/process.py", "from dragoman.worker import pool", "agent → worker"),
+    ("dragoman/agent/process.py", "from dragoman.worker.agents import pool", "agent → worker"),
     (
         "dragoman/pipeline/page_messages.py",
         "from dragoman.agent import session",
@@ -32,7 +32,7 @@ UPWARD = [
         "from dragoman.languages import LanguagePair",
         "contract → languages",
     ),
-    ("dragoman/worker/calls.py", "import pipecat", "worker → Pipecat"),
+    ("dragoman/worker/calls/node_calls.py", "import pipecat", "worker → Pipecat"),
 ]
 
 

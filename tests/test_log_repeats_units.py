@@ -1,8 +1,9 @@
-"""worker.log_repeats: Janus' per-packet error lines are relayed a few times, then summarised."""
+"""worker.media.log_repeats: Janus' per-packet error lines are relayed a few times, then
+summarised."""
 
 from __future__ import annotations
 
-from dragoman.worker.log_repeats import RepeatLimiter, kind_of
+from dragoman.worker.media.log_repeats import RepeatLimiter, kind_of
 
 FLOOD = "[ERR] [ice.c:janus_ice_send_thread:4601] [{}] ... only sent -1 bytes? (was {})"
 

@@ -13,7 +13,7 @@ from conftest import Server, start_server, stop_server, wait_until
 
 from dragoman.bench.caller import Caller
 from dragoman.contract.calls import CallRequest
-from dragoman.worker.call_record import CallRecord, end_fields
+from dragoman.worker.calls.call_record import CallRecord, end_fields
 
 
 @pytest.fixture(scope="module")

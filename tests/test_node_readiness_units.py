@@ -1,5 +1,5 @@
 """A node whose media gateway is down refuses calls and reports NOT_READY
-(``worker/calls.py``, ``worker/service.py``)."""
+(``worker/calls/node_calls.py``, ``worker/service.py``)."""
 
 from __future__ import annotations
 

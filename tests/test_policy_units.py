@@ -12,7 +12,7 @@ from dragoman.contract.page import Hangup, SetLanguages
 from dragoman.languages import LanguageError, validate_pair
 from dragoman.media.offer_sdp import SdpError, check_offer
 from dragoman.pipeline.providers.catalog import PROVIDERS, catalogue, resolve_interpretation
-from dragoman.worker.pool import idle_target
+from dragoman.worker.agents.pool import idle_target
 
 
 def test_validate_pair_accepts_local_pairs_and_rejects_the_rest() -> None:

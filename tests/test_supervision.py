@@ -21,9 +21,9 @@ from conftest import JA_KEYWORD, Server, final_caption, start_server, stop_serve
 
 from dragoman.bench.caller import Caller, load_wav_mono
 from dragoman.config import Settings
-from dragoman.worker.agent_process import alive
-from dragoman.worker.forkserver import reset_dead_forkserver
-from dragoman.worker.supervision import (
+from dragoman.worker.agents.agent_process import alive
+from dragoman.worker.agents.forkserver import reset_dead_forkserver
+from dragoman.worker.agents.supervision import (
     AgentVitals,
     SupervisionLimits,
     Verdict,

@@ -74,7 +74,7 @@ def parent_of(span: ReadableSpan) -> int | None:
 
 class _Worker:
     """Stands in for the worker: opens its span under the hand-off's traceparent, as
-    ``worker.calls.NodeCalls.start_call`` does, and hands the call on to the agent."""
+    ``worker.calls.node_calls.NodeCalls.start_call`` does, and hands the call on to the agent."""
 
     def __init__(self) -> None:
         self.offers: list[bytes] = []

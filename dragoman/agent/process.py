@@ -2,15 +2,15 @@
 
 The worker forks these ahead of demand from a forkserver that has already imported this
 module, the providers this node can run and, where one uses it, the VAD (see
-``worker.forkserver.forkserver_preload``). While idle, the process binds its loopback RTP/RTCP
-port pair, loads libopus and readies the VAD where its default provider uses it, then
+``worker.agents.forkserver.forkserver_preload``). While idle, the process binds its loopback
+RTP/RTCP port pair, loads libopus and readies the VAD where its default provider uses it, then
 reports its port. Janus terminates the caller's WebRTC; the agent only ever sees plain RTP
 from Janus, so taking a call is a pipe message: nothing slow sits between the POST and its
 answer.
 
 The pipe's messages are typed (``contract.pipe``). The agent sends ``ping`` every
 ``agent_heartbeat_s`` from its event loop, idle or in a call: an agent whose loop is stuck
-(or that is stopped) falls silent and the worker kills it (``worker.supervision``).
+(or that is stopped) falls silent and the worker kills it (``worker.agents.supervision``).
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ Side = Literal["source", "translation"]
 State = Literal["listening", "translating", "speaking", "ended"]
 
 # The control WebSocket's close codes (4xxx: application-defined, mirroring the HTTP status),
-# whoever closes it: the call's node (worker.control), the api's relay (fleet.control_link).
+# whoever closes it: the call's node (worker.calls.control), the api's relay (fleet.control_link).
 CLOSE_ENDED = 1000  # the call is over; its last message was "state: ended"
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_UNKNOWN_CALL = 4404

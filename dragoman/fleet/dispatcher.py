@@ -165,7 +165,7 @@ class Dispatcher:
         """The call's control channel on whichever node hosts it (RegistryUnavailable and
         LinkClosed pass through)."""
         # A call that ended while its page was away is gone from the registry, but its node
-        # keeps its channel a while (worker.control.LINGER_S) to tell the page why.
+        # keeps its channel a while (worker.calls.control.LINGER_S) to tell the page why.
         node_id = await self.registry.lookup(call_id) or await self.registry.ended_on(call_id)
         node = await self.registry.node(node_id) if node_id else None
         if node is None:

@@ -1,7 +1,7 @@
 """A simulated worker node and the ``WorkerClient`` the real ``Dispatcher`` talks to.
 
 The node models what decides a caller's wait on a worker: its pre-forked agent pool. Like
-``dragoman.worker.pool``, it keeps ``min(idle_target, free slots)`` processes forked; a call
+``dragoman.worker.agents.pool``, it keeps ``min(idle_target, free slots)`` processes forked; a call
 takes the oldest; a process that ends its call exits and a replacement is forked, ready a
 measured refill time later (``refill()``). With no idle process, the worker waits up to
 ``agent_wait_s`` for one being forked, else answers 503 (and the dispatcher tries the next

@@ -12,10 +12,10 @@ from typing import Protocol
 
 from dragoman.config import Settings
 from dragoman.worker import metrics
-from dragoman.worker.calls import NodeCalls
-from dragoman.worker.control import ControlHub
-from dragoman.worker.gateway import MediaGateway
+from dragoman.worker.calls.control import ControlHub
+from dragoman.worker.calls.node_calls import NodeCalls
 from dragoman.worker.inference_service import InferenceService
+from dragoman.worker.media.gateway import MediaGateway
 
 log = logging.getLogger("dragoman.worker")
 

@@ -1,16 +1,16 @@
 """The calls on one node: how a call is bridged to an idle agent, which agent holds which
 call, and what flows between a call's agent, its page and, in a room, the other agent.
 
-``NodeCalls`` owns the node's agent pool (``worker.pool``, which knows processes only and
+``NodeCalls`` owns the node's agent pool (``worker.agents.pool``, which knows processes only and
 tells it of each one's readiness, messages and exit), the media gateway's handles and the
 control hub. Each idle agent has its Janus NoSIP handle attached ahead of time.
 Answering an offer is then: Janus turns the caller's WebRTC offer into a plain-RTP offer
 (``generate``), the agent takes the call while Janus gets the agent's plain answer
 (``process``) and returns the WebRTC answer — a few milliseconds. Janus' events for the
 handle (WebRTC up, hung up) go to the agent; the agent's messages for the page go to the
-call's control channel (``worker.control``); when the agent exits its handle is detached,
+call's control channel (``worker.calls.control``); when the agent exits its handle is detached,
 which hangs up the caller. A page whose network changed renegotiates its call's handle
-(``worker.ice_restart``) without the agent noticing.
+(``worker.calls.ice_restart``) without the agent noticing.
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ from dragoman.contract.pipe import Accepted, Refused, RoomAudio, RtpPeer
 from dragoman.media.plain_sdp import PlainOffer, opus_payload_type, plain_answer
 from dragoman.pipeline.providers.catalog import PROVIDERS
 from dragoman.worker import metrics
-from dragoman.worker.agent_process import IN_CALL, AgentProcess, AgentState
-from dragoman.worker.call_record import CallRecord, end_fields, log_call_end
-from dragoman.worker.control import ControlHub
-from dragoman.worker.gateway import MediaGateway, MediaUnavailable, OfferRejected
-from dragoman.worker.ice_restart import IceRestarts
-from dragoman.worker.pool import AgentPool
-from dragoman.worker.rooms import Rooms, for_peer, room_event
+from dragoman.worker.agents.agent_process import IN_CALL, AgentProcess, AgentState
+from dragoman.worker.agents.pool import AgentPool
+from dragoman.worker.calls.call_record import CallRecord, end_fields, log_call_end
+from dragoman.worker.calls.control import ControlHub
+from dragoman.worker.calls.ice_restart import IceRestarts
+from dragoman.worker.calls.rooms import Rooms, for_peer, room_event
+from dragoman.worker.media.gateway import MediaGateway, MediaUnavailable, OfferRejected
 
 log = logging.getLogger("dragoman.worker")
 

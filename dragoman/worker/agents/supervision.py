@@ -4,7 +4,7 @@ Modelled on supervised process pools (LiveKit's agents: ping, init timeout, kill
 an agent proves its event loop runs by a heartbeat on its pipe; one that falls silent (a
 stuck loop, SIGSTOP), never becomes ready, ignores an end request, outgrows its memory or
 holds a call past its maximum duration is acted on by the worker, not trusted to act
-itself. Each ``worker.agent_process.AgentProcess`` gathers its ``AgentVitals``; the pool's
+itself. Each ``worker.agents.agent_process.AgentProcess`` gathers its ``AgentVitals``; the pool's
 supervision loop judges them and carries out the ``Verdict``.
 """
 

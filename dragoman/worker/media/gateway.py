@@ -28,15 +28,15 @@ import websockets
 from dragoman.config import Settings
 from dragoman.media.plain_sdp import PlainOffer, PlainSdpError, parse_plain_offer
 from dragoman.worker.child_supervisor import Backoff, SupervisedChild
-from dragoman.worker.janus_client import (
+from dragoman.worker.media.janus_client import (
     JanusClient,
     JanusClosed,
     JanusError,
     JanusSession,
     plugin_result,
 )
-from dragoman.worker.janus_config import janus_files
-from dragoman.worker.log_repeats import RepeatLimiter
+from dragoman.worker.media.janus_config import janus_files
+from dragoman.worker.media.log_repeats import RepeatLimiter
 
 log = logging.getLogger("dragoman.gateway")
 

@@ -22,7 +22,7 @@ from dragoman.media.offer_sdp import SdpError, check_offer
 from dragoman.media.plain_sdp import PlainOffer, opus_payload_type
 from dragoman.rate import gcra
 from dragoman.worker import metrics
-from dragoman.worker.gateway import Handle, MediaGateway, MediaUnavailable, OfferRejected
+from dragoman.worker.media.gateway import Handle, MediaGateway, MediaUnavailable, OfferRejected
 
 log = logging.getLogger("dragoman.worker")
 

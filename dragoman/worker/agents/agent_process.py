@@ -4,7 +4,7 @@ signs (start deadline, heartbeat, memory, call deadline) and the kill that backs
 Agents are watched and killed through psutil handles (pid and start time), never through
 ``multiprocessing``: with the forkserver start method a Process reads liveness from a pipe
 to the forkserver, so losing the forkserver would make every agent look dead and
-unkillable. What to do about an agent is decided by ``worker.supervision.judge`` from the
+unkillable. What to do about an agent is decided by ``worker.agents.supervision.judge`` from the
 ``AgentVitals`` gathered here; the pool carries the verdict out.
 """
 
@@ -48,8 +48,8 @@ from dragoman.contract.pipe import (
     ToWorker,
 )
 from dragoman.worker import metrics
-from dragoman.worker.gateway import Handle
-from dragoman.worker.supervision import EXIT_GRACE_S, AgentVitals
+from dragoman.worker.agents.supervision import EXIT_GRACE_S, AgentVitals
+from dragoman.worker.media.gateway import Handle
 
 log = logging.getLogger("dragoman.worker")
 

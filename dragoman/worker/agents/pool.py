@@ -1,15 +1,15 @@
 """The pre-forked agent pool of one node: the idle queue, its top-up, supervision and the
 drain.
 
-Idle agent processes (``worker.agent_process``) are forked ahead of demand from a forkserver
-that already imported everything a call needs (``worker.forkserver``), so a call only ever
+Idle agent processes (``worker.agents.agent_process``) are forked ahead of demand from a forkserver
+that already imported everything a call needs (``worker.agents.forkserver``), so a call only ever
 takes a process that is up and waiting; a replacement is forked the moment one is taken.
 Each process runs one call and exits. The pool knows processes only: what they mean for
 calls (a Janus handle attached to each idle one, the call each one holds) is its owner's,
-``worker.calls.NodeCalls``, which hears of each process' readiness, messages and exit
+``worker.calls.node_calls.NodeCalls``, which hears of each process' readiness, messages and exit
 through ``PoolEvents``.
 
-Every agent is supervised (``worker.supervision``): it heartbeats on its pipe, and one that
+Every agent is supervised (``worker.agents.supervision``): it heartbeats on its pipe, and one that
 falls silent, never gets ready, ignores an end request, outgrows its memory or overstays
 its call's maximum duration is killed or ended by the worker. Agents that die during start
 back the forking off exponentially; a lost forkserver is replaced, and running agents —
@@ -34,10 +34,15 @@ from dragoman.config import Settings, local_capacity, settings_for_child
 from dragoman.contract.errors import NoAgentAvailable
 from dragoman.contract.pipe import RoomAudio
 from dragoman.worker import metrics
-from dragoman.worker.agent_process import BUSY, AgentListener, AgentProcess, AgentState
+from dragoman.worker.agents.agent_process import BUSY, AgentListener, AgentProcess, AgentState
+from dragoman.worker.agents.forkserver import Forkserver, forkserver_pid, forkserver_preload
+from dragoman.worker.agents.supervision import (
+    EXIT_GRACE_S,
+    SupervisionLimits,
+    beats_trustworthy,
+    judge,
+)
 from dragoman.worker.child_supervisor import Backoff
-from dragoman.worker.forkserver import Forkserver, forkserver_pid, forkserver_preload
-from dragoman.worker.supervision import EXIT_GRACE_S, SupervisionLimits, beats_trustworthy, judge
 
 log = logging.getLogger("dragoman.worker")
 
@@ -80,7 +85,7 @@ class AgentPool:
     """A node's agent processes: forks idle ones ahead of demand (``top_up``), hands one to
     each call (``take_idle``), supervises every one it forked, and drains. It knows
     processes only; the calls they hold (and their Janus handles) are its owner's, told
-    through ``events`` (``worker.calls.NodeCalls``)."""
+    through ``events`` (``worker.calls.node_calls.NodeCalls``)."""
 
     def __init__(self, settings: Settings, inference_socket: str, events: PoolEvents) -> None:
         self.settings = settings

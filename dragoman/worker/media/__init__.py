@@ -1,0 +1,1 @@
+"""The node's media gateway: Janus, its configuration, its control connection and its log."""
