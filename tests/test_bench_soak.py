@@ -261,3 +261,41 @@ def test_a_short_soak_with_every_fault_leaks_nothing(tmp_path: Path) -> None:
     # Each behaviour reached the node, and the control channel came back after its drop.
     assert rep["control_reconnects"]["ok"] >= 1 and rep["control_reconnects"]["failed"] == 0
     assert (out / "soak.png").stat().st_size > 10_000
+
+
+class _FlakyNode:
+    """A node whose first health read fails (as the provider fake's switch timed out once on
+    the loaded box); janus_kill finds no Janus pid, so nothing is really signalled."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def health(self) -> dict[str, object]:
+        self.reads += 1
+        if self.reads == 1:
+            raise RuntimeError("health read timed out")
+        return {"status": "ok"}
+
+    def fault_pid(self, kind: str, h: dict[str, object], rng: object) -> int | None:
+        return None
+
+    def whole(self, h: dict[str, object]) -> bool:
+        return True
+
+
+def test_one_failed_injection_does_not_end_the_fault_schedule() -> None:
+    import asyncio
+    import time
+
+    from dragoman.bench.soak import run_faults
+    from dragoman.bench.soak_plan import FaultPlan
+
+    plans = [FaultPlan(0.0, "janus_kill", 0.0), FaultPlan(0.0, "janus_kill", 0.0)]
+    said: list[str] = []
+    node = _FlakyNode()
+    records = asyncio.run(
+        run_faults(node, "http://fake", plans, 1, time.monotonic(), said.append)  # type: ignore[arg-type]
+    )
+    assert [r.error is not None for r in records] == [True, False]
+    assert records[1].injected_s is not None and records[1].window is not None
+    assert "injection failed" in said[0]
