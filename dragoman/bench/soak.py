@@ -722,7 +722,10 @@ def summary(run: dict[str, Any], p: SoakParams, vs: list[Verdict]) -> dict[str, 
     return {
         "params": asdict(p),
         "machine": machine(),
-        "mode": "serve, cloud provider openai-translate against the local provider fake",
+        "mode": (
+            f"fleet: api + Redis + {p.fleet} workers on namespace hosts" if p.fleet else "serve"
+        )
+        + ", cloud provider openai-translate against the local provider fake",
         "callers": len(calls),
         "calls_placed": h1.get("calls_total"),
         "answers_by_status": by_status,
