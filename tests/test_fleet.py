@@ -337,6 +337,7 @@ async def test_a_rooms_guest_lands_on_its_hosts_node(fleet: Fleet) -> None:
 
 async def test_redis_restart_gives_quick_503_then_recovers(fleet: Fleet) -> None:
     assert fleet.redis is not None
+    running = await place_calls(fleet, 2)  # calls that go on through the outage
     fleet.redis.terminate()
     fleet.redis.wait(10)
     t0 = time.monotonic()
@@ -355,6 +356,15 @@ async def test_redis_restart_gives_quick_503_then_recovers(fleet: Fleet) -> None
         30,
         ok=lambda r: r.status_code == 200 and r.json()["nodes"] == 3,
     )
+    # …and the calls they are running (found by bench soak --fleet: the registry counted 0
+    # on full nodes after a restart, over-filled them, and a page that reconnected its
+    # control channel got 4404 because the call's node was forgotten).
+    await await_http(
+        f"{internal_url(fleet.api_url)}/healthz",
+        10,
+        ok=lambda r: r.status_code == 200 and r.json()["fleet_active_calls"] == 2,
+    )
+    await hang_up(running)
     callers = await place_calls(fleet, 2)
     await hang_up(callers)
 

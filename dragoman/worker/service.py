@@ -91,7 +91,12 @@ class WorkerService:
 
     async def _heartbeat_once(self) -> None:
         try:
-            await self.registry.heartbeat(self.report())
+            report = self.report()
+            if await self.registry.heartbeat(report):
+                log.warning(
+                    "the registry had lost this node (restarted?): restored its %d calls",
+                    len(report.calls),
+                )
         except RegistryUnavailable as e:
             log.warning("heartbeat failed: %s", e)
 
@@ -118,6 +123,9 @@ class WorkerService:
             state=self.state,
             local_capacity=self.pool.local_capacity,
             local_load=local_load,
+            # A registry that lost its state takes the running calls back from these.
+            calls=tuple(sorted(self.calls.call_ids())),
+            local_calls=tuple(sorted(self.calls.local_call_ids())),
         )
 
     async def start(self, on_progress: Any = print) -> None:

@@ -110,8 +110,15 @@ class NodeCalls:
     @property
     def local_calls(self) -> int:
         """Calls on this node that use its inference service (their request is known)."""
-        requests = (a.request for a in self._calls.values())
-        return sum(1 for r in requests if r is not None and self.uses_inference(r))
+        return len(self.local_call_ids())
+
+    def local_call_ids(self) -> set[str]:
+        """The ids of the calls that use this node's inference service."""
+        return {
+            call_id
+            for call_id, a in self._calls.items()
+            if a.request is not None and self.uses_inference(a.request)
+        }
 
     def stats(self) -> dict[str, Any]:
         """The node's ``/healthz`` body: its processes (``AgentPool.stats``), its calls and
