@@ -356,11 +356,8 @@ async def test_a_hung_inference_service_is_replaced_and_its_callers_told(
         h = sup_server.health()
         assert h["inference"]["up"] is False and h["free_slots"] == 0, h["inference"]
         assert "stopped answering" in h["inference"]["last_down_reason"]
-        # READY again once it answers (one slot is this call's); the call went on. Waited
-        # for off the event loop: the caller's WebRTC (ICE consent) must go on answering
-        # meanwhile, or a slow restart on a loaded machine ends the call "disconnected".
-        h = await asyncio.to_thread(
-            wait_until,
+        # READY again once it answers (one slot is this call's); the call went on.
+        h = wait_until(
             lambda: (
                 (h := sup_server.health())["inference"]["up"] and h["free_slots"] == SLOTS - 1 and h
             ),
