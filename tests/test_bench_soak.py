@@ -299,3 +299,30 @@ def test_one_failed_injection_does_not_end_the_fault_schedule() -> None:
     assert [r.error is not None for r in records] == [True, False]
     assert records[1].injected_s is not None and records[1].window is not None
     assert "injection failed" in said[0]
+
+
+def test_a_signal_ends_the_churn_early_and_a_second_one_quits() -> None:
+    import asyncio
+    import contextlib
+    import os
+    import signal
+
+    from dragoman.bench.soak import _stop_early_on_signal
+
+    async def run() -> None:
+        callers = asyncio.ensure_future(asyncio.sleep(30))
+        faults = asyncio.create_task(asyncio.sleep(30))
+        said: list[str] = []
+        interrupted = _stop_early_on_signal(callers, faults, said.append)
+        os.kill(os.getpid(), signal.SIGINT)
+        with contextlib.suppress(asyncio.CancelledError):
+            await callers
+        assert interrupted.is_set() and callers.cancelled()
+        with contextlib.suppress(asyncio.CancelledError):
+            await faults
+        assert faults.cancelled() and "interrupted" in said[0]
+        os.kill(os.getpid(), signal.SIGTERM)  # the second: quit now
+        await asyncio.sleep(1)
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(run())

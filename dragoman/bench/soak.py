@@ -449,13 +449,17 @@ async def inject(
         _signal(pid, signal.SIGKILL)
     elif f.kind in ("agent_stop", "inference_stop") and pid:
         _signal(pid, signal.SIGSTOP)
-        await asyncio.sleep(f.hold_s)
-        _signal(pid, signal.SIGCONT)  # already killed by supervision: nothing to resume
+        try:
+            await asyncio.sleep(f.hold_s)
+        finally:  # also when the run is interrupted: never leave a process stopped
+            _signal(pid, signal.SIGCONT)  # already killed by supervision: nothing to resume
     elif f.kind in ("provider_drop", "provider_stall"):
         after = "drop_after_s" if f.kind == "provider_drop" else "stall_after_s"
         await _fake_fault(node.http, fake_url, {after: 1.0})
-        await asyncio.sleep(f.hold_s)
-        await _fake_fault(node.http, fake_url, {})
+        try:
+            await asyncio.sleep(f.hold_s)
+        finally:
+            await _fake_fault(node.http, fake_url, {})
     deadline = time.monotonic() + RECOVER_MAX_S
     await asyncio.sleep(0.5)  # the node notices before it can be seen whole again
     while time.monotonic() < deadline and not node.whole(await node.health()):
@@ -464,10 +468,18 @@ async def inject(
 
 
 async def run_faults(
-    node: Node | FleetView, fake_url: str, plans: list[FaultPlan], seed: int, t0: float, say: Say
+    node: Node | FleetView,
+    fake_url: str,
+    plans: list[FaultPlan],
+    seed: int,
+    t0: float,
+    say: Say,
+    records: list[FaultRecord] | None = None,
 ) -> list[FaultRecord]:
+    """Inject ``plans`` at their times; each fault's record goes into ``records`` as it
+    starts (so a run stopped early still reports the faults it had)."""
     rng = random.Random(seed * 7919)
-    records = []
+    records = [] if records is None else records
     for f in plans:
         delay = t0 + f.at_s - time.monotonic()
         if delay > 0:
@@ -553,7 +565,10 @@ async def churn(node: Node | FleetView, fake_url: str, p: SoakParams, say: Say) 
     stop = asyncio.Event()
     t0 = time.monotonic()
     sampler = asyncio.create_task(sample_loop(node, p.sample_s, t0, samples, stop))
-    fault_task = asyncio.create_task(run_faults(node, fake_url, faults, p.seed, t0, say))
+    fault_records: list[FaultRecord] = []
+    fault_task = asyncio.create_task(
+        run_faults(node, fake_url, faults, p.seed, t0, say, fault_records)
+    )
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=20)
     async with httpx.AsyncClient(timeout=30, limits=limits) as http:
 
@@ -570,9 +585,13 @@ async def churn(node: Node | FleetView, fake_url: str, p: SoakParams, say: Say) 
                 rec.error = f"stuck in {rec.stage}"
 
         progress = asyncio.create_task(_progress(records, samples, t0, p.duration_s, say))
-        await asyncio.gather(*(one(c, r) for c, r in zip(calls, records, strict=True)))
+        callers = asyncio.gather(*(one(c, r) for c, r in zip(calls, records, strict=True)))
+        interrupted = _stop_early_on_signal(callers, fault_task, say)
+        with contextlib.suppress(asyncio.CancelledError):
+            await callers
         progress.cancel()
-        fault_records = await fault_task
+        with contextlib.suppress(asyncio.CancelledError):
+            await fault_task
     churn_end = round(time.monotonic() - t0, 1)
     say(f"  churn over at {churn_end} s; draining…")
     after, h1 = await settle(node, idle, p.drain_max_s)
@@ -592,10 +611,33 @@ async def churn(node: Node | FleetView, fake_url: str, p: SoakParams, say: Say) 
         "health_after": h1,
         "metrics_after": m1,
         "churn_end_s": churn_end,
+        "interrupted": interrupted.is_set(),
         "registry_keys": registry,
         "fleet": asdict(node.fleet.record) if isinstance(node, FleetView) else None,
         "drained_s": round(time.monotonic() - t0, 1),
     }
+
+
+def _stop_early_on_signal(
+    callers: asyncio.Future[Any], faults: asyncio.Task[Any], say: Say
+) -> asyncio.Event:
+    """Ctrl-C (or SIGTERM) ends the churn early: callers still to come and running are
+    cancelled, faults stop, and the node drains and is judged as usual (the report says
+    it was interrupted). A second signal stops at once."""
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+
+    def stop() -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        say("  interrupted: ending the churn now, then draining and reporting (again: quit)")
+        callers.cancel()
+        faults.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    return interrupted
 
 
 def _count_loop_errors(say: Say) -> dict[str, int]:
@@ -720,6 +762,7 @@ def summary(run: dict[str, Any], p: SoakParams, vs: list[Verdict]) -> dict[str, 
         by_status[key] = by_status.get(key, 0) + 1
     h1 = run["health_after"]
     return {
+        "interrupted": run.get("interrupted", False),
         "params": asdict(p),
         "machine": machine(),
         "mode": (

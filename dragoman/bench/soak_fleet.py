@@ -345,32 +345,37 @@ class FleetView:
             pid = f.redis.pid
             f.redis.kill()
             f.redis.wait()
-            await asyncio.sleep(hold_s)
-            f.start_redis()
-            f.record.redis_restarts += 1
+            try:
+                await asyncio.sleep(hold_s)
+            finally:  # also when the run is interrupted
+                f.start_redis()
+                f.record.redis_restarts += 1
             return pid
         w = rng.choice(f.workers)
         assert w.proc is not None
         pid = w.proc.pid
         h = await self.worker_health(w)  # its last counts, just before it goes
         w.down = True
-        if kind == "worker_kill":
-            f.record.lost_calls += int(h.get("active_calls") or 0)
-            w.proc.kill()
-            w.proc.wait()
-            await asyncio.sleep(hold_s)
-        else:  # worker_drain: SIGTERM; it finishes its calls, deregisters and exits
-            w.proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + DRAIN_EXIT_MAX_S
-            while w.proc.poll() is None and time.monotonic() < deadline:
-                await self.worker_health(w)
-                await asyncio.sleep(0.25)
+        try:
+            if kind == "worker_kill":
+                f.record.lost_calls += int(h.get("active_calls") or 0)
+                w.proc.kill()
+                w.proc.wait()
+                await asyncio.sleep(hold_s)
+            else:  # worker_drain: SIGTERM; it finishes its calls, deregisters and exits
+                w.proc.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + DRAIN_EXIT_MAX_S
+                while w.proc.poll() is None and time.monotonic() < deadline:
+                    await self.worker_health(w)
+                    await asyncio.sleep(0.25)
+            await asyncio.sleep(1.0)  # children notice their parent is gone (pdeathsig)
+        finally:  # also when the run is interrupted: the worker comes back either way
             if w.proc.poll() is None:
                 w.proc.kill()
-        await asyncio.sleep(1.0)  # children notice their parent is gone (pdeathsig)
-        f.reap_orphans(w, round(time.monotonic() - t0, 2))
-        f.start_worker(w)
-        w.down = False
+                w.proc.wait()
+            f.reap_orphans(w, round(time.monotonic() - t0, 2))
+            f.start_worker(w)
+            w.down = False
         return pid
 
     async def registry_keys(self) -> dict[str, int]:
