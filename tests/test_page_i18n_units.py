@@ -152,3 +152,54 @@ def test_every_state_end_reason_and_error_code_has_our_words() -> None:
     codes = set(re.findall(r"code:\s*'(\w+)'", call)) - {"error"}
     assert {"network", "direct_refused", "bad_answer"} <= codes
     assert sorted(c for c in codes if f"errors.{c}" not in english) == []
+
+
+# Where the server names an error code for the page: the exception classes and helpers that
+# carry one (the code is their first string argument, or the second after a status or a
+# call id), as written in dragoman/.
+_CODE_CALLS = {
+    "CallRejected": 0,
+    "LanguageError": 0,
+    "InterpretationError": 0,
+    "GlossaryError": 0,
+    "ProviderRejected": 0,
+    "ProviderUnavailable": 0,
+    "ApiError": 1,
+    "HttpError": 1,
+    "_refuse": 1,
+    "NoAgentAvailable": 2,  # (message, retry_after_s, code)
+}
+# Codes only another server sees (the worker's internal endpoint, a ticket minted by the
+# operator's tooling): never shown on the page.
+_NOT_FOR_THE_PAGE = {"dragoman"}
+
+
+def _server_codes() -> set[str]:
+    import ast
+
+    codes: set[str] = set()
+    for path in (WEB.parent).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            name = (
+                f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            )
+            at = _CODE_CALLS.get(name)
+            if at is not None and len(node.args) > at:
+                arg = node.args[at]
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    codes.add(arg.value)
+            for kw in node.keywords:  # NoAgentAvailable(..., code="no_local_capacity")
+                named = name == "NoAgentAvailable" and kw.arg == "code"
+                if named and isinstance(kw.value, ast.Constant):
+                    codes.add(str(kw.value.value))
+    return (codes | {"no_agent"}) - _NOT_FOR_THE_PAGE  # no_agent: NoAgentAvailable's default
+
+
+def test_every_code_the_server_answers_the_page_with_has_our_words() -> None:
+    codes = _server_codes()
+    assert {"bad_sdp", "unknown_room", "rate_limited", "no_local_capacity"} <= codes  # found
+    english = load("en")
+    assert sorted(c for c in codes if f"errors.{c}" not in english) == []
