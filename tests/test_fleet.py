@@ -288,6 +288,9 @@ async def test_two_api_replicas_share_the_abuse_limits(fleet: Fleet) -> None:
         r = httpx.delete(f"{b}/v1/calls/{first.result.call_id}", headers=own, timeout=5)
         assert r.status_code == 204
         await first.wait_for(lambda m: m.get("state") == "ended", 10)
+        # The page hears `ended` before the node releases the call in Redis (once its agent
+        # has exited): only then is the subject's one call free again.
+        await no_calls_left(fleet)
         again = await place(b)
         assert again.result.status == 201, again.result.error
 
