@@ -23,7 +23,7 @@ from dragoman.bench.caller import Caller, load_wav_mono
 from dragoman.config import Settings
 from dragoman.worker.agents.agent_process import alive
 from dragoman.worker.agents.forkserver import reset_dead_forkserver
-from dragoman.worker.agents.supervision import (
+from dragoman.worker.agents.vitals import (
     AgentVitals,
     SupervisionLimits,
     Verdict,

@@ -10,7 +10,7 @@ answer.
 
 The pipe's messages are typed (``contract.pipe``). The agent sends ``ping`` every
 ``agent_heartbeat_s`` from its event loop, idle or in a call: an agent whose loop is stuck
-(or that is stopped) falls silent and the worker kills it (``worker.agents.supervision``).
+(or that is stopped) falls silent and the worker kills it (``worker.agents.vitals``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from dragoman.config import Settings, settings_for_child
 from dragoman.inference.client import InferenceClient, InferenceError
 from dragoman.inference.server import run_inference_service
 from dragoman.worker import metrics
-from dragoman.worker.child_supervisor import Backoff, SupervisedChild
+from dragoman.worker.restarting_child import Backoff, RestartingChild
 
 log = logging.getLogger("dragoman.worker")
 
@@ -24,7 +24,7 @@ INFERENCE_START_TIMEOUT_S = 300.0  # loading Whisper and Piper; minutes on a col
 RESTART_BACKOFF = Backoff(base_s=0.5, cap_s=30.0)
 
 
-class InferenceService(SupervisedChild):
+class InferenceService(RestartingChild):
     """The node's inference process, supervised like the media gateway: its exit is seen at
     once (its sentinel), a hang by a ping every ``inference_probe_interval_s``. Either way it
     reports down (the worker marks the node NOT_READY), is killed, started again and reports

@@ -33,7 +33,7 @@ class NodeEvents(Protocol):
 class Node:
     """One node's parts, started and stopped together: the inference service, the media
     gateway (Janus), the control hub and the calls (``NodeCalls``, which owns the agent
-    pool). Each part supervises itself (a ``SupervisedChild`` restarts Janus or the
+    pool). Each part supervises itself (a ``RestartingChild`` restarts Janus or the
     inference service; the pool supervises its agents); this only wires them, tells
     ``events`` what the fleet must know, and orders their start and stop."""
 

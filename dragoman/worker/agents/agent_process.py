@@ -4,7 +4,7 @@ signs (start deadline, heartbeat, memory, call deadline) and the kill that backs
 Agents are watched and killed through psutil handles (pid and start time), never through
 ``multiprocessing``: with the forkserver start method a Process reads liveness from a pipe
 to the forkserver, so losing the forkserver would make every agent look dead and
-unkillable. What to do about an agent is decided by ``worker.agents.supervision.judge`` from the
+unkillable. What to do about an agent is decided by ``worker.agents.vitals.judge`` from the
 ``AgentVitals`` gathered here; the pool carries the verdict out.
 """
 
@@ -48,7 +48,7 @@ from dragoman.contract.pipe import (
     ToWorker,
 )
 from dragoman.worker import metrics
-from dragoman.worker.agents.supervision import EXIT_GRACE_S, AgentVitals
+from dragoman.worker.agents.vitals import EXIT_GRACE_S, AgentVitals
 from dragoman.worker.media.gateway import Handle
 
 log = logging.getLogger("dragoman.worker")
@@ -265,7 +265,7 @@ class AgentProcess:
     def vitals(
         self, now: float, trust_beats: bool, forkserver_warm_since: float | None
     ) -> AgentVitals:
-        """What ``supervision.judge`` decides on (a silent pipe is not held against it when
+        """What ``vitals.judge`` decides on (a silent pipe is not held against it when
         the worker's own loop was too stalled to read it)."""
         return AgentVitals(
             now=now,

@@ -9,7 +9,7 @@ calls (a Janus handle attached to each idle one, the call each one holds) is its
 ``worker.calls.node_calls.NodeCalls``, which hears of each process' readiness, messages and exit
 through ``PoolEvents``.
 
-Every agent is supervised (``worker.agents.supervision``): it heartbeats on its pipe, and one that
+Every agent is supervised (``worker.agents.vitals``): it heartbeats on its pipe, and one that
 falls silent, never gets ready, ignores an end request, outgrows its memory or overstays
 its call's maximum duration is killed or ended by the worker. Agents that die during start
 back the forking off exponentially; a lost forkserver is replaced, and running agents —
@@ -36,13 +36,13 @@ from dragoman.contract.pipe import RoomAudio
 from dragoman.worker import metrics
 from dragoman.worker.agents.agent_process import BUSY, AgentListener, AgentProcess, AgentState
 from dragoman.worker.agents.forkserver import Forkserver, forkserver_pid, forkserver_preload
-from dragoman.worker.agents.supervision import (
+from dragoman.worker.agents.vitals import (
     EXIT_GRACE_S,
     SupervisionLimits,
     beats_trustworthy,
     judge,
 )
-from dragoman.worker.child_supervisor import Backoff
+from dragoman.worker.restarting_child import Backoff
 
 log = logging.getLogger("dragoman.worker")
 
@@ -155,7 +155,7 @@ class AgentPool:
     async def start(self, wait_ready_s: float = 60.0) -> None:
         """Fork the idle pool and wait until it is ready (imports are paid once, here)."""
         self.top_up()
-        self.spawn(self._supervision_loop())
+        self.spawn(self._judge_loop())
         deadline = time.monotonic() + wait_ready_s
         while len(self._idle) < self.idle_target and time.monotonic() < deadline:
             self._idle_changed.clear()
@@ -274,7 +274,7 @@ class AgentPool:
         metrics.AGENTS_KILLED.labels(why).inc()
 
     # --- supervision ---------------------------------------------------------------------
-    async def _supervision_loop(self) -> None:
+    async def _judge_loop(self) -> None:
         last = time.monotonic()
         while True:
             await asyncio.sleep(SUPERVISION_PERIOD_S)

@@ -27,7 +27,6 @@ import websockets
 
 from dragoman.config import Settings
 from dragoman.media.plain_sdp import PlainOffer, PlainSdpError, parse_plain_offer
-from dragoman.worker.child_supervisor import Backoff, SupervisedChild
 from dragoman.worker.media.janus_client import (
     JanusClient,
     JanusClosed,
@@ -37,6 +36,7 @@ from dragoman.worker.media.janus_client import (
 )
 from dragoman.worker.media.janus_config import janus_files
 from dragoman.worker.media.log_repeats import RepeatLimiter
+from dragoman.worker.restarting_child import Backoff, RestartingChild
 
 log = logging.getLogger("dragoman.gateway")
 
@@ -73,7 +73,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-class MediaGateway(SupervisedChild):
+class MediaGateway(RestartingChild):
     what = "media gateway (Janus)"
     backoff = RESTART_BACKOFF
 

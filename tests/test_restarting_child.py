@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 
 from dragoman.worker.agents.pool import FORK_BACKOFF
-from dragoman.worker.child_supervisor import Backoff, SupervisedChild
 from dragoman.worker.inference_service import RESTART_BACKOFF as INFERENCE_BACKOFF
 from dragoman.worker.media.gateway import RESTART_BACKOFF as JANUS_BACKOFF
+from dragoman.worker.restarting_child import Backoff, RestartingChild
 
 
 def test_backoff_doubles_per_failure_up_to_its_cap() -> None:
@@ -29,7 +29,7 @@ class Recorded(Backoff):
 QUICK = Backoff(0.001, 0.01)
 
 
-class Child(SupervisedChild):
+class Child(RestartingChild):
     """Dies when told; its next ``fail_starts`` starts fail."""
 
     what = "test child"

@@ -29,7 +29,7 @@ class Backoff:
         return min(self.cap_s, self.base_s * 2**failures)
 
 
-class SupervisedChild(ABC):
+class RestartingChild(ABC):
     """A child restarted whenever ``_watch`` returns (with the reason it is gone).
 
     ``on_down(reason)`` is called before the lost child is killed (the worker marks the node
