@@ -326,3 +326,23 @@ def test_a_signal_ends_the_churn_early_and_a_second_one_quits() -> None:
 
     with pytest.raises(KeyboardInterrupt):
         asyncio.run(run())
+
+
+def test_pooled_sockets_counts_this_process_connections_to_a_port_from_either_end() -> None:
+    import os
+    import socket
+
+    from dragoman.bench.soak_observe import pooled_sockets
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    accepted = [server.accept()[0] for _ in clients]
+    try:
+        # 3 outbound (remote port) + 3 accepted (local port); the listener has no peer yet
+        # but its local port matches too.
+        assert pooled_sockets(os.getpid(), frozenset({port})) == 7
+        assert pooled_sockets(os.getpid(), frozenset({1})) == 0
+    finally:
+        for s in clients + accepted + [server]:
+            s.close()

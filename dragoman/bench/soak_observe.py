@@ -5,6 +5,8 @@ processes (a forkserver's children) and zombies under a parent, and the node at 
 from __future__ import annotations
 
 import contextlib
+import os
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +21,8 @@ def process_stats(
 ) -> dict[str, dict[str, Any]]:
     """RSS (MB) and open fds of each role's process (gone or unknown ones left out), and
     ``pooled``: its TCP connections to ``pooled_ports`` (Redis, the workers' endpoint),
-    which client pools keep open and grow with concurrency — not a leak."""
+    and from them (a worker's inbound pool from the api), which client pools keep open and grow
+    with concurrency — not a leak."""
     procs: dict[str, dict[str, Any]] = {}
     for role, pid in pids.items():
         if pid is None:
@@ -33,11 +36,32 @@ def process_stats(
                     "fds": p.num_fds(),
                 }
             if pooled_ports:
-                conns = p.net_connections(kind="tcp")
-                procs[role]["pooled"] = sum(
-                    1 for c in conns if c.raddr and c.raddr.port in pooled_ports
-                )
+                procs[role]["pooled"] = pooled_sockets(pid, pooled_ports)
     return procs
+
+
+def pooled_sockets(pid: int, ports: frozenset[int]) -> int:
+    """``pid``'s TCP sockets with either end on one of ``ports``, read from its own
+    ``/proc/<pid>/net/tcp*`` (psutil reads the caller's network namespace: a process on a
+    namespace host showed none)."""
+    inodes: set[str] = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    count = 0
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                f = line.split()
+                if len(f) < 10 or f[9] not in inodes:
+                    continue
+                local, remote = (int(a.rsplit(":", 1)[1], 16) for a in (f[1], f[2]))
+                if local in ports or remote in ports:
+                    count += 1
+    return count
 
 
 def agents_and_zombies(parent: int | None, forkserver: int | None) -> tuple[int, int]:
