@@ -226,6 +226,13 @@ def test_connect_drift_in_fault_free_buckets() -> None:
     # Two fault-free buckets: the second against the first.
     assert drift_verdict(bucket_p95(points([300, 1000]), 60, []), 2.0, 300).ok is False
     assert drift_verdict(bucket_p95(points([300, 500]), 60, []), 2.0, 300).ok is True
+    # One slow minute among many (a shared box) is not drift; the last minutes all slow is.
+    many = [300.0] * 12
+    spike = many[:6] + [5000.0] + many[7:]
+    assert drift_verdict(bucket_p95(points(spike), 60, []), 2.0, 300).ok is True
+    assert drift_verdict(bucket_p95(points(spike), 60, []), 2.0, 300).value["worst_ms"] == 5000
+    creeping = many[:8] + [900.0, 950.0, 1000.0, 1100.0]
+    assert drift_verdict(bucket_p95(points(creeping), 60, []), 2.0, 300).ok is False
 
 
 def test_a_traceback_in_the_log_fails() -> None:
