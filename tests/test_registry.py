@@ -542,6 +542,42 @@ async def test_a_redis_that_restarted_empty_takes_the_running_calls_back_from_th
 
 
 @pytest.mark.e2e  # a redis-server
+async def test_a_redis_that_restarted_empty_takes_the_running_calls_holds_back() -> None:
+    # Without them a restart lifted the concurrency limits off every running call: one
+    # address at its limit could open as many more calls as it liked.
+    rule = ConcurrencyRule("calls:ip:203.0.113.7", limit=2)
+    with RedisServer() as server:
+        registry = RedisRegistry(server.url, prefix="holds", op_timeout_s=0.5)
+        try:
+            node = NodeReport("a", "http://a:8100", 4, 0, NodeState.READY)
+            await registry.register(node)
+            for call in ("kept", "ended-meanwhile"):
+                assert await registry.hold(rule, call, max_age_s=600, pending_s=10)
+                assert await registry.reserve(call, ["a"], ttl_s=30)
+                assert await registry.confirm(call)
+            server.stop()
+            server.start()  # same port, empty data
+            await registry.release("ended-meanwhile")
+            beat = dataclasses.replace(
+                node,
+                calls=("kept", "ended-meanwhile"),
+                holds=(("kept", rule.key, 600.0), ("ended-meanwhile", rule.key, 600.0)),
+            )
+            assert await registry.heartbeat(beat) is True
+            # "kept" counts again ("ended-meanwhile" does not): one more fits, not two.
+            assert await registry.hold(rule, "second", 600, 10)
+            assert not await registry.hold(rule, "third", 600, 10)
+            # The restored key expires by itself (no hold outlives its max age) …
+            ttl_ms = await registry._redis.pttl(f"holds:hold:{rule.key}")
+            assert 0 < ttl_ms <= 600_000
+            # … and the call's end frees its hold as before.
+            await registry.release("kept")
+            assert await registry.hold(rule, "third", 600, 10)
+        finally:
+            await registry.close()
+
+
+@pytest.mark.e2e  # a redis-server
 async def test_a_hung_redis_times_out_and_the_registry_recovers() -> None:
     with RedisServer() as server:
         registry = RedisRegistry(server.url, prefix="hang", op_timeout_s=0.3)

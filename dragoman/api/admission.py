@@ -131,6 +131,11 @@ def call_max_s(settings: Settings, caller: Caller) -> float:
     return settings.max_call_s
 
 
+def hold_max_age_s(settings: Settings, caller: Caller) -> float:
+    """The longest a concurrency hold counts: the call's cap and a minute."""
+    return call_max_s(settings, caller) + MINUTE_S
+
+
 async def hold_call(
     registry: Registry, settings: Settings, caller: Caller, call_id: str
 ) -> list[str]:
@@ -141,7 +146,7 @@ async def hold_call(
             ConcurrencyRule(f"calls:sub:{caller.subject}", settings.concurrent_calls_per_subject)
         )
     held: list[str] = []
-    max_age = call_max_s(settings, caller) + MINUTE_S
+    max_age = hold_max_age_s(settings, caller)
     for rule in rules:
         if rule.limit <= 0:
             continue

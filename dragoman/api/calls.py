@@ -171,6 +171,8 @@ async def _place_call(
         mode=pair.mode,
         room_host=invitation.host_call_id if invitation else None,
         interpretation=interpretation,
+        holds=tuple(held),
+        hold_max_age_s=admission.hold_max_age_s(settings, caller),
     )
     span.set_attributes(tracing.call_attributes(call))
     checked_ns = request.state.t0_ns + int((t_checked - t0) * 1e9)

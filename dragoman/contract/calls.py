@@ -46,6 +46,11 @@ class CallRequest(BaseModel):
     # The W3C traceparent of the span that handed the call on (api → worker → agent), when
     # tracing is on (``dragoman.tracing``): one trace follows the call across processes.
     traceparent: str | None = None
+    # The concurrency-limit keys the api counted this call against (``admission.hold_call``)
+    # and how long such a hold may last: a Redis that restarted empty takes them back from
+    # the node's heartbeat, so a restart does not lift the limits off running calls.
+    holds: tuple[str, ...] = ()
+    hold_max_age_s: float = 0.0
 
 
 class CallAnswer(BaseModel):

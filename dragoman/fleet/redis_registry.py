@@ -71,9 +71,11 @@ local function drop_call(prefix, call_id)
 end
 """
 
-# ARGV: prefix, node id, forget (0|1), n, n call ids, m, m local call ids, field, value, ...
+# ARGV: prefix, node id, forget (0|1), n, n call ids, m, m local call ids,
+#       h, h × (call id, hold key, max age ms), field, value, ...
 # A heartbeat (forget 0) for a node this Redis does not know restores the node's calls as
-# confirmed — Redis restarted without persistence — except those released since (their
+# confirmed — Redis restarted without persistence — and their concurrency holds (admitted
+# now, the key kept at least the hold's max age), except those released since (their
 # ``ended`` key). Returns 1 when it restored, else 0.
 _UPSERT = (
     _NOW_MS
@@ -85,7 +87,8 @@ local lost = ARGV[3] == '0' and redis.call('EXISTS', nk) == 0
 if ARGV[3] == '1' then forget_calls(prefix, id) end
 local n = tonumber(ARGV[4])
 local m = tonumber(ARGV[5 + n])
-local fields = 6 + n + m
+local h = tonumber(ARGV[6 + n + m])
+local fields = 7 + n + m + 3 * h
 redis.call('HSET', nk, 'hb_ms', string.format('%.0f', now), unpack(ARGV, fields))
 redis.call('SADD', prefix .. ':nodes', id)
 if not lost then return 0 end
@@ -100,6 +103,13 @@ for i = 6 + n, 5 + n + m do
   local c = ARGV[i]
   if redis.call('EXISTS', prefix .. ':ended:' .. c) == 0 then
     redis.call('ZADD', nk .. ':local', '+inf', c)
+  end
+end
+for i = 7 + n + m, 6 + n + m + 3 * h, 3 do
+  local c, hk, age = ARGV[i], prefix .. ':hold:' .. ARGV[i + 1], tonumber(ARGV[i + 2])
+  if redis.call('EXISTS', prefix .. ':ended:' .. c) == 0 then
+    redis.call('ZADD', hk, 'NX', string.format('%.0f', now), c)
+    if redis.call('PTTL', hk) < age then redis.call('PEXPIRE', hk, age) end
   end
 end
 return 1
@@ -396,12 +406,17 @@ class RedisRegistry:
             "local_capacity": r.local_capacity,
             "local_load": r.local_load,  # the worker's count; NodeInfo's is the ZSET's
         }
-        calls = [] if forget else [len(r.calls), *r.calls, len(r.local_calls), *r.local_calls]
+        if forget:
+            calls: list[Any] = [0, 0, 0]
+        else:
+            holds = [x for c, k, age in r.holds for x in (c, k, round(age * 1000))]
+            calls = [len(r.calls), *r.calls, len(r.local_calls), *r.local_calls]
+            calls += [len(r.holds), *holds]
         return [
             self._prefix,
             r.node_id,
             int(forget),
-            *(calls or [0, 0]),
+            *calls,
             *(x for kv in fields.items() for x in kv),
         ]
 

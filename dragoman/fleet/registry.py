@@ -34,6 +34,9 @@ class NodeReport:
     # so it neither over-fills the node nor forgets where a call's control channel is.
     calls: tuple[str, ...] = ()
     local_calls: tuple[str, ...] = ()
+    # (call id, concurrency-limit key, the hold's max age in s) for those calls: restored
+    # with them, so the limits still count the calls that ran through the restart.
+    holds: tuple[tuple[str, str, float], ...] = ()
 
 
 @dataclass(frozen=True)

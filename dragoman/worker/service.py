@@ -126,6 +126,7 @@ class WorkerService:
             # A registry that lost its state takes the running calls back from these.
             calls=tuple(sorted(self.calls.call_ids())),
             local_calls=tuple(sorted(self.calls.local_call_ids())),
+            holds=tuple(sorted(self.calls.holds())),
         )
 
     async def start(self, on_progress: Any = print) -> None:

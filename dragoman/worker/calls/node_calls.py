@@ -112,6 +112,16 @@ class NodeCalls:
         """Calls on this node that use its inference service (their request is known)."""
         return len(self.local_call_ids())
 
+    def holds(self) -> list[tuple[str, str, float]]:
+        """(call id, limit key, max age s) of every concurrency hold the api counted this
+        node's calls against (``NodeReport.holds``)."""
+        return [
+            (call_id, key, a.request.hold_max_age_s)
+            for call_id, a in self._calls.items()
+            if a.request is not None
+            for key in a.request.holds
+        ]
+
     def local_call_ids(self) -> set[str]:
         """The ids of the calls that use this node's inference service."""
         return {
