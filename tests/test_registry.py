@@ -721,9 +721,11 @@ async def test_dispatcher_tries_the_next_node_when_a_worker_cannot_take_the_call
     assert result.node_id == "b" and workers["w-b"].calls == ["new"]
     assert await registry.lookup("new") == "b"
     assert {n.node_id: n.load for n in await registry.nodes()} == {"a": 1, "b": 1}
-    # Every node refusing: the caller gets the worker's 503, and no slot stays taken.
+    # Every node refusing: the caller gets the worker's 503 in the worker's words — not
+    # "all interpreters are busy", which both nodes' free slots belie (bench soak judged
+    # such refusals as "at capacity") — and no slot stays taken.
     workers["w-b"].refuse = True
-    with pytest.raises(NoAgentAvailable):
+    with pytest.raises(NoAgentAvailable, match="No interpreter process is ready yet"):
         await dispatcher.start_call(CallRequest(call_id="third", sdp="", source="ja", target="en"))
     assert await registry.lookup("third") is None
 

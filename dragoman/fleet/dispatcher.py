@@ -31,11 +31,12 @@ from dragoman.fleet.ranking import (
     free_slots,
     rank_nodes,
 )
-from dragoman.fleet.registry import Registry, Reservation
+from dragoman.fleet.registry import NodeInfo, Registry, Reservation
 from dragoman.fleet.worker_client import WorkerClient
 
 log = logging.getLogger("dragoman.api")
 
+CONTROL_LOOKUP_RETRY_S = 0.25
 MAX_NODE_ATTEMPTS = 3  # a node that fails the hand-off is skipped for the next try
 FLEET_FULL = "All interpreters are busy."
 LOCAL_FULL = (
@@ -115,7 +116,14 @@ class Dispatcher:
         last_error: Exception | None = None
         for _ in range(MAX_NODE_ATTEMPTS):
             with _span("registry.reserve", req):
-                res = await self._reserve(req.call_id, tried, local)
+                try:
+                    res = await self._reserve(req.call_id, tried, local)
+                except NoAgentAvailable:
+                    if last_error is None:
+                        raise
+                    # No other node has a slot: the caller hears why the nodes that had
+                    # one could not take the call, not that every slot is taken.
+                    raise last_error from None
             t_reserved = time.perf_counter()
             try:
                 result = await self._hand_off(res, req)
@@ -164,13 +172,21 @@ class Dispatcher:
     async def open_control(self, call_id: str, token: str) -> ControlLink:
         """The call's control channel on whichever node hosts it (RegistryUnavailable and
         LinkClosed pass through)."""
+        deadline = time.monotonic() + self.registry.node_ttl_s
+        while (node := await self._control_node(call_id)) is None:
+            # A Redis that restarted empty learns a node's calls again from its next
+            # heartbeat (several fit in node_ttl_s): a page reconnecting in that gap must
+            # not be told "no such call", which it takes as final.
+            if time.monotonic() >= deadline:
+                raise LinkClosed(CLOSE_UNKNOWN_CALL, "no such call")
+            await asyncio.sleep(CONTROL_LOOKUP_RETRY_S)
+        return await self._client_for(node.address).open_control(call_id, token)
+
+    async def _control_node(self, call_id: str) -> NodeInfo | None:
         # A call that ended while its page was away is gone from the registry, but its node
         # keeps its channel a while (worker.calls.control.LINGER_S) to tell the page why.
         node_id = await self.registry.lookup(call_id) or await self.registry.ended_on(call_id)
-        node = await self.registry.node(node_id) if node_id else None
-        if node is None:
-            raise LinkClosed(CLOSE_UNKNOWN_CALL, "no such call")
-        return await self._client_for(node.address).open_control(call_id, token)
+        return await self.registry.node(node_id) if node_id else None
 
     async def node_lost(self, call_id: str, wait_s: float) -> bool:
         """Whether the node hosting ``call_id`` is dead: it stops heartbeating for the
