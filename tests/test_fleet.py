@@ -353,7 +353,29 @@ async def test_redis_restart_gives_quick_503_then_recovers(fleet: Fleet) -> None
     assert took < 5, f"503 took {took:.1f} s while Redis was down"
     assert fleet.health().status_code == 503
 
-    fleet.start_redis()  # empty: the workers' heartbeats bring the nodes back
+    # One worker is held stopped across the restart so that its calls are surely unknown
+    # to the new Redis when their page reconnects its control channel: the api must wait
+    # for that worker's next heartbeat, not answer 4404, which the page takes as final
+    # (found by bench soak --fleet: a page reconnecting in that gap gave up its call).
+    page = running[0]
+    _, host_proc = fleet.workers[page.result.node_id]
+    host_proc.send_signal(signal.SIGSTOP)
+    try:
+        fleet.start_redis()  # empty: the workers' heartbeats bring the nodes back
+        await await_http(
+            f"{internal_url(fleet.api_url)}/healthz",
+            30,
+            ok=lambda r: r.status_code == 200 and r.json()["nodes"] == 2,
+        )
+        mark = page.mark()
+        await page.open_control()
+        await asyncio.sleep(1.0)
+    finally:
+        host_proc.send_signal(signal.SIGCONT)
+    try:
+        await page.wait_for(lambda m: m.get("type") == "languages", 10, since=mark)
+    except TimeoutError:
+        pytest.fail(f"control channel after the Redis restart: {page.result.control_close}")
     await await_http(
         f"{internal_url(fleet.api_url)}/healthz",
         30,
