@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
+from collections.abc import Iterable
 
 import httpx
 
@@ -17,6 +19,7 @@ __all__ = [
     "dragoman_exe",
     "redis_argv",
     "sh",
+    "stop_all",
     "wait_http",
 ]
 
@@ -51,3 +54,17 @@ def wait_http(url: str, timeout: float, ok=lambda r: r.status_code == 200) -> ht
             last = e
         time.sleep(0.3)
     raise AssertionError(f"{url} not ready after {timeout} s: {last}")
+
+
+def stop_all(procs: Iterable[subprocess.Popen], grace_s: float = 20) -> None:
+    """SIGTERM every process still running, then wait for each (its drain, its children),
+    killing one that outlasts ``grace_s``."""
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            p.kill()

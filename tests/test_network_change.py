@@ -34,7 +34,7 @@ import httpx
 import pytest
 from conftest import CHROMIUM, wait_until
 from fake_provider import KEY
-from fleet_hosts import SUBNET, Host, HostNet, dragoman_exe, sh, wait_http
+from fleet_hosts import SUBNET, Host, HostNet, dragoman_exe, sh, stop_all, wait_http
 
 from dragoman.bench.embedded import NO_ABUSE_LIMITS
 from dragoman.contract import page as page_contract
@@ -143,14 +143,7 @@ def lossy_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LossyNet]:
         )
         yield LossyNet(net, node, caller, f"http://{node.ip}:8000", logs, wrapper)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         net.down()
         serve_log = logs / "serve.log"
         if serve_log.exists():

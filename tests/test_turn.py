@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fleet_hosts import Host, HostNet, dragoman_exe, wait_http
+from fleet_hosts import Host, HostNet, dragoman_exe, stop_all, wait_http
 
 from dragoman.bench.caller import AUDIBLE_RMS
 
@@ -93,14 +93,7 @@ def turn_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, H
         )
         yield node, caller, logs
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         net.down()
 
 
