@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
-from conftest import JA_KEYWORD, Server, final_caption, wait_until
+from conftest import Server, final_caption, wait_until
 
 from dragoman.bench.caller import AUDIBLE_RMS, Caller, load_wav_mono
 
@@ -56,7 +56,9 @@ async def test_switch_languages_mid_call_then_hang_up(server: Server, ja_speech:
             lambda m: final_caption("source")(m) and m["id"] != first["id"], 30, since=before_second
         )
         assert second["lang"] == "ja"
-        assert JA_KEYWORD in second["text"], second
+        # Decoded as Japanese: kana, which a Chinese decode never writes (the key word 公園
+        # is written the same in both, and Whisper base heard it as お園 once on a loaded box).
+        assert any("\u3040" <= ch <= "\u30ff" for ch in second["text"]), second
         translation = await caller.wait_for(final_caption("translation", uid=second["id"]), 30)
         # Whisper base's wording varies between runs ("park" is usual, not guaranteed): the
         # check is that an English sentence came back, not the Japanese echoed.
