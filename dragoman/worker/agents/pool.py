@@ -108,6 +108,9 @@ class AgentPool:
         self._agents: set[AgentProcess] = set()
         self._idle: deque[AgentProcess] = deque()
         self._idle_changed = asyncio.Event()
+        # Calls waiting for an agent being forked, oldest first: each ready agent goes to the
+        # oldest, so a call that arrives later never takes the one an earlier call waited for.
+        self._waiters: deque[asyncio.Future[AgentProcess]] = deque()
         self._tasks: set[asyncio.Task] = set()
         self._startup_failures = 0  # consecutive agents that died before becoming ready
         self._backoff_until = 0.0  # no fork before this (time.monotonic()) after failures
@@ -184,12 +187,14 @@ class AgentPool:
             log.error("pool task %s failed", task.get_coro(), exc_info=e)
 
     def top_up(self) -> None:
-        """Fork what the idle queue lacks for the free call slots (unless backing off)."""
+        """Fork what the idle queue lacks for the free call slots (unless backing off): the
+        idle target, plus one for each call already waiting — so a burst beyond the buffer has
+        every one of its forks under way at once instead of waiting for a second round."""
         if self.draining or time.monotonic() < self._backoff_until:
             return
         free_slots = self.settings.max_calls - self.busy
-        want = min(self.idle_target, free_slots) - len(self._idle) - self.starting
-        for _ in range(max(0, want)):
+        wanted = min(self.idle_target + len(self._waiters), free_slots)
+        for _ in range(max(0, wanted - len(self._idle) - self.starting)):
             agent = AgentProcess(
                 self._ctx, self._settings_json, self.inference_socket, self._count_kill
             )
@@ -197,32 +202,49 @@ class AgentPool:
             self.spawn(self._run(agent))
 
     async def take_idle(self) -> AgentProcess:
-        """An idle agent for a call, waiting up to ``agent_wait_s`` for one being forked;
-        NoAgentAvailable when the node is draining, full or has none coming."""
-        deadline = time.monotonic() + self.settings.agent_wait_s
-        while True:
-            if self.draining:
-                raise NoAgentAvailable("This node is draining.", self.settings.retry_after_s)
-            if self.busy >= self.settings.max_calls:
-                raise NoAgentAvailable("All interpreters are busy.", self.settings.retry_after_s)
-            if self._idle:
-                return self._idle.popleft()
-            if self.starting == 0:
-                self.top_up()  # a slot is free: fork its agent now (unless backing off)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.starting == 0:
+        """An idle agent for a call, waiting up to ``agent_wait_s`` for one being forked (in
+        arrival order); NoAgentAvailable when the node is draining, full or has none coming."""
+        if self.draining:
+            raise NoAgentAvailable("This node is draining.", self.settings.retry_after_s)
+        if self.busy >= self.settings.max_calls:
+            raise NoAgentAvailable("All interpreters are busy.", self.settings.retry_after_s)
+        if self._idle and not self._waiters:
+            return self._idle.popleft()
+        waiter: asyncio.Future[AgentProcess] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            self._hand_idle()  # idle ones left behind by waiters that gave up
+            self.top_up()  # this call's own agent is forked now (unless backing off)
+            if not waiter.done() and self.starting == 0:
                 raise NoAgentAvailable(
                     "No interpreter process is ready yet.", self.settings.retry_after_s
                 )
-            # A replacement is being forked; it is ready in tens of milliseconds.
-            self._idle_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle_changed.wait(), remaining)
+            await asyncio.wait({waiter}, timeout=self.settings.agent_wait_s)
+        except asyncio.CancelledError:  # the request went away: an agent handed over is idle
+            if not waiter.cancel() and waiter.exception() is None:
+                self.requeue(waiter.result())
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        if waiter.cancel():  # not handed one in time (cancel fails once it has a result)
+            raise NoAgentAvailable(
+                "No interpreter process is ready yet.", self.settings.retry_after_s
+            )
+        return waiter.result()  # an agent, or the drain's NoAgentAvailable
+
+    def _hand_idle(self) -> None:
+        """Idle agents to the waiting calls, oldest call first."""
+        while self._idle and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(self._idle.popleft())
 
     def requeue(self, agent: AgentProcess) -> None:
         """A call never reached ``agent`` (idle again): first in line."""
         self._idle.appendleft(agent)
         self._idle_changed.set()
+        self._hand_idle()
 
     # --- one agent's life ----------------------------------------------------------------
     async def _run(self, agent: AgentProcess) -> None:
@@ -255,6 +277,7 @@ class AgentPool:
         self._startup_failures = 0
         self._idle.append(agent)
         self._idle_changed.set()
+        self._hand_idle()
         self.events.agent_ready(agent)
 
     def agent_to_page(self, agent: AgentProcess, msg: dict[str, Any]) -> None:
@@ -322,6 +345,12 @@ class AgentPool:
     async def drain(self, timeout_s: float) -> None:
         """Stop taking calls, let running calls finish (up to timeout_s), then stop all."""
         self.draining = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(
+                    NoAgentAvailable("This node is draining.", self.settings.retry_after_s)
+                )
         while self._idle:
             self._idle.popleft().stop()
         for agent in list(self._agents):
