@@ -20,6 +20,7 @@ from dragoman.bench.soak_plan import (
     Quiescent,
     bucket_p95,
     call_schedule,
+    calls_lost_with_workers,
     drift_verdict,
     failed,
     fault_schedule,
@@ -158,7 +159,10 @@ def test_a_fleet_holds_one_janus_session_per_worker_and_redis_fds_are_not_judged
 
 def _fleet_run(**fleet: object) -> dict[str, object]:
     """A clean two-worker run's record, with ``fleet`` overriding what the faults left."""
-    calls = [CallRecord(i, "polite", float(i), pressed_s=float(i), status=201) for i in range(10)]
+    calls = [
+        CallRecord(i, "polite", float(i), pressed_s=float(i), status=201, node_id=node)
+        for i, node in enumerate(["w1"] * 7 + ["w2"] * 3)
+    ]
     rest = _rest(nodes=2, janus_sessions=2)
     return {
         "calls": calls,
@@ -166,7 +170,8 @@ def _fleet_run(**fleet: object) -> dict[str, object]:
         "samples": [],
         "before": rest,
         "after": rest,
-        # 10 placed, 3 of them on a worker killed mid-call: its own counts died with it.
+        # 10 placed, 3 of them on w2, killed mid-call: its own counts died with it (its last
+        # report saw 2 calls, both running; the third was answered after that report).
         "health_after": {"outcomes": {"hangup": 7}, "calls_total": 7},
         "registry_keys": {
             "call_records": 0,
@@ -174,7 +179,13 @@ def _fleet_run(**fleet: object) -> dict[str, object]:
             "live_holds": 0,
             "stale_hold_entries_not_counted": 5,
         },
-        "fleet": {"orphans": [], "lost_calls": 3, "redis_restarts": 1, **fleet},
+        "fleet": {
+            "orphans": [],
+            "kills": [{"worker": "w2", "killed_s": 9.5, "calls_total": 2, "active_calls": 2}],
+            "restarts": {"w2": [12.0]},
+            "redis_restarts": 1,
+            **fleet,
+        },
     }
 
 
@@ -184,13 +195,30 @@ def test_fleet_verdicts_name_orphans_live_registry_keys_and_count_calls_lost_wit
     p = SoakParams(fleet=2, fault_kinds=())
     ok = {v.name: v.ok for v in verdicts(_fleet_run(), p, "")}
     assert ok["end_reasons"] and ok["orphans"] and ok["registry_keys"]
-    bad = {v.name for v in failed(verdicts(_fleet_run(lost_calls=2), p, ""))}
+    one_short = [{"worker": "w2", "killed_s": 9.5, "calls_total": 2, "active_calls": 1}]
+    bad = {v.name for v in failed(verdicts(_fleet_run(kills=one_short), p, ""))}
     assert "end_reasons" in bad  # one placed call has no end anywhere
     orphan = [{"worker": "w1", "pid": 42, "cmd": "janus"}]
     assert "orphans" in {v.name for v in failed(verdicts(_fleet_run(orphans=orphan), p, ""))}
     run = _fleet_run()
     run["registry_keys"] = {**run["registry_keys"], "live_holds": 1}  # type: ignore[dict-item]
     assert "registry_keys" in {v.name for v in failed(verdicts(run, p, ""))}
+
+
+def test_calls_lost_with_a_killed_worker_include_those_answered_after_its_last_report() -> None:
+    # w1 ran from its restart at 100 s to its kill at 200 s; its last report (just before the
+    # kill) counted 3 calls placed, 1 running. 4 calls were answered by it in that life: the
+    # 4th after the report. A call it answered before 100 s (its previous life), one after its
+    # restart at 205 s (the new process) and w2's calls are not its.
+    answers = [("w1", 50.0), ("w1", 110.0), ("w1", 150.0), ("w1", 190.0), ("w1", 199.9)]
+    answers += [("w1", 206.0), ("w2", 150.0)]
+    kills = [{"worker": "w1", "killed_s": 200.0, "calls_total": 3, "active_calls": 1}]
+    restarts = {"w1": [100.0, 205.0]}
+    assert calls_lost_with_workers(answers, kills, restarts) == 1 + 1
+    # Its report already counted every call it answered: only the running ones died.
+    assert calls_lost_with_workers(answers[:4], kills, restarts) == 1
+    # The first life of a worker starts at the run's start.
+    assert calls_lost_with_workers([("w1", 10.0)], [{**kills[0], "calls_total": 0}], {}) == 2
 
 
 def test_every_call_needs_an_end_the_page_can_show() -> None:

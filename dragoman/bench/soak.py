@@ -53,6 +53,7 @@ from dragoman.bench.soak_plan import (
     Verdict,
     bucket_p95,
     call_schedule,
+    calls_lost_with_workers,
     drift_verdict,
     failed,
     fault_schedule,
@@ -237,6 +238,7 @@ class CallRecord:
     message: str | None = None  # the refusal's words (the dispatcher's FLEET_FULL: no slot)
     answer_s: float | None = None  # press → the server's answer (under load: seconds)
     call_id: str | None = None
+    node_id: str | None = None  # the node that answered (a fleet's worker name)
     connect_ms: float | None = None  # press → WebRTC connected
     ended_reason: str | None = None  # the state "ended" the control channel said
     control_reconnected: bool | None = None
@@ -295,7 +297,7 @@ async def run_caller(
         sent = time.monotonic()
         res = await caller.call(http)
         rec.answer_s = round(time.monotonic() - sent, 3)
-        rec.status, rec.call_id = res.status, res.call_id
+        rec.status, rec.call_id, rec.node_id = res.status, res.call_id, res.node_id
         if res.status != 201:
             rec.code = (res.error or {}).get("code")
             rec.message = (res.error or {}).get("message")
@@ -365,7 +367,7 @@ async def _no_ice(url: str, rec: CallRecord, http: httpx.AsyncClient) -> None:
         rec.status = resp.status_code
         data = resp.json()
         if resp.status_code == 201:
-            rec.call_id = data.get("call_id")
+            rec.call_id, rec.node_id = data.get("call_id"), data.get("node_id")
         else:
             rec.code = (data.get("error") or {}).get("code")
             rec.message = (data.get("error") or {}).get("message")
@@ -681,7 +683,13 @@ def verdicts(run: dict[str, Any], p: SoakParams, log_text: str) -> list[Verdict]
     else:
         # A killed worker's own counts die with it: its running calls were ended by the api
         # (agent_lost on their control channel), counted here from its last health report.
-        placed = sum(r.status == 201 for r in run["calls"]) - fleet_rec["lost_calls"]
+        answers = [
+            (r.node_id, r.pressed_s + (r.answer_s or 0.0))
+            for r in run["calls"]
+            if r.status == 201 and r.node_id is not None and r.pressed_s is not None
+        ]
+        lost = calls_lost_with_workers(answers, fleet_rec["kills"], fleet_rec["restarts"])
+        placed = sum(r.status == 201 for r in run["calls"]) - lost
     out.append(reasons_verdict(h1.get("outcomes") or {}, placed, set(END_REASONS), {"rejected"}))
     if fleet_rec is not None:
         orphans = fleet_rec["orphans"]

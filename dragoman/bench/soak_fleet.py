@@ -67,7 +67,10 @@ class FleetRecord:
     """What the fleet's own faults left for the verdicts."""
 
     orphans: list[dict[str, Any]] = field(default_factory=list)  # survived their worker
-    lost_calls: int = 0  # calls running on a worker when it was killed (ended by the api)
+    # Each worker kill -9: its last report's counts, when it died and when it came back
+    # (``soak_plan.calls_lost_with_workers`` counts the calls that died with it).
+    kills: list[dict[str, Any]] = field(default_factory=list)
+    restarts: dict[str, list[float]] = field(default_factory=dict)  # worker → restart times
     redis_restarts: int = 0
 
 
@@ -358,9 +361,15 @@ class FleetView:
         w.down = True
         try:
             if kind == "worker_kill":
-                f.record.lost_calls += int(h.get("active_calls") or 0)
                 w.proc.kill()
                 w.proc.wait()
+                kill = {
+                    "worker": w.name,
+                    "killed_s": round(time.monotonic() - t0, 3),
+                    "calls_total": int(h.get("calls_total") or 0),
+                    "active_calls": int(h.get("active_calls") or 0),
+                }
+                f.record.kills.append(kill)
                 await asyncio.sleep(hold_s)
             else:  # worker_drain: SIGTERM; it finishes its calls, deregisters and exits
                 w.proc.send_signal(signal.SIGTERM)
@@ -374,6 +383,7 @@ class FleetView:
                 w.proc.kill()
                 w.proc.wait()
             f.reap_orphans(w, round(time.monotonic() - t0, 2))
+            f.record.restarts.setdefault(w.name, []).append(round(time.monotonic() - t0, 3))
             f.start_worker(w)
             w.down = False
         return pid

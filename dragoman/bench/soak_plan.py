@@ -6,6 +6,7 @@ Nothing here touches a process or a socket: ``soak.py`` does, and hands the samp
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -284,6 +285,30 @@ def leak_verdicts(before: Quiescent, after: Quiescent, fd_slack: int) -> list[Ve
             )
         )
     return out
+
+
+def calls_lost_with_workers(
+    answers: list[tuple[str, float]],
+    kills: list[dict[str, Any]],
+    restarts: dict[str, list[float]],
+) -> int:
+    """Calls that died with a ``kill -9``-ed worker, whose own end counts died with it.
+
+    ``answers``: (node, when its 201 arrived) for every call placed; ``kills``: each kill's
+    worker, time, and its last health report's ``calls_total`` and ``active_calls``;
+    ``restarts``: each worker's restart times. The calls the killed process answered are the
+    201s from its node between its own start (the worker's previous restart) and its restart
+    (the new process cannot have answered before it started); those beyond the report's
+    ``calls_total`` came after the report. Lost: the report's running calls plus those."""
+    lost = 0
+    for kill in kills:
+        name, killed_s = kill["worker"], kill["killed_s"]
+        times = restarts.get(name, [])
+        began = max((t for t in times if t < killed_s), default=-math.inf)
+        back = min((t for t in times if t >= killed_s), default=math.inf)
+        answered = sum(1 for node, t in answers if node == name and began <= t < back)
+        lost += kill["active_calls"] + max(0, answered - kill["calls_total"])
+    return lost
 
 
 def reasons_verdict(
