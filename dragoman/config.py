@@ -154,7 +154,9 @@ class Settings(BaseSettings):
         5.0, description="An agent that has not answered an offer by then is killed."
     )
     agent_wait_s: float = Field(
-        2.0, description="When no idle agent is waiting but one is being forked, wait this long."
+        2.0,
+        description="A call that finds no idle agent waits this long for the one forked for it "
+        "(waiting calls are served in arrival order); then the dispatcher tries another node.",
     )
     retry_after_s: int = Field(2, description="Retry-After sent with 503 when no agent is free.")
 
@@ -475,6 +477,12 @@ class Settings(BaseSettings):
     gemini_model: str = "gemini-3.5-live-translate-preview"
     provider_connect_timeout_s: float = Field(
         5.0, description="A provider that has not accepted the session by then fails the call."
+    )
+    provider_ping_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="Keepalive pings on a streaming provider's session: one that answers none "
+        "for two intervals is stalled and dropped (the call reconnects once, then ends).",
     )
     provider_chunk_ms: int = Field(
         100, ge=20, le=500, description="Caller audio is sent to streaming providers in chunks."

@@ -60,6 +60,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory, fake: Fake) -> Iterator[Serv
         DRAGOMAN_GEMINI_BASE_URL=fake.gemini_base,
         DRAGOMAN_MAX_CALLS="2",
         DRAGOMAN_PROVIDER_CONNECT_TIMEOUT_S="3",
+        DRAGOMAN_PROVIDER_PING_INTERVAL_S="3",  # a stall is noticed in ≤ 6 s (default 5: 10 s)
         DRAGOMAN_NO_MEDIA_TIMEOUT_S="30",
         **fake.trusting_env(),
     )
@@ -183,7 +184,7 @@ async def test_a_stalled_provider_is_detected_and_the_call_ends(cloud: Server, f
     try:
         assert (await caller.call()).status == 201
         caller.mic.play(np.zeros(16000 * 40, dtype=np.int16))
-        # Unanswered pings (5 s interval, 5 s timeout) end each session; one reconnect.
+        # Unanswered pings (3 s interval, 3 s timeout) end each session; one reconnect.
         ended = await _ended(caller, 45)
         assert ended["reason"] == "provider_lost"
     finally:

@@ -130,7 +130,9 @@ class TranscriptionStream:
     ) -> AsyncIterator[TranscriptionConnection]:
         manager = self._client.realtime.connect(
             extra_query=INTENT,
-            websocket_connection_options=cast(Any, websocket_options(timeout)),
+            websocket_connection_options=cast(
+                Any, websocket_options(timeout, self._settings.provider_ping_interval_s)
+            ),
         )
         connection = await openai_realtime.enter(manager)
         conn = TranscriptionConnection(connection, self._settings)

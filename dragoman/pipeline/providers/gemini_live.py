@@ -129,7 +129,8 @@ class GeminiLive:
 
     @contextlib.asynccontextmanager
     async def connect(self, pair: LanguagePair, timeout: float) -> AsyncIterator[GeminiLiveSession]:
-        sdk = gemini_client(self._settings, **websocket_options(timeout))
+        ping_s = self._settings.provider_ping_interval_s
+        sdk = gemini_client(self._settings, **websocket_options(timeout, ping_s))
         async with contextlib.AsyncExitStack() as stack:
             try:
                 session = await stack.enter_async_context(

@@ -107,7 +107,9 @@ class OpenAITranslate:
     ) -> AsyncIterator[OpenAITranslateSession]:
         manager = self._client.realtime.translations.connect(
             model=self._settings.openai_translate_model,
-            websocket_connection_options=cast(Any, websocket_options(timeout)),
+            websocket_connection_options=cast(
+                Any, websocket_options(timeout, self._settings.provider_ping_interval_s)
+            ),
         )
         connection = await openai_realtime.enter(manager)
         session = OpenAITranslateSession(connection, self._settings)

@@ -54,19 +54,18 @@ log = logging.getLogger(__name__)
 
 PRECONNECT_BUFFER_S = 3.0  # speech said while the session opens is sent once it is open
 QUIET_S = 1.0  # no translated audio for this long ends a speech turn (TTSStoppedFrame)
-PING_INTERVAL_S = 5.0  # a provider that stops answering pings is dropped after 2 intervals
 RECONNECT_PAUSE_S = 0.5
 CLOSE_WAIT_S = 1.0
 
 
-def websocket_options(open_timeout: float) -> dict[str, Any]:
+def websocket_options(open_timeout: float, ping_interval_s: float) -> dict[str, Any]:
     """What both SDKs pass on to ``websockets.connect``: our keepalive (a stalled provider is
     noticed within two ping intervals), no size limit surprises, and no per-message deflate
     (base64 PCM barely compresses; deflating it costs a call ~6 % of its CPU)."""
     return {
         "open_timeout": open_timeout,
-        "ping_interval": PING_INTERVAL_S,
-        "ping_timeout": PING_INTERVAL_S,
+        "ping_interval": ping_interval_s,
+        "ping_timeout": ping_interval_s,
         "max_size": 2**22,
         "compression": None,
     }
