@@ -11,13 +11,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from redis_server import RedisServer
 
+from dragoman.bench.soak_observe import pooled_sockets
 from dragoman.contract.calls import CallAnswer, CallRequest
 from dragoman.contract.errors import NoAgentAvailable
 from dragoman.fleet.dispatcher import Dispatcher
@@ -543,16 +543,9 @@ async def test_a_redis_that_restarted_empty_takes_the_running_calls_back_from_th
             await registry.close()
 
 
-def _open_sockets() -> int:
-    fds = Path("/proc/self/fd")
-    return sum(1 for fd in fds.iterdir() if _readlink(fd).startswith("socket:"))
-
-
-def _readlink(path: Path) -> str:
-    try:
-        return os.readlink(path)
-    except OSError:  # closed meanwhile (the listing's own fd)
-        return ""
+def _redis_sockets(server: RedisServer) -> int:
+    """This process's TCP sockets to the server (closed-by-peer ones included)."""
+    return pooled_sockets(os.getpid(), frozenset({server.port}))
 
 
 @pytest.mark.e2e  # a redis-server
@@ -564,16 +557,15 @@ async def test_a_redis_restart_leaves_no_dead_pooled_socket_open(outage_seen: bo
         registry = RedisRegistry(server.url, prefix="sockets", op_timeout_s=0.5)
         try:
             await registry.register(report("a", 2))
-            base = _open_sockets()
             await asyncio.gather(*(registry.nodes() for _ in range(12)))  # a burst: 12 sockets
-            assert _open_sockets() >= base + 8
+            assert _redis_sockets(server) >= 8
             server.stop()
             if outage_seen:  # a heartbeat during the outage fails
                 with pytest.raises(RegistryUnavailable):
                     await registry.heartbeat(report("a", 2))
             server.start()  # empty
             assert await registry.heartbeat(report("a", 2)) is True  # the node restored
-            assert _open_sockets() <= base + 2
+            assert _redis_sockets(server) <= 2  # the one just used (a dead one is still listed)
         finally:
             await registry.close()
 

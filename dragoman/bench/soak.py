@@ -681,8 +681,8 @@ def verdicts(run: dict[str, Any], p: SoakParams, log_text: str) -> list[Verdict]
     if fleet_rec is None:
         placed = h1.get("calls_total", 0)
     else:
-        # A killed worker's own counts die with it: its running calls were ended by the api
-        # (agent_lost on their control channel), counted here from its last health report.
+        # A killed worker's own counts die with it: the calls it held were ended by the api
+        # (agent_lost on their control channel); calls_lost_with_workers counts them.
         answers = [
             (r.node_id, r.pressed_s + (r.answer_s or 0.0))
             for r in run["calls"]
